@@ -1,0 +1,187 @@
+//! Server-level work over one admin connection: list, create, label and drop databases.
+//!
+//! Every database this tool creates carries a label (`COMMENT ON DATABASE`, JSON) naming project,
+//! logical database, branch and creation time. Nothing without this project's label is ever dropped.
+
+use anyhow::{Context, Result, anyhow, bail};
+use postgres::Client;
+use serde::{Deserialize, Serialize};
+
+use crate::conn::{Endpoint, describe_pg_error};
+use crate::naming::{DbName, quote_ident};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Label {
+    pub tool: String,
+    pub project: String,
+    pub database: String,
+    pub branch: String,
+    pub created: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerDatabase {
+    pub name: String,
+    pub label: Option<Label>,
+    pub size_bytes: Option<i64>,
+}
+
+impl ServerDatabase {
+    pub fn belongs_to(&self, project: &str) -> bool {
+        self.label.as_ref().is_some_and(|l| l.project == project)
+    }
+}
+
+pub enum Created {
+    New,
+    Existing,
+}
+
+/// One connection to the admin database of a server.
+pub struct Admin {
+    client: Client,
+}
+
+/// Serialises create, drop and clone across every xtask process on the server. Advisory locks are
+/// per database, so the lock is always taken in the maintenance database the admin connects to.
+const CATALOG_LOCK_KEY: i64 = 0x7874_6173_6b5f_6462; // "xtask_db"
+
+impl Admin {
+    pub fn connect(endpoint: &Endpoint) -> Result<Admin> {
+        let client = endpoint.connect(&endpoint.admin_db)?;
+        Ok(Admin { client })
+    }
+
+    pub fn databases(&mut self) -> Result<Vec<ServerDatabase>> {
+        let rows = self
+            .client
+            .query(
+                "SELECT d.datname, shobj_description(d.oid, 'pg_database'), \
+                        CASE WHEN has_database_privilege(d.oid, 'CONNECT') THEN pg_database_size(d.oid) END \
+                 FROM pg_database d WHERE NOT d.datistemplate ORDER BY d.datname",
+                &[],
+            )
+            .map_err(|e| anyhow!(describe_pg_error(&e)))
+            .context("list databases")?;
+        Ok(rows
+            .iter()
+            .map(|row| ServerDatabase {
+                name: row.get(0),
+                label: row
+                    .get::<_, Option<String>>(1)
+                    .and_then(|text| serde_json::from_str::<Label>(&text).ok())
+                    .filter(|label| label.tool == "xtask"),
+                size_bytes: row.get(2),
+            })
+            .collect())
+    }
+
+    pub fn find(&mut self, name: &DbName) -> Result<Option<ServerDatabase>> {
+        Ok(self
+            .databases()?
+            .into_iter()
+            .find(|d| d.name == name.as_str()))
+    }
+
+    /// Creates and labels the database unless it exists with the same label already.
+    pub fn create(
+        &mut self,
+        name: &DbName,
+        project: &str,
+        logical: &str,
+        branch: &str,
+    ) -> Result<Created> {
+        self.with_catalog_lock(|admin| {
+            if let Some(existing) = admin.find(name)? {
+                check_ownership(&existing, project, logical, branch)?;
+                return Ok(Created::Existing);
+            }
+            admin.execute(&format!("CREATE DATABASE {}", quote_ident(name.as_str())))?;
+            admin.label(name, project, logical, branch)?;
+            Ok(Created::New)
+        })
+        .with_context(|| format!("create database {name}"))
+    }
+
+    fn label(&mut self, name: &DbName, project: &str, logical: &str, branch: &str) -> Result<()> {
+        // The server quotes both the identifier and the literal (format %I, %L).
+        let row = self
+            .client
+            .query_one(
+                "SELECT format('COMMENT ON DATABASE %I IS %L', $1::text, json_build_object( \
+                   'tool', 'xtask', 'project', $2::text, 'database', $3::text, 'branch', $4::text, \
+                   'created', to_char(now() AT TIME ZONE 'utc', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))::text)",
+                &[&name.as_str(), &project, &logical, &branch],
+            )
+            .map_err(|e| anyhow!(describe_pg_error(&e)))?;
+        self.execute(row.get::<_, &str>(0))
+            .context("label database")
+    }
+
+    /// Drops the database when it carries this project's label; `Ok(false)` when it does not exist.
+    /// Its open connections are ended first.
+    pub fn drop_labelled(&mut self, name: &str, project: &str) -> Result<bool> {
+        self.with_catalog_lock(|admin| {
+            let Some(existing) = admin.databases()?.into_iter().find(|d| d.name == name) else {
+                return Ok(false);
+            };
+            if !existing.belongs_to(project) {
+                bail!(
+                    "refusing to drop database {name}: it does not carry project `{project}`'s label, \
+                     so this tool did not create it"
+                );
+            }
+            admin.execute(&format!("DROP DATABASE {} WITH (FORCE)", quote_ident(name)))?;
+            Ok(true)
+        })
+        .with_context(|| format!("drop database {name}"))
+    }
+
+    fn with_catalog_lock<T>(&mut self, work: impl FnOnce(&mut Admin) -> Result<T>) -> Result<T> {
+        self.client
+            .execute("SELECT pg_advisory_lock($1)", &[&CATALOG_LOCK_KEY])
+            .map_err(|e| anyhow!(describe_pg_error(&e)))
+            .context("take the database-catalog lock")?;
+        let result = work(self);
+        let unlocked = self
+            .client
+            .execute("SELECT pg_advisory_unlock($1)", &[&CATALOG_LOCK_KEY]);
+        let value = result?;
+        unlocked
+            .map_err(|e| anyhow!(describe_pg_error(&e)))
+            .context("release the database-catalog lock")?;
+        Ok(value)
+    }
+
+    fn execute(&mut self, sql: &str) -> Result<()> {
+        self.client
+            .batch_execute(sql)
+            .map_err(|e| anyhow!(describe_pg_error(&e)))
+    }
+}
+
+fn check_ownership(
+    existing: &ServerDatabase,
+    project: &str,
+    logical: &str,
+    branch: &str,
+) -> Result<()> {
+    match &existing.label {
+        Some(l) if l.project == project && l.database == logical && l.branch == branch => Ok(()),
+        Some(l) => bail!(
+            "database {} already exists for project `{}`, database `{}`, branch `{}` \
+             (not `{project}`, `{logical}`, `{branch}`): set a distinct `project` in \
+             [workspace.metadata.xtask] or XTASK_PROJECT",
+            existing.name,
+            l.project,
+            l.database,
+            l.branch
+        ),
+        None => bail!(
+            "database {} already exists on the server but was not created by xtask; \
+             it is left alone. Rename or drop it yourself, or set a distinct `project` in \
+             [workspace.metadata.xtask] or XTASK_PROJECT",
+            existing.name
+        ),
+    }
+}

@@ -1,0 +1,298 @@
+//! Configuration: `[workspace.metadata.xtask]` in the root Cargo.toml, overridden by `XTASK_*` variables.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+use crate::naming;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    Auto,
+    Docker,
+    Native,
+    External,
+}
+
+impl EngineKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineKind::Auto => "auto",
+            EngineKind::Docker => "docker",
+            EngineKind::Native => "native",
+            EngineKind::External => "external",
+        }
+    }
+
+    fn parse(text: &str) -> Option<EngineKind> {
+        [Self::Auto, Self::Docker, Self::Native, Self::External]
+            .into_iter()
+            .find(|kind| kind.name() == text)
+    }
+}
+
+/// What the Cargo.toml section may say; every key optional, unknown keys rejected.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    project: Option<String>,
+    engine: Option<EngineKind>,
+    port: Option<u16>,
+    image: Option<String>,
+    user: Option<String>,
+    password: Option<String>,
+    default_branches: Option<Vec<String>>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Manifest {
+    workspace: Option<WorkspaceTable>,
+}
+
+#[derive(Deserialize)]
+struct WorkspaceTable {
+    metadata: Option<MetadataTable>,
+}
+
+#[derive(Deserialize)]
+struct MetadataTable {
+    xtask: Option<FileConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub project: String,
+    pub engine: EngineKind,
+    pub port: u16,
+    pub image: String,
+    pub user: String,
+    pub password: String,
+    pub default_branches: Vec<String>,
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+}
+
+pub const DEFAULT_PORT: u16 = 5433;
+pub const DEFAULT_IMAGE: &str = "postgres:17";
+const DEFAULT_USER: &str = "postgres";
+const DEFAULT_PASSWORD: &str = "postgres";
+
+impl Config {
+    /// Reads `<root>/Cargo.toml` and the environment.
+    pub fn load(root: &Path) -> Result<Config> {
+        let manifest_path = root.join("Cargo.toml");
+        let text = std::fs::read_to_string(&manifest_path)
+            .with_context(|| format!("read {}", manifest_path.display()))?;
+        let file = parse_manifest(&text).with_context(|| {
+            format!(
+                "invalid [workspace.metadata.xtask] in {}",
+                manifest_path.display()
+            )
+        })?;
+        resolve(file, root, &|key| {
+            std::env::var(key).ok().filter(|v| !v.is_empty())
+        })
+    }
+}
+
+fn parse_manifest(text: &str) -> Result<FileConfig> {
+    let manifest: Manifest = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(manifest
+        .workspace
+        .and_then(|w| w.metadata)
+        .and_then(|m| m.xtask)
+        .unwrap_or_default())
+}
+
+fn resolve(file: FileConfig, root: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config> {
+    let project = match env("XTASK_PROJECT").or(file.project) {
+        Some(name) => {
+            if !naming::is_valid_base(&name) {
+                bail!(
+                    "project `{name}` is not a valid project name: use lower-case letters, digits and `_`, \
+                     starting with a letter, at most {} bytes (for example `{}`)",
+                    naming::MAX_PROJECT_BYTES,
+                    naming::project_from_folder(&name)
+                );
+            }
+            name
+        }
+        None => {
+            let folder = root.file_name().map(|f| f.to_string_lossy().into_owned());
+            naming::project_from_folder(folder.as_deref().unwrap_or("project"))
+        }
+    };
+    let engine = match env("XTASK_ENGINE") {
+        Some(text) => EngineKind::parse(&text).with_context(|| {
+            format!("XTASK_ENGINE={text:?}: expected one of auto, docker, native, external")
+        })?,
+        None => file.engine.unwrap_or(EngineKind::Auto),
+    };
+    let port = match env("XTASK_PORT") {
+        Some(text) => text
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .with_context(|| {
+                format!("XTASK_PORT={text:?}: expected a port number from 1 to 65535")
+            })?,
+        None => file.port.unwrap_or(DEFAULT_PORT),
+    };
+    if port == 0 {
+        bail!("port = 0 in [workspace.metadata.xtask]: expected a port number from 1 to 65535");
+    }
+    let user = env("XTASK_USER")
+        .or(file.user)
+        .unwrap_or(DEFAULT_USER.into());
+    if user.is_empty() || user.contains('\0') {
+        bail!("user {user:?} is not a valid role name");
+    }
+    let password = env("XTASK_PASSWORD")
+        .or(file.password)
+        .unwrap_or(DEFAULT_PASSWORD.into());
+    if password.contains('\0') || password.contains('\n') {
+        bail!(
+            "the configured password contains a NUL or newline character, which Postgres cannot store"
+        );
+    }
+    let default_branches = file
+        .default_branches
+        .unwrap_or_else(|| vec!["main".into(), "master".into()]);
+    if default_branches.is_empty() {
+        bail!("default-branches is empty: name at least one branch, for example [\"main\"]");
+    }
+    let data_dir = match env("XTASK_DATA_DIR").map(PathBuf::from).or(file.data_dir) {
+        Some(dir) if dir.is_relative() => root.join(dir),
+        Some(dir) => dir,
+        None => default_data_dir(&project)?,
+    };
+    Ok(Config {
+        project,
+        engine,
+        port,
+        image: env("XTASK_IMAGE")
+            .or(file.image)
+            .unwrap_or(DEFAULT_IMAGE.into()),
+        user,
+        password,
+        default_branches,
+        data_dir,
+        database_url: env("XTASK_DATABASE_URL").or(file.database_url),
+    })
+}
+
+/// A per-user folder keyed by project, shared by every worktree of the repository. As root the
+/// server runs as the `postgres` user, which cannot enter /root, so root's clusters live in /var/lib.
+fn default_data_dir(project: &str) -> Result<PathBuf> {
+    if crate::os::is_root() {
+        return Ok(PathBuf::from("/var/lib/xtask").join(project));
+    }
+    let base = if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        PathBuf::from(dir)
+    } else {
+        let home = std::env::var_os("HOME").context(
+            "HOME is not set: set XTASK_DATA_DIR to choose where the local server keeps its data",
+        )?;
+        if cfg!(target_os = "macos") {
+            PathBuf::from(home).join("Library/Application Support")
+        } else {
+            PathBuf::from(home).join(".local/share")
+        }
+    };
+    Ok(base.join("xtask").join(project))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml: &str, env: &[(&str, &str)]) -> Result<Config> {
+        let file = parse_manifest(toml)?;
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        resolve(file, Path::new("/src/My-App"), &|key| {
+            env.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+        })
+    }
+
+    #[test]
+    fn defaults() {
+        let c = load("[workspace]\nmembers = []\n", &[("XTASK_DATA_DIR", "/d")]).unwrap();
+        assert_eq!(c.project, "my_app");
+        assert_eq!(c.engine, EngineKind::Auto);
+        assert_eq!(c.port, 5433);
+        assert_eq!(c.image, "postgres:17");
+        assert_eq!(c.default_branches, ["main", "master"]);
+        assert_eq!(c.data_dir, PathBuf::from("/d"));
+        assert!(c.database_url.is_none());
+    }
+
+    #[test]
+    fn file_values_and_env_overrides() {
+        let toml = r#"
+[workspace.metadata.xtask]
+project = "shop"
+engine = "native"
+port = 6000
+default-branches = ["trunk"]
+data-dir = "target/pg"
+"#;
+        let c = load(toml, &[]).unwrap();
+        assert_eq!(
+            (c.project.as_str(), c.engine, c.port),
+            ("shop", EngineKind::Native, 6000)
+        );
+        assert_eq!(c.data_dir, PathBuf::from("/src/My-App/target/pg"));
+        let c = load(toml, &[("XTASK_PORT", "7000"), ("XTASK_ENGINE", "docker")]).unwrap();
+        assert_eq!((c.port, c.engine), (7000, EngineKind::Docker));
+    }
+
+    #[test]
+    fn unknown_key_names_line_column_and_key() {
+        let err = load("[workspace.metadata.xtask]\nport = 1\nprot = 2\n", &[]).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("line 3, column 1"), "{msg}");
+        assert!(msg.contains("prot"), "{msg}");
+    }
+
+    #[test]
+    fn broken_values_are_errors() {
+        for (toml, needle) in [
+            ("[workspace.metadata.xtask]\nport = \"x\"\n", "line 2"),
+            ("[workspace.metadata.xtask]\nport = 70000\n", "line 2"),
+            (
+                "[workspace.metadata.xtask]\nengine = \"podman\"\n",
+                "podman",
+            ),
+            (
+                "[workspace.metadata.xtask]\nproject = \"Bad Name\"\n",
+                "bad_name",
+            ),
+            (
+                "[workspace.metadata.xtask]\ndefault-branches = []\n",
+                "default-branches",
+            ),
+            ("[workspace.metadata.xtask\n", "line 1"),
+        ] {
+            let msg = format!("{:#}", load(toml, &[("XTASK_DATA_DIR", "/d")]).unwrap_err());
+            assert!(msg.contains(needle), "{toml:?}: {msg}");
+        }
+        for (key, value) in [
+            ("XTASK_PORT", "abc"),
+            ("XTASK_PORT", "0"),
+            ("XTASK_ENGINE", "x"),
+        ] {
+            let msg = format!(
+                "{:#}",
+                load("", &[(key, value), ("XTASK_DATA_DIR", "/d")]).unwrap_err()
+            );
+            assert!(msg.contains(key), "{msg}");
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! Where a server is and how to reach it: endpoints, URLs (with the password redacted for display)
+//! and waiting until a server really accepts connections.
+
+use std::fmt::Write as _;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use postgres::error::SqlState;
+use postgres::{Client, NoTls};
+
+/// A server address and login. The password is kept out of `Debug` output.
+#[derive(Clone)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+    /// The database named in an external admin URL; used for admin work.
+    pub admin_db: String,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted_url(&self.admin_db))
+    }
+}
+
+impl Endpoint {
+    pub fn local(port: u16, user: &str, password: &str) -> Endpoint {
+        Endpoint {
+            host: "127.0.0.1".into(),
+            port,
+            user: user.into(),
+            password: password.into(),
+            admin_db: "postgres".into(),
+        }
+    }
+
+    /// Parses a `postgres://` URL (or a `key=value` string) as the external engine's admin endpoint.
+    pub fn parse_admin_url(url: &str) -> Result<Endpoint> {
+        let config = postgres::Config::from_str(url)
+            .map_err(|e| anyhow!("{e}"))
+            .context("database-url is not a valid PostgreSQL URL (expected postgres://USER:PASSWORD@HOST:PORT/DB)")?;
+        let host = match config.get_hosts().first() {
+            Some(postgres::config::Host::Tcp(host)) => host.clone(),
+            Some(_) => bail!("database-url names a Unix socket; give a TCP host instead"),
+            None => "127.0.0.1".into(),
+        };
+        let password = config
+            .get_password()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .unwrap_or_default();
+        Ok(Endpoint {
+            host,
+            port: config.get_ports().first().copied().unwrap_or(5432),
+            user: config
+                .get_user()
+                .context("database-url names no user")?
+                .to_owned(),
+            password,
+            admin_db: config.get_dbname().unwrap_or("postgres").to_owned(),
+        })
+    }
+
+    pub fn is_loopback(&self) -> bool {
+        let host = self.host.trim_start_matches('[').trim_end_matches(']');
+        host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+
+    /// The URL with the password, for `db-endpoint` and `.env` only.
+    pub fn url(&self, db: &str) -> String {
+        self.format_url(db, Some(&self.password))
+    }
+
+    /// The URL with the password replaced by `***`, for everything printed.
+    pub fn redacted_url(&self, db: &str) -> String {
+        self.format_url(db, (!self.password.is_empty()).then_some("***"))
+    }
+
+    fn format_url(&self, db: &str, password: Option<&str>) -> String {
+        let mut url = format!("postgres://{}", percent_encode(&self.user));
+        if let Some(password) = password.filter(|p| !p.is_empty()) {
+            let shown = if password == "***" {
+                password.to_owned()
+            } else {
+                percent_encode(password)
+            };
+            write!(url, ":{shown}").unwrap();
+        }
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        write!(url, "@{host}:{}/{}", self.port, percent_encode(db)).unwrap();
+        url
+    }
+
+    pub fn config(&self, db: &str) -> postgres::Config {
+        let mut config = postgres::Config::new();
+        config
+            .host(&self.host)
+            .port(self.port)
+            .user(&self.user)
+            .password(&self.password)
+            .dbname(db)
+            .application_name("xtask")
+            .connect_timeout(Duration::from_secs(5));
+        config
+    }
+
+    pub fn connect(&self, db: &str) -> Result<Client> {
+        self.config(db)
+            .connect(NoTls)
+            .map_err(|e| anyhow!(describe_pg_error(&e)))
+            .with_context(|| format!("connect to {}", self.redacted_url(db)))
+    }
+
+    /// Environment for a `psql` child, so no secret is ever on a command line.
+    pub fn libpq_env(&self, db: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("PGHOST", self.host.clone()),
+            ("PGPORT", self.port.to_string()),
+            ("PGUSER", self.user.clone()),
+            ("PGPASSWORD", self.password.clone()),
+            ("PGDATABASE", db.to_owned()),
+        ]
+    }
+}
+
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            write!(out, "%{byte:02X}").unwrap();
+        }
+    }
+    out
+}
+
+/// A server error in full: severity, message, DETAIL and HINT.
+pub fn describe_pg_error(error: &postgres::Error) -> String {
+    let Some(db) = error.as_db_error() else {
+        return match std::error::Error::source(error) {
+            Some(source) => format!("{error}: {source}"),
+            None => error.to_string(),
+        };
+    };
+    let mut text = format!("{}: {}", db.severity(), db.message());
+    if let Some(detail) = db.detail() {
+        write!(text, "\nDETAIL: {detail}").unwrap();
+    }
+    if let Some(hint) = db.hint() {
+        write!(text, "\nHINT: {hint}").unwrap();
+    }
+    text
+}
+
+/// How to tell, while waiting, that the server has died, and what to show when it has.
+pub struct ReadyWatch<'a> {
+    /// `Some(reason)` once the server process is gone; asked about once a second.
+    pub died: &'a dyn Fn() -> Option<String>,
+    pub log_tail: &'a dyn Fn() -> String,
+}
+
+/// Polls with real TCP logins until the server answers, printing one progress line when it is slow.
+/// A dead server or the timeout ends the wait with the last error and the server's log tail.
+pub fn wait_ready(endpoint: &Endpoint, timeout: Duration, watch: &ReadyWatch) -> Result<()> {
+    let start = Instant::now();
+    let mut announced = false;
+    let mut next_liveness_check = Duration::from_secs(1);
+    let mut pause = Duration::from_millis(20);
+    loop {
+        let mut config = endpoint.config(&endpoint.admin_db);
+        config.connect_timeout(Duration::from_secs(2));
+        let error = match config.connect(NoTls) {
+            Ok(_) => return Ok(()),
+            Err(error) => error,
+        };
+        if is_login_refused(&error) {
+            bail!(
+                "the server at {} refused the login: {}\n\
+                 The password is set only when the server's data is first created. Set XTASK_PASSWORD \
+                 (or `password` in [workspace.metadata.xtask]) to the one it was created with, or run \
+                 `cargo xtask teardown` to delete the server and its data and start afresh",
+                endpoint.redacted_url(&endpoint.admin_db),
+                describe_pg_error(&error)
+            );
+        }
+        if start.elapsed() >= next_liveness_check {
+            next_liveness_check += Duration::from_secs(1);
+            if let Some(reason) = (watch.died)() {
+                bail!(
+                    "PostgreSQL stopped before accepting connections ({reason})\nlast error: {}\n{}",
+                    describe_pg_error(&error),
+                    (watch.log_tail)()
+                );
+            }
+        }
+        if start.elapsed() >= timeout {
+            bail!(
+                "PostgreSQL at {}:{} did not accept connections within {} s\nlast error: {}\n{}",
+                endpoint.host,
+                endpoint.port,
+                timeout.as_secs(),
+                describe_pg_error(&error),
+                (watch.log_tail)()
+            );
+        }
+        if !announced && start.elapsed() >= Duration::from_secs(1) {
+            eprintln!(
+                "waiting for PostgreSQL at {}:{} to accept connections (up to {} s)...",
+                endpoint.host,
+                endpoint.port,
+                timeout.as_secs()
+            );
+            announced = true;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(250));
+    }
+}
+
+fn is_login_refused(error: &postgres::Error) -> bool {
+    error.code().is_some_and(|code| {
+        *code == SqlState::INVALID_PASSWORD
+            || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_encode_and_redact() {
+        let e = Endpoint::local(5433, "dev user", "p@ss:/word");
+        assert_eq!(
+            e.url("app"),
+            "postgres://dev%20user:p%40ss%3A%2Fword@127.0.0.1:5433/app"
+        );
+        assert_eq!(
+            e.redacted_url("app"),
+            "postgres://dev%20user:***@127.0.0.1:5433/app"
+        );
+        assert_eq!(
+            format!("{e:?}"),
+            "postgres://dev%20user:***@127.0.0.1:5433/postgres"
+        );
+    }
+
+    #[test]
+    fn admin_url_round_trips() {
+        let e =
+            Endpoint::parse_admin_url("postgres://admin:s%40cret@db.internal:6543/ops").unwrap();
+        assert_eq!(
+            (e.host.as_str(), e.port, e.user.as_str()),
+            ("db.internal", 6543, "admin")
+        );
+        assert_eq!(e.password, "s@cret");
+        assert_eq!(e.admin_db, "ops");
+        assert!(!e.is_loopback());
+        assert!(
+            Endpoint::parse_admin_url("postgres://a@localhost/x")
+                .unwrap()
+                .is_loopback()
+        );
+        assert!(
+            Endpoint::parse_admin_url("postgres://a@[::1]:5/x")
+                .unwrap()
+                .is_loopback()
+        );
+        assert!(
+            Endpoint::parse_admin_url("postgres://a@127.0.0.1/x")
+                .unwrap()
+                .is_loopback()
+        );
+        assert!(Endpoint::parse_admin_url("not a url").is_err());
+    }
+}

@@ -1,0 +1,469 @@
+//! The docker engine: one container per project (`<project>-postgres`) with a named volume for its
+//! data and its port published on 127.0.0.1 only, driven through the `docker` CLI.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+use xshell::{Shell, cmd};
+
+use super::{Engine, PsqlLauncher, ServerState, Status, UpOutcome, tail};
+use crate::config::{Config, EngineKind};
+use crate::conn::{Endpoint, ReadyWatch, wait_ready};
+use crate::os;
+
+const READY_TIMEOUT: Duration = Duration::from_secs(90);
+const PROJECT_LABEL: &str = "xtask.project";
+
+pub struct Docker {
+    sh: Shell,
+    project: String,
+    container: String,
+    volume: String,
+    image: String,
+    port: u16,
+    endpoint: Endpoint,
+}
+
+/// What `docker container inspect` says about our container.
+struct Container {
+    status: String,
+    image: String,
+    host_port: Option<String>,
+    project: Option<String>,
+}
+
+impl Docker {
+    pub fn new(config: &Config) -> Result<Docker> {
+        which::which("docker").context(
+            "the docker engine needs the Docker CLI (`docker`), which is not on PATH: install Docker \
+             Engine or Docker Desktop, or use the native engine (XTASK_ENGINE=native)",
+        )?;
+        Ok(Docker {
+            sh: Shell::new()?,
+            project: config.project.clone(),
+            container: format!("{}-postgres", config.project),
+            volume: format!("{}-pgdata", config.project),
+            image: config.image.clone(),
+            port: config.port,
+            endpoint: Endpoint::local(config.port, &config.user, &config.password),
+        })
+    }
+
+    fn inspect(&self) -> Result<Option<Container>> {
+        let name = &self.container;
+        let output = cmd!(self.sh, "docker container inspect {name}")
+            .quiet()
+            .ignore_status()
+            .output()
+            .context("run docker container inspect")?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if !output.status.success() {
+            if stderr.contains("No such container") || stderr.contains("No such object") {
+                return Ok(None);
+            }
+            bail!(engine_down_message(&stderr));
+        }
+        let parsed: Value =
+            serde_json::from_slice(&output.stdout).context("parse docker inspect output")?;
+        let c = &parsed[0];
+        Ok(Some(Container {
+            status: c["State"]["Status"]
+                .as_str()
+                .unwrap_or("unknown")
+                .to_owned(),
+            image: c["Config"]["Image"].as_str().unwrap_or_default().to_owned(),
+            host_port: c["HostConfig"]["PortBindings"]["5432/tcp"][0]["HostPort"]
+                .as_str()
+                .map(str::to_owned),
+            project: c["Config"]["Labels"][PROJECT_LABEL]
+                .as_str()
+                .map(str::to_owned),
+        }))
+    }
+
+    fn check_ours(&self, c: &Container) -> Result<()> {
+        if c.project.as_deref() != Some(self.project.as_str()) {
+            bail!(
+                "a container named {} exists but was not created by xtask for project `{}`; it is left \
+                 alone. Rename or remove it yourself (`docker rm -f {}`), or set a distinct `project`",
+                self.container,
+                self.project,
+                self.container
+            );
+        }
+        let port = self.port.to_string();
+        if c.image != self.image || c.host_port.as_deref() != Some(port.as_str()) {
+            bail!(
+                "container {} runs image {} on port {}, but the configuration asks for image {} on port {}.\n\
+                 Its data lives in volume {} and is kept: run `cargo xtask db-down` then `cargo xtask db-up` \
+                 to recreate it with the new settings",
+                self.container,
+                c.image,
+                c.host_port.as_deref().unwrap_or("none"),
+                self.image,
+                self.port,
+                self.volume
+            );
+        }
+        Ok(())
+    }
+
+    fn docker(&self, args: &[&str]) -> Result<String> {
+        let output = cmd!(self.sh, "docker {args...}")
+            .quiet()
+            .ignore_status()
+            .output()
+            .with_context(|| format!("run docker {}", args.join(" ")))?;
+        if !output.status.success() {
+            bail!(
+                "docker {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr).trim_end()
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    }
+
+    /// The image's PostgreSQL major version: its `PG_MAJOR`, else its tag.
+    fn image_major(&self) -> Result<Option<u32>> {
+        let image = &self.image;
+        let format = "{{json .Config.Env}}";
+        let inspected = cmd!(self.sh, "docker image inspect --format {format} {image}")
+            .quiet()
+            .ignore_stderr()
+            .read();
+        let env = match inspected {
+            Ok(env) => env,
+            Err(_) => {
+                self.pull()?;
+                cmd!(self.sh, "docker image inspect --format {format} {image}")
+                    .quiet()
+                    .read()?
+            }
+        };
+        let from_env = serde_json::from_str::<Vec<String>>(&env)
+            .unwrap_or_default()
+            .iter()
+            .find_map(|var| var.strip_prefix("PG_MAJOR=").and_then(|v| v.parse().ok()));
+        Ok(from_env.or_else(|| major_from_tag(&self.image)))
+    }
+
+    fn pull(&self) -> Result<()> {
+        let image = &self.image;
+        eprintln!("image {image} is not on this machine; pulling it");
+        let pulled = duct::cmd!("docker", "pull", image)
+            .stdout_to_stderr()
+            .unchecked()
+            .run()?;
+        if !pulled.status.success() {
+            bail!(
+                "image {image} is not on this machine and could not be pulled (see docker's message above).\n\
+                 Pull or build it, choose another with `image` in [workspace.metadata.xtask] or XTASK_IMAGE, \
+                 or use the native engine (XTASK_ENGINE=native)"
+            );
+        }
+        Ok(())
+    }
+
+    fn ensure_port_free(&self) -> Result<()> {
+        let Some(mut holder) = os::port_holder(self.port) else {
+            return Ok(());
+        };
+        let filter = format!("publish={}", self.port);
+        let format = "{{.Names}}";
+        if let Ok(names) = cmd!(self.sh, "docker ps --filter {filter} --format {format}")
+            .quiet()
+            .read()
+            && !names.is_empty()
+        {
+            holder = format!("docker container {names}");
+        }
+        bail!(
+            "port {} on 127.0.0.1 is taken by {holder}: stop it, or choose a free port with `port` in \
+             [workspace.metadata.xtask] or XTASK_PORT",
+            self.port
+        )
+    }
+
+    fn create(&self) -> Result<()> {
+        let major = self.image_major()?;
+        // Up to PostgreSQL 17 the official image keeps its data in /var/lib/postgresql/data;
+        // from 18 the volume goes on /var/lib/postgresql (PGDATA /var/lib/postgresql/18/docker).
+        let mount = match major {
+            Some(m) if m >= 18 => "/var/lib/postgresql",
+            _ => "/var/lib/postgresql/data",
+        };
+        self.ensure_port_free()?;
+        let volume = &self.volume;
+        if cmd!(self.sh, "docker volume inspect {volume}")
+            .quiet()
+            .ignore_stdout()
+            .ignore_stderr()
+            .run()
+            .is_err()
+        {
+            let label = format!("{PROJECT_LABEL}={}", self.project);
+            self.docker(&["volume", "create", "--label", &label, volume])?;
+        }
+        eprintln!("creating container {} from {}", self.container, self.image);
+        let label = format!("{PROJECT_LABEL}={}", self.project);
+        let user = format!("POSTGRES_USER={}", self.endpoint.user);
+        let publish = format!("127.0.0.1:{}:5432", self.port);
+        let mount = format!("{volume}:{mount}");
+        let (container, image) = (&self.container, &self.image);
+        // `-e POSTGRES_PASSWORD` without a value makes docker read it from its own environment,
+        // so the password never appears on a command line.
+        let output = cmd!(
+            self.sh,
+            "docker run --detach --name {container} --label {label} -e {user} -e POSTGRES_PASSWORD
+             -e POSTGRES_DB=postgres --publish {publish} --volume {mount} {image}"
+        )
+        .env("POSTGRES_PASSWORD", &self.endpoint.password)
+        .quiet()
+        .ignore_status()
+        .output()?;
+        if !output.status.success() {
+            bail!(
+                "docker run failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim_end()
+            );
+        }
+        Ok(())
+    }
+
+    fn logs_tail(&self) -> String {
+        let name = &self.container;
+        let output = cmd!(self.sh, "docker logs --tail 15 {name}")
+            .quiet()
+            .ignore_status()
+            .output();
+        match output {
+            Ok(out) => {
+                let text = format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                format!(
+                    "container log (last lines, `docker logs {name}`):\n{}",
+                    tail(&text, 15)
+                )
+            }
+            Err(e) => format!("(docker logs failed: {e})"),
+        }
+    }
+
+    fn wait(&self) -> Result<()> {
+        let watch = ReadyWatch {
+            died: &|| match self.inspect() {
+                Ok(Some(c)) if c.status == "running" => None,
+                Ok(Some(c)) => Some(format!("container {} is {}", self.container, c.status)),
+                Ok(None) => Some(format!("container {} is gone", self.container)),
+                Err(e) => Some(format!("{e:#}")),
+            },
+            log_tail: &|| self.logs_tail(),
+        };
+        wait_ready(&self.endpoint, READY_TIMEOUT, &watch)
+    }
+}
+
+impl Engine for Docker {
+    fn kind(&self) -> EngineKind {
+        EngineKind::Docker
+    }
+
+    fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    fn up(&self) -> Result<UpOutcome> {
+        let outcome = match self.inspect()? {
+            None => {
+                self.create()?;
+                UpOutcome::Created
+            }
+            Some(c) => {
+                self.check_ours(&c)?;
+                match c.status.as_str() {
+                    "running" => UpOutcome::AlreadyRunning,
+                    "paused" => {
+                        self.docker(&["unpause", &self.container])?;
+                        UpOutcome::Started
+                    }
+                    "created" | "exited" => {
+                        self.ensure_port_free()?;
+                        self.docker(&["start", &self.container])?;
+                        UpOutcome::Started
+                    }
+                    other => bail!(
+                        "container {} is {other}; inspect it with `docker logs {}`, then run \
+                         `cargo xtask db-down` and `cargo xtask db-up` to recreate it (its data volume is kept)\n{}",
+                        self.container,
+                        self.container,
+                        self.logs_tail()
+                    ),
+                }
+            }
+        };
+        self.wait()?;
+        Ok(outcome)
+    }
+
+    fn down(&self) -> Result<()> {
+        if self.inspect()?.is_none() {
+            eprintln!("no container {} to stop", self.container);
+            return Ok(());
+        }
+        self.docker(&["stop", "--time", "30", &self.container])?;
+        self.docker(&["rm", &self.container])?;
+        Ok(())
+    }
+
+    fn status(&self) -> Result<Status> {
+        let volume = &self.volume;
+        Ok(match self.inspect() {
+            Err(e) => Status {
+                state: ServerState::Unreachable,
+                detail: format!("{e:#}"),
+            },
+            Ok(None) => {
+                let kept = cmd!(self.sh, "docker volume inspect {volume}")
+                    .quiet()
+                    .ignore_stdout()
+                    .ignore_stderr()
+                    .run();
+                let detail = match kept {
+                    Ok(()) => format!(
+                        "no container {}; its data is kept in volume {volume}",
+                        self.container
+                    ),
+                    Err(_) => format!("no container {} and no volume {volume}", self.container),
+                };
+                Status {
+                    state: ServerState::Absent,
+                    detail,
+                }
+            }
+            Ok(Some(c)) => Status {
+                state: if c.status == "running" {
+                    ServerState::Running
+                } else {
+                    ServerState::Stopped
+                },
+                detail: format!(
+                    "container {} ({}), image {}, volume {volume}",
+                    self.container, c.status, c.image
+                ),
+            },
+        })
+    }
+
+    fn destroy(&self) -> Result<()> {
+        if self.inspect()?.is_some() {
+            self.down()?;
+        }
+        let volume = &self.volume;
+        let output = cmd!(self.sh, "docker volume rm {volume}")
+            .quiet()
+            .ignore_status()
+            .output()?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if !output.status.success() && !stderr.contains("no such volume") {
+            bail!("docker volume rm {volume} failed: {}", stderr.trim_end());
+        }
+        Ok(())
+    }
+
+    fn psql(&self) -> Result<PsqlLauncher> {
+        Ok(match super::find_host_psql() {
+            Ok(path) => PsqlLauncher::Host(path),
+            Err(_) => PsqlLauncher::DockerExec {
+                container: self.container.clone(),
+            },
+        })
+    }
+}
+
+fn engine_down_message(stderr: &str) -> String {
+    format!(
+        "the Docker engine does not answer: {}\nStart it (`sudo systemctl start docker`, `sudo dockerd &`, \
+         or open Docker Desktop), or use the native engine (XTASK_ENGINE=native)",
+        stderr.trim()
+    )
+}
+
+/// `postgres:17` → 17, `postgres:16.4-bookworm` → 16, `postgres` or `postgres:latest` → unknown.
+fn major_from_tag(image: &str) -> Option<u32> {
+    let name = image.rsplit('/').next()?;
+    let tag = name.split_once(':')?.1;
+    let digits: String = tag.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// True when a Docker engine answers. Asks the engine's socket directly (well under a millisecond)
+/// and falls back to the CLI only when DOCKER_HOST or a context points elsewhere.
+pub fn engine_answers() -> bool {
+    if which::which("docker").is_err() {
+        return false;
+    }
+    match std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()) {
+        Some(host) => match host.strip_prefix("unix://") {
+            Some(path) => socket_answers(path.into()),
+            None => cli_answers(),
+        },
+        None if std::env::var_os("DOCKER_CONTEXT").is_some() => cli_answers(),
+        None => candidate_sockets().into_iter().any(socket_answers),
+    }
+}
+
+fn candidate_sockets() -> Vec<PathBuf> {
+    let mut sockets = vec![PathBuf::from("/var/run/docker.sock")];
+    if let Some(runtime) = std::env::var_os("XDG_RUNTIME_DIR") {
+        sockets.push(PathBuf::from(runtime).join("docker.sock"));
+    }
+    if let Some(home) = std::env::var_os("HOME").map(PathBuf::from) {
+        sockets.push(home.join(".docker/run/docker.sock"));
+        sockets.push(home.join(".colima/default/docker.sock"));
+        sockets.push(home.join(".rd/docker.sock"));
+    }
+    sockets
+}
+
+fn socket_answers(path: PathBuf) -> bool {
+    let ping = || -> std::io::Result<bool> {
+        let mut stream = UnixStream::connect(&path)?;
+        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+        stream.write_all(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")?;
+        let mut reply = [0u8; 16];
+        let n = stream.read(&mut reply)?;
+        Ok(reply[..n].starts_with(b"HTTP/1.") && reply[..n].windows(5).any(|w| w == b" 200 "))
+    };
+    ping().unwrap_or(false)
+}
+
+fn cli_answers() -> bool {
+    std::process::Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::major_from_tag;
+
+    #[test]
+    fn majors_from_tags() {
+        assert_eq!(major_from_tag("postgres:17"), Some(17));
+        assert_eq!(major_from_tag("postgres:16.4-bookworm"), Some(16));
+        assert_eq!(major_from_tag("registry:5000/team/postgres:18"), Some(18));
+        assert_eq!(major_from_tag("registry:5000/postgres"), None);
+        assert_eq!(major_from_tag("postgres:latest"), None);
+    }
+}

@@ -1,0 +1,83 @@
+//! The external engine: an existing server given by an admin URL (a shared team server, a managed
+//! Postgres, a CI service container). It has no life cycle here; only databases are made and dropped.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use super::{Engine, PsqlLauncher, ServerState, Status, UpOutcome};
+use crate::config::{Config, EngineKind};
+use crate::conn::{Endpoint, ReadyWatch, wait_ready};
+
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct External {
+    endpoint: Endpoint,
+}
+
+impl External {
+    pub fn new(config: &Config) -> Result<External> {
+        let url = config.database_url.as_deref().context(
+            "the external engine needs the server's admin URL: set XTASK_DATABASE_URL or `database-url` in \
+             [workspace.metadata.xtask] (postgres://USER:PASSWORD@HOST:PORT/postgres)",
+        )?;
+        Ok(External {
+            endpoint: Endpoint::parse_admin_url(url)?,
+        })
+    }
+}
+
+impl Engine for External {
+    fn kind(&self) -> EngineKind {
+        EngineKind::External
+    }
+
+    fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    fn up(&self) -> Result<UpOutcome> {
+        let watch = ReadyWatch {
+            died: &|| None,
+            log_tail: &String::new,
+        };
+        wait_ready(&self.endpoint, READY_TIMEOUT, &watch)
+            .map(|()| UpOutcome::AlreadyRunning)
+            .with_context(|| {
+                format!(
+                    "the external server at {} does not answer: check that it runs and that \
+                 XTASK_DATABASE_URL is right",
+                    self.endpoint.redacted_url(&self.endpoint.admin_db)
+                )
+            })
+    }
+
+    fn down(&self) -> Result<()> {
+        eprintln!(
+            "the external server at {} is not managed by xtask: nothing to stop",
+            self.endpoint.redacted_url(&self.endpoint.admin_db)
+        );
+        Ok(())
+    }
+
+    fn status(&self) -> Result<Status> {
+        Ok(match self.endpoint.connect(&self.endpoint.admin_db) {
+            Ok(_) => Status {
+                state: ServerState::Running,
+                detail: "external server".into(),
+            },
+            Err(e) => Status {
+                state: ServerState::Unreachable,
+                detail: format!("{e:#}"),
+            },
+        })
+    }
+
+    fn destroy(&self) -> Result<()> {
+        bail!("an external server is never removed by xtask")
+    }
+
+    fn psql(&self) -> Result<PsqlLauncher> {
+        super::find_host_psql().map(PsqlLauncher::Host)
+    }
+}

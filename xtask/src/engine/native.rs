@@ -1,0 +1,482 @@
+//! The native engine: a private cluster made with the machine's own `initdb`, run with `pg_ctl`.
+//!
+//! One cluster per project per machine (in the data directory), shared by every worktree. PostgreSQL
+//! refuses to run as root, so as root every server binary runs as the `postgres` system user, which
+//! owns the data directory.
+
+use std::ffi::OsString;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use super::{Engine, PsqlLauncher, ServerState, Status, UpOutcome, tail};
+use crate::config::{Config, EngineKind};
+use crate::conn::{Endpoint, ReadyWatch, wait_ready};
+use crate::os;
+
+pub const INSTALL_HINT: &str = "  Debian/Ubuntu: sudo apt-get install postgresql\n  \
+                                Fedora: sudo dnf install postgresql-server\n  \
+                                macOS: brew install postgresql@17";
+
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct Native {
+    dir: PathBuf,
+    pgdata: PathBuf,
+    log: PathBuf,
+    port: u16,
+    endpoint: Endpoint,
+}
+
+/// A directory holding `initdb` and `pg_ctl` of one major version.
+struct Binaries {
+    dir: PathBuf,
+    major: u32,
+}
+
+impl Native {
+    pub fn new(config: &Config) -> Native {
+        let dir = config.data_dir.clone();
+        Native {
+            pgdata: dir.join("pgdata"),
+            log: dir.join("server.log"),
+            dir,
+            port: config.port,
+            endpoint: Endpoint::local(config.port, &config.user, &config.password),
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.running_pid_and_port().is_some()
+    }
+
+    pub fn binaries_found(&self) -> bool {
+        !candidate_binaries().is_empty()
+    }
+
+    fn cluster_major(&self) -> Option<u32> {
+        let text = std::fs::read_to_string(self.pgdata.join("PG_VERSION")).ok()?;
+        text.trim().parse().ok()
+    }
+
+    /// The postmaster's pid and port from `postmaster.pid`, when that process is alive.
+    fn running_pid_and_port(&self) -> Option<(i32, u16)> {
+        let text = std::fs::read_to_string(self.pgdata.join("postmaster.pid")).ok()?;
+        let lines: Vec<&str> = text.lines().collect();
+        let pid: i32 = lines.first()?.trim().parse().ok()?;
+        let port: u16 = lines.get(3)?.trim().parse().ok()?;
+        process_is_postgres(pid).then_some((pid, port))
+    }
+
+    fn binaries(&self) -> Result<Binaries> {
+        let candidates = candidate_binaries();
+        if candidates.is_empty() {
+            bail!(
+                "the native engine needs PostgreSQL's server binaries (initdb, pg_ctl), and none were found \
+                 on PATH or in the usual places.\nInstall them:\n{INSTALL_HINT}\nor use the docker engine \
+                 (XTASK_ENGINE=docker)"
+            );
+        }
+        let Some(major) = self.cluster_major() else {
+            return Ok(candidates.into_iter().next().expect("not empty"));
+        };
+        let found: Vec<String> = candidates.iter().map(|b| b.major.to_string()).collect();
+        candidates.into_iter().find(|b| b.major == major).with_context(|| {
+            format!(
+                "the cluster in {} was made by PostgreSQL {major}, but only PostgreSQL {} server binaries \
+                 are installed: install PostgreSQL {major}'s server package, or run `cargo xtask teardown` \
+                 to delete this cluster and its data",
+                self.pgdata.display(),
+                found.join(", ")
+            )
+        })
+    }
+
+    /// A command for a server binary; as root it runs as the `postgres` user.
+    fn server_command(
+        &self,
+        bins: &Binaries,
+        program: &str,
+        args: Vec<OsString>,
+    ) -> Result<duct::Expression> {
+        let expression = duct::cmd(bins.dir.join(program), args)
+            .dir(&self.dir)
+            .stdin_null()
+            .stderr_to_stdout()
+            .stdout_capture()
+            .unchecked();
+        Ok(match run_as_user()? {
+            Some((uid, gid)) => expression.before_spawn(move |command| {
+                command.uid(uid).gid(gid);
+                Ok(())
+            }),
+            None => expression,
+        })
+    }
+
+    fn run(&self, bins: &Binaries, program: &str, args: Vec<OsString>) -> Result<String> {
+        let output = self
+            .server_command(bins, program, args)?
+            .run()
+            .with_context(|| format!("run {}", bins.dir.join(program).display()))?;
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        if !output.status.success() {
+            bail!("{program} failed ({}):\n{}", output.status, text.trim_end());
+        }
+        Ok(text)
+    }
+
+    fn prepare_dir(&self) -> Result<()> {
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("create the data directory {}", self.dir.display()))?;
+        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))?;
+        if let Some((uid, gid)) = run_as_user()? {
+            std::os::unix::fs::chown(&self.dir, Some(uid), Some(gid))
+                .with_context(|| format!("give {} to the postgres user", self.dir.display()))?;
+            check_reachable_by_others(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    /// initdb into a scratch directory renamed into place, so a crash never leaves half a cluster.
+    fn init(&self, bins: &Binaries) -> Result<()> {
+        eprintln!(
+            "creating a PostgreSQL {} cluster in {}",
+            bins.major,
+            self.pgdata.display()
+        );
+        self.prepare_dir()?;
+        let scratch = self.dir.join("pgdata.init");
+        if scratch.exists() {
+            std::fs::remove_dir_all(&scratch)?;
+        }
+        let password_file = self.dir.join("initdb.pw");
+        write_private(&password_file, &self.endpoint.password)?;
+        let result = self.run(
+            bins,
+            "initdb",
+            vec![
+                "--pgdata".into(),
+                scratch.clone().into(),
+                "--username".into(),
+                self.endpoint.user.clone().into(),
+                format!("--pwfile={}", password_file.display()).into(),
+                "--auth=scram-sha-256".into(),
+                "--encoding=UTF8".into(),
+                "--no-locale".into(),
+                "--no-sync".into(),
+            ],
+        );
+        let _ = std::fs::remove_file(&password_file);
+        result.context("initialise the cluster")?;
+        let conf = "\n# Added by xtask: TCP on loopback only, no Unix socket to collide with a system server.\n\
+                    listen_addresses = '127.0.0.1'\nunix_socket_directories = ''\n";
+        append(&scratch.join("postgresql.conf"), conf)?;
+        std::fs::rename(&scratch, &self.pgdata).context("move the new cluster into place")?;
+        Ok(())
+    }
+
+    fn start(&self, bins: &Binaries) -> Result<()> {
+        if let Some(holder) = os::port_holder(self.port) {
+            bail!(
+                "port {} on 127.0.0.1 is taken by {holder}: stop it, or choose a free port with \
+                 `port` in [workspace.metadata.xtask] or XTASK_PORT",
+                self.port
+            );
+        }
+        self.run(
+            bins,
+            "pg_ctl",
+            vec![
+                "start".into(),
+                "--pgdata".into(),
+                self.pgdata.clone().into(),
+                "--log".into(),
+                self.log.clone().into(),
+                "--no-wait".into(),
+                "-o".into(),
+                format!("-p {}", self.port).into(),
+            ],
+        )
+        .context("start the cluster")?;
+        self.wait()
+    }
+
+    fn wait(&self) -> Result<()> {
+        let watch = ReadyWatch {
+            died: &|| (!self.is_running()).then(|| "the postgres process exited".to_owned()),
+            log_tail: &|| self.log_tail(),
+        };
+        wait_ready(&self.endpoint, READY_TIMEOUT, &watch)
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        format!(
+            "server log {} (last lines):\n{}",
+            self.log.display(),
+            tail(&text, 15)
+        )
+    }
+}
+
+impl Engine for Native {
+    fn kind(&self) -> EngineKind {
+        EngineKind::Native
+    }
+
+    fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    fn up(&self) -> Result<UpOutcome> {
+        if let Some((pid, port)) = self.running_pid_and_port() {
+            if port != self.port {
+                bail!(
+                    "the cluster in {} runs on port {port} (pid {pid}) but the configuration says {}: \
+                     run `cargo xtask db-down` then `cargo xtask db-up` to restart it on the new port",
+                    self.pgdata.display(),
+                    self.port
+                );
+            }
+            self.wait()?;
+            return Ok(UpOutcome::AlreadyRunning);
+        }
+        let bins = self.binaries()?;
+        let outcome = if self.cluster_major().is_none() {
+            self.init(&bins)?;
+            UpOutcome::Created
+        } else {
+            UpOutcome::Started
+        };
+        self.start(&bins)?;
+        Ok(outcome)
+    }
+
+    fn down(&self) -> Result<()> {
+        if !self.is_running() {
+            eprintln!("the cluster in {} is not running", self.pgdata.display());
+            return Ok(());
+        }
+        let bins = self.binaries()?;
+        let args: Vec<OsString> = vec![
+            "stop".into(),
+            "--pgdata".into(),
+            self.pgdata.clone().into(),
+            "--mode=fast".into(),
+            "--wait".into(),
+        ];
+        self.run(&bins, "pg_ctl", args)
+            .context("stop the cluster")?;
+        Ok(())
+    }
+
+    fn status(&self) -> Result<Status> {
+        let (state, detail) = match (self.cluster_major(), self.running_pid_and_port()) {
+            (None, _) => (
+                ServerState::Absent,
+                format!("no cluster in {}", self.pgdata.display()),
+            ),
+            (Some(major), Some((pid, port))) => (
+                ServerState::Running,
+                format!(
+                    "PostgreSQL {major} cluster in {}, pid {pid}, port {port}",
+                    self.pgdata.display()
+                ),
+            ),
+            (Some(major), None) => (
+                ServerState::Stopped,
+                format!(
+                    "PostgreSQL {major} cluster in {}, stopped",
+                    self.pgdata.display()
+                ),
+            ),
+        };
+        Ok(Status { state, detail })
+    }
+
+    fn destroy(&self) -> Result<()> {
+        if self.is_running() {
+            self.down()?;
+        }
+        for leftover in [&self.pgdata, &self.dir.join("pgdata.init")] {
+            if leftover.exists() {
+                std::fs::remove_dir_all(leftover)
+                    .with_context(|| format!("delete {}", leftover.display()))?;
+            }
+        }
+        let _ = std::fs::remove_file(&self.log);
+        // The directory itself goes only when nothing else of the user's is in it.
+        let _ = std::fs::remove_dir(&self.dir);
+        Ok(())
+    }
+
+    fn psql(&self) -> Result<PsqlLauncher> {
+        if let Ok(bins) = self.binaries() {
+            let psql = bins.dir.join("psql");
+            if psql.exists() {
+                return Ok(PsqlLauncher::Host(psql));
+            }
+        }
+        find_client().map(PsqlLauncher::Host)
+    }
+}
+
+/// As root, the uid and gid of the `postgres` user that runs the server; otherwise nobody else.
+fn run_as_user() -> Result<Option<(u32, u32)>> {
+    if !os::is_root() {
+        return Ok(None);
+    }
+    os::user_ids("postgres").map(Some).context(
+        "PostgreSQL refuses to run as root and there is no `postgres` system user to run it as: \
+         create one (`useradd --system --home-dir /var/lib/postgresql postgres`) or run as a normal user",
+    )
+}
+
+/// The `postgres` user must be able to walk down to the data directory.
+fn check_reachable_by_others(dir: &Path) -> Result<()> {
+    for ancestor in dir.ancestors().skip(1) {
+        let mode = std::fs::metadata(ancestor)?.permissions().mode();
+        if mode & 0o001 == 0 {
+            bail!(
+                "the data directory {} is inside {}, which the postgres user cannot enter (mode {:o}): \
+                 choose another place with XTASK_DATA_DIR or `data-dir`, or `chmod o+x {}`",
+                dir.display(),
+                ancestor.display(),
+                mode & 0o777,
+                ancestor.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn process_is_postgres(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    let alive = unsafe { libc::kill(pid, 0) == 0 }
+        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    if !alive {
+        return false;
+    }
+    // A pid reused by another program is not our server (Linux tells; elsewhere trust the pid).
+    match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+        Ok(comm) => matches!(comm.trim(), "postgres" | "postmaster"),
+        Err(_) => true,
+    }
+}
+
+fn write_private(path: &Path, content: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("create {}", path.display()))?;
+    file.write_all(content.as_bytes())?;
+    if let Some((uid, gid)) = run_as_user()? {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
+    }
+    Ok(())
+}
+
+fn append(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .with_context(|| format!("open {}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("write {}", path.display()))
+}
+
+/// Server binary directories, the one on PATH first, then the usual places by descending version.
+fn candidate_binaries() -> Vec<Binaries> {
+    let mut found = Vec::new();
+    if let Ok(pg_ctl) = which::which("pg_ctl") {
+        let real = std::fs::canonicalize(&pg_ctl).unwrap_or(pg_ctl);
+        if let Some(dir) = real.parent()
+            && let Some(major) = major_of_dir(dir)
+        {
+            found.push(Binaries {
+                dir: dir.to_path_buf(),
+                major,
+            });
+        }
+    }
+    let mut known: Vec<Binaries> = known_bin_dirs()
+        .into_iter()
+        .filter(|dir| dir.join("initdb").exists() && dir.join("pg_ctl").exists())
+        .filter_map(|dir| major_of_dir(&dir).map(|major| Binaries { dir, major }))
+        .collect();
+    known.sort_by_key(|b| std::cmp::Reverse(b.major));
+    for bins in known {
+        if !found.iter().any(|f| f.dir == bins.dir) {
+            found.push(bins);
+        }
+    }
+    found.retain(|b| b.dir.join("initdb").exists());
+    found
+}
+
+fn known_bin_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    for (parent, prefix, suffix) in [
+        ("/usr/lib/postgresql", "", "bin"),
+        ("/usr", "pgsql-", "bin"),
+        ("/opt/homebrew/opt", "postgresql", "bin"),
+        ("/usr/local/opt", "postgresql", "bin"),
+        ("/Applications/Postgres.app/Contents/Versions", "", "bin"),
+    ] {
+        let Ok(entries) = std::fs::read_dir(parent) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(prefix) {
+                dirs.push(entry.path().join(suffix));
+            }
+        }
+    }
+    dirs
+}
+
+/// The major version from the directory's path (`/usr/lib/postgresql/15/bin`, `postgresql@17`),
+/// else from `pg_ctl --version`.
+fn major_of_dir(dir: &Path) -> Option<u32> {
+    let from_path = dir.components().rev().find_map(|c| {
+        let text = c.as_os_str().to_string_lossy();
+        let digits = text.rsplit(['@', '-']).next().unwrap_or(&text);
+        digits.parse::<u32>().ok().filter(|m| *m >= 9)
+    });
+    if from_path.is_some() {
+        return from_path;
+    }
+    let output = std::process::Command::new(dir.join("pg_ctl"))
+        .arg("--version")
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let version = text.split_whitespace().last()?;
+    version.split('.').next()?.parse().ok()
+}
+
+/// A psql client: a versioned binary first (Debian's /usr/bin/psql is a slower Perl wrapper).
+pub fn find_client() -> Result<PathBuf> {
+    let mut versioned: Vec<Binaries> = known_bin_dirs()
+        .into_iter()
+        .filter(|dir| dir.join("psql").exists())
+        .filter_map(|dir| major_of_dir(&dir).map(|major| Binaries { dir, major }))
+        .collect();
+    versioned.sort_by_key(|b| std::cmp::Reverse(b.major));
+    if let Some(bins) = versioned.into_iter().next() {
+        return Ok(bins.dir.join("psql"));
+    }
+    which::which("psql").context(
+        "psql was not found: install the PostgreSQL client (Debian/Ubuntu: sudo apt-get install \
+         postgresql-client; Fedora: sudo dnf install postgresql; macOS: brew install libpq)",
+    )
+}

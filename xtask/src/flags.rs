@@ -1,0 +1,262 @@
+//! The command line, parsed once into typed options (lexopt: a fraction of clap's compile time).
+
+use std::ffi::OsString;
+
+use anyhow::{Result, bail};
+use lexopt::prelude::*;
+
+pub struct Args {
+    pub branch: Option<String>,
+    pub command: Command,
+}
+
+pub enum Command {
+    Help {
+        topic: Option<String>,
+    },
+    DbUp,
+    DbDown,
+    DbStatus {
+        json: bool,
+    },
+    DbEndpoint {
+        db: Option<String>,
+    },
+    Setup,
+    Wipe {
+        db: Option<String>,
+        force: bool,
+    },
+    Teardown {
+        force: bool,
+    },
+    Connect {
+        db: Option<String>,
+        psql_args: Vec<OsString>,
+    },
+}
+
+pub const HELP: &str = "\
+cargo xtask: this workspace's local PostgreSQL, one set of databases per git branch
+
+USAGE:
+    cargo xtask <COMMAND> [OPTIONS]
+
+COMMANDS:
+    setup         start the server, create this branch's databases, write .env
+    wipe          drop this branch's databases (the server keeps running)
+    teardown      remove the server and every database of the project, all branches
+    db-up         start the project's server (create it if absent); idempotent
+    db-down       stop the server; its data is kept
+    db-status     engine, server state, endpoint, branch and this branch's databases
+    db-endpoint   print the URL of this branch's database (one line, for scripts)
+    connect       psql on this branch's database
+    help          this text, or `cargo xtask help <COMMAND>`
+
+OPTIONS (every command):
+    --branch NAME   act for another branch (also XTASK_BRANCH)
+    -h, --help      help for the command
+
+Configuration: [workspace.metadata.xtask] in Cargo.toml, or XTASK_* variables (see README.md).
+";
+
+fn command_help(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "setup" => "\
+cargo xtask setup [--branch NAME]
+
+Starts the server (creating it when absent), creates this branch's databases when missing (each
+labelled with project, database, branch and time), and writes DATABASE_URL for this branch into .env,
+keeping every other line. A second run changes nothing and says so.",
+        "wipe" => "\
+cargo xtask wipe [--db NAME] [--force] [--branch NAME]
+
+Drops this branch's databases (or only --db NAME), ending their open connections first. Only databases
+carrying this project's label are dropped; the server keeps running. On an external server that is not
+on this machine, --force is required.",
+        "teardown" => "\
+cargo xtask teardown [--force] [--branch NAME]
+
+Removes the server and every database of the project, on all branches: docker removes the container and
+its volume; native stops the cluster and deletes its data directory; external drops every database
+labelled with this project (--force is required when the host is not this machine).",
+        "db-up" => "\
+cargo xtask db-up [--branch NAME]
+
+Starts the project's server, creating it when absent, and returns once it accepts connections over TCP.
+Running it again does nothing.",
+        "db-down" => "\
+cargo xtask db-down
+
+Stops the server and keeps its data: docker removes the container and keeps its named volume; native
+stops the cluster. The external engine has nothing to stop.",
+        "db-status" => "\
+cargo xtask db-status [--json] [--branch NAME]
+
+Prints the engine, the server's state, its endpoint (password redacted), the current branch and this
+branch's databases (whether they exist, their size). --json prints one JSON object instead.",
+        "db-endpoint" => "\
+cargo xtask db-endpoint [--db NAME] [--branch NAME]
+
+Prints exactly one line on stdout: the URL of this branch's database, password included, e.g.
+    export DATABASE_URL=$(cargo xtask db-endpoint)",
+        "connect" => "\
+cargo xtask connect [--db NAME] [--branch NAME] [-- PSQL ARGS...]
+
+Runs psql on this branch's database with the terminal handed over; arguments after -- go to psql.
+The password travels in psql's environment, never on its command line.",
+        _ => return None,
+    })
+}
+
+pub fn help_text(topic: Option<&str>) -> Result<&'static str> {
+    match topic {
+        None => Ok(HELP),
+        Some(name) => match command_help(name) {
+            Some(text) => Ok(text),
+            None => bail!("unknown command `{name}`; run `cargo xtask help` for the list"),
+        },
+    }
+}
+
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
+    let mut parser = lexopt::Parser::from_args(args);
+    let mut name: Option<String> = None;
+    let mut branch = None;
+    let mut db = None;
+    let (mut json, mut force, mut help) = (false, false, false);
+    let mut positional: Vec<String> = Vec::new();
+    let mut psql_args: Vec<OsString> = Vec::new();
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Short('h') | Long("help") => help = true,
+            Long("branch") => branch = Some(parser.value()?.string()?),
+            Long("db") => db = Some(parser.value()?.string()?),
+            Long("json") => json = true,
+            Long("force") => force = true,
+            Value(value) if name.is_none() => name = Some(value.string()?),
+            Value(value) if name.as_deref() == Some("connect") => psql_args.push(value),
+            Value(value) => positional.push(value.string()?),
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    let Some(name) = name else {
+        return Ok(Args {
+            branch,
+            command: Command::Help { topic: None },
+        });
+    };
+    if help || name == "help" {
+        let topic = if name == "help" {
+            positional.pop()
+        } else {
+            Some(name)
+        };
+        return Ok(Args {
+            branch,
+            command: Command::Help { topic },
+        });
+    }
+    if let Some(extra) = positional.first() {
+        bail!("unexpected argument `{extra}` for `{name}`; see `cargo xtask {name} --help`");
+    }
+    let command = match name.as_str() {
+        "db-up" => Command::DbUp,
+        "db-down" => Command::DbDown,
+        "db-status" => Command::DbStatus { json },
+        "db-endpoint" => Command::DbEndpoint { db: db.take() },
+        "setup" => Command::Setup,
+        "wipe" => Command::Wipe {
+            db: db.take(),
+            force,
+        },
+        "teardown" => Command::Teardown { force },
+        "connect" => Command::Connect {
+            db: db.take(),
+            psql_args,
+        },
+        other => bail!("unknown command `{other}`; run `cargo xtask help` for the list"),
+    };
+    reject_unused(&name, &command, db.is_some(), json, force)?;
+    Ok(Args { branch, command })
+}
+
+fn reject_unused(name: &str, command: &Command, db: bool, json: bool, force: bool) -> Result<()> {
+    let takes_json = matches!(command, Command::DbStatus { .. });
+    let takes_force = matches!(command, Command::Wipe { .. } | Command::Teardown { .. });
+    for (given, allowed, flag) in [
+        (db, false, "--db"),
+        (json, takes_json, "--json"),
+        (force, takes_force, "--force"),
+    ] {
+        if given && !allowed {
+            bail!("`{name}` does not take {flag}; see `cargo xtask {name} --help`");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(args: &[&str]) -> Result<Args> {
+        parse(args.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn commands_and_options() {
+        let a = parse_str(&["wipe", "--db", "app", "--branch", "feat/x", "--force"]).unwrap();
+        assert!(matches!(a.command, Command::Wipe { db: Some(ref d), force: true } if d == "app"));
+        assert_eq!(a.branch.as_deref(), Some("feat/x"));
+        assert!(matches!(
+            parse_str(&["db-status", "--json"]).unwrap().command,
+            Command::DbStatus { json: true }
+        ));
+        assert!(matches!(
+            parse_str(&[]).unwrap().command,
+            Command::Help { topic: None }
+        ));
+        assert!(matches!(
+            parse_str(&["setup", "--help"]).unwrap().command,
+            Command::Help { topic: Some(_) }
+        ));
+    }
+
+    #[test]
+    fn connect_passes_arguments_after_separator() {
+        let a = parse_str(&["connect", "--", "-c", "select 1", "--branch"]).unwrap();
+        let Command::Connect { psql_args, .. } = a.command else {
+            panic!()
+        };
+        assert_eq!(psql_args, ["-c", "select 1", "--branch"]);
+    }
+
+    #[test]
+    fn bad_input_is_an_error() {
+        for args in [
+            &["frobnicate"][..],
+            &["setup", "--json"],
+            &["db-up", "--db", "x"],
+            &["setup", "extra"],
+            &["setup", "--bogus"],
+            &["setup", "--branch"],
+        ] {
+            assert!(parse_str(args).is_err(), "{args:?}");
+        }
+        assert!(help_text(Some("nope")).is_err());
+        for name in [
+            "setup",
+            "wipe",
+            "teardown",
+            "db-up",
+            "db-down",
+            "db-status",
+            "db-endpoint",
+            "connect",
+        ] {
+            assert!(help_text(Some(name)).is_ok(), "{name}");
+            assert!(HELP.contains(name), "{name}");
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! `cargo xtask`: the local database life cycle of this workspace. Parses flags, dispatches; no logic.
+
+mod admin;
+mod config;
+mod conn;
+mod dotenv;
+mod engine;
+mod flags;
+mod naming;
+mod os;
+mod tasks;
+mod workspace;
+
+use std::process::ExitCode;
+
+use flags::Command;
+use workspace::Ctx;
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(error) => {
+            let mut chain = error.chain();
+            eprintln!("error: {}", chain.next().expect("an error has a message"));
+            for cause in chain {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<ExitCode> {
+    let args = match flags::parse(std::env::args_os().skip(1)) {
+        Ok(args) => args,
+        Err(error) => {
+            eprintln!("error: {error}\nrun `cargo xtask help` for usage");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    if let Command::Help { topic } = &args.command {
+        println!("{}", flags::help_text(topic.as_deref())?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let ctx = Ctx::new(args.branch)?;
+    match args.command {
+        Command::Help { .. } => unreachable!("handled above"),
+        Command::DbUp => tasks::db_up(&ctx)?,
+        Command::DbDown => tasks::db_down(&ctx)?,
+        Command::DbStatus { json } => tasks::db_status(&ctx, json)?,
+        Command::DbEndpoint { db } => tasks::db_endpoint(&ctx, db.as_deref())?,
+        Command::Setup => tasks::setup(&ctx)?,
+        Command::Wipe { db, force } => tasks::wipe(&ctx, db.as_deref(), force)?,
+        Command::Teardown { force } => tasks::teardown(&ctx, force)?,
+        Command::Connect { db, psql_args } => {
+            return tasks::connect(&ctx, db.as_deref(), &psql_args);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

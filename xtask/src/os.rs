@@ -1,0 +1,103 @@
+//! Operating-system facts: who we run as, and who holds a TCP port.
+
+use std::net::{Ipv4Addr, TcpListener};
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Uid and gid of a system user, from the system's user database.
+pub fn user_ids(name: &str) -> Option<(u32, u32)> {
+    let c_name = std::ffi::CString::new(name).ok()?;
+    // SAFETY: getpwnam takes a NUL-terminated string; the returned record is read at once,
+    // before any other call could overwrite it.
+    unsafe {
+        let entry = libc::getpwnam(c_name.as_ptr());
+        (!entry.is_null()).then(|| ((*entry).pw_uid, (*entry).pw_gid))
+    }
+}
+
+/// `None` when the port is free on 127.0.0.1, else a description of its holder when one can be found.
+pub fn port_holder(port: u16) -> Option<String> {
+    if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+        return None;
+    }
+    Some(listening_process(port).unwrap_or_else(|| "another process".into()))
+}
+
+/// Finds the process listening on `port` through /proc (Linux only; elsewhere nothing is found).
+fn listening_process(port: u16) -> Option<String> {
+    let inodes = listening_socket_inodes(port);
+    if inodes.is_empty() {
+        return None;
+    }
+    for proc_entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let pid = proc_entry.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(proc_entry.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let Ok(target) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
+            let target = target.to_string_lossy();
+            if inodes
+                .iter()
+                .any(|inode| target == format!("socket:[{inode}]"))
+            {
+                let comm =
+                    std::fs::read_to_string(proc_entry.path().join("comm")).unwrap_or_default();
+                return Some(format!("{} (pid {pid})", comm.trim()));
+            }
+        }
+    }
+    None
+}
+
+fn listening_socket_inodes(port: u16) -> Vec<String> {
+    const LISTEN: &str = "0A";
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state), Some(inode)) =
+                (fields.get(1), fields.get(3), fields.get(9))
+            else {
+                continue;
+            };
+            let local_port = local
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if *state == LISTEN && local_port == Some(port) && *inode != "0" {
+                inodes.push(inode.to_string());
+            }
+        }
+    }
+    inodes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_our_own_listener() {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let holder = port_holder(port).expect("port is taken");
+        assert!(
+            holder.contains(&format!("pid {}", std::process::id())),
+            "{holder}"
+        );
+        drop(listener);
+        assert_eq!(port_holder(port), None);
+    }
+}

@@ -1,0 +1,322 @@
+//! The tasks: thin orchestration of engine, admin and .env work, one function per command.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+use crate::admin::{Admin, Created};
+use crate::engine::{self, Engine, PsqlLauncher, ServerState};
+use crate::workspace::{Ctx, Database};
+use crate::{config::EngineKind, dotenv};
+
+pub fn db_up(ctx: &Ctx) -> Result<()> {
+    let engine = engine::select(ctx)?;
+    let outcome = engine.up().context("start the PostgreSQL server")?;
+    eprintln!(
+        "PostgreSQL ({}) {} at {}",
+        engine.kind().name(),
+        outcome.describe(),
+        engine.endpoint().redacted_url(&engine.endpoint().admin_db)
+    );
+    Ok(())
+}
+
+pub fn db_down(ctx: &Ctx) -> Result<()> {
+    let engine = engine::select(ctx)?;
+    engine.down().context("stop the PostgreSQL server")?;
+    if engine.kind() != EngineKind::External {
+        eprintln!(
+            "PostgreSQL ({}) stopped; its data is kept",
+            engine.kind().name()
+        );
+    }
+    Ok(())
+}
+
+pub fn db_endpoint(ctx: &Ctx, db: Option<&str>) -> Result<()> {
+    let engine = engine::select(ctx)?;
+    let database = ctx.database(db)?;
+    println!("{}", engine.endpoint().url(database.name.as_str()));
+    Ok(())
+}
+
+pub fn setup(ctx: &Ctx) -> Result<()> {
+    let engine = engine::select(ctx)?;
+    let outcome = engine.up().context("start the PostgreSQL server")?;
+    let mut changes = Vec::new();
+    if outcome != engine::UpOutcome::AlreadyRunning {
+        changes.push(format!("server {}", outcome.describe()));
+    }
+    let mut admin = Admin::connect(engine.endpoint())?;
+    let databases = ctx.databases();
+    for db in &databases {
+        let created = admin.create(&db.name, &ctx.config.project, &db.logical, &ctx.branch.name)?;
+        if let Created::New = created {
+            changes.push(format!("created database {}", db.name));
+        }
+    }
+    let env_path = ctx.root.join(".env");
+    let url = engine.endpoint().url(databases[0].name.as_str());
+    if dotenv::update(&env_path, &[("DATABASE_URL", url)])? {
+        changes.push("wrote DATABASE_URL to .env".into());
+    }
+    let names: Vec<String> = databases.iter().map(|d| d.name.to_string()).collect();
+    if changes.is_empty() {
+        eprintln!(
+            "setup: nothing to do; branch `{}` has {} and .env is up to date",
+            ctx.branch.name,
+            names.join(", ")
+        );
+    } else {
+        for change in &changes {
+            eprintln!("setup: {change}");
+        }
+        eprintln!(
+            "setup: branch `{}` is ready: {}",
+            ctx.branch.name,
+            names.join(", ")
+        );
+    }
+    Ok(())
+}
+
+pub fn wipe(ctx: &Ctx, db: Option<&str>, force: bool) -> Result<()> {
+    let engine = engine::select(ctx)?;
+    refuse_remote_without_force(engine.as_ref(), force, "wipe")?;
+    let mut admin = connect_running(engine.as_ref(), "wipe")?;
+    for database in ctx.select_databases(db)? {
+        if admin.drop_labelled(database.name.as_str(), &ctx.config.project)? {
+            eprintln!("wipe: dropped database {}", database.name);
+        } else {
+            eprintln!("wipe: database {} does not exist", database.name);
+        }
+    }
+    Ok(())
+}
+
+pub fn teardown(ctx: &Ctx, force: bool) -> Result<()> {
+    let engine = engine::select(ctx)?;
+    if engine.kind() != EngineKind::External {
+        engine.destroy().context("remove the server")?;
+        eprintln!(
+            "teardown: removed the {} server of project `{}` and all its databases",
+            engine.kind().name(),
+            ctx.config.project
+        );
+        return Ok(());
+    }
+    refuse_remote_without_force(engine.as_ref(), force, "teardown")?;
+    let mut admin = connect_running(engine.as_ref(), "teardown")?;
+    let ours: Vec<String> = admin
+        .databases()?
+        .into_iter()
+        .filter(|d| d.belongs_to(&ctx.config.project))
+        .map(|d| d.name)
+        .collect();
+    for name in &ours {
+        admin.drop_labelled(name, &ctx.config.project)?;
+        eprintln!("teardown: dropped database {name}");
+    }
+    eprintln!(
+        "teardown: {} database(s) of project `{}` dropped",
+        ours.len(),
+        ctx.config.project
+    );
+    Ok(())
+}
+
+pub fn connect(ctx: &Ctx, db: Option<&str>, psql_args: &[std::ffi::OsString]) -> Result<ExitCode> {
+    let engine = engine::select(ctx)?;
+    let database = ctx.database(db)?;
+    let name = database.name.as_str();
+    connect_running(engine.as_ref(), "connect")?;
+    let endpoint = engine.endpoint();
+    let status = match engine.psql()? {
+        PsqlLauncher::Host(psql) => std::process::Command::new(&psql)
+            .args(psql_args)
+            .envs(endpoint.libpq_env(name))
+            .status()
+            .with_context(|| format!("run {}", psql.display()))?,
+        PsqlLauncher::DockerExec { container } => {
+            let tty = if std::io::stdin().is_terminal() {
+                "-it"
+            } else {
+                "-i"
+            };
+            std::process::Command::new("docker")
+                .args([
+                    "exec",
+                    tty,
+                    &container,
+                    "psql",
+                    "--username",
+                    &endpoint.user,
+                    "--dbname",
+                    name,
+                ])
+                .args(psql_args)
+                .status()
+                .context("run docker exec psql")?
+        }
+    };
+    Ok(ExitCode::from(
+        status.code().unwrap_or(1).clamp(0, 255) as u8
+    ))
+}
+
+#[derive(Serialize)]
+struct StatusReport {
+    project: String,
+    engine: &'static str,
+    server: ServerReport,
+    branch: BranchReport,
+    databases: Vec<DatabaseReport>,
+}
+
+#[derive(Serialize)]
+struct ServerReport {
+    state: ServerState,
+    detail: String,
+    endpoint: String,
+}
+
+#[derive(Serialize)]
+struct BranchReport {
+    name: String,
+    default: bool,
+    source: &'static str,
+}
+
+#[derive(Serialize)]
+struct DatabaseReport {
+    database: String,
+    name: String,
+    /// `None` when the server cannot be asked.
+    exists: Option<bool>,
+    size_bytes: Option<i64>,
+    url: String,
+}
+
+pub fn db_status(ctx: &Ctx, json: bool) -> Result<()> {
+    let engine = engine::select(ctx)?;
+    let status = engine.status()?;
+    let endpoint = engine.endpoint();
+    let on_server = match status.state {
+        ServerState::Running => Some(Admin::connect(endpoint)?.databases()?),
+        _ => None,
+    };
+    let report = StatusReport {
+        project: ctx.config.project.clone(),
+        engine: engine.kind().name(),
+        server: ServerReport {
+            state: status.state,
+            detail: status.detail,
+            endpoint: endpoint.redacted_url(&endpoint.admin_db),
+        },
+        branch: BranchReport {
+            name: ctx.branch.name.clone(),
+            default: ctx.branch.is_default,
+            source: ctx.branch.source,
+        },
+        databases: ctx
+            .databases()
+            .iter()
+            .map(|db| database_report(db, on_server.as_deref(), endpoint))
+            .collect(),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_status(&report);
+    }
+    Ok(())
+}
+
+fn database_report(
+    db: &Database,
+    on_server: Option<&[crate::admin::ServerDatabase]>,
+    endpoint: &crate::conn::Endpoint,
+) -> DatabaseReport {
+    let found = on_server.and_then(|all| all.iter().find(|d| d.name == db.name.as_str()));
+    DatabaseReport {
+        database: db.logical.clone(),
+        name: db.name.to_string(),
+        exists: on_server.map(|_| found.is_some()),
+        size_bytes: found.and_then(|d| d.size_bytes),
+        url: endpoint.redacted_url(db.name.as_str()),
+    }
+}
+
+fn print_status(report: &StatusReport) {
+    println!("project    {}", report.project);
+    println!("engine     {}", report.engine);
+    println!(
+        "server     {} ({})",
+        state_name(report.server.state),
+        report.server.detail
+    );
+    println!("endpoint   {}", report.server.endpoint);
+    let default = if report.branch.default {
+        ", default branch"
+    } else {
+        ""
+    };
+    println!(
+        "branch     {} (from {}{default})",
+        report.branch.name, report.branch.source
+    );
+    println!("databases");
+    for db in &report.databases {
+        let state = match (db.exists, db.size_bytes) {
+            (Some(true), Some(size)) => format!("exists, {}", human_size(size)),
+            (Some(true), None) => "exists".into(),
+            (Some(false), _) => "missing (run `cargo xtask setup`)".into(),
+            (None, _) => "unknown (server not running)".into(),
+        };
+        println!("  {:<12} {:<40} {state}", db.database, db.name);
+    }
+}
+
+fn state_name(state: ServerState) -> &'static str {
+    match state {
+        ServerState::Absent => "absent",
+        ServerState::Stopped => "stopped",
+        ServerState::Running => "running",
+        ServerState::Unreachable => "unreachable",
+    }
+}
+
+fn human_size(bytes: i64) -> String {
+    let mb = bytes as f64 / (1024.0 * 1024.0);
+    if mb >= 1.0 {
+        format!("{mb:.1} MiB")
+    } else {
+        format!("{:.0} KiB", bytes as f64 / 1024.0)
+    }
+}
+
+fn refuse_remote_without_force(engine: &dyn Engine, force: bool, task: &str) -> Result<()> {
+    let endpoint = engine.endpoint();
+    if engine.kind() == EngineKind::External && !endpoint.is_loopback() && !force {
+        bail!(
+            "refusing to {task} on {}: the host is not this machine, so databases there may be shared; \
+             run again with --force if you mean it",
+            endpoint.redacted_url(&endpoint.admin_db)
+        );
+    }
+    Ok(())
+}
+
+fn connect_running(engine: &dyn Engine, task: &str) -> Result<Admin> {
+    let status = engine.status()?;
+    if status.state != ServerState::Running {
+        bail!(
+            "{task} needs the server, which is {} ({}): start it with `cargo xtask db-up`",
+            state_name(status.state),
+            status.detail
+        );
+    }
+    Admin::connect(engine.endpoint())
+}

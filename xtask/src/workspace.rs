@@ -1,0 +1,145 @@
+//! The workspace we act on: its root, its configuration, the current branch and its databases.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use xshell::{Shell, cmd};
+
+use crate::config::Config;
+use crate::naming::DbName;
+
+/// Everything a task needs, computed once.
+pub struct Ctx {
+    pub root: PathBuf,
+    pub config: Config,
+    pub branch: Branch,
+}
+
+#[derive(Debug, Clone)]
+pub struct Branch {
+    pub name: String,
+    pub is_default: bool,
+    /// Where the name came from, for `db-status`: flag, env, git, ci or commit.
+    pub source: &'static str,
+}
+
+/// A logical database of the project and its name on this branch.
+#[derive(Debug, Clone)]
+pub struct Database {
+    pub logical: String,
+    pub name: DbName,
+}
+
+impl Ctx {
+    pub fn new(branch_flag: Option<String>) -> Result<Ctx> {
+        let root = find_root()?;
+        let sh = Shell::new()?;
+        sh.change_dir(&root);
+        let config = Config::load(&root)?;
+        let branch = current_branch(&sh, branch_flag, &config.default_branches)?;
+        Ok(Ctx {
+            root,
+            config,
+            branch,
+        })
+    }
+
+    /// The project's logical databases on this branch. One per project for now: named after it.
+    pub fn databases(&self) -> Vec<Database> {
+        let logical = self.config.project.clone();
+        let name = DbName::for_branch(&logical, &self.branch.name, self.branch.is_default);
+        vec![Database { logical, name }]
+    }
+
+    /// The databases selected by `--db`, or all of them.
+    pub fn select_databases(&self, db: Option<&str>) -> Result<Vec<Database>> {
+        let all = self.databases();
+        let Some(wanted) = db else { return Ok(all) };
+        match all.iter().find(|d| d.logical == wanted) {
+            Some(found) => Ok(vec![found.clone()]),
+            None => {
+                let known: Vec<&str> = all.iter().map(|d| d.logical.as_str()).collect();
+                bail!(
+                    "no database named `{wanted}` in this project; known: {}",
+                    known.join(", ")
+                )
+            }
+        }
+    }
+
+    /// The database addressed by `--db`, or the first one.
+    pub fn database(&self, db: Option<&str>) -> Result<Database> {
+        Ok(self.select_databases(db)?.remove(0))
+    }
+}
+
+/// The nearest directory upwards holding a Cargo.toml with a `[workspace]` table, so every task
+/// works from any sub-directory.
+fn find_root() -> Result<PathBuf> {
+    let cwd = std::env::current_dir().context("read the current directory")?;
+    for dir in cwd.ancestors() {
+        if is_workspace_root(dir) {
+            return Ok(dir.to_path_buf());
+        }
+    }
+    let built_in = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf);
+    match built_in.filter(|dir| is_workspace_root(dir)) {
+        Some(dir) => Ok(dir),
+        None => bail!(
+            "no Cargo workspace found above {}: run cargo xtask inside the repository",
+            cwd.display()
+        ),
+    }
+}
+
+fn is_workspace_root(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("Cargo.toml")).is_ok_and(|text| {
+        text.lines()
+            .any(|line| line.trim_start().starts_with("[workspace"))
+    })
+}
+
+/// `--branch`, else `XTASK_BRANCH`, else git's current branch; on a detached HEAD the CI's branch
+/// variables, else the short commit. Outside git, the default branch.
+fn current_branch(sh: &Shell, flag: Option<String>, default_branches: &[String]) -> Result<Branch> {
+    let (name, source) = if let Some(name) = flag {
+        (name, "flag")
+    } else if let Some(name) = std::env::var("XTASK_BRANCH").ok().filter(|b| !b.is_empty()) {
+        (name, "env")
+    } else {
+        branch_from_git(sh).unwrap_or_else(|| (default_branches[0].clone(), "default"))
+    };
+    if name.trim().is_empty() {
+        bail!("the branch name is empty: pass --branch NAME or set XTASK_BRANCH");
+    }
+    let is_default = default_branches.contains(&name);
+    Ok(Branch {
+        name,
+        is_default,
+        source,
+    })
+}
+
+fn branch_from_git(sh: &Shell) -> Option<(String, &'static str)> {
+    // symbolic-ref also names an unborn branch (a repository with no commit yet).
+    if let Ok(name) = cmd!(sh, "git symbolic-ref --quiet --short HEAD")
+        .quiet()
+        .ignore_stderr()
+        .read()
+    {
+        return Some((name, "git"));
+    }
+    for var in ["GITHUB_HEAD_REF", "GITHUB_REF_NAME", "CI_COMMIT_REF_NAME"] {
+        if let Some(name) = std::env::var(var).ok().filter(|v| !v.is_empty()) {
+            return Some((name, "ci"));
+        }
+    }
+    let commit = cmd!(sh, "git rev-parse --short HEAD")
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .ok()?;
+    Some((commit, "commit"))
+}
