@@ -1,0 +1,139 @@
+//! The docker engine, against a real Docker engine and the test image built from Debian packages.
+
+use std::process::Command;
+
+use crate::harness::{Project, contains, free_port};
+use crate::lifecycle;
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn docker_life_cycle() {
+    lifecycle::server_life_cycle("docker");
+}
+
+#[test]
+fn docker_adversarial_branches() {
+    lifecycle::adversarial_branches("docker");
+}
+
+#[test]
+fn docker_endpoint_and_connect() {
+    lifecycle::endpoint_and_connect("docker");
+}
+
+#[test]
+fn docker_password_is_redacted() {
+    lifecycle::password_is_redacted("docker");
+    // The container was given the password through the environment, not its command line.
+}
+
+#[test]
+fn docker_stopped_container_is_started_again() {
+    let p = Project::new("docker");
+    p.ok(&["setup"]);
+    let container = format!("{}-postgres", p.name);
+    docker(&["stop", &container]);
+    assert_eq!(p.server_state(), "stopped");
+    let (_, err) = p.ok_err(&["db-up"]);
+    contains(&err, "started");
+    assert!(p.db_exists("main"));
+    // Published on loopback only.
+    let ports = docker(&["port", &container, "5432/tcp"]);
+    assert_eq!(ports, format!("127.0.0.1:{}", p.port));
+    let args = docker(&[
+        "inspect",
+        "--format",
+        "{{json .Args}} {{json .Config.Cmd}}",
+        &container,
+    ]);
+    assert!(!args.contains("postgres\",\"-e"), "{args}");
+}
+
+#[test]
+fn docker_down_keeps_volume_teardown_removes_it() {
+    let p = Project::new("docker");
+    p.ok(&["setup"]);
+    p.ok(&["db-down"]);
+    let volume = format!("{}-pgdata", p.name);
+    docker(&["volume", "inspect", &volume]);
+    let status = p.status("main");
+    assert_eq!(status["server"]["state"], "absent");
+    contains(
+        status["server"]["detail"].as_str().unwrap(),
+        "kept in volume",
+    );
+    p.ok(&["db-up"]);
+    assert!(p.db_exists("main"), "data survived the container's removal");
+    p.ok(&["teardown"]);
+    let out = Command::new("docker")
+        .args(["volume", "inspect", &volume])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "volume {volume} should be gone");
+}
+
+#[test]
+fn docker_container_with_other_settings_is_reported() {
+    let mut p = Project::new("docker");
+    p.ok(&["db-up"]);
+    let old_port = p.port.to_string();
+    p.set("XTASK_PORT", &free_port().to_string());
+    let err = p.fails(&["db-up"]);
+    contains(&err, &format!("on port {old_port}"));
+    contains(&err, "db-down");
+    p.set("XTASK_PORT", &old_port);
+    p.set("XTASK_IMAGE", "some/other-image:1");
+    let err = p.fails(&["db-up"]);
+    contains(&err, "runs image");
+    p.set("XTASK_IMAGE", &crate::harness::test_image());
+    p.ok(&["db-up"]);
+}
+
+#[test]
+fn docker_container_not_ours_is_left_alone() {
+    let p = Project::new("docker");
+    let container = format!("{}-postgres", p.name);
+    docker(&[
+        "create",
+        "--name",
+        &container,
+        &crate::harness::test_image(),
+    ]);
+    let err = p.fails(&["db-up"]);
+    contains(&err, "not created by xtask");
+    docker(&["rm", &container]);
+}
+
+#[test]
+fn docker_missing_image_says_what_to_do() {
+    let mut p = Project::new("docker");
+    p.set("XTASK_IMAGE", "xtask-no-such-image:1");
+    let err = p.fails(&["db-up"]);
+    contains(&err, "could not be pulled");
+    contains(&err, "XTASK_IMAGE");
+}
+
+#[test]
+fn docker_busy_port_names_the_container() {
+    let first = Project::new("docker");
+    first.ok(&["db-up"]);
+    let mut second = Project::new("docker");
+    second.set("XTASK_PORT", &first.port.to_string());
+    let err = second.fails(&["db-up"]);
+    contains(
+        &err,
+        &format!(
+            "port {} on 127.0.0.1 is taken by docker container {}-postgres",
+            first.port, first.name
+        ),
+    );
+}

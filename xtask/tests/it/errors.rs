@@ -1,0 +1,163 @@
+//! Bad input and broken surroundings: each gives a precise error, exit code 1, and no panic.
+
+use std::net::{Ipv4Addr, TcpListener};
+
+use crate::harness::{Project, contains};
+
+#[test]
+fn busy_port_names_its_holder() {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut p = Project::new("native");
+    p.set("XTASK_PORT", &port.to_string());
+    let err = p.fails(&["db-up"]);
+    contains(&err, &format!("port {port} on 127.0.0.1 is taken by"));
+    contains(&err, &format!("pid {}", std::process::id()));
+    contains(&err, "XTASK_PORT");
+}
+
+#[test]
+fn broken_config_names_file_line_column_and_key() {
+    let p = Project::new("native");
+    let manifest = p.path().join("Cargo.toml");
+    std::fs::write(
+        &manifest,
+        "[workspace]\nmembers = []\n\n[workspace.metadata.xtask]\nprot = 5\n",
+    )
+    .unwrap();
+    let err = p.fails(&["db-status"]);
+    contains(&err, "Cargo.toml");
+    contains(&err, "line 5, column 1");
+    contains(&err, "prot");
+    std::fs::write(
+        &manifest,
+        "[workspace]\n[workspace.metadata.xtask]\nport = \"many\"\n",
+    )
+    .unwrap();
+    let err = p.fails(&["db-status"]);
+    contains(&err, "line 3");
+    contains(&err, "port");
+}
+
+#[test]
+fn bad_env_values_name_the_variable() {
+    let mut p = Project::new("native");
+    p.set("XTASK_ENGINE", "podman");
+    contains(&p.fails(&["db-status"]), "XTASK_ENGINE");
+    p.set("XTASK_ENGINE", "native");
+    p.set("XTASK_PORT", "99999");
+    contains(&p.fails(&["db-status"]), "XTASK_PORT");
+}
+
+#[test]
+fn usage_errors_exit_2_and_help_explains() {
+    let p = Project::new("native");
+    let out = p.run(&["frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+    contains(&String::from_utf8_lossy(&out.stderr), "unknown command");
+    let out = p.run(&["setup", "--json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let help = p.ok(&["--help"]);
+    for command in [
+        "setup",
+        "wipe",
+        "teardown",
+        "db-up",
+        "db-down",
+        "db-status",
+        "db-endpoint",
+        "connect",
+    ] {
+        contains(&help, command);
+    }
+    contains(&p.ok(&["wipe", "--help"]), "Only databases");
+}
+
+#[test]
+fn missing_docker_cli_and_dead_engine_say_what_to_do() {
+    let mut p = Project::new("native");
+    p.set("XTASK_ENGINE", "docker");
+    p.set("PATH", "/nonexistent");
+    contains(&p.fails(&["db-up"]), "Docker CLI");
+    p.set("PATH", &std::env::var("PATH").unwrap());
+    p.set("DOCKER_HOST", "unix:///nonexistent/docker.sock");
+    let err = p.fails(&["db-up"]);
+    contains(&err, "Docker engine does not answer");
+    contains(&err, "XTASK_ENGINE=native");
+}
+
+#[test]
+fn missing_server_binaries_say_what_to_install() {
+    // Only meaningful where no versioned server directory exists on the machine; elsewhere the
+    // candidates are found in the usual places whatever PATH says, which is also checked.
+    let mut p = Project::new("native");
+    p.set("PATH", "/nonexistent");
+    let out = p.run(&["db-up"]);
+    if std::path::Path::new("/usr/lib/postgresql").exists() {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        contains(
+            &String::from_utf8_lossy(&out.stderr),
+            "apt-get install postgresql",
+        );
+    }
+}
+
+#[test]
+fn wrong_password_for_existing_cluster_is_explained() {
+    let mut p = Project::new("native");
+    p.ok(&["db-up"]);
+    p.set("XTASK_PASSWORD", "not-the-one");
+    let err = p.fails(&["db-up"]);
+    contains(&err, "refused the login");
+    contains(&err, "teardown");
+    assert!(!err.contains("not-the-one"), "{err}");
+}
+
+#[test]
+fn unlabelled_database_with_our_name_is_never_touched() {
+    let p = Project::new("native");
+    p.ok(&["db-up"]);
+    p.admin()
+        .batch_execute(&format!("CREATE DATABASE \"{}_feature\"", p.name))
+        .unwrap();
+    let err = p.fails(&["setup", "--branch", "feature"]);
+    contains(&err, "not created by xtask");
+    let err = p.fails(&["wipe", "--branch", "feature"]);
+    contains(&err, "refusing to drop");
+    assert_eq!(p.databases_on_server(), vec![format!("{}_feature", p.name)]);
+}
+
+#[test]
+fn env_file_that_is_a_directory_is_an_error() {
+    let p = Project::new("native");
+    std::fs::create_dir(p.path().join(".env")).unwrap();
+    let err = p.fails(&["setup"]);
+    contains(&err, ".env is a directory");
+}
+
+#[test]
+fn works_from_a_subdirectory() {
+    let p = Project::new("native");
+    let sub = p.path().join("services/deep");
+    std::fs::create_dir_all(&sub).unwrap();
+    let out = std::process::Command::new(crate::harness::XTASK)
+        .args(["db-endpoint"])
+        .current_dir(&sub)
+        .envs(p.env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    contains(
+        &String::from_utf8_lossy(&out.stdout),
+        &format!("/{}", p.name),
+    );
+}

@@ -1,0 +1,92 @@
+//! The external engine, tested against a native cluster addressed only by its URL.
+
+use crate::harness::{Project, contains};
+
+#[test]
+fn external_engine_creates_and_drops_only_its_labelled_databases() {
+    let server = Project::new("native");
+    server.ok(&["setup"]);
+    let admin_url = format!(
+        "postgres://postgres:postgres@127.0.0.1:{}/postgres",
+        server.port
+    );
+
+    let mut p = Project::new("external");
+    p.set("XTASK_DATABASE_URL", &admin_url);
+    p.set("XTASK_PORT", "1"); // ignored by the external engine
+    let (_, err) = p.ok_err(&["db-up"]);
+    contains(&err, "already running");
+    p.ok(&["setup"]);
+    p.ok(&["setup", "--branch", "feature/a"]);
+    let status = p.status("feature/a");
+    assert_eq!(status["engine"], "external");
+    assert_eq!(status["databases"][0]["exists"], true);
+    contains(
+        &p.endpoint("main"),
+        &format!("127.0.0.1:{}/{}", server.port, p.name),
+    );
+
+    // A database that merely looks like ours, without the label, is never dropped.
+    let impostor = format!("{}_impostor", p.name);
+    server
+        .admin()
+        .batch_execute(&format!("CREATE DATABASE \"{impostor}\""))
+        .unwrap();
+    let mut same_name = Project::new("external");
+    same_name.set("XTASK_DATABASE_URL", &admin_url);
+    same_name.set("XTASK_PROJECT", &p.name);
+    same_name.set("XTASK_BRANCH", "impostor");
+    let err = same_name.fails(&["wipe"]);
+    contains(&err, "refusing to drop");
+    let err = same_name.fails(&["setup"]);
+    contains(&err, "not created by xtask");
+
+    p.ok(&["wipe", "--branch", "feature/a"]);
+    assert_eq!(
+        p.databases_on_server(),
+        vec![p.name.clone(), impostor.clone()]
+    );
+    p.ok(&["setup", "--branch", "feature/b"]);
+    let (_, err) = p.ok_err(&["db-down"]);
+    contains(&err, "nothing to stop");
+    p.ok(&["teardown"]);
+    assert_eq!(p.databases_on_server(), vec![impostor.clone()]);
+    // The server's own project is untouched.
+    assert!(server.db_exists("main"));
+}
+
+#[test]
+fn external_engine_refuses_destructive_work_on_remote_hosts_without_force() {
+    let mut p = Project::new("external");
+    // Never contacted: the refusal comes before any connection.
+    p.set(
+        "XTASK_DATABASE_URL",
+        "postgres://admin:hunter2@db.team.invalid:5432/postgres",
+    );
+    for task in ["wipe", "teardown"] {
+        let err = p.fails(&[task]);
+        contains(&err, "--force");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+}
+
+#[test]
+fn external_engine_without_url_says_what_to_set() {
+    let p = Project::new("external");
+    let err = p.fails(&["db-up"]);
+    contains(&err, "XTASK_DATABASE_URL");
+}
+
+#[test]
+fn external_engine_dead_server_is_a_clear_error() {
+    let mut p = Project::new("external");
+    let port = crate::harness::free_port();
+    p.set(
+        "XTASK_DATABASE_URL",
+        &format!("postgres://u:topsecret@127.0.0.1:{port}/postgres"),
+    );
+    let err = p.fails(&["setup"]);
+    contains(&err, "does not answer");
+    assert!(!err.contains("topsecret"), "{err}");
+    assert_eq!(p.status("main")["server"]["state"], "unreachable");
+}

@@ -1,0 +1,249 @@
+//! A throwaway workspace with its own project, port and data directory, and helpers to run xtask in it.
+
+use std::net::{Ipv4Addr, TcpListener};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use serde_json::Value;
+
+pub const XTASK: &str = env!("CARGO_BIN_EXE_xtask");
+
+/// The image the docker tests run: built from Debian packages by ci/test-image/build.sh.
+pub fn test_image() -> String {
+    std::env::var("XTASK_TEST_IMAGE").unwrap_or_else(|_| "xtask-postgres-test:15".into())
+}
+
+pub struct Project {
+    pub dir: tempfile::TempDir,
+    pub name: String,
+    pub engine: String,
+    pub port: u16,
+    pub env: Vec<(String, String)>,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl Project {
+    /// A new git repository holding a Cargo workspace, configured through XTASK_* variables.
+    pub fn new(engine: &str) -> Project {
+        if engine == "docker" {
+            require_docker();
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("xtask-it-")
+            .tempdir()
+            .unwrap();
+        // As root the server runs as `postgres`, which must be able to enter the data directory.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(
+            dir.path().join("Cargo.toml"),
+            "[workspace]\nmembers = []\n\n[workspace.metadata.xtask]\n",
+        )
+        .unwrap();
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("it{}_{n}", std::process::id());
+        let port = free_port();
+        let mut project = Project {
+            dir,
+            name: name.clone(),
+            engine: engine.into(),
+            port,
+            env: vec![
+                ("XTASK_PROJECT".into(), name),
+                ("XTASK_ENGINE".into(), engine.into()),
+                ("XTASK_PORT".into(), port.to_string()),
+                ("XTASK_IMAGE".into(), test_image()),
+            ],
+        };
+        let data = project.data_dir().to_str().unwrap().to_owned();
+        project.set("XTASK_DATA_DIR", &data);
+        project.git(&["init", "--quiet", "--initial-branch=main"]);
+        project
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn set(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.into(), value.into()));
+    }
+
+    pub fn git(&self, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(self.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        let mut command = Command::new(XTASK);
+        command.args(args).current_dir(self.path());
+        for (key, _) in std::env::vars() {
+            if key.starts_with("XTASK_") {
+                command.env_remove(key);
+            }
+        }
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
+        command.output().unwrap()
+    }
+
+    /// Runs xtask, asserts success, returns stdout; stderr is kept for `ok_err`.
+    pub fn ok(&self, args: &[&str]) -> String {
+        self.ok_err(args).0
+    }
+
+    pub fn ok_err(&self, args: &[&str]) -> (String, String) {
+        let out = self.run(args);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            out.status.success(),
+            "xtask {args:?} failed ({}):\nstdout: {stdout}\nstderr: {stderr}",
+            out.status
+        );
+        (stdout, stderr)
+    }
+
+    /// Runs xtask, asserts a failure with exit code 1, returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "xtask {args:?} should fail:\nstdout: {}\nstderr: {stderr}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        stderr
+    }
+
+    pub fn status(&self, branch: &str) -> Value {
+        serde_json::from_str(&self.ok(&["db-status", "--json", "--branch", branch])).unwrap()
+    }
+
+    /// db-status for the branch the project itself resolves (git, env, CI variables).
+    pub fn status_current(&self) -> Value {
+        serde_json::from_str(&self.ok(&["db-status", "--json"])).unwrap()
+    }
+
+    pub fn server_state(&self) -> String {
+        self.status("main")["server"]["state"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Whether this branch's database exists, as db-status reports it.
+    pub fn db_exists(&self, branch: &str) -> bool {
+        let status = self.status(branch);
+        status["databases"][0]["exists"]
+            .as_bool()
+            .expect("server is running")
+    }
+
+    pub fn endpoint(&self, branch: &str) -> String {
+        let url = self.ok(&["db-endpoint", "--branch", branch]);
+        assert_eq!(url.lines().count(), 1, "{url:?}");
+        url.trim().to_owned()
+    }
+
+    /// A client on this branch's database, through the URL db-endpoint prints.
+    pub fn client(&self, branch: &str) -> postgres::Client {
+        postgres::Client::connect(&self.endpoint(branch), postgres::NoTls).unwrap()
+    }
+
+    pub fn admin(&self) -> postgres::Client {
+        let url = self.endpoint("main");
+        let (base, _) = url.rsplit_once('/').unwrap();
+        postgres::Client::connect(&format!("{base}/postgres"), postgres::NoTls).unwrap()
+    }
+
+    /// Every database on the server whose name starts with this project's name.
+    pub fn databases_on_server(&self) -> Vec<String> {
+        let rows = self
+            .admin()
+            .query(
+                "SELECT datname FROM pg_database WHERE starts_with(datname, $1) ORDER BY 1",
+                &[&self.name],
+            )
+            .unwrap();
+        rows.iter().map(|r| r.get(0)).collect()
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        if self.engine == "external" {
+            return;
+        }
+        let out = self.run(&["teardown"]);
+        if !out.status.success() && !std::thread::panicking() {
+            eprintln!(
+                "teardown of {} failed: {}",
+                self.name,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        if self.engine == "docker" {
+            let container = format!("{}-postgres", self.name);
+            let volume = format!("{}-pgdata", self.name);
+            let _ = Command::new("docker")
+                .args(["rm", "-f", &container])
+                .output();
+            let _ = Command::new("docker")
+                .args(["volume", "rm", &volume])
+                .output();
+        }
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn require_docker() {
+    let version = Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output();
+    let answers = version.as_ref().is_ok_and(|o| o.status.success());
+    assert!(
+        answers,
+        "the docker tests need a running Docker engine: start dockerd (`bash .ci/run` installs and starts one)"
+    );
+    let image = Command::new("docker")
+        .args(["image", "inspect", &test_image()])
+        .output()
+        .unwrap();
+    assert!(
+        image.status.success(),
+        "the docker tests need the image {}: build it with `bash ci/test-image/build.sh`",
+        test_image()
+    );
+}
+
+pub fn contains(haystack: &str, needle: &str) {
+    assert!(
+        haystack.contains(needle),
+        "expected {needle:?} in:\n{haystack}"
+    );
+}
