@@ -190,13 +190,7 @@ impl Docker {
     }
 
     fn create(&self) -> Result<()> {
-        let major = self.image_major()?;
-        // Up to PostgreSQL 17 the official image keeps its data in /var/lib/postgresql/data;
-        // from 18 the volume goes on /var/lib/postgresql (PGDATA /var/lib/postgresql/18/docker).
-        let mount = match major {
-            Some(m) if m >= 18 => "/var/lib/postgresql",
-            _ => "/var/lib/postgresql/data",
-        };
+        let mount = data_mount(self.image_major()?);
         self.ensure_port_free()?;
         let volume = &self.volume;
         if cmd!(self.sh, "docker volume inspect {volume}")
@@ -396,6 +390,15 @@ fn engine_down_message(stderr: &str) -> String {
     )
 }
 
+/// Up to PostgreSQL 17 the official image keeps its data in /var/lib/postgresql/data; from 18 the
+/// volume goes on /var/lib/postgresql (PGDATA /var/lib/postgresql/18/docker).
+fn data_mount(major: Option<u32>) -> &'static str {
+    match major {
+        Some(m) if m >= 18 => "/var/lib/postgresql",
+        _ => "/var/lib/postgresql/data",
+    }
+}
+
 /// `postgres:17` → 17, `postgres:16.4-bookworm` → 16, `postgres` or `postgres:latest` → unknown.
 fn major_from_tag(image: &str) -> Option<u32> {
     let name = image.rsplit('/').next()?;
@@ -456,7 +459,16 @@ fn cli_answers() -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::major_from_tag;
+    use super::{data_mount, major_from_tag};
+
+    #[test]
+    fn data_volume_mount_follows_the_major_version() {
+        assert_eq!(data_mount(Some(15)), "/var/lib/postgresql/data");
+        assert_eq!(data_mount(Some(17)), "/var/lib/postgresql/data");
+        assert_eq!(data_mount(Some(18)), "/var/lib/postgresql");
+        assert_eq!(data_mount(Some(19)), "/var/lib/postgresql");
+        assert_eq!(data_mount(None), "/var/lib/postgresql/data");
+    }
 
     #[test]
     fn majors_from_tags() {

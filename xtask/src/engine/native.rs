@@ -76,7 +76,7 @@ impl Native {
         if candidates.is_empty() {
             bail!(
                 "the native engine needs PostgreSQL's server binaries (initdb, pg_ctl), and none were found \
-                 on PATH or in the usual places.\nInstall them:\n{INSTALL_HINT}\nor use the docker engine \
+                 (XTASK_PG_BINDIR, PATH, the usual places).\nInstall them:\n{INSTALL_HINT}\nor use the docker engine \
                  (XTASK_ENGINE=docker)"
             );
         }
@@ -394,8 +394,17 @@ fn append(path: &Path, text: &str) -> Result<()> {
         .with_context(|| format!("write {}", path.display()))
 }
 
-/// Server binary directories, the one on PATH first, then the usual places by descending version.
+/// Server binary directories: XTASK_PG_BINDIR alone when set; else the one on PATH first, then the
+/// usual places by descending version.
 fn candidate_binaries() -> Vec<Binaries> {
+    if let Some(dir) = std::env::var_os("XTASK_PG_BINDIR").filter(|d| !d.is_empty()) {
+        let dir = PathBuf::from(dir);
+        let complete = dir.join("initdb").exists() && dir.join("pg_ctl").exists();
+        return match major_of_dir(&dir) {
+            Some(major) if complete => vec![Binaries { dir, major }],
+            _ => Vec::new(),
+        };
+    }
     let mut found = Vec::new();
     if let Ok(pg_ctl) = which::which("pg_ctl") {
         let real = std::fs::canonicalize(&pg_ctl).unwrap_or(pg_ctl);

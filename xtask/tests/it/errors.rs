@@ -88,23 +88,37 @@ fn missing_docker_cli_and_dead_engine_say_what_to_do() {
 
 #[test]
 fn missing_server_binaries_say_what_to_install() {
-    // Only meaningful where no versioned server directory exists on the machine; elsewhere the
-    // candidates are found in the usual places whatever PATH says, which is also checked.
     let mut p = Project::new("native");
-    p.set("PATH", "/nonexistent");
-    let out = p.run(&["db-up"]);
-    if std::path::Path::new("/usr/lib/postgresql").exists() {
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    } else {
-        contains(
-            &String::from_utf8_lossy(&out.stderr),
-            "apt-get install postgresql",
-        );
+    p.set("XTASK_PG_BINDIR", "/nonexistent/bin");
+    let err = p.fails(&["db-up"]);
+    contains(&err, "initdb, pg_ctl");
+    for platform in [
+        "apt-get install postgresql",
+        "dnf install postgresql-server",
+        "brew install postgresql",
+    ] {
+        contains(&err, platform);
     }
+    p.set("XTASK_ENGINE", "auto");
+    p.set("DOCKER_HOST", "unix:///nonexistent/docker.sock");
+    let err = p.fails(&["db-up"]);
+    contains(&err, "no Docker engine answers");
+    contains(&err, "apt-get install postgresql");
+}
+
+#[test]
+fn server_that_dies_on_start_shows_its_log() {
+    let p = Project::new("native");
+    p.ok(&["db-up"]);
+    p.ok(&["db-down"]);
+    let conf = p.data_dir().join("pgdata/postgresql.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str("\nshared_buffers = 'lots'\n");
+    std::fs::write(&conf, text).unwrap();
+    let err = p.fails(&["db-up"]);
+    contains(&err, "stopped before accepting connections");
+    contains(&err, "shared_buffers");
+    assert_eq!(p.server_state(), "stopped");
 }
 
 #[test]
