@@ -7,6 +7,7 @@ use lexopt::prelude::*;
 
 pub struct Args {
     pub branch: Option<String>,
+    pub provision: bool,
     pub command: Command,
 }
 
@@ -63,11 +64,14 @@ Configuration: [workspace.metadata.xtask] in Cargo.toml, or XTASK_* variables (s
 fn command_help(name: &str) -> Option<&'static str> {
     Some(match name {
         "setup" => "\
-cargo xtask setup [--branch NAME]
+cargo xtask setup [--provision] [--branch NAME]
 
 Starts the server (creating it when absent), creates this branch's databases when missing (each
 labelled with project, database, branch and time), and writes DATABASE_URL for this branch into .env,
-keeping every other line. A second run changes nothing and says so.",
+keeping every other line. A second run changes nothing and says so.
+
+--provision: when no Docker engine answers and no PostgreSQL server binaries are found, install them
+(apt-get install postgresql, as root on Debian/Ubuntu) instead of stopping with what to install.",
         "wipe" => "\
 cargo xtask wipe [--db NAME] [--force] [--branch NAME]
 
@@ -81,10 +85,10 @@ Removes the server and every database of the project, on all branches: docker re
 its volume; native stops the cluster and deletes its data directory; external drops every database
 labelled with this project (--force is required when the host is not this machine).",
         "db-up" => "\
-cargo xtask db-up [--branch NAME]
+cargo xtask db-up [--provision] [--branch NAME]
 
 Starts the project's server, creating it when absent, and returns once it accepts connections over TCP.
-Running it again does nothing.",
+Running it again does nothing. --provision: as for setup.",
         "db-down" => "\
 cargo xtask db-down
 
@@ -124,7 +128,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
     let mut name: Option<String> = None;
     let mut branch = None;
     let mut db = None;
-    let (mut json, mut force, mut help) = (false, false, false);
+    let (mut json, mut force, mut help, mut provision) = (false, false, false, false);
     let mut positional: Vec<String> = Vec::new();
     let mut psql_args: Vec<OsString> = Vec::new();
     while let Some(arg) = parser.next()? {
@@ -134,6 +138,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
             Long("db") => db = Some(parser.value()?.string()?),
             Long("json") => json = true,
             Long("force") => force = true,
+            Long("provision") => provision = true,
             Value(value) if name.is_none() => name = Some(value.string()?),
             Value(value) if name.as_deref() == Some("connect") => psql_args.push(value),
             Value(value) => positional.push(value.string()?),
@@ -143,6 +148,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
     let Some(name) = name else {
         return Ok(Args {
             branch,
+            provision,
             command: Command::Help { topic: None },
         });
     };
@@ -154,6 +160,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
         };
         return Ok(Args {
             branch,
+            provision,
             command: Command::Help { topic },
         });
     }
@@ -178,7 +185,14 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
         other => bail!("unknown command `{other}`; run `cargo xtask help` for the list"),
     };
     reject_unused(&name, &command, db.is_some(), json, force)?;
-    Ok(Args { branch, command })
+    if provision && !matches!(command, Command::Setup | Command::DbUp) {
+        bail!("`{name}` does not take --provision; see `cargo xtask {name} --help`");
+    }
+    Ok(Args {
+        branch,
+        provision,
+        command,
+    })
 }
 
 fn reject_unused(name: &str, command: &Command, db: bool, json: bool, force: bool) -> Result<()> {

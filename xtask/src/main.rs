@@ -8,6 +8,7 @@ mod engine;
 mod flags;
 mod naming;
 mod os;
+mod provision;
 mod tasks;
 mod workspace;
 
@@ -42,7 +43,7 @@ fn run() -> anyhow::Result<ExitCode> {
         println!("{}", flags::help_text(topic.as_deref())?);
         return Ok(ExitCode::SUCCESS);
     }
-    let ctx = Ctx::new(args.branch)?;
+    let ctx = Ctx::new(args.branch, args.provision)?;
     match args.command {
         Command::Help { .. } => unreachable!("handled above"),
         Command::DbUp => tasks::db_up(&ctx)?,

@@ -13,6 +13,8 @@ pub struct Ctx {
     pub root: PathBuf,
     pub config: Config,
     pub branch: Branch,
+    /// Install a missing PostgreSQL where this tool may (`--provision`).
+    pub provision: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -31,7 +33,7 @@ pub struct Database {
 }
 
 impl Ctx {
-    pub fn new(branch_flag: Option<String>) -> Result<Ctx> {
+    pub fn new(branch_flag: Option<String>, provision: bool) -> Result<Ctx> {
         let root = find_root()?;
         let sh = Shell::new()?;
         sh.change_dir(&root);
@@ -41,6 +43,7 @@ impl Ctx {
             root,
             config,
             branch,
+            provision,
         })
     }
 

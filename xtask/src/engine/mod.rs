@@ -13,7 +13,7 @@ use crate::config::EngineKind;
 use crate::conn::Endpoint;
 use crate::workspace::Ctx;
 
-pub use native::find_client as find_host_psql;
+pub use native::{INSTALL_HINT, find_client as find_host_psql};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -80,6 +80,13 @@ pub trait Engine {
 /// so starting Docker later does not hide a running server's databases.
 pub fn select(ctx: &Ctx) -> Result<Box<dyn Engine>> {
     let config = &ctx.config;
+    let native_wanted = matches!(config.engine, EngineKind::Native | EngineKind::Auto);
+    if ctx.provision && native_wanted && !docker::engine_answers() {
+        let native = native::Native::new(config);
+        if !native.binaries_found() {
+            crate::provision::install_postgresql()?;
+        }
+    }
     Ok(match config.engine {
         EngineKind::Docker => Box::new(docker::Docker::new(config)?),
         EngineKind::Native => Box::new(native::Native::new(config)),
@@ -95,7 +102,7 @@ pub fn select(ctx: &Ctx) -> Result<Box<dyn Engine>> {
             } else {
                 bail!(
                     "no PostgreSQL server available: no Docker engine answers and no PostgreSQL server \
-                     binaries (initdb, pg_ctl) were found.\nInstall one of them:\n{}\n  \
+                     binaries (initdb, pg_ctl) were found.\nInstall one of them (or run again with --provision):\n{}\n  \
                      Docker: install Docker Engine or Docker Desktop and start it\n\
                      or point the external engine at a server: XTASK_ENGINE=external XTASK_DATABASE_URL=postgres://...",
                     native::INSTALL_HINT
