@@ -89,7 +89,11 @@ fn write_atomically(target: &Path, content: &[u8]) -> Result<()> {
     let name = target
         .file_name()
         .context("the .env path has no file name")?;
-    let scratch = dir.join(format!(".{}.xtask-tmp", name.to_string_lossy()));
+    let scratch = dir.join(format!(
+        ".{}.{}.xtask-tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let mode = std::fs::metadata(target)
         .map(|m| m.permissions().mode() & 0o7777)
         .unwrap_or(0o600);

@@ -137,3 +137,8 @@ fn docker_busy_port_names_the_container() {
         ),
     );
 }
+
+#[test]
+fn docker_concurrent_setups() {
+    lifecycle::concurrent_setups("docker");
+}

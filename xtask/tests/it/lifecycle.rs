@@ -159,3 +159,33 @@ pub fn password_is_redacted(engine: &str) {
     contains(&status, ":***@127.0.0.1");
     contains(&p.endpoint("main"), "s3cret-Pa55");
 }
+
+/// Several worktrees running `setup` at the same moment: every run succeeds, every database is made once.
+pub fn concurrent_setups(engine: &str) {
+    let p = Project::new(engine);
+    p.ok(&["db-up"]);
+    let branches = ["wt/a", "wt/b", "wt/c", "wt/d", "wt/a", "wt/b"];
+    let children: Vec<_> = branches
+        .iter()
+        .map(|branch| {
+            let mut command = std::process::Command::new(crate::harness::XTASK);
+            command
+                .args(["setup", "--branch", branch])
+                .current_dir(p.path());
+            command.envs(p.env.iter().map(|(k, v)| (k, v)));
+            command
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(p.databases_on_server().len(), 4);
+}

@@ -100,3 +100,8 @@ fn native_stale_cluster_after_down_starts_again() {
     p.ok(&["teardown"]);
     assert!(!p.data_dir().join("pgdata").exists());
 }
+
+#[test]
+fn native_concurrent_setups() {
+    lifecycle::concurrent_setups("native");
+}
