@@ -35,7 +35,28 @@ pub enum Command {
         db: Option<String>,
         psql_args: Vec<OsString>,
     },
+    Migrate {
+        db: Option<String>,
+        options: MigrateOptions,
+    },
+    Rollback {
+        db: Option<String>,
+        steps: usize,
+    },
+    Migrations {
+        db: Option<String>,
+        json: bool,
+    },
+    Prepare {
+        db: Option<String>,
+        message: String,
+    },
+    Seed {
+        db: Option<String>,
+    },
 }
+
+pub use crate::tasks::migrate::MigrateOptions;
 
 pub const HELP: &str = "\
 cargo xtask: this workspace's local PostgreSQL, one set of databases per git branch
@@ -52,6 +73,11 @@ COMMANDS:
     db-status     engine, server state, endpoint, branch and this branch's databases
     db-endpoint   print the URL of this branch's database (one line, for scripts)
     connect       psql on this branch's database
+    migrate       apply pending migrations (--check: fail if any are pending; --dry-run)
+    rollback      run the down files of the newest applied migrations (--steps N)
+    migrations    every migration with its state: applied, pending, modified, missing
+    prepare       write a new empty migration pair: cargo xtask prepare \"add users\"
+    seed          load seeds/<db>/*.sql again, in one transaction
     help          this text, or `cargo xtask help <COMMAND>`
 
 OPTIONS (every command):
@@ -109,6 +135,37 @@ cargo xtask connect [--db NAME] [--branch NAME] [-- PSQL ARGS...]
 
 Runs psql on this branch's database with the terminal handed over; arguments after -- go to psql.
 The password travels in psql's environment, never on its command line.",
+        "migrate" => "\
+cargo xtask migrate [--db NAME] [--check] [--dry-run] [--allow-out-of-order] [--branch NAME]
+
+Applies every pending migration of this branch's database(s) in version order, each in its own
+transaction together with its record in _sqlx_migrations (sqlx's table, so sqlx sees the same state).
+Refused, naming file and version: an applied file that changed, an applied migration whose file is
+gone, a pending file older than the newest applied one (unless --allow-out-of-order). A file whose
+first line is `-- no-transaction` runs outside a transaction (CREATE INDEX CONCURRENTLY).
+
+--check      change nothing; exit 1 listing what is pending, modified or missing; silent exit 0 otherwise
+--dry-run    print what would be applied; change nothing",
+        "rollback" => "\
+cargo xtask rollback [--db NAME] [--steps N] [--branch NAME]
+
+Runs the down files of the newest N applied migrations (default 1), newest first, each in a
+transaction with the removal of its record. Refuses before changing anything when a down file is
+missing or an up file changed since it was applied.",
+        "migrations" => "\
+cargo xtask migrations [--db NAME] [--json] [--branch NAME]
+
+Lists every migration with its state (applied, pending, modified, missing, out-of-order, dirty) and
+when it was applied. --json prints {\"<db>\": [{version, description, state, file, installed_on}]}.",
+        "prepare" => "\
+cargo xtask prepare \"MESSAGE\" [--db NAME]
+
+Writes migrations/<db>/<UTC YYYYMMDDHHMMSS>_<message>.up.sql and .down.sql and prints their paths.",
+        "seed" => "\
+cargo xtask seed [--db NAME] [--branch NAME]
+
+Runs seeds/<db>/*.sql in name order in one transaction (seeds should be idempotent, e.g.
+INSERT ... ON CONFLICT DO NOTHING). setup runs them once for databases it creates.",
         _ => return None,
     })
 }
@@ -129,6 +186,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
     let mut branch = None;
     let mut db = None;
     let (mut json, mut force, mut help, mut provision) = (false, false, false, false);
+    let mut options = MigrateOptions::default();
+    let mut steps: Option<usize> = None;
     let mut positional: Vec<String> = Vec::new();
     let mut psql_args: Vec<OsString> = Vec::new();
     while let Some(arg) = parser.next()? {
@@ -139,6 +198,15 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
             Long("json") => json = true,
             Long("force") => force = true,
             Long("provision") => provision = true,
+            Long("check") => options.check = true,
+            Long("dry-run") => options.dry_run = true,
+            Long("allow-out-of-order") => options.allow_out_of_order = true,
+            Long("steps") => {
+                let text = parser.value()?.string()?;
+                steps = Some(text.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    anyhow::anyhow!("--steps {text:?}: expected a positive number of migrations")
+                })?);
+            }
             Value(value) if name.is_none() => name = Some(value.string()?),
             Value(value) if name.as_deref() == Some("connect") => psql_args.push(value),
             Value(value) => positional.push(value.string()?),
@@ -164,6 +232,11 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
             command: Command::Help { topic },
         });
     }
+    let message = if name == "prepare" {
+        positional.drain(..).reduce(|a, b| a + " " + &b)
+    } else {
+        None
+    };
     if let Some(extra) = positional.first() {
         bail!("unexpected argument `{extra}` for `{name}`; see `cargo xtask {name} --help`");
     }
@@ -178,6 +251,25 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
             force,
         },
         "teardown" => Command::Teardown { force },
+        "migrate" => Command::Migrate {
+            db: db.take(),
+            options,
+        },
+        "rollback" => Command::Rollback {
+            db: db.take(),
+            steps: steps.take().unwrap_or(1),
+        },
+        "migrations" => Command::Migrations {
+            db: db.take(),
+            json,
+        },
+        "prepare" => Command::Prepare {
+            db: db.take(),
+            message: message.ok_or_else(|| {
+                anyhow::anyhow!("prepare needs a description: cargo xtask prepare \"add users\"")
+            })?,
+        },
+        "seed" => Command::Seed { db: db.take() },
         "connect" => Command::Connect {
             db: db.take(),
             psql_args,
@@ -185,6 +277,16 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
         other => bail!("unknown command `{other}`; run `cargo xtask help` for the list"),
     };
     reject_unused(&name, &command, db.is_some(), json, force)?;
+    let migrate_flags = options.check || options.dry_run || options.allow_out_of_order;
+    if migrate_flags && !matches!(command, Command::Migrate { .. }) {
+        bail!("`{name}` does not take --check, --dry-run or --allow-out-of-order");
+    }
+    if options.check && options.dry_run {
+        bail!("--check and --dry-run do not go together: --check already changes nothing");
+    }
+    if steps.is_some() {
+        bail!("`{name}` does not take --steps");
+    }
     if provision && !matches!(command, Command::Setup | Command::DbUp) {
         bail!("`{name}` does not take --provision; see `cargo xtask {name} --help`");
     }
@@ -196,7 +298,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
 }
 
 fn reject_unused(name: &str, command: &Command, db: bool, json: bool, force: bool) -> Result<()> {
-    let takes_json = matches!(command, Command::DbStatus { .. });
+    let takes_json = matches!(
+        command,
+        Command::DbStatus { .. } | Command::Migrations { .. }
+    );
     let takes_force = matches!(command, Command::Wipe { .. } | Command::Teardown { .. });
     for (given, allowed, flag) in [
         (db, false, "--db"),

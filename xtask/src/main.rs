@@ -6,9 +6,12 @@ mod conn;
 mod dotenv;
 mod engine;
 mod flags;
+mod migrations;
 mod naming;
 mod os;
 mod provision;
+mod runner;
+mod seeds;
 mod tasks;
 mod workspace;
 
@@ -56,6 +59,15 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Connect { db, psql_args } => {
             return tasks::connect(&ctx, db.as_deref(), &psql_args);
         }
+        Command::Migrate { db, options } => {
+            return tasks::migrate::migrate(&ctx, db.as_deref(), options);
+        }
+        Command::Rollback { db, steps } => tasks::migrate::rollback(&ctx, db.as_deref(), steps)?,
+        Command::Migrations { db, json } => {
+            tasks::migrate::migrations_status(&ctx, db.as_deref(), json)?
+        }
+        Command::Prepare { db, message } => tasks::migrate::prepare(&ctx, &message, db.as_deref())?,
+        Command::Seed { db } => tasks::migrate::seed(&ctx, db.as_deref())?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -76,6 +76,35 @@ impl Ctx {
     }
 }
 
+impl Database {
+    /// `migrations/<db>/`, or `migrations/` itself for a single-database project keeping its files
+    /// there (repository-relative).
+    pub fn migrations_dir(&self, ctx: &Ctx) -> PathBuf {
+        own_or_shared_dir(ctx, "migrations", &self.logical)
+    }
+
+    pub fn seeds_dir(&self, ctx: &Ctx) -> PathBuf {
+        own_or_shared_dir(ctx, "seeds", &self.logical)
+    }
+}
+
+fn own_or_shared_dir(ctx: &Ctx, top: &str, logical: &str) -> PathBuf {
+    let own = Path::new(top).join(logical);
+    let single_database = ctx.databases().len() == 1;
+    if !ctx.root.join(&own).is_dir() && single_database && has_sql_files(&ctx.root.join(top)) {
+        return PathBuf::from(top);
+    }
+    own
+}
+
+fn has_sql_files(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".sql"))
+    })
+}
+
 /// The nearest directory upwards holding a Cargo.toml with a `[workspace]` table, so every task
 /// works from any sub-directory.
 fn find_root() -> Result<PathBuf> {

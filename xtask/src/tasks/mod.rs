@@ -1,5 +1,7 @@
 //! The tasks: thin orchestration of engine, admin and .env work, one function per command.
 
+pub mod migrate;
+
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
@@ -53,8 +55,17 @@ pub fn setup(ctx: &Ctx) -> Result<()> {
     let databases = ctx.databases();
     for db in &databases {
         let created = admin.create(&db.name, &ctx.config.project, &db.logical, &ctx.branch.name)?;
+        let quiet = migrate::MigrateOptions {
+            quiet: true,
+            ..Default::default()
+        };
+        let migrated = migrate::migrate_database(ctx, engine.endpoint(), db, quiet)?;
+        if let migrate::Migrated::Applied(n) = migrated {
+            changes.push(format!("applied {n} migration(s) to {}", db.name));
+        }
         if let Created::New = created {
             changes.push(format!("created database {}", db.name));
+            migrate::seed_database(ctx, engine.endpoint(), db)?;
         }
     }
     let env_path = ctx.root.join(".env");
@@ -197,6 +208,10 @@ struct DatabaseReport {
     exists: Option<bool>,
     size_bytes: Option<i64>,
     url: String,
+    /// Migrations not yet applied; `None` when the database cannot be asked.
+    pending_migrations: Option<usize>,
+    /// `current`, `changed` (the seed files changed since they were loaded) or `never`.
+    seeds: Option<&'static str>,
 }
 
 pub fn db_status(ctx: &Ctx, json: bool) -> Result<()> {
@@ -223,8 +238,8 @@ pub fn db_status(ctx: &Ctx, json: bool) -> Result<()> {
         databases: ctx
             .databases()
             .iter()
-            .map(|db| database_report(db, on_server.as_deref(), endpoint))
-            .collect(),
+            .map(|db| database_report(ctx, db, on_server.as_deref(), endpoint))
+            .collect::<Result<_>>()?,
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -235,18 +250,39 @@ pub fn db_status(ctx: &Ctx, json: bool) -> Result<()> {
 }
 
 fn database_report(
+    ctx: &Ctx,
     db: &Database,
     on_server: Option<&[crate::admin::ServerDatabase]>,
     endpoint: &crate::conn::Endpoint,
-) -> DatabaseReport {
+) -> Result<DatabaseReport> {
     let found = on_server.and_then(|all| all.iter().find(|d| d.name == db.name.as_str()));
-    DatabaseReport {
+    let (pending_migrations, seeds) = match found {
+        Some(_) => {
+            let mut client = endpoint.connect(db.name.as_str())?;
+            let files = crate::migrations::discover(&ctx.root, &db.migrations_dir(ctx))?;
+            let applied = crate::runner::applied(&mut client)?;
+            let pending = crate::migrations::plan(&files, &applied, true)
+                .pending
+                .len();
+            let seed_files = crate::seeds::discover(&ctx.root, &db.seeds_dir(ctx))?;
+            let seeds = match crate::seeds::changed_since_seeded(&mut client, &seed_files)? {
+                None => "never",
+                Some(true) => "changed",
+                Some(false) => "current",
+            };
+            (Some(pending), Some(seeds))
+        }
+        None => (None, None),
+    };
+    Ok(DatabaseReport {
         database: db.logical.clone(),
         name: db.name.to_string(),
         exists: on_server.map(|_| found.is_some()),
         size_bytes: found.and_then(|d| d.size_bytes),
         url: endpoint.redacted_url(db.name.as_str()),
-    }
+        pending_migrations,
+        seeds,
+    })
 }
 
 fn print_status(report: &StatusReport) {
@@ -269,12 +305,20 @@ fn print_status(report: &StatusReport) {
     );
     println!("databases");
     for db in &report.databases {
-        let state = match (db.exists, db.size_bytes) {
+        let mut state = match (db.exists, db.size_bytes) {
             (Some(true), Some(size)) => format!("exists, {}", human_size(size)),
             (Some(true), None) => "exists".into(),
             (Some(false), _) => "missing (run `cargo xtask setup`)".into(),
             (None, _) => "unknown (server not running)".into(),
         };
+        if let Some(pending) = db.pending_migrations.filter(|n| *n > 0) {
+            state.push_str(&format!(
+                ", {pending} migration(s) pending (run `cargo xtask migrate`)"
+            ));
+        }
+        if db.seeds == Some("changed") {
+            state.push_str(", seeds changed since loaded (run `cargo xtask seed`)");
+        }
         println!("  {:<12} {:<40} {state}", db.database, db.name);
     }
 }

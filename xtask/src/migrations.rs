@@ -1,0 +1,594 @@
+//! Migration files and the plan over them: discovery, parsing, and what to apply (pure; no database).
+//!
+//! Layout (sqlx's): `<version>_<slug>.up.sql` with an optional `<version>_<slug>.down.sql`, or
+//! `<version>_<slug>.sql` (up only). Checksum = SHA-384 of the up file's bytes, as sqlx computes it, so
+//! that `sqlx::migrate!()` and sqlx-cli see exactly the state this tool writes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha384};
+
+/// A first line that makes a file run outside a transaction (for CREATE INDEX CONCURRENTLY).
+pub const NO_TRANSACTION: &str = "-- no-transaction";
+
+#[derive(Debug, Clone)]
+pub struct Migration {
+    pub version: i64,
+    pub description: String,
+    /// Repository-relative path of the up file.
+    pub up: PathBuf,
+    pub down: Option<PathBuf>,
+    pub sql: String,
+    pub checksum: Vec<u8>,
+    pub no_transaction: bool,
+}
+
+/// A row of `_sqlx_migrations`.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub version: i64,
+    pub description: String,
+    pub checksum: Vec<u8>,
+    pub success: bool,
+    pub installed_on: String,
+}
+
+enum Kind {
+    Up,
+    Down,
+    Simple,
+}
+
+/// Reads every migration in `dir` (repository-relative names are built from `root`). A missing
+/// directory means no migrations.
+pub fn discover(root: &Path, dir: &Path) -> Result<Vec<Migration>> {
+    let entries = match std::fs::read_dir(root.join(dir)) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("read {}", dir.display())),
+    };
+    let mut names: Vec<String> = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".sql") && entry.path().is_file() && name != "schema.sql" {
+            names.push(name);
+        }
+    }
+    names.sort();
+    let mut ups: BTreeMap<i64, (String, String, bool)> = BTreeMap::new();
+    let mut downs: BTreeMap<i64, (String, String)> = BTreeMap::new();
+    for name in &names {
+        let (version, description, kind) =
+            parse_name(name).with_context(|| format!("{}", dir.join(name).display()))?;
+        let slot = match kind {
+            Kind::Up | Kind::Simple => ups.get(&version).map(|(n, _, _)| n.clone()),
+            Kind::Down => downs.get(&version).map(|(n, _)| n.clone()),
+        };
+        if let Some(other) = slot {
+            bail!(
+                "{} and {} share version {version}: each migration needs its own version \
+                 (rename one; `cargo xtask prepare` picks a fresh one)",
+                dir.join(&other).display(),
+                dir.join(name).display()
+            );
+        }
+        match kind {
+            Kind::Up => {
+                ups.insert(version, (name.clone(), description, true));
+            }
+            Kind::Simple => {
+                ups.insert(version, (name.clone(), description, false));
+            }
+            Kind::Down => {
+                downs.insert(version, (name.clone(), description));
+            }
+        }
+    }
+    let mut migrations = Vec::with_capacity(ups.len());
+    for (version, (down_name, _)) in &downs {
+        match ups.get(version) {
+            Some((_, _, true)) => {}
+            Some((up_name, _, false)) => bail!(
+                "{} has a down file but its up is {}: name the up `{}` so the pair is clear",
+                dir.join(down_name).display(),
+                dir.join(up_name).display(),
+                up_name.replace(".sql", ".up.sql")
+            ),
+            None => bail!(
+                "{} is a down migration without an up: add `{}` or remove it",
+                dir.join(down_name).display(),
+                down_name.replace(".down.sql", ".up.sql")
+            ),
+        }
+    }
+    for (version, (name, description, _)) in ups {
+        let path = dir.join(&name);
+        let bytes =
+            std::fs::read(root.join(&path)).with_context(|| format!("read {}", path.display()))?;
+        let sql = String::from_utf8(bytes).map_err(|_| {
+            anyhow::anyhow!("{} is not UTF-8 text: save it as UTF-8", path.display())
+        })?;
+        migrations.push(Migration {
+            version,
+            description,
+            checksum: Sha384::digest(sql.as_bytes()).to_vec(),
+            no_transaction: sql.starts_with(NO_TRANSACTION),
+            sql,
+            down: downs.get(&version).map(|(down, _)| dir.join(down)),
+            up: path,
+        });
+    }
+    Ok(migrations)
+}
+
+fn parse_name(name: &str) -> Result<(i64, String, Kind)> {
+    let expected = "expected <VERSION>_<description>.up.sql, .down.sql or .sql, \
+                    for example 20250101093000_add_users.up.sql";
+    let Some((version, rest)) = name.split_once('_') else {
+        bail!("badly named migration: {expected}");
+    };
+    let version: i64 = match version.parse() {
+        Ok(v) if v > 0 && version.bytes().all(|b| b.is_ascii_digit()) => v,
+        _ => {
+            bail!("badly named migration: `{version}` is not a positive version number; {expected}")
+        }
+    };
+    let (slug, kind) = if let Some(slug) = rest.strip_suffix(".up.sql") {
+        (slug, Kind::Up)
+    } else if let Some(slug) = rest.strip_suffix(".down.sql") {
+        (slug, Kind::Down)
+    } else {
+        (rest.strip_suffix(".sql").unwrap_or(rest), Kind::Simple)
+    };
+    if slug.is_empty() || slug.contains('.') {
+        bail!("badly named migration: {expected}");
+    }
+    Ok((version, slug.replace('_', " "), kind))
+}
+
+/// Why a database and the files disagree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// Applied, but its file changed since.
+    Modified { version: i64, file: PathBuf },
+    /// Applied, but no file has its version.
+    Missing { version: i64, description: String },
+    /// Pending, but older than the newest applied migration.
+    OutOfOrder {
+        version: i64,
+        file: PathBuf,
+        newest_applied: i64,
+    },
+    /// Recorded as failed (by sqlx); needs a hand fix.
+    Dirty { version: i64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    Applied,
+    Pending,
+    Modified,
+    Missing,
+    OutOfOrder,
+    Dirty,
+}
+
+/// One line of `migrations` status.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub version: i64,
+    pub description: String,
+    pub state: State,
+    pub file: Option<PathBuf>,
+    pub installed_on: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Indexes into the files, in version order.
+    pub pending: Vec<usize>,
+    pub problems: Vec<Problem>,
+    pub entries: Vec<Entry>,
+}
+
+/// Decides what to apply. Out-of-order files are pending when allowed, else problems.
+pub fn plan(files: &[Migration], applied: &[Applied], allow_out_of_order: bool) -> Plan {
+    let by_version: BTreeMap<i64, &Applied> = applied.iter().map(|a| (a.version, a)).collect();
+    let newest_applied = applied.iter().map(|a| a.version).max();
+    let mut plan = Plan::default();
+    for (index, file) in files.iter().enumerate() {
+        let entry_state = match by_version.get(&file.version) {
+            Some(row) if !row.success => {
+                plan.problems.push(Problem::Dirty {
+                    version: file.version,
+                });
+                State::Dirty
+            }
+            Some(row) if row.checksum != file.checksum => {
+                plan.problems.push(Problem::Modified {
+                    version: file.version,
+                    file: file.up.clone(),
+                });
+                State::Modified
+            }
+            Some(_) => State::Applied,
+            None => match newest_applied {
+                Some(newest) if file.version < newest && !allow_out_of_order => {
+                    plan.problems.push(Problem::OutOfOrder {
+                        version: file.version,
+                        file: file.up.clone(),
+                        newest_applied: newest,
+                    });
+                    State::OutOfOrder
+                }
+                _ => {
+                    plan.pending.push(index);
+                    State::Pending
+                }
+            },
+        };
+        plan.entries.push(Entry {
+            version: file.version,
+            description: file.description.clone(),
+            state: entry_state,
+            file: Some(file.up.clone()),
+            installed_on: by_version
+                .get(&file.version)
+                .map(|a| a.installed_on.clone()),
+        });
+    }
+    for row in applied {
+        if !files.iter().any(|f| f.version == row.version) {
+            if row.success {
+                plan.problems.push(Problem::Missing {
+                    version: row.version,
+                    description: row.description.clone(),
+                });
+            } else {
+                plan.problems.push(Problem::Dirty {
+                    version: row.version,
+                });
+            }
+            plan.entries.push(Entry {
+                version: row.version,
+                description: row.description.clone(),
+                state: if row.success {
+                    State::Missing
+                } else {
+                    State::Dirty
+                },
+                file: None,
+                installed_on: Some(row.installed_on.clone()),
+            });
+        }
+    }
+    plan.entries.sort_by_key(|e| e.version);
+    plan
+}
+
+/// The problems as one message that names every file and version and says the way out.
+pub fn explain(problems: &[Problem], db_name: &str) -> String {
+    let mut lines = vec![format!(
+        "the migrations of {db_name} do not match the files:"
+    )];
+    let mut missing = Vec::new();
+    for problem in problems {
+        match problem {
+            Problem::Modified { version, file } => lines.push(format!(
+                "  {}: applied as version {version}, but the file changed since. Applied migrations are \
+                 never re-run: restore the file (git checkout -- {}) and put the change in a new migration",
+                file.display(),
+                file.display()
+            )),
+            Problem::Missing { version, description } => missing.push(format!("{version} ({description})")),
+            Problem::OutOfOrder { version, file, newest_applied } => lines.push(format!(
+                "  {}: version {version} is pending but older than the newest applied one, {newest_applied} \
+                 (merged from another branch?). Run with --allow-out-of-order to apply it anyway, or give it \
+                 a newer version",
+                file.display()
+            )),
+            Problem::Dirty { version } => lines.push(format!(
+                "  version {version} is recorded as failed (success = false, written by another tool): fix \
+                 the database by hand, then delete that row from _sqlx_migrations"
+            )),
+        }
+    }
+    if !missing.is_empty() {
+        lines.push(format!(
+            "  applied but not in this checkout: {}. They came from another branch. Either roll them back \
+             while their files are reachable (check out the branch that has them, `cargo xtask rollback \
+             --steps {}`, come back), or start this branch's database afresh: `cargo xtask wipe` then \
+             `cargo xtask setup`",
+            missing.join(", "),
+            missing.len()
+        ));
+    }
+    lines.join("\n")
+}
+
+/// Turns a server error position (1-based, in characters) into 1-based line and column.
+pub fn line_col(sql: &str, position: usize) -> (usize, usize) {
+    let mut line = 1;
+    let mut col = 1;
+    for c in sql.chars().take(position.saturating_sub(1)) {
+        if c == '\n' {
+            line += 1;
+            col = 1;
+        } else {
+            col += 1;
+        }
+    }
+    (line, col)
+}
+
+/// Splits SQL into statements at top-level `;`, aware of quotes, dollar quotes and comments.
+/// Each statement comes with its character offset in `sql`. Used for files that run outside a
+/// transaction, where each statement must be sent on its own.
+pub fn split_statements(sql: &str) -> Vec<(usize, &str)> {
+    let bytes = sql.as_bytes();
+    let mut statements = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\'' | b'"' => i = skip_quoted(bytes, i),
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                i = bytes[i..]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(bytes.len(), |p| i + p + 1)
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => i = skip_block_comment(bytes, i),
+            b'$' => i = skip_dollar_quoted(sql, i),
+            b';' => {
+                push_statement(sql, start, i, &mut statements);
+                i += 1;
+                start = i;
+            }
+            _ => i += 1,
+        }
+    }
+    push_statement(sql, start, bytes.len(), &mut statements);
+    statements
+}
+
+fn push_statement<'a>(sql: &'a str, start: usize, end: usize, out: &mut Vec<(usize, &'a str)>) {
+    let text = &sql[start..end];
+    if !only_comments_and_space(text) {
+        out.push((sql[..start].chars().count(), text));
+    }
+}
+
+fn only_comments_and_space(text: &str) -> bool {
+    text.lines().all(|line| {
+        let line = line.trim();
+        line.is_empty() || line.starts_with("--")
+    })
+}
+
+fn skip_quoted(bytes: &[u8], start: usize) -> usize {
+    let quote = bytes[start];
+    let mut i = start + 1;
+    while i < bytes.len() {
+        if bytes[i] == quote {
+            if bytes.get(i + 1) == Some(&quote) {
+                i += 2;
+                continue;
+            }
+            return i + 1;
+        }
+        // E'...' strings allow backslash escapes; a backslash never ends a quote elsewhere either.
+        if bytes[i] == b'\\'
+            && quote == b'\''
+            && start > 0
+            && matches!(bytes[start - 1], b'E' | b'e')
+        {
+            i += 2;
+            continue;
+        }
+        i += 1;
+    }
+    bytes.len()
+}
+
+fn skip_block_comment(bytes: &[u8], start: usize) -> usize {
+    let mut depth = 0;
+    let mut i = start;
+    while i + 1 < bytes.len() {
+        if bytes[i] == b'/' && bytes[i + 1] == b'*' {
+            depth += 1;
+            i += 2;
+        } else if bytes[i] == b'*' && bytes[i + 1] == b'/' {
+            depth -= 1;
+            i += 2;
+            if depth == 0 {
+                return i;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    bytes.len()
+}
+
+fn skip_dollar_quoted(sql: &str, start: usize) -> usize {
+    let rest = &sql[start + 1..];
+    let tag_len = rest
+        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .unwrap_or(rest.len());
+    if !rest[tag_len..].starts_with('$')
+        || rest[..tag_len].starts_with(|c: char| c.is_ascii_digit())
+    {
+        return start + 1; // `$1` parameters and lone dollars
+    }
+    let tag = &sql[start..start + tag_len + 2];
+    let body_start = start + tag.len();
+    match sql[body_start..].find(tag) {
+        Some(end) => body_start + end + tag.len(),
+        None => sql.len(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(version: i64, sql: &str) -> Migration {
+        Migration {
+            version,
+            description: format!("m{version}"),
+            up: PathBuf::from(format!("migrations/{version}_m.up.sql")),
+            down: None,
+            sql: sql.into(),
+            checksum: Sha384::digest(sql.as_bytes()).to_vec(),
+            no_transaction: false,
+        }
+    }
+
+    fn applied(version: i64, sql: &str) -> Applied {
+        Applied {
+            version,
+            description: format!("m{version}"),
+            checksum: Sha384::digest(sql.as_bytes()).to_vec(),
+            success: true,
+            installed_on: "2026-01-01".into(),
+        }
+    }
+
+    #[test]
+    fn names_parse_like_sqlx() {
+        let (v, d, _) = parse_name("20250101093000_add_user_prefs.up.sql").unwrap();
+        assert_eq!((v, d.as_str()), (20250101093000, "add user prefs"));
+        assert!(matches!(parse_name("1_x.down.sql").unwrap().2, Kind::Down));
+        assert!(matches!(parse_name("2_x.sql").unwrap().2, Kind::Simple));
+        for bad in [
+            "x_y.sql",
+            "0_x.sql",
+            "-1_x.sql",
+            "12.sql",
+            "12_.sql",
+            "12_a.b.sql",
+            "+3_x.sql",
+        ] {
+            assert!(parse_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn plan_finds_pending_modified_missing_out_of_order() {
+        let files = [
+            file(1, "a"),
+            file(2, "b-edited"),
+            file(3, "c"),
+            file(5, "e"),
+        ];
+        let rows = [applied(2, "b"), applied(4, "d"), applied(1, "a")];
+        let plan = plan(&files, &rows, false);
+        assert_eq!(plan.pending, vec![3]);
+        assert_eq!(
+            plan.problems,
+            vec![
+                Problem::Modified {
+                    version: 2,
+                    file: files[1].up.clone()
+                },
+                Problem::OutOfOrder {
+                    version: 3,
+                    file: files[2].up.clone(),
+                    newest_applied: 4
+                },
+                Problem::Missing {
+                    version: 4,
+                    description: "m4".into()
+                },
+            ]
+        );
+        let states: Vec<State> = plan.entries.iter().map(|e| e.state).collect();
+        assert_eq!(
+            states,
+            [
+                State::Applied,
+                State::Modified,
+                State::OutOfOrder,
+                State::Missing,
+                State::Pending
+            ]
+        );
+    }
+
+    #[test]
+    fn out_of_order_allowed_becomes_pending() {
+        let files = [file(1, "a"), file(3, "c")];
+        let plan = plan(&files, &[applied(3, "c")], true);
+        assert_eq!(plan.pending, vec![0]);
+        assert!(plan.problems.is_empty());
+    }
+
+    #[test]
+    fn nothing_applied_everything_pending() {
+        let files = [file(1, "a"), file(2, "b")];
+        let plan = plan(&files, &[], false);
+        assert_eq!(plan.pending, vec![0, 1]);
+        assert!(plan.problems.is_empty());
+    }
+
+    #[test]
+    fn failed_rows_are_dirty() {
+        let mut row = applied(1, "a");
+        row.success = false;
+        let plan = plan(&[file(1, "a")], &[row], false);
+        assert_eq!(plan.problems, vec![Problem::Dirty { version: 1 }]);
+    }
+
+    #[test]
+    fn explanation_names_files_and_ways_out() {
+        let text = explain(
+            &[
+                Problem::Missing {
+                    version: 7,
+                    description: "x".into(),
+                },
+                Problem::Modified {
+                    version: 2,
+                    file: "migrations/2_b.up.sql".into(),
+                },
+            ],
+            "geney_x",
+        );
+        assert!(text.contains("migrations/2_b.up.sql"), "{text}");
+        assert!(
+            text.contains("7 (x)") && text.contains("rollback") && text.contains("wipe"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn positions_become_lines_and_columns() {
+        let sql = "create table a ();\n\n  selec 1;\néé x";
+        assert_eq!(line_col(sql, 1), (1, 1));
+        assert_eq!(line_col(sql, 23), (3, 3));
+        assert_eq!(line_col(sql, 32), (4, 3));
+    }
+
+    #[test]
+    fn statements_split_outside_quotes_and_comments() {
+        let sql = "create table a (x text default ';');\n-- c; d\n/* e; /* f; */ g; */\n\
+                   create function f() returns int as $body$ select 1; $body$ language sql;\n\
+                   select $1; select E'\\';'; select \"a;b\" from t;\n-- trailing";
+        let parts: Vec<&str> = split_statements(sql)
+            .into_iter()
+            .map(|(_, s)| s.trim())
+            .collect();
+        assert_eq!(parts.len(), 5, "{parts:#?}");
+        assert!(parts[1].ends_with("language sql"), "{parts:#?}");
+        let offsets: Vec<usize> = split_statements("a;\nb")
+            .into_iter()
+            .map(|(o, _)| o)
+            .collect();
+        assert_eq!(offsets, [0, 2]);
+    }
+}

@@ -1,0 +1,319 @@
+//! Applying and rolling back migrations over one connection, recorded in sqlx's `_sqlx_migrations`.
+//!
+//! Each migration and its record commit together in one round trip (`BEGIN; <file>; INSERT; COMMIT`).
+//! Commits are asynchronous except the last of a run, which flushes them all: a crash may lose the
+//! newest migrations, never half of one. Runners serialise on sqlx's advisory lock for the database,
+//! held on a connection of its own and never inside a migration's transaction.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use postgres::Client;
+use postgres::error::{ErrorPosition, SqlState};
+
+use crate::conn::{Endpoint, describe_pg_error};
+use crate::migrations::{Applied, Migration, line_col, split_statements};
+
+const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS _sqlx_migrations (
+    version BIGINT PRIMARY KEY,
+    description TEXT NOT NULL,
+    installed_on TIMESTAMPTZ NOT NULL DEFAULT now(),
+    success BOOLEAN NOT NULL,
+    checksum BYTEA NOT NULL,
+    execution_time BIGINT NOT NULL
+)";
+
+/// Opens a work connection to a branch database, set up for applying migrations.
+pub fn connect(endpoint: &Endpoint, db: &str) -> Result<Client> {
+    let mut client = endpoint.connect(db)?;
+    client
+        .batch_execute("SET standard_conforming_strings = on; SET synchronous_commit = off")
+        .map_err(|e| anyhow!(describe_pg_error(&e)))?;
+    Ok(client)
+}
+
+/// The recorded migrations; none when the table does not exist yet.
+pub fn applied(client: &mut Client) -> Result<Vec<Applied>> {
+    let rows = match client.query(
+        "SELECT version, description, checksum, success, \
+                to_char(installed_on AT TIME ZONE 'utc', 'YYYY-MM-DD HH24:MI:SS') \
+         FROM _sqlx_migrations ORDER BY version",
+        &[],
+    ) {
+        Ok(rows) => rows,
+        Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => return Ok(Vec::new()),
+        Err(e) => return Err(anyhow!(describe_pg_error(&e))).context("read _sqlx_migrations"),
+    };
+    Ok(rows
+        .iter()
+        .map(|row| Applied {
+            version: row.get(0),
+            description: row.get(1),
+            checksum: row.get(2),
+            success: row.get(3),
+            installed_on: row.get(4),
+        })
+        .collect())
+}
+
+pub fn ensure_table(client: &mut Client) -> Result<()> {
+    client
+        .batch_execute(CREATE_TABLE)
+        .map_err(|e| anyhow!(describe_pg_error(&e)))
+        .context("create _sqlx_migrations")
+}
+
+/// Applies one migration with its record. `durable` makes this commit wait for the disk, which
+/// also flushes every asynchronous commit before it.
+pub fn apply(
+    client: &mut Client,
+    root: &Path,
+    migration: &Migration,
+    durable: bool,
+) -> Result<Duration> {
+    let start = Instant::now();
+    let record = format!(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES ({}, {}, TRUE, '\\x{}'::bytea, \
+         (extract(epoch FROM clock_timestamp() - statement_timestamp()) * 1e9)::bigint)",
+        migration.version,
+        quote_literal(&migration.description),
+        hex(&migration.checksum)
+    );
+    if migration.no_transaction {
+        run_statements_one_by_one(client, root, migration)?;
+        client
+            .batch_execute(&record)
+            .map_err(|e| anyhow!(describe_pg_error(&e)))?;
+        return Ok(start.elapsed());
+    }
+    let durability = if durable {
+        "SET LOCAL synchronous_commit = on;\n"
+    } else {
+        ""
+    };
+    let prefix = format!("BEGIN;\n{durability}");
+    let query = format!("{prefix}{}\n;{record};\nCOMMIT", migration.sql);
+    if let Err(error) = client.batch_execute(&query) {
+        let _ = client.batch_execute("ROLLBACK");
+        return Err(anyhow!(render_error(
+            &error,
+            &migration.up,
+            &migration.sql,
+            prefix.chars().count()
+        )))
+        .context(format!(
+            "migration {} failed; it was rolled back and is not recorded",
+            migration.up.display()
+        ));
+    }
+    Ok(start.elapsed())
+}
+
+/// Runs a down file and removes the record, in one transaction.
+pub fn revert(
+    client: &mut Client,
+    down_path: &Path,
+    down_sql: &str,
+    version: i64,
+) -> Result<Duration> {
+    let start = Instant::now();
+    let prefix = "BEGIN;\nSET LOCAL synchronous_commit = on;\n";
+    let query = format!(
+        "{prefix}{down_sql}\n;DELETE FROM _sqlx_migrations WHERE version = {version};\nCOMMIT"
+    );
+    if let Err(error) = client.batch_execute(&query) {
+        let _ = client.batch_execute("ROLLBACK");
+        return Err(anyhow!(render_error(
+            &error,
+            down_path,
+            down_sql,
+            prefix.chars().count()
+        )))
+        .context(format!(
+            "rollback with {} failed; nothing was changed",
+            down_path.display()
+        ));
+    }
+    Ok(start.elapsed())
+}
+
+/// `-- no-transaction` files: each statement on its own, since CREATE INDEX CONCURRENTLY refuses to
+/// run in any transaction block, including the implicit one of a multi-statement query.
+fn run_statements_one_by_one(
+    client: &mut Client,
+    _root: &Path,
+    migration: &Migration,
+) -> Result<()> {
+    for (offset, statement) in split_statements(&migration.sql) {
+        if let Err(error) = client.batch_execute(statement) {
+            let rendered = render_error_at(&error, &migration.up, &migration.sql, offset);
+            return Err(anyhow!(rendered)).context(format!(
+                "migration {} (-- no-transaction) failed; statements before the failing one stay applied \
+                 and it is not recorded: undo them by hand or make the file safe to re-run",
+                migration.up.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `file:line:col: ERROR: message`, the offending line with a caret, then DETAIL and HINT.
+/// `prefix_chars` is how many characters were sent before the file's text.
+fn render_error(error: &postgres::Error, path: &Path, sql: &str, prefix_chars: usize) -> String {
+    let position = match error.as_db_error().and_then(|db| db.position()) {
+        Some(ErrorPosition::Original(p)) => (*p as usize).checked_sub(prefix_chars),
+        _ => None,
+    };
+    render_at(error, path, sql, position)
+}
+
+fn render_error_at(error: &postgres::Error, path: &Path, sql: &str, offset_chars: usize) -> String {
+    let position = match error.as_db_error().and_then(|db| db.position()) {
+        Some(ErrorPosition::Original(p)) => Some(*p as usize + offset_chars),
+        _ => None,
+    };
+    render_at(error, path, sql, position)
+}
+
+fn render_at(error: &postgres::Error, path: &Path, sql: &str, position: Option<usize>) -> String {
+    let described = describe_pg_error(error);
+    let Some(position) = position.filter(|p| *p >= 1 && *p <= sql.chars().count() + 1) else {
+        return format!("{}: {described}", path.display());
+    };
+    let (line, col) = line_col(sql, position);
+    let mut text = String::new();
+    let (first, rest) = described.split_once('\n').unwrap_or((&described, ""));
+    writeln!(text, "{}:{line}:{col}: {first}", path.display()).unwrap();
+    if let Some(source_line) = sql.lines().nth(line - 1) {
+        let gutter = line.to_string();
+        writeln!(text, "{gutter} | {source_line}").unwrap();
+        write!(
+            text,
+            "{} | {}^",
+            " ".repeat(gutter.len()),
+            " ".repeat(col - 1)
+        )
+        .unwrap();
+    }
+    if !rest.is_empty() {
+        write!(text, "\n{rest}").unwrap();
+    }
+    text
+}
+
+/// A seed file's error, located like a migration's.
+pub fn render_seed_error(error: &postgres::Error, path: &Path, sql: &str) -> String {
+    render_error(error, path, sql, 0)
+}
+
+/// sqlx's lock key for a database, so that this tool and sqlx-based services serialise together.
+pub fn lock_key(database: &str) -> i64 {
+    0x3d32_ad9e * i64::from(crc32(database.as_bytes()))
+}
+
+/// CRC-32/ISO-HDLC (the zlib CRC), bit by bit: a handful of bytes per run does not need a table.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in bytes {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A session advisory lock held on its own connection for as long as this value lives.
+pub struct MigrationLock {
+    _client: Client,
+}
+
+impl MigrationLock {
+    /// Polls `pg_try_advisory_lock`, naming the holder once waiting takes more than a second.
+    pub fn acquire(
+        endpoint: &Endpoint,
+        database: &str,
+        timeout: Duration,
+    ) -> Result<MigrationLock> {
+        let mut client = endpoint.connect(database)?;
+        let key = lock_key(database);
+        let start = Instant::now();
+        let mut announced = false;
+        loop {
+            let row = client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+                .map_err(|e| anyhow!(describe_pg_error(&e)))?;
+            if row.get::<_, bool>(0) {
+                return Ok(MigrationLock { _client: client });
+            }
+            let waited = start.elapsed();
+            if waited >= timeout || (!announced && waited >= Duration::from_secs(1)) {
+                let holder =
+                    lock_holder(&mut client, key).unwrap_or_else(|| "another session".into());
+                if waited >= timeout {
+                    bail!(
+                        "the migration lock on {database} is still held by {holder} after {} s: wait for \
+                         it to finish, or end that session (SELECT pg_terminate_backend(PID))",
+                        timeout.as_secs()
+                    );
+                }
+                eprintln!("waiting for the migration lock on {database}, held by {holder}");
+                announced = true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn lock_holder(client: &mut Client, key: i64) -> Option<String> {
+    let row = client
+        .query_opt(
+            "SELECT l.pid, coalesce(a.application_name, ''), coalesce(a.state, '') \
+             FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
+               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+               AND l.classid::bigint = (($1::bigint >> 32) & 4294967295) \
+               AND l.objid::bigint = ($1::bigint & 4294967295) \
+             LIMIT 1",
+            &[&key],
+        )
+        .ok()??;
+    let (pid, app, state): (i32, String, String) = (row.get(0), row.get(1), row.get(2));
+    Some(format!("pid {pid} (application `{app}`, {state})"))
+}
+
+/// A SQL string literal; the session runs with standard_conforming_strings on.
+fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_key_matches_sqlx() {
+        // crc32("123456789") is the CRC-32/ISO-HDLC check value.
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        assert_eq!(
+            lock_key("postgres"),
+            0x3d32_ad9e * i64::from(crc32(b"postgres"))
+        );
+    }
+
+    #[test]
+    fn literals_are_quoted() {
+        assert_eq!(quote_literal("it's"), "'it''s'");
+    }
+}

@@ -1,0 +1,101 @@
+//! Development data: `seeds/<db>/*.sql`, run in name order in one transaction, and remembered (file
+//! and checksum) so that `db-status` can say when they changed since.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow};
+use postgres::Client;
+use sha2::{Digest, Sha384};
+
+use crate::conn::describe_pg_error;
+
+pub struct Seed {
+    pub path: PathBuf,
+    pub sql: String,
+    pub checksum: Vec<u8>,
+}
+
+const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS _xtask_seeds (
+    file TEXT PRIMARY KEY,
+    checksum BYTEA NOT NULL,
+    seeded_at TIMESTAMPTZ NOT NULL DEFAULT now()
+)";
+
+pub fn discover(root: &Path, dir: &Path) -> Result<Vec<Seed>> {
+    let entries = match std::fs::read_dir(root.join(dir)) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("read {}", dir.display())),
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter(|e| e.path().is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".sql"))
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|name| {
+            let path = dir.join(name);
+            let bytes = std::fs::read(root.join(&path))
+                .with_context(|| format!("read {}", path.display()))?;
+            let sql = String::from_utf8(bytes)
+                .map_err(|_| anyhow!("{} is not UTF-8 text: save it as UTF-8", path.display()))?;
+            Ok(Seed {
+                checksum: Sha384::digest(sql.as_bytes()).to_vec(),
+                sql,
+                path,
+            })
+        })
+        .collect()
+}
+
+/// Runs every seed in one transaction; on error nothing of any seed stays.
+pub fn run(client: &mut Client, seeds: &[Seed]) -> Result<()> {
+    let mut tx = client
+        .transaction()
+        .map_err(|e| anyhow!(describe_pg_error(&e)))?;
+    for seed in seeds {
+        if let Err(error) = tx.batch_execute(&seed.sql) {
+            let located = crate::runner::render_seed_error(&error, &seed.path, &seed.sql);
+            return Err(anyhow!(located)).context(format!(
+                "seed {} failed; every seed of this database was rolled back",
+                seed.path.display()
+            ));
+        }
+    }
+    let record = |tx: &mut postgres::Transaction| -> Result<(), postgres::Error> {
+        tx.batch_execute(CREATE_TABLE)?;
+        tx.execute("DELETE FROM _xtask_seeds", &[])?;
+        for seed in seeds {
+            let file = seed.path.to_string_lossy().into_owned();
+            tx.execute(
+                "INSERT INTO _xtask_seeds (file, checksum) VALUES ($1, $2)",
+                &[&file, &seed.checksum],
+            )?;
+        }
+        Ok(())
+    };
+    record(&mut tx)
+        .map_err(|e| anyhow!(describe_pg_error(&e)))
+        .context("record the seeds")?;
+    tx.commit().map_err(|e| anyhow!(describe_pg_error(&e)))?;
+    Ok(())
+}
+
+/// Whether the recorded seeds differ from the files: `None` when never seeded.
+pub fn changed_since_seeded(client: &mut Client, seeds: &[Seed]) -> Result<Option<bool>> {
+    let rows = match client.query("SELECT file, checksum FROM _xtask_seeds ORDER BY file", &[]) {
+        Ok(rows) => rows,
+        Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => return Ok(None),
+        Err(e) => return Err(anyhow!(describe_pg_error(&e))),
+    };
+    let recorded: Vec<(String, Vec<u8>)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let mut current: Vec<(String, Vec<u8>)> = seeds
+        .iter()
+        .map(|s| (s.path.to_string_lossy().into_owned(), s.checksum.clone()))
+        .collect();
+    current.sort();
+    Ok(Some(recorded != current))
+}

@@ -1,0 +1,353 @@
+//! Tasks over migrations and seeds: migrate, rollback, migrations (status), prepare, seed.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use postgres::Client;
+use serde::Serialize;
+
+use crate::conn::Endpoint;
+use crate::engine;
+use crate::migrations::{self, Migration, State};
+use crate::runner::{self, MigrationLock};
+use crate::seeds;
+use crate::workspace::{Ctx, Database};
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MigrateOptions {
+    pub check: bool,
+    pub dry_run: bool,
+    pub allow_out_of_order: bool,
+    /// Say nothing when there is nothing to apply (setup's own summary says it).
+    pub quiet: bool,
+}
+
+/// What `migrate_database` did.
+pub enum Migrated {
+    /// Nothing was pending (or, with `check`, nothing pending and nothing wrong).
+    UpToDate,
+    Applied(usize),
+    /// `check` found pending or mismatched migrations and listed them.
+    CheckFailed,
+    DryRun,
+}
+
+pub fn migrate(ctx: &Ctx, db: Option<&str>, options: MigrateOptions) -> Result<ExitCode> {
+    let engine = engine::select(ctx)?;
+    let mut clean = true;
+    for database in ctx.select_databases(db)? {
+        let outcome = migrate_database(ctx, engine.endpoint(), &database, options)?;
+        clean &= !matches!(outcome, Migrated::CheckFailed);
+    }
+    Ok(if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Applies what is pending; with `check`, only reports and returns whether all is applied.
+pub fn migrate_database(
+    ctx: &Ctx,
+    endpoint: &Endpoint,
+    database: &Database,
+    options: MigrateOptions,
+) -> Result<Migrated> {
+    let dir = database.migrations_dir(ctx);
+    let files = migrations::discover(&ctx.root, &dir)?;
+    let name = database.name.as_str();
+    let mut client = connect_branch_db(endpoint, name)?;
+    let plan = migrations::plan(
+        &files,
+        &runner::applied(&mut client)?,
+        options.allow_out_of_order,
+    );
+    if options.check {
+        if plan.pending.is_empty() && plan.problems.is_empty() {
+            return Ok(Migrated::UpToDate);
+        }
+        for index in &plan.pending {
+            eprintln!("pending: {}", files[*index].up.display());
+        }
+        if !plan.problems.is_empty() {
+            eprintln!("{}", migrations::explain(&plan.problems, name));
+        }
+        return Ok(Migrated::CheckFailed);
+    }
+    if !plan.problems.is_empty() {
+        bail!(migrations::explain(&plan.problems, name));
+    }
+    if plan.pending.is_empty() {
+        if !options.quiet {
+            eprintln!("migrate: {name} is up to date ({} applied)", files.len());
+        }
+        return Ok(Migrated::UpToDate);
+    }
+    if options.dry_run {
+        for index in &plan.pending {
+            eprintln!("would apply {}", files[*index].up.display());
+        }
+        eprintln!(
+            "migrate --dry-run: {} pending for {name}; nothing was changed",
+            plan.pending.len()
+        );
+        return Ok(Migrated::DryRun);
+    }
+    let _lock = MigrationLock::acquire(endpoint, name, lock_timeout())?;
+    runner::ensure_table(&mut client)?;
+    // Another runner may have applied some while we waited for the lock.
+    let plan = migrations::plan(
+        &files,
+        &runner::applied(&mut client)?,
+        options.allow_out_of_order,
+    );
+    if !plan.problems.is_empty() {
+        bail!(migrations::explain(&plan.problems, name));
+    }
+    apply_pending(&mut client, &ctx.root, &files, &plan.pending, name)?;
+    Ok(Migrated::Applied(plan.pending.len()))
+}
+
+fn apply_pending(
+    client: &mut Client,
+    root: &Path,
+    files: &[Migration],
+    pending: &[usize],
+    name: &str,
+) -> Result<()> {
+    let start = Instant::now();
+    for (n, index) in pending.iter().enumerate() {
+        let migration = &files[*index];
+        let durable = n + 1 == pending.len();
+        let took = runner::apply(client, root, migration, durable)?;
+        eprintln!("applied {} ({})", migration.up.display(), millis(took));
+    }
+    eprintln!(
+        "migrate: applied {} migration(s) to {name} in {}",
+        pending.len(),
+        millis(start.elapsed())
+    );
+    Ok(())
+}
+
+pub fn rollback(ctx: &Ctx, db: Option<&str>, steps: usize) -> Result<()> {
+    let engine = engine::select(ctx)?;
+    let database = ctx.database(db)?;
+    let name = database.name.as_str();
+    let files = migrations::discover(&ctx.root, &database.migrations_dir(ctx))?;
+    let mut client = connect_branch_db(engine.endpoint(), name)?;
+    let _lock = MigrationLock::acquire(engine.endpoint(), name, lock_timeout())?;
+    let mut applied = runner::applied(&mut client)?;
+    applied.sort_by_key(|a| std::cmp::Reverse(a.version));
+    if applied.is_empty() {
+        eprintln!("rollback: nothing is applied to {name}");
+        return Ok(());
+    }
+    let chosen = &applied[..steps.min(applied.len())];
+    // Check every step before touching anything.
+    let mut downs = Vec::new();
+    for row in chosen {
+        let Some(file) = files.iter().find(|f| f.version == row.version) else {
+            bail!(
+                "cannot roll back version {} ({}): no file in this checkout has that version; check out \
+                 the branch that added it and roll back there",
+                row.version,
+                row.description
+            );
+        };
+        if file.checksum != row.checksum {
+            bail!(
+                "cannot roll back {}: it changed since it was applied, so its down file may not match; \
+                 restore it first (git checkout -- {})",
+                file.up.display(),
+                file.up.display()
+            );
+        }
+        let Some(down) = &file.down else {
+            bail!(
+                "cannot roll back {}: it has no down file; write one beside it named \
+                 <version>_<description>.down.sql (a plain .sql up file must then be renamed to .up.sql)",
+                file.up.display()
+            );
+        };
+        let sql = std::fs::read_to_string(ctx.root.join(down))
+            .with_context(|| format!("read {}", down.display()))?;
+        downs.push((down.clone(), sql, row.version));
+    }
+    for (path, sql, version) in &downs {
+        let took = runner::revert(&mut client, path, sql, *version)?;
+        eprintln!("rolled back {} ({})", path.display(), millis(took));
+    }
+    eprintln!(
+        "rollback: {} migration(s) of {name} rolled back",
+        downs.len()
+    );
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct StatusLine {
+    version: i64,
+    description: String,
+    state: State,
+    file: Option<String>,
+    installed_on: Option<String>,
+}
+
+pub fn migrations_status(ctx: &Ctx, db: Option<&str>, json: bool) -> Result<()> {
+    let engine = engine::select(ctx)?;
+    let mut report = serde_json::Map::new();
+    for database in ctx.select_databases(db)? {
+        let files = migrations::discover(&ctx.root, &database.migrations_dir(ctx))?;
+        let mut client = connect_branch_db(engine.endpoint(), database.name.as_str())?;
+        let plan = migrations::plan(&files, &runner::applied(&mut client)?, false);
+        let lines: Vec<StatusLine> = plan
+            .entries
+            .into_iter()
+            .map(|e| StatusLine {
+                version: e.version,
+                description: e.description,
+                state: e.state,
+                file: e.file.map(|f| f.display().to_string()),
+                installed_on: e.installed_on,
+            })
+            .collect();
+        if !json {
+            println!("{} ({})", database.logical, database.name);
+            for line in &lines {
+                let state = serde_json::to_value(line.state)?;
+                println!(
+                    "  {:<16} {:<12} {:<40} {}",
+                    line.version,
+                    state.as_str().unwrap_or_default(),
+                    line.description,
+                    line.installed_on.as_deref().unwrap_or("")
+                );
+            }
+            if lines.is_empty() {
+                println!("  no migrations");
+            }
+        }
+        report.insert(database.logical.clone(), serde_json::to_value(&lines)?);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(())
+}
+
+pub fn prepare(ctx: &Ctx, message: &str, db: Option<&str>) -> Result<()> {
+    let database = ctx.database(db)?;
+    let slug = crate::naming::sanitize(message);
+    if slug.is_empty() {
+        bail!(
+            "the migration needs a description with letters or digits, e.g. `cargo xtask prepare \"add users\"`"
+        );
+    }
+    let dir = database.migrations_dir(ctx);
+    let files = migrations::discover(&ctx.root, &dir)?;
+    let newest = files.iter().map(|f| f.version).max().unwrap_or(0);
+    let version = utc_timestamp_version().max(newest + 1);
+    std::fs::create_dir_all(ctx.root.join(&dir))
+        .with_context(|| format!("create {}", dir.display()))?;
+    for kind in ["up", "down"] {
+        let path = dir.join(format!("{version}_{slug}.{kind}.sql"));
+        let header = format!("-- {kind}: {message}\n");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(ctx.root.join(&path))
+            .and_then(|mut f| std::io::Write::write_all(&mut f, header.as_bytes()))
+            .with_context(|| format!("create {}", path.display()))?;
+        println!("{}", path.display());
+    }
+    Ok(())
+}
+
+pub fn seed(ctx: &Ctx, db: Option<&str>) -> Result<()> {
+    let engine = engine::select(ctx)?;
+    for database in ctx.select_databases(db)? {
+        seed_database(ctx, engine.endpoint(), &database)?;
+    }
+    Ok(())
+}
+
+pub fn seed_database(ctx: &Ctx, endpoint: &Endpoint, database: &Database) -> Result<()> {
+    let seeds = seeds::discover(&ctx.root, &database.seeds_dir(ctx))?;
+    if seeds.is_empty() {
+        return Ok(());
+    }
+    let mut client = connect_branch_db(endpoint, database.name.as_str())?;
+    seeds::run(&mut client, &seeds)?;
+    eprintln!(
+        "seed: loaded {} seed file(s) into {}",
+        seeds.len(),
+        database.name
+    );
+    Ok(())
+}
+
+fn connect_branch_db(endpoint: &Endpoint, name: &str) -> Result<Client> {
+    runner::connect(endpoint, name).map_err(|error| {
+        let text = format!("{error:#}");
+        if text.contains("does not exist") {
+            error.context(format!(
+                "database {name} does not exist: run `cargo xtask setup`"
+            ))
+        } else {
+            error.context("is the server running? start it with `cargo xtask db-up`")
+        }
+    })
+}
+
+fn lock_timeout() -> Duration {
+    let seconds = std::env::var("XTASK_LOCK_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(120);
+    Duration::from_secs(seconds)
+}
+
+fn millis(duration: Duration) -> String {
+    format!("{:.1} ms", duration.as_secs_f64() * 1000.0)
+}
+
+/// The current UTC time as `YYYYMMDDHHMMSS`.
+fn utc_timestamp_version() -> i64 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
+    let rem = secs.rem_euclid(86_400);
+    let (hour, minute, second) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    ((((year * 100 + month) * 100 + day) * 100 + hour) * 100 + minute) * 100 + second
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::civil_from_days;
+
+    #[test]
+    fn calendar_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(civil_from_days(20_780), (2026, 11, 23));
+    }
+}
