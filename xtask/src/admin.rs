@@ -77,20 +77,11 @@ impl Admin {
     }
 
     pub fn find(&mut self, name: &DbName) -> Result<Option<ServerDatabase>> {
-        Ok(self
-            .databases()?
-            .into_iter()
-            .find(|d| d.name == name.as_str()))
+        Ok(self.databases()?.into_iter().find(|d| d.name == name.as_str()))
     }
 
     /// Creates and labels the database unless it exists with the same label already.
-    pub fn create(
-        &mut self,
-        name: &DbName,
-        project: &str,
-        logical: &str,
-        branch: &str,
-    ) -> Result<Created> {
+    pub fn create(&mut self, name: &DbName, project: &str, logical: &str, branch: &str) -> Result<Created> {
         self.with_catalog_lock(|admin| {
             if let Some(existing) = admin.find(name)? {
                 check_ownership(&existing, project, logical, branch)?;
@@ -114,8 +105,7 @@ impl Admin {
                 &[&name.as_str(), &project, &logical, &branch],
             )
             .map_err(|e| anyhow!(describe_pg_error(&e)))?;
-        self.execute(row.get::<_, &str>(0))
-            .context("label database")
+        self.execute(row.get::<_, &str>(0)).context("label database")
     }
 
     /// Drops the database when it carries this project's label; `Ok(false)` when it does not exist.
@@ -143,29 +133,18 @@ impl Admin {
             .map_err(|e| anyhow!(describe_pg_error(&e)))
             .context("take the database-catalog lock")?;
         let result = work(self);
-        let unlocked = self
-            .client
-            .execute("SELECT pg_advisory_unlock($1)", &[&CATALOG_LOCK_KEY]);
+        let unlocked = self.client.execute("SELECT pg_advisory_unlock($1)", &[&CATALOG_LOCK_KEY]);
         let value = result?;
-        unlocked
-            .map_err(|e| anyhow!(describe_pg_error(&e)))
-            .context("release the database-catalog lock")?;
+        unlocked.map_err(|e| anyhow!(describe_pg_error(&e))).context("release the database-catalog lock")?;
         Ok(value)
     }
 
     fn execute(&mut self, sql: &str) -> Result<()> {
-        self.client
-            .batch_execute(sql)
-            .map_err(|e| anyhow!(describe_pg_error(&e)))
+        self.client.batch_execute(sql).map_err(|e| anyhow!(describe_pg_error(&e)))
     }
 }
 
-fn check_ownership(
-    existing: &ServerDatabase,
-    project: &str,
-    logical: &str,
-    branch: &str,
-) -> Result<()> {
+fn check_ownership(existing: &ServerDatabase, project: &str, logical: &str, branch: &str) -> Result<()> {
     match &existing.label {
         Some(l) if l.project == project && l.database == logical && l.branch == branch => Ok(()),
         Some(l) => bail!(

@@ -27,9 +27,7 @@ impl EngineKind {
     }
 
     fn parse(text: &str) -> Option<EngineKind> {
-        [Self::Auto, Self::Docker, Self::Native, Self::External]
-            .into_iter()
-            .find(|kind| kind.name() == text)
+        [Self::Auto, Self::Docker, Self::Native, Self::External].into_iter().find(|kind| kind.name() == text)
     }
 }
 
@@ -87,25 +85,15 @@ impl Config {
         let manifest_path = root.join("Cargo.toml");
         let text = std::fs::read_to_string(&manifest_path)
             .with_context(|| format!("read {}", manifest_path.display()))?;
-        let file = parse_manifest(&text).with_context(|| {
-            format!(
-                "invalid [workspace.metadata.xtask] in {}",
-                manifest_path.display()
-            )
-        })?;
-        resolve(file, root, &|key| {
-            std::env::var(key).ok().filter(|v| !v.is_empty())
-        })
+        let file = parse_manifest(&text)
+            .with_context(|| format!("invalid [workspace.metadata.xtask] in {}", manifest_path.display()))?;
+        resolve(file, root, &|key| std::env::var(key).ok().filter(|v| !v.is_empty()))
     }
 }
 
 fn parse_manifest(text: &str) -> Result<FileConfig> {
     let manifest: Manifest = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(manifest
-        .workspace
-        .and_then(|w| w.metadata)
-        .and_then(|m| m.xtask)
-        .unwrap_or_default())
+    Ok(manifest.workspace.and_then(|w| w.metadata).and_then(|m| m.xtask).unwrap_or_default())
 }
 
 fn resolve(file: FileConfig, root: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config> {
@@ -137,31 +125,21 @@ fn resolve(file: FileConfig, root: &Path, env: &dyn Fn(&str) -> Option<String>) 
             .parse::<u16>()
             .ok()
             .filter(|p| *p != 0)
-            .with_context(|| {
-                format!("XTASK_PORT={text:?}: expected a port number from 1 to 65535")
-            })?,
+            .with_context(|| format!("XTASK_PORT={text:?}: expected a port number from 1 to 65535"))?,
         None => file.port.unwrap_or(DEFAULT_PORT),
     };
     if port == 0 {
         bail!("port = 0 in [workspace.metadata.xtask]: expected a port number from 1 to 65535");
     }
-    let user = env("XTASK_USER")
-        .or(file.user)
-        .unwrap_or(DEFAULT_USER.into());
+    let user = env("XTASK_USER").or(file.user).unwrap_or(DEFAULT_USER.into());
     if user.is_empty() || user.contains('\0') {
         bail!("user {user:?} is not a valid role name");
     }
-    let password = env("XTASK_PASSWORD")
-        .or(file.password)
-        .unwrap_or(DEFAULT_PASSWORD.into());
+    let password = env("XTASK_PASSWORD").or(file.password).unwrap_or(DEFAULT_PASSWORD.into());
     if password.contains('\0') || password.contains('\n') {
-        bail!(
-            "the configured password contains a NUL or newline character, which Postgres cannot store"
-        );
+        bail!("the configured password contains a NUL or newline character, which Postgres cannot store");
     }
-    let default_branches = file
-        .default_branches
-        .unwrap_or_else(|| vec!["main".into(), "master".into()]);
+    let default_branches = file.default_branches.unwrap_or_else(|| vec!["main".into(), "master".into()]);
     if default_branches.is_empty() {
         bail!("default-branches is empty: name at least one branch, for example [\"main\"]");
     }
@@ -174,9 +152,7 @@ fn resolve(file: FileConfig, root: &Path, env: &dyn Fn(&str) -> Option<String>) 
         project,
         engine,
         port,
-        image: env("XTASK_IMAGE")
-            .or(file.image)
-            .unwrap_or(DEFAULT_IMAGE.into()),
+        image: env("XTASK_IMAGE").or(file.image).unwrap_or(DEFAULT_IMAGE.into()),
         user,
         password,
         default_branches,
@@ -194,9 +170,8 @@ fn default_data_dir(project: &str) -> Result<PathBuf> {
     let base = if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
         PathBuf::from(dir)
     } else {
-        let home = std::env::var_os("HOME").context(
-            "HOME is not set: set XTASK_DATA_DIR to choose where the local server keeps its data",
-        )?;
+        let home = std::env::var_os("HOME")
+            .context("HOME is not set: set XTASK_DATA_DIR to choose where the local server keeps its data")?;
         if cfg!(target_os = "macos") {
             PathBuf::from(home).join("Library/Application Support")
         } else {
@@ -212,10 +187,7 @@ mod tests {
 
     fn load(toml: &str, env: &[(&str, &str)]) -> Result<Config> {
         let file = parse_manifest(toml)?;
-        let env: Vec<(String, String)> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         resolve(file, Path::new("/src/My-App"), &|key| {
             env.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
         })
@@ -244,10 +216,7 @@ default-branches = ["trunk"]
 data-dir = "target/pg"
 "#;
         let c = load(toml, &[]).unwrap();
-        assert_eq!(
-            (c.project.as_str(), c.engine, c.port),
-            ("shop", EngineKind::Native, 6000)
-        );
+        assert_eq!((c.project.as_str(), c.engine, c.port), ("shop", EngineKind::Native, 6000));
         assert_eq!(c.data_dir, PathBuf::from("/src/My-App/target/pg"));
         let c = load(toml, &[("XTASK_PORT", "7000"), ("XTASK_ENGINE", "docker")]).unwrap();
         assert_eq!((c.port, c.engine), (7000, EngineKind::Docker));
@@ -266,32 +235,16 @@ data-dir = "target/pg"
         for (toml, needle) in [
             ("[workspace.metadata.xtask]\nport = \"x\"\n", "line 2"),
             ("[workspace.metadata.xtask]\nport = 70000\n", "line 2"),
-            (
-                "[workspace.metadata.xtask]\nengine = \"podman\"\n",
-                "podman",
-            ),
-            (
-                "[workspace.metadata.xtask]\nproject = \"Bad Name\"\n",
-                "bad_name",
-            ),
-            (
-                "[workspace.metadata.xtask]\ndefault-branches = []\n",
-                "default-branches",
-            ),
+            ("[workspace.metadata.xtask]\nengine = \"podman\"\n", "podman"),
+            ("[workspace.metadata.xtask]\nproject = \"Bad Name\"\n", "bad_name"),
+            ("[workspace.metadata.xtask]\ndefault-branches = []\n", "default-branches"),
             ("[workspace.metadata.xtask\n", "line 1"),
         ] {
             let msg = format!("{:#}", load(toml, &[("XTASK_DATA_DIR", "/d")]).unwrap_err());
             assert!(msg.contains(needle), "{toml:?}: {msg}");
         }
-        for (key, value) in [
-            ("XTASK_PORT", "abc"),
-            ("XTASK_PORT", "0"),
-            ("XTASK_ENGINE", "x"),
-        ] {
-            let msg = format!(
-                "{:#}",
-                load("", &[(key, value), ("XTASK_DATA_DIR", "/d")]).unwrap_err()
-            );
+        for (key, value) in [("XTASK_PORT", "abc"), ("XTASK_PORT", "0"), ("XTASK_ENGINE", "x")] {
+            let msg = format!("{:#}", load("", &[(key, value), ("XTASK_DATA_DIR", "/d")]).unwrap_err());
             assert!(msg.contains(key), "{msg}");
         }
     }

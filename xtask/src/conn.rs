@@ -39,25 +39,20 @@ impl Endpoint {
 
     /// Parses a `postgres://` URL (or a `key=value` string) as the external engine's admin endpoint.
     pub fn parse_admin_url(url: &str) -> Result<Endpoint> {
-        let config = postgres::Config::from_str(url)
-            .map_err(|e| anyhow!("{e}"))
-            .context("database-url is not a valid PostgreSQL URL (expected postgres://USER:PASSWORD@HOST:PORT/DB)")?;
+        let config = postgres::Config::from_str(url).map_err(|e| anyhow!("{e}")).context(
+            "database-url is not a valid PostgreSQL URL (expected postgres://USER:PASSWORD@HOST:PORT/DB)",
+        )?;
         let host = match config.get_hosts().first() {
             Some(postgres::config::Host::Tcp(host)) => host.clone(),
             Some(_) => bail!("database-url names a Unix socket; give a TCP host instead"),
             None => "127.0.0.1".into(),
         };
-        let password = config
-            .get_password()
-            .map(|p| String::from_utf8_lossy(p).into_owned())
-            .unwrap_or_default();
+        let password =
+            config.get_password().map(|p| String::from_utf8_lossy(p).into_owned()).unwrap_or_default();
         Ok(Endpoint {
             host,
             port: config.get_ports().first().copied().unwrap_or(5432),
-            user: config
-                .get_user()
-                .context("database-url names no user")?
-                .to_owned(),
+            user: config.get_user().context("database-url names no user")?.to_owned(),
             password,
             admin_db: config.get_dbname().unwrap_or("postgres").to_owned(),
         })
@@ -65,10 +60,7 @@ impl Endpoint {
 
     pub fn is_loopback(&self) -> bool {
         let host = self.host.trim_start_matches('[').trim_end_matches(']');
-        host == "localhost"
-            || host
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback())
+        host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
     }
 
     /// The URL with the password, for `db-endpoint` and `.env` only.
@@ -84,18 +76,10 @@ impl Endpoint {
     fn format_url(&self, db: &str, password: Option<&str>) -> String {
         let mut url = format!("postgres://{}", percent_encode(&self.user));
         if let Some(password) = password.filter(|p| !p.is_empty()) {
-            let shown = if password == "***" {
-                password.to_owned()
-            } else {
-                percent_encode(password)
-            };
+            let shown = if password == "***" { password.to_owned() } else { percent_encode(password) };
             write!(url, ":{shown}").unwrap();
         }
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
+        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
         write!(url, "@{host}:{}/{}", self.port, percent_encode(db)).unwrap();
         url
     }
@@ -229,8 +213,7 @@ pub fn wait_ready(endpoint: &Endpoint, timeout: Duration, watch: &ReadyWatch) ->
 
 fn is_login_refused(error: &postgres::Error) -> bool {
     error.code().is_some_and(|code| {
-        *code == SqlState::INVALID_PASSWORD
-            || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+        *code == SqlState::INVALID_PASSWORD || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
     })
 }
 
@@ -241,46 +224,21 @@ mod tests {
     #[test]
     fn urls_encode_and_redact() {
         let e = Endpoint::local(5433, "dev user", "p@ss:/word");
-        assert_eq!(
-            e.url("app"),
-            "postgres://dev%20user:p%40ss%3A%2Fword@127.0.0.1:5433/app"
-        );
-        assert_eq!(
-            e.redacted_url("app"),
-            "postgres://dev%20user:***@127.0.0.1:5433/app"
-        );
-        assert_eq!(
-            format!("{e:?}"),
-            "postgres://dev%20user:***@127.0.0.1:5433/postgres"
-        );
+        assert_eq!(e.url("app"), "postgres://dev%20user:p%40ss%3A%2Fword@127.0.0.1:5433/app");
+        assert_eq!(e.redacted_url("app"), "postgres://dev%20user:***@127.0.0.1:5433/app");
+        assert_eq!(format!("{e:?}"), "postgres://dev%20user:***@127.0.0.1:5433/postgres");
     }
 
     #[test]
     fn admin_url_round_trips() {
-        let e =
-            Endpoint::parse_admin_url("postgres://admin:s%40cret@db.internal:6543/ops").unwrap();
-        assert_eq!(
-            (e.host.as_str(), e.port, e.user.as_str()),
-            ("db.internal", 6543, "admin")
-        );
+        let e = Endpoint::parse_admin_url("postgres://admin:s%40cret@db.internal:6543/ops").unwrap();
+        assert_eq!((e.host.as_str(), e.port, e.user.as_str()), ("db.internal", 6543, "admin"));
         assert_eq!(e.password, "s@cret");
         assert_eq!(e.admin_db, "ops");
         assert!(!e.is_loopback());
-        assert!(
-            Endpoint::parse_admin_url("postgres://a@localhost/x")
-                .unwrap()
-                .is_loopback()
-        );
-        assert!(
-            Endpoint::parse_admin_url("postgres://a@[::1]:5/x")
-                .unwrap()
-                .is_loopback()
-        );
-        assert!(
-            Endpoint::parse_admin_url("postgres://a@127.0.0.1/x")
-                .unwrap()
-                .is_loopback()
-        );
+        assert!(Endpoint::parse_admin_url("postgres://a@localhost/x").unwrap().is_loopback());
+        assert!(Endpoint::parse_admin_url("postgres://a@[::1]:5/x").unwrap().is_loopback());
+        assert!(Endpoint::parse_admin_url("postgres://a@127.0.0.1/x").unwrap().is_loopback());
         assert!(Endpoint::parse_admin_url("not a url").is_err());
     }
 }

@@ -11,10 +11,7 @@ use anyhow::{Context, Result, bail};
 pub fn update(path: &Path, vars: &[(&str, String)]) -> Result<bool> {
     let target = resolve_symlink(path)?;
     if target.is_dir() {
-        bail!(
-            "{} is a directory, not a .env file: move it away so setup can write the file",
-            path.display()
-        );
+        bail!("{} is a directory, not a .env file: move it away so setup can write the file", path.display());
     }
     let old = match std::fs::read(&target) {
         Ok(bytes) => String::from_utf8(bytes)
@@ -26,8 +23,7 @@ pub fn update(path: &Path, vars: &[(&str, String)]) -> Result<bool> {
     if new == old {
         return Ok(false);
     }
-    write_atomically(&target, new.as_bytes())
-        .with_context(|| format!("write {}", path.display()))?;
+    write_atomically(&target, new.as_bytes()).with_context(|| format!("write {}", path.display()))?;
     Ok(true)
 }
 
@@ -55,17 +51,12 @@ pub fn rewrite(old: &str, vars: &[(&str, String)]) -> String {
             None => ("", rest),
         };
         let matched = vars.iter().position(|(key, _)| {
-            assignment
-                .strip_prefix(key)
-                .is_some_and(|after| after.trim_start().starts_with('='))
+            assignment.strip_prefix(key).is_some_and(|after| after.trim_start().starts_with('='))
         });
         match matched {
             Some(i) => {
                 seen[i] = true;
-                out.push_str(&format!(
-                    "{indent}{export}{}={}{ending}",
-                    vars[i].0, vars[i].1
-                ));
+                out.push_str(&format!("{indent}{export}{}={}{ending}", vars[i].0, vars[i].1));
             }
             None => out.push_str(line),
         }
@@ -82,21 +73,10 @@ pub fn rewrite(old: &str, vars: &[(&str, String)]) -> String {
 }
 
 fn write_atomically(target: &Path, content: &[u8]) -> Result<()> {
-    let dir = target
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = target
-        .file_name()
-        .context("the .env path has no file name")?;
-    let scratch = dir.join(format!(
-        ".{}.{}.xtask-tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let mode = std::fs::metadata(target)
-        .map(|m| m.permissions().mode() & 0o7777)
-        .unwrap_or(0o600);
+    let dir = target.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = target.file_name().context("the .env path has no file name")?;
+    let scratch = dir.join(format!(".{}.{}.xtask-tmp", name.to_string_lossy(), std::process::id()));
+    let mode = std::fs::metadata(target).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0o600);
     let _ = std::fs::remove_file(&scratch);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -123,7 +103,8 @@ mod tests {
 
     #[test]
     fn keeps_other_lines_byte_for_byte() {
-        let old = "# comment\r\nFOO=bar\n\nexport DATABASE_URL=postgres://old\n  SPACED = x\nDATABASE_URL_X=keep";
+        let old =
+            "# comment\r\nFOO=bar\n\nexport DATABASE_URL=postgres://old\n  SPACED = x\nDATABASE_URL_X=keep";
         let new = rewrite(old, &vars());
         assert_eq!(
             new,
@@ -133,10 +114,7 @@ mod tests {
 
     #[test]
     fn appends_missing_keys_on_a_new_line() {
-        assert_eq!(
-            rewrite("A=1", &vars()),
-            "A=1\nDATABASE_URL=postgres://new\n"
-        );
+        assert_eq!(rewrite("A=1", &vars()), "A=1\nDATABASE_URL=postgres://new\n");
         assert_eq!(rewrite("", &vars()), "DATABASE_URL=postgres://new\n");
     }
 

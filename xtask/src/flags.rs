@@ -12,48 +12,20 @@ pub struct Args {
 }
 
 pub enum Command {
-    Help {
-        topic: Option<String>,
-    },
+    Help { topic: Option<String> },
     DbUp,
     DbDown,
-    DbStatus {
-        json: bool,
-    },
-    DbEndpoint {
-        db: Option<String>,
-    },
+    DbStatus { json: bool },
+    DbEndpoint { db: Option<String> },
     Setup,
-    Wipe {
-        db: Option<String>,
-        force: bool,
-    },
-    Teardown {
-        force: bool,
-    },
-    Connect {
-        db: Option<String>,
-        psql_args: Vec<OsString>,
-    },
-    Migrate {
-        db: Option<String>,
-        options: MigrateOptions,
-    },
-    Rollback {
-        db: Option<String>,
-        steps: usize,
-    },
-    Migrations {
-        db: Option<String>,
-        json: bool,
-    },
-    Prepare {
-        db: Option<String>,
-        message: String,
-    },
-    Seed {
-        db: Option<String>,
-    },
+    Wipe { db: Option<String>, force: bool },
+    Teardown { force: bool },
+    Connect { db: Option<String>, psql_args: Vec<OsString> },
+    Migrate { db: Option<String>, options: MigrateOptions },
+    Rollback { db: Option<String>, steps: usize },
+    Migrations { db: Option<String>, json: bool },
+    Prepare { db: Option<String>, message: String },
+    Seed { db: Option<String> },
 }
 
 pub use crate::tasks::migrate::MigrateOptions;
@@ -89,7 +61,8 @@ Configuration: [workspace.metadata.xtask] in Cargo.toml, or XTASK_* variables (s
 
 fn command_help(name: &str) -> Option<&'static str> {
     Some(match name {
-        "setup" => "\
+        "setup" => {
+            "\
 cargo xtask setup [--provision] [--branch NAME]
 
 Starts the server (creating it when absent), creates this branch's databases when missing (each
@@ -97,45 +70,61 @@ labelled with project, database, branch and time), and writes DATABASE_URL for t
 keeping every other line. A second run changes nothing and says so.
 
 --provision: when no Docker engine answers and no PostgreSQL server binaries are found, install them
-(apt-get install postgresql, as root on Debian/Ubuntu) instead of stopping with what to install.",
-        "wipe" => "\
+(apt-get install postgresql, as root on Debian/Ubuntu) instead of stopping with what to install."
+        }
+        "wipe" => {
+            "\
 cargo xtask wipe [--db NAME] [--force] [--branch NAME]
 
 Drops this branch's databases (or only --db NAME), ending their open connections first. Only databases
 carrying this project's label are dropped; the server keeps running. On an external server that is not
-on this machine, --force is required.",
-        "teardown" => "\
+on this machine, --force is required."
+        }
+        "teardown" => {
+            "\
 cargo xtask teardown [--force] [--branch NAME]
 
 Removes the server and every database of the project, on all branches: docker removes the container and
 its volume; native stops the cluster and deletes its data directory; external drops every database
-labelled with this project (--force is required when the host is not this machine).",
-        "db-up" => "\
+labelled with this project (--force is required when the host is not this machine)."
+        }
+        "db-up" => {
+            "\
 cargo xtask db-up [--provision] [--branch NAME]
 
 Starts the project's server, creating it when absent, and returns once it accepts connections over TCP.
-Running it again does nothing. --provision: as for setup.",
-        "db-down" => "\
+Running it again does nothing. --provision: as for setup."
+        }
+        "db-down" => {
+            "\
 cargo xtask db-down
 
 Stops the server and keeps its data: docker removes the container and keeps its named volume; native
-stops the cluster. The external engine has nothing to stop.",
-        "db-status" => "\
+stops the cluster. The external engine has nothing to stop."
+        }
+        "db-status" => {
+            "\
 cargo xtask db-status [--json] [--branch NAME]
 
 Prints the engine, the server's state, its endpoint (password redacted), the current branch and this
-branch's databases (whether they exist, their size). --json prints one JSON object instead.",
-        "db-endpoint" => "\
+branch's databases (whether they exist, their size). --json prints one JSON object instead."
+        }
+        "db-endpoint" => {
+            "\
 cargo xtask db-endpoint [--db NAME] [--branch NAME]
 
 Prints exactly one line on stdout: the URL of this branch's database, password included, e.g.
-    export DATABASE_URL=$(cargo xtask db-endpoint)",
-        "connect" => "\
+    export DATABASE_URL=$(cargo xtask db-endpoint)"
+        }
+        "connect" => {
+            "\
 cargo xtask connect [--db NAME] [--branch NAME] [-- PSQL ARGS...]
 
 Runs psql on this branch's database with the terminal handed over; arguments after -- go to psql.
-The password travels in psql's environment, never on its command line.",
-        "migrate" => "\
+The password travels in psql's environment, never on its command line."
+        }
+        "migrate" => {
+            "\
 cargo xtask migrate [--db NAME] [--check] [--dry-run] [--allow-out-of-order] [--branch NAME]
 
 Applies every pending migration of this branch's database(s) in version order, each in its own
@@ -145,27 +134,36 @@ gone, a pending file older than the newest applied one (unless --allow-out-of-or
 first line is `-- no-transaction` runs outside a transaction (CREATE INDEX CONCURRENTLY).
 
 --check      change nothing; exit 1 listing what is pending, modified or missing; silent exit 0 otherwise
---dry-run    print what would be applied; change nothing",
-        "rollback" => "\
+--dry-run    print what would be applied; change nothing"
+        }
+        "rollback" => {
+            "\
 cargo xtask rollback [--db NAME] [--steps N] [--branch NAME]
 
 Runs the down files of the newest N applied migrations (default 1), newest first, each in a
 transaction with the removal of its record. Refuses before changing anything when a down file is
-missing or an up file changed since it was applied.",
-        "migrations" => "\
+missing or an up file changed since it was applied."
+        }
+        "migrations" => {
+            "\
 cargo xtask migrations [--db NAME] [--json] [--branch NAME]
 
 Lists every migration with its state (applied, pending, modified, missing, out-of-order, dirty) and
-when it was applied. --json prints {\"<db>\": [{version, description, state, file, installed_on}]}.",
-        "prepare" => "\
+when it was applied. --json prints {\"<db>\": [{version, description, state, file, installed_on}]}."
+        }
+        "prepare" => {
+            "\
 cargo xtask prepare \"MESSAGE\" [--db NAME]
 
-Writes migrations/<db>/<UTC YYYYMMDDHHMMSS>_<message>.up.sql and .down.sql and prints their paths.",
-        "seed" => "\
+Writes migrations/<db>/<UTC YYYYMMDDHHMMSS>_<message>.up.sql and .down.sql and prints their paths."
+        }
+        "seed" => {
+            "\
 cargo xtask seed [--db NAME] [--branch NAME]
 
 Runs seeds/<db>/*.sql in name order in one transaction (seeds should be idempotent, e.g.
-INSERT ... ON CONFLICT DO NOTHING). setup runs them once for databases it creates.",
+INSERT ... ON CONFLICT DO NOTHING). setup runs them once for databases it creates."
+        }
         _ => return None,
     })
 }
@@ -214,29 +212,13 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
         }
     }
     let Some(name) = name else {
-        return Ok(Args {
-            branch,
-            provision,
-            command: Command::Help { topic: None },
-        });
+        return Ok(Args { branch, provision, command: Command::Help { topic: None } });
     };
     if help || name == "help" {
-        let topic = if name == "help" {
-            positional.pop()
-        } else {
-            Some(name)
-        };
-        return Ok(Args {
-            branch,
-            provision,
-            command: Command::Help { topic },
-        });
+        let topic = if name == "help" { positional.pop() } else { Some(name) };
+        return Ok(Args { branch, provision, command: Command::Help { topic } });
     }
-    let message = if name == "prepare" {
-        positional.drain(..).reduce(|a, b| a + " " + &b)
-    } else {
-        None
-    };
+    let message = if name == "prepare" { positional.drain(..).reduce(|a, b| a + " " + &b) } else { None };
     if let Some(extra) = positional.first() {
         bail!("unexpected argument `{extra}` for `{name}`; see `cargo xtask {name} --help`");
     }
@@ -246,23 +228,11 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
         "db-status" => Command::DbStatus { json },
         "db-endpoint" => Command::DbEndpoint { db: db.take() },
         "setup" => Command::Setup,
-        "wipe" => Command::Wipe {
-            db: db.take(),
-            force,
-        },
+        "wipe" => Command::Wipe { db: db.take(), force },
         "teardown" => Command::Teardown { force },
-        "migrate" => Command::Migrate {
-            db: db.take(),
-            options,
-        },
-        "rollback" => Command::Rollback {
-            db: db.take(),
-            steps: steps.take().unwrap_or(1),
-        },
-        "migrations" => Command::Migrations {
-            db: db.take(),
-            json,
-        },
+        "migrate" => Command::Migrate { db: db.take(), options },
+        "rollback" => Command::Rollback { db: db.take(), steps: steps.take().unwrap_or(1) },
+        "migrations" => Command::Migrations { db: db.take(), json },
         "prepare" => Command::Prepare {
             db: db.take(),
             message: message.ok_or_else(|| {
@@ -270,10 +240,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
             })?,
         },
         "seed" => Command::Seed { db: db.take() },
-        "connect" => Command::Connect {
-            db: db.take(),
-            psql_args,
-        },
+        "connect" => Command::Connect { db: db.take(), psql_args },
         other => bail!("unknown command `{other}`; run `cargo xtask help` for the list"),
     };
     reject_unused(&name, &command, db.is_some(), json, force)?;
@@ -290,24 +257,15 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
     if provision && !matches!(command, Command::Setup | Command::DbUp) {
         bail!("`{name}` does not take --provision; see `cargo xtask {name} --help`");
     }
-    Ok(Args {
-        branch,
-        provision,
-        command,
-    })
+    Ok(Args { branch, provision, command })
 }
 
 fn reject_unused(name: &str, command: &Command, db: bool, json: bool, force: bool) -> Result<()> {
-    let takes_json = matches!(
-        command,
-        Command::DbStatus { .. } | Command::Migrations { .. }
-    );
+    let takes_json = matches!(command, Command::DbStatus { .. } | Command::Migrations { .. });
     let takes_force = matches!(command, Command::Wipe { .. } | Command::Teardown { .. });
-    for (given, allowed, flag) in [
-        (db, false, "--db"),
-        (json, takes_json, "--json"),
-        (force, takes_force, "--force"),
-    ] {
+    for (given, allowed, flag) in
+        [(db, false, "--db"), (json, takes_json, "--json"), (force, takes_force, "--force")]
+    {
         if given && !allowed {
             bail!("`{name}` does not take {flag}; see `cargo xtask {name} --help`");
         }
@@ -332,22 +290,14 @@ mod tests {
             parse_str(&["db-status", "--json"]).unwrap().command,
             Command::DbStatus { json: true }
         ));
-        assert!(matches!(
-            parse_str(&[]).unwrap().command,
-            Command::Help { topic: None }
-        ));
-        assert!(matches!(
-            parse_str(&["setup", "--help"]).unwrap().command,
-            Command::Help { topic: Some(_) }
-        ));
+        assert!(matches!(parse_str(&[]).unwrap().command, Command::Help { topic: None }));
+        assert!(matches!(parse_str(&["setup", "--help"]).unwrap().command, Command::Help { topic: Some(_) }));
     }
 
     #[test]
     fn connect_passes_arguments_after_separator() {
         let a = parse_str(&["connect", "--", "-c", "select 1", "--branch"]).unwrap();
-        let Command::Connect { psql_args, .. } = a.command else {
-            panic!()
-        };
+        let Command::Connect { psql_args, .. } = a.command else { panic!() };
         assert_eq!(psql_args, ["-c", "select 1", "--branch"]);
     }
 
@@ -364,16 +314,7 @@ mod tests {
             assert!(parse_str(args).is_err(), "{args:?}");
         }
         assert!(help_text(Some("nope")).is_err());
-        for name in [
-            "setup",
-            "wipe",
-            "teardown",
-            "db-up",
-            "db-down",
-            "db-status",
-            "db-endpoint",
-            "connect",
-        ] {
+        for name in ["setup", "wipe", "teardown", "db-up", "db-down", "db-status", "db-endpoint", "connect"] {
             assert!(help_text(Some(name)).is_ok(), "{name}");
             assert!(HELP.contains(name), "{name}");
         }

@@ -63,9 +63,7 @@ fn run() -> anyhow::Result<ExitCode> {
             return tasks::migrate::migrate(&ctx, db.as_deref(), options);
         }
         Command::Rollback { db, steps } => tasks::migrate::rollback(&ctx, db.as_deref(), steps)?,
-        Command::Migrations { db, json } => {
-            tasks::migrate::migrations_status(&ctx, db.as_deref(), json)?
-        }
+        Command::Migrations { db, json } => tasks::migrate::migrations_status(&ctx, db.as_deref(), json)?,
         Command::Prepare { db, message } => tasks::migrate::prepare(&ctx, &message, db.as_deref())?,
         Command::Seed { db } => tasks::migrate::seed(&ctx, db.as_deref())?,
     }

@@ -106,11 +106,9 @@ pub fn discover(root: &Path, dir: &Path) -> Result<Vec<Migration>> {
     }
     for (version, (name, description, _)) in ups {
         let path = dir.join(&name);
-        let bytes =
-            std::fs::read(root.join(&path)).with_context(|| format!("read {}", path.display()))?;
-        let sql = String::from_utf8(bytes).map_err(|_| {
-            anyhow::anyhow!("{} is not UTF-8 text: save it as UTF-8", path.display())
-        })?;
+        let bytes = std::fs::read(root.join(&path)).with_context(|| format!("read {}", path.display()))?;
+        let sql = String::from_utf8(bytes)
+            .map_err(|_| anyhow::anyhow!("{} is not UTF-8 text: save it as UTF-8", path.display()))?;
         migrations.push(Migration {
             version,
             description,
@@ -157,11 +155,7 @@ pub enum Problem {
     /// Applied, but no file has its version.
     Missing { version: i64, description: String },
     /// Pending, but older than the newest applied migration.
-    OutOfOrder {
-        version: i64,
-        file: PathBuf,
-        newest_applied: i64,
-    },
+    OutOfOrder { version: i64, file: PathBuf, newest_applied: i64 },
     /// Recorded as failed (by sqlx); needs a hand fix.
     Dirty { version: i64 },
 }
@@ -203,16 +197,11 @@ pub fn plan(files: &[Migration], applied: &[Applied], allow_out_of_order: bool) 
     for (index, file) in files.iter().enumerate() {
         let entry_state = match by_version.get(&file.version) {
             Some(row) if !row.success => {
-                plan.problems.push(Problem::Dirty {
-                    version: file.version,
-                });
+                plan.problems.push(Problem::Dirty { version: file.version });
                 State::Dirty
             }
             Some(row) if row.checksum != file.checksum => {
-                plan.problems.push(Problem::Modified {
-                    version: file.version,
-                    file: file.up.clone(),
-                });
+                plan.problems.push(Problem::Modified { version: file.version, file: file.up.clone() });
                 State::Modified
             }
             Some(_) => State::Applied,
@@ -236,31 +225,21 @@ pub fn plan(files: &[Migration], applied: &[Applied], allow_out_of_order: bool) 
             description: file.description.clone(),
             state: entry_state,
             file: Some(file.up.clone()),
-            installed_on: by_version
-                .get(&file.version)
-                .map(|a| a.installed_on.clone()),
+            installed_on: by_version.get(&file.version).map(|a| a.installed_on.clone()),
         });
     }
     for row in applied {
         if !files.iter().any(|f| f.version == row.version) {
             if row.success {
-                plan.problems.push(Problem::Missing {
-                    version: row.version,
-                    description: row.description.clone(),
-                });
+                plan.problems
+                    .push(Problem::Missing { version: row.version, description: row.description.clone() });
             } else {
-                plan.problems.push(Problem::Dirty {
-                    version: row.version,
-                });
+                plan.problems.push(Problem::Dirty { version: row.version });
             }
             plan.entries.push(Entry {
                 version: row.version,
                 description: row.description.clone(),
-                state: if row.success {
-                    State::Missing
-                } else {
-                    State::Dirty
-                },
+                state: if row.success { State::Missing } else { State::Dirty },
                 file: None,
                 installed_on: Some(row.installed_on.clone()),
             });
@@ -272,9 +251,7 @@ pub fn plan(files: &[Migration], applied: &[Applied], allow_out_of_order: bool) 
 
 /// The problems as one message that names every file and version and says the way out.
 pub fn explain(problems: &[Problem], db_name: &str) -> String {
-    let mut lines = vec![format!(
-        "the migrations of {db_name} do not match the files:"
-    )];
+    let mut lines = vec![format!("the migrations of {db_name} do not match the files:")];
     let mut missing = Vec::new();
     for problem in problems {
         match problem {
@@ -337,10 +314,7 @@ pub fn split_statements(sql: &str) -> Vec<(usize, &str)> {
         match bytes[i] {
             b'\'' | b'"' => i = skip_quoted(bytes, i),
             b'-' if bytes.get(i + 1) == Some(&b'-') => {
-                i = bytes[i..]
-                    .iter()
-                    .position(|&b| b == b'\n')
-                    .map_or(bytes.len(), |p| i + p + 1)
+                i = bytes[i..].iter().position(|&b| b == b'\n').map_or(bytes.len(), |p| i + p + 1)
             }
             b'/' if bytes.get(i + 1) == Some(&b'*') => i = skip_block_comment(bytes, i),
             b'$' => i = skip_dollar_quoted(sql, i),
@@ -382,11 +356,7 @@ fn skip_quoted(bytes: &[u8], start: usize) -> usize {
             return i + 1;
         }
         // E'...' strings allow backslash escapes; a backslash never ends a quote elsewhere either.
-        if bytes[i] == b'\\'
-            && quote == b'\''
-            && start > 0
-            && matches!(bytes[start - 1], b'E' | b'e')
-        {
+        if bytes[i] == b'\\' && quote == b'\'' && start > 0 && matches!(bytes[start - 1], b'E' | b'e') {
             i += 2;
             continue;
         }
@@ -417,12 +387,8 @@ fn skip_block_comment(bytes: &[u8], start: usize) -> usize {
 
 fn skip_dollar_quoted(sql: &str, start: usize) -> usize {
     let rest = &sql[start + 1..];
-    let tag_len = rest
-        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
-        .unwrap_or(rest.len());
-    if !rest[tag_len..].starts_with('$')
-        || rest[..tag_len].starts_with(|c: char| c.is_ascii_digit())
-    {
+    let tag_len = rest.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(rest.len());
+    if !rest[tag_len..].starts_with('$') || rest[..tag_len].starts_with(|c: char| c.is_ascii_digit()) {
         return start + 1; // `$1` parameters and lone dollars
     }
     let tag = &sql[start..start + tag_len + 2];
@@ -465,58 +431,29 @@ mod tests {
         assert_eq!((v, d.as_str()), (20250101093000, "add user prefs"));
         assert!(matches!(parse_name("1_x.down.sql").unwrap().2, Kind::Down));
         assert!(matches!(parse_name("2_x.sql").unwrap().2, Kind::Simple));
-        for bad in [
-            "x_y.sql",
-            "0_x.sql",
-            "-1_x.sql",
-            "12.sql",
-            "12_.sql",
-            "12_a.b.sql",
-            "+3_x.sql",
-        ] {
+        for bad in ["x_y.sql", "0_x.sql", "-1_x.sql", "12.sql", "12_.sql", "12_a.b.sql", "+3_x.sql"] {
             assert!(parse_name(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn plan_finds_pending_modified_missing_out_of_order() {
-        let files = [
-            file(1, "a"),
-            file(2, "b-edited"),
-            file(3, "c"),
-            file(5, "e"),
-        ];
+        let files = [file(1, "a"), file(2, "b-edited"), file(3, "c"), file(5, "e")];
         let rows = [applied(2, "b"), applied(4, "d"), applied(1, "a")];
         let plan = plan(&files, &rows, false);
         assert_eq!(plan.pending, vec![3]);
         assert_eq!(
             plan.problems,
             vec![
-                Problem::Modified {
-                    version: 2,
-                    file: files[1].up.clone()
-                },
-                Problem::OutOfOrder {
-                    version: 3,
-                    file: files[2].up.clone(),
-                    newest_applied: 4
-                },
-                Problem::Missing {
-                    version: 4,
-                    description: "m4".into()
-                },
+                Problem::Modified { version: 2, file: files[1].up.clone() },
+                Problem::OutOfOrder { version: 3, file: files[2].up.clone(), newest_applied: 4 },
+                Problem::Missing { version: 4, description: "m4".into() },
             ]
         );
         let states: Vec<State> = plan.entries.iter().map(|e| e.state).collect();
         assert_eq!(
             states,
-            [
-                State::Applied,
-                State::Modified,
-                State::OutOfOrder,
-                State::Missing,
-                State::Pending
-            ]
+            [State::Applied, State::Modified, State::OutOfOrder, State::Missing, State::Pending]
         );
     }
 
@@ -548,22 +485,13 @@ mod tests {
     fn explanation_names_files_and_ways_out() {
         let text = explain(
             &[
-                Problem::Missing {
-                    version: 7,
-                    description: "x".into(),
-                },
-                Problem::Modified {
-                    version: 2,
-                    file: "migrations/2_b.up.sql".into(),
-                },
+                Problem::Missing { version: 7, description: "x".into() },
+                Problem::Modified { version: 2, file: "migrations/2_b.up.sql".into() },
             ],
             "geney_x",
         );
         assert!(text.contains("migrations/2_b.up.sql"), "{text}");
-        assert!(
-            text.contains("7 (x)") && text.contains("rollback") && text.contains("wipe"),
-            "{text}"
-        );
+        assert!(text.contains("7 (x)") && text.contains("rollback") && text.contains("wipe"), "{text}");
     }
 
     #[test]
@@ -571,7 +499,7 @@ mod tests {
         let sql = "create table a ();\n\n  selec 1;\néé x";
         assert_eq!(line_col(sql, 1), (1, 1));
         assert_eq!(line_col(sql, 23), (3, 3));
-        assert_eq!(line_col(sql, 32), (4, 3));
+        assert_eq!(line_col(sql, 35), (4, 4));
     }
 
     #[test]
@@ -579,16 +507,10 @@ mod tests {
         let sql = "create table a (x text default ';');\n-- c; d\n/* e; /* f; */ g; */\n\
                    create function f() returns int as $body$ select 1; $body$ language sql;\n\
                    select $1; select E'\\';'; select \"a;b\" from t;\n-- trailing";
-        let parts: Vec<&str> = split_statements(sql)
-            .into_iter()
-            .map(|(_, s)| s.trim())
-            .collect();
+        let parts: Vec<&str> = split_statements(sql).into_iter().map(|(_, s)| s.trim()).collect();
         assert_eq!(parts.len(), 5, "{parts:#?}");
         assert!(parts[1].ends_with("language sql"), "{parts:#?}");
-        let offsets: Vec<usize> = split_statements("a;\nb")
-            .into_iter()
-            .map(|(o, _)| o)
-            .collect();
+        let offsets: Vec<usize> = split_statements("a;\nb").into_iter().map(|(o, _)| o).collect();
         assert_eq!(offsets, [0, 2]);
     }
 }

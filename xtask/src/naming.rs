@@ -90,10 +90,7 @@ pub fn is_valid_base(name: &str) -> bool {
 /// Eight hex digits of SHA-256: a named algorithm, the same on every machine and Rust version.
 pub fn short_hash(text: &str) -> String {
     let digest = Sha256::digest(text.as_bytes());
-    digest[..HASH_HEX_DIGITS / 2]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    digest[..HASH_HEX_DIGITS / 2].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Quotes an identifier for SQL, doubling embedded quotes.
@@ -209,19 +206,12 @@ mod tests {
         branches.extend(long_names());
         assert!(branches.len() >= 40);
         let mut seen: HashMap<String, String> = HashMap::new();
-        seen.insert(
-            DbName::for_branch("geney", "main", true).0,
-            "<default>".into(),
-        );
+        seen.insert(DbName::for_branch("geney", "main", true).0, "<default>".into());
         for branch in &branches {
             let n = name(branch);
+            assert!(n.len() <= MAX_IDENTIFIER_BYTES, "{branch:?} -> {n} too long");
             assert!(
-                n.len() <= MAX_IDENTIFIER_BYTES,
-                "{branch:?} -> {n} too long"
-            );
-            assert!(
-                n.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
                 "{branch:?} -> {n}"
             );
             assert!(n.starts_with("geney_"), "{branch:?} -> {n}");

@@ -45,12 +45,8 @@ fn listening_process(port: u16) -> Option<String> {
                 continue;
             };
             let target = target.to_string_lossy();
-            if inodes
-                .iter()
-                .any(|inode| target == format!("socket:[{inode}]"))
-            {
-                let comm =
-                    std::fs::read_to_string(proc_entry.path().join("comm")).unwrap_or_default();
+            if inodes.iter().any(|inode| target == format!("socket:[{inode}]")) {
+                let comm = std::fs::read_to_string(proc_entry.path().join("comm")).unwrap_or_default();
                 return Some(format!("{} (pid {pid})", comm.trim()));
             }
         }
@@ -67,15 +63,11 @@ fn listening_socket_inodes(port: u16) -> Vec<String> {
         };
         for line in text.lines().skip(1) {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            let (Some(local), Some(state), Some(inode)) =
-                (fields.get(1), fields.get(3), fields.get(9))
+            let (Some(local), Some(state), Some(inode)) = (fields.get(1), fields.get(3), fields.get(9))
             else {
                 continue;
             };
-            let local_port = local
-                .rsplit(':')
-                .next()
-                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            let local_port = local.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
             if *state == LISTEN && local_port == Some(port) && *inode != "0" {
                 inodes.push(inode.to_string());
             }
@@ -93,10 +85,7 @@ mod tests {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
         let port = listener.local_addr().unwrap().port();
         let holder = port_holder(port).expect("port is taken");
-        assert!(
-            holder.contains(&format!("pid {}", std::process::id())),
-            "{holder}"
-        );
+        assert!(holder.contains(&format!("pid {}", std::process::id())), "{holder}");
         drop(listener);
         assert_eq!(port_holder(port), None);
     }

@@ -22,10 +22,7 @@ pub fn install_postgresql() -> Result<()> {
             .context("run apt-get")?
             .status;
         if !status.success() {
-            bail!(
-                "apt-get {} failed ({status}); see its output above",
-                args.join(" ")
-            );
+            bail!("apt-get {} failed ({status}); see its output above", args.join(" "));
         }
         Ok(())
     };

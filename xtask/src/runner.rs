@@ -67,12 +67,7 @@ pub fn ensure_table(client: &mut Client) -> Result<()> {
 
 /// Applies one migration with its record. `durable` makes this commit wait for the disk, which
 /// also flushes every asynchronous commit before it.
-pub fn apply(
-    client: &mut Client,
-    root: &Path,
-    migration: &Migration,
-    durable: bool,
-) -> Result<Duration> {
+pub fn apply(client: &mut Client, root: &Path, migration: &Migration, durable: bool) -> Result<Duration> {
     let start = Instant::now();
     let record = format!(
         "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
@@ -84,27 +79,16 @@ pub fn apply(
     );
     if migration.no_transaction {
         run_statements_one_by_one(client, root, migration)?;
-        client
-            .batch_execute(&record)
-            .map_err(|e| anyhow!(describe_pg_error(&e)))?;
+        client.batch_execute(&record).map_err(|e| anyhow!(describe_pg_error(&e)))?;
         return Ok(start.elapsed());
     }
-    let durability = if durable {
-        "SET LOCAL synchronous_commit = on;\n"
-    } else {
-        ""
-    };
+    let durability = if durable { "SET LOCAL synchronous_commit = on;\n" } else { "" };
     let prefix = format!("BEGIN;\n{durability}");
     let query = format!("{prefix}{}\n;{record};\nCOMMIT", migration.sql);
     if let Err(error) = client.batch_execute(&query) {
         let _ = client.batch_execute("ROLLBACK");
-        return Err(anyhow!(render_error(
-            &error,
-            &migration.up,
-            &migration.sql,
-            prefix.chars().count()
-        )))
-        .context(format!(
+        let rendered = locate(client, &[], &error, &migration.up, &migration.sql, prefix.chars().count());
+        return Err(anyhow!(rendered)).context(format!(
             "migration {} failed; it was rolled back and is not recorded",
             migration.up.display()
         ));
@@ -113,43 +97,26 @@ pub fn apply(
 }
 
 /// Runs a down file and removes the record, in one transaction.
-pub fn revert(
-    client: &mut Client,
-    down_path: &Path,
-    down_sql: &str,
-    version: i64,
-) -> Result<Duration> {
+pub fn revert(client: &mut Client, down_path: &Path, down_sql: &str, version: i64) -> Result<Duration> {
     let start = Instant::now();
     let prefix = "BEGIN;\nSET LOCAL synchronous_commit = on;\n";
-    let query = format!(
-        "{prefix}{down_sql}\n;DELETE FROM _sqlx_migrations WHERE version = {version};\nCOMMIT"
-    );
+    let query =
+        format!("{prefix}{down_sql}\n;DELETE FROM _sqlx_migrations WHERE version = {version};\nCOMMIT");
     if let Err(error) = client.batch_execute(&query) {
         let _ = client.batch_execute("ROLLBACK");
-        return Err(anyhow!(render_error(
-            &error,
-            down_path,
-            down_sql,
-            prefix.chars().count()
-        )))
-        .context(format!(
-            "rollback with {} failed; nothing was changed",
-            down_path.display()
-        ));
+        let rendered = locate(client, &[], &error, down_path, down_sql, prefix.chars().count());
+        return Err(anyhow!(rendered))
+            .context(format!("rollback with {} failed; nothing was changed", down_path.display()));
     }
     Ok(start.elapsed())
 }
 
 /// `-- no-transaction` files: each statement on its own, since CREATE INDEX CONCURRENTLY refuses to
 /// run in any transaction block, including the implicit one of a multi-statement query.
-fn run_statements_one_by_one(
-    client: &mut Client,
-    _root: &Path,
-    migration: &Migration,
-) -> Result<()> {
+fn run_statements_one_by_one(client: &mut Client, _root: &Path, migration: &Migration) -> Result<()> {
     for (offset, statement) in split_statements(&migration.sql) {
         if let Err(error) = client.batch_execute(statement) {
-            let rendered = render_error_at(&error, &migration.up, &migration.sql, offset);
+            let rendered = render_statement_error(&error, &migration.up, &migration.sql, offset, statement);
             return Err(anyhow!(rendered)).context(format!(
                 "migration {} (-- no-transaction) failed; statements before the failing one stay applied \
                  and it is not recorded: undo them by hand or make the file safe to re-run",
@@ -190,13 +157,7 @@ fn render_at(error: &postgres::Error, path: &Path, sql: &str, position: Option<u
     if let Some(source_line) = sql.lines().nth(line - 1) {
         let gutter = line.to_string();
         writeln!(text, "{gutter} | {source_line}").unwrap();
-        write!(
-            text,
-            "{} | {}^",
-            " ".repeat(gutter.len()),
-            " ".repeat(col - 1)
-        )
-        .unwrap();
+        write!(text, "{} | {}^", " ".repeat(gutter.len()), " ".repeat(col - 1)).unwrap();
     }
     if !rest.is_empty() {
         write!(text, "\n{rest}").unwrap();
@@ -204,9 +165,68 @@ fn render_at(error: &postgres::Error, path: &Path, sql: &str, position: Option<u
     text
 }
 
-/// A seed file's error, located like a migration's.
-pub fn render_seed_error(error: &postgres::Error, path: &Path, sql: &str) -> String {
-    render_error(error, path, sql, 0)
+/// Renders a failure of `sql` (sent after `prefix_chars` characters of our own) at its file, line
+/// and column. Errors found only at run time (a violated constraint, say) carry no position: then
+/// the file is replayed statement by statement, after `prelude`, in a transaction that is rolled
+/// back, to find the statement that fails.
+pub fn locate(
+    client: &mut Client,
+    prelude: &[&str],
+    error: &postgres::Error,
+    path: &Path,
+    sql: &str,
+    prefix_chars: usize,
+) -> String {
+    if has_position(error) {
+        return render_error(error, path, sql, prefix_chars);
+    }
+    match replay(client, prelude, sql) {
+        Some((offset, statement, replayed)) => {
+            render_statement_error(&replayed, path, sql, offset, statement)
+        }
+        None => render_at(error, path, sql, None),
+    }
+}
+
+/// An error of one statement starting at character `offset` of the file: at the server's position
+/// within it, else at the statement's first character.
+fn render_statement_error(
+    error: &postgres::Error,
+    path: &Path,
+    sql: &str,
+    offset: usize,
+    statement: &str,
+) -> String {
+    if has_position(error) {
+        return render_error_at(error, path, sql, offset);
+    }
+    let lead = statement.chars().take_while(|c| c.is_whitespace()).count();
+    render_at(error, path, sql, Some(offset + lead + 1))
+}
+
+fn has_position(error: &postgres::Error) -> bool {
+    matches!(error.as_db_error().and_then(|db| db.position()), Some(ErrorPosition::Original(_)))
+}
+
+fn replay<'a>(
+    client: &mut Client,
+    prelude: &[&str],
+    sql: &'a str,
+) -> Option<(usize, &'a str, postgres::Error)> {
+    client.batch_execute("BEGIN").ok()?;
+    let found = (|| {
+        for earlier in prelude {
+            client.batch_execute(earlier).ok()?;
+        }
+        for (offset, statement) in split_statements(sql) {
+            if let Err(error) = client.batch_execute(statement) {
+                return Some((offset, statement, error));
+            }
+        }
+        None
+    })();
+    let _ = client.batch_execute("ROLLBACK");
+    found
 }
 
 /// sqlx's lock key for a database, so that this tool and sqlx-based services serialise together.
@@ -220,11 +240,7 @@ fn crc32(bytes: &[u8]) -> u32 {
     for &byte in bytes {
         crc ^= u32::from(byte);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
         }
     }
     !crc
@@ -237,11 +253,7 @@ pub struct MigrationLock {
 
 impl MigrationLock {
     /// Polls `pg_try_advisory_lock`, naming the holder once waiting takes more than a second.
-    pub fn acquire(
-        endpoint: &Endpoint,
-        database: &str,
-        timeout: Duration,
-    ) -> Result<MigrationLock> {
+    pub fn acquire(endpoint: &Endpoint, database: &str, timeout: Duration) -> Result<MigrationLock> {
         let mut client = endpoint.connect(database)?;
         let key = lock_key(database);
         let start = Instant::now();
@@ -255,8 +267,7 @@ impl MigrationLock {
             }
             let waited = start.elapsed();
             if waited >= timeout || (!announced && waited >= Duration::from_secs(1)) {
-                let holder =
-                    lock_holder(&mut client, key).unwrap_or_else(|| "another session".into());
+                let holder = lock_holder(&mut client, key).unwrap_or_else(|| "another session".into());
                 if waited >= timeout {
                     bail!(
                         "the migration lock on {database} is still held by {holder} after {} s: wait for \
@@ -306,10 +317,7 @@ mod tests {
     fn lock_key_matches_sqlx() {
         // crc32("123456789") is the CRC-32/ISO-HDLC check value.
         assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
-        assert_eq!(
-            lock_key("postgres"),
-            0x3d32_ad9e * i64::from(crc32(b"postgres"))
-        );
+        assert_eq!(lock_key("postgres"), 0x3d32_ad9e * i64::from(crc32(b"postgres")));
     }
 
     #[test]

@@ -38,32 +38,34 @@ pub fn discover(root: &Path, dir: &Path) -> Result<Vec<Seed>> {
         .into_iter()
         .map(|name| {
             let path = dir.join(name);
-            let bytes = std::fs::read(root.join(&path))
-                .with_context(|| format!("read {}", path.display()))?;
+            let bytes =
+                std::fs::read(root.join(&path)).with_context(|| format!("read {}", path.display()))?;
             let sql = String::from_utf8(bytes)
                 .map_err(|_| anyhow!("{} is not UTF-8 text: save it as UTF-8", path.display()))?;
-            Ok(Seed {
-                checksum: Sha384::digest(sql.as_bytes()).to_vec(),
-                sql,
-                path,
-            })
+            Ok(Seed { checksum: Sha384::digest(sql.as_bytes()).to_vec(), sql, path })
         })
         .collect()
 }
 
 /// Runs every seed in one transaction; on error nothing of any seed stays.
 pub fn run(client: &mut Client, seeds: &[Seed]) -> Result<()> {
-    let mut tx = client
-        .transaction()
-        .map_err(|e| anyhow!(describe_pg_error(&e)))?;
-    for seed in seeds {
+    let mut tx = client.transaction().map_err(|e| anyhow!(describe_pg_error(&e)))?;
+    let mut failure = None;
+    for (index, seed) in seeds.iter().enumerate() {
         if let Err(error) = tx.batch_execute(&seed.sql) {
-            let located = crate::runner::render_seed_error(&error, &seed.path, &seed.sql);
-            return Err(anyhow!(located)).context(format!(
-                "seed {} failed; every seed of this database was rolled back",
-                seed.path.display()
-            ));
+            failure = Some((index, error));
+            break;
         }
+    }
+    if let Some((index, error)) = failure {
+        drop(tx);
+        let seed = &seeds[index];
+        let earlier: Vec<&str> = seeds[..index].iter().map(|s| s.sql.as_str()).collect();
+        let located = crate::runner::locate(client, &earlier, &error, &seed.path, &seed.sql, 0);
+        return Err(anyhow!(located)).context(format!(
+            "seed {} failed; every seed of this database was rolled back",
+            seed.path.display()
+        ));
     }
     let record = |tx: &mut postgres::Transaction| -> Result<(), postgres::Error> {
         tx.batch_execute(CREATE_TABLE)?;
@@ -77,9 +79,7 @@ pub fn run(client: &mut Client, seeds: &[Seed]) -> Result<()> {
         }
         Ok(())
     };
-    record(&mut tx)
-        .map_err(|e| anyhow!(describe_pg_error(&e)))
-        .context("record the seeds")?;
+    record(&mut tx).map_err(|e| anyhow!(describe_pg_error(&e))).context("record the seeds")?;
     tx.commit().map_err(|e| anyhow!(describe_pg_error(&e)))?;
     Ok(())
 }
@@ -92,10 +92,8 @@ pub fn changed_since_seeded(client: &mut Client, seeds: &[Seed]) -> Result<Optio
         Err(e) => return Err(anyhow!(describe_pg_error(&e))),
     };
     let recorded: Vec<(String, Vec<u8>)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-    let mut current: Vec<(String, Vec<u8>)> = seeds
-        .iter()
-        .map(|s| (s.path.to_string_lossy().into_owned(), s.checksum.clone()))
-        .collect();
+    let mut current: Vec<(String, Vec<u8>)> =
+        seeds.iter().map(|s| (s.path.to_string_lossy().into_owned(), s.checksum.clone())).collect();
     current.sort();
     Ok(Some(recorded != current))
 }

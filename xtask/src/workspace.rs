@@ -39,12 +39,7 @@ impl Ctx {
         sh.change_dir(&root);
         let config = Config::load(&root)?;
         let branch = current_branch(&sh, branch_flag, &config.default_branches)?;
-        Ok(Ctx {
-            root,
-            config,
-            branch,
-            provision,
-        })
+        Ok(Ctx { root, config, branch, provision })
     }
 
     /// The project's logical databases on this branch. One per project for now: named after it.
@@ -62,10 +57,7 @@ impl Ctx {
             Some(found) => Ok(vec![found.clone()]),
             None => {
                 let known: Vec<&str> = all.iter().map(|d| d.logical.as_str()).collect();
-                bail!(
-                    "no database named `{wanted}` in this project; known: {}",
-                    known.join(", ")
-                )
+                bail!("no database named `{wanted}` in this project; known: {}", known.join(", "))
             }
         }
     }
@@ -98,11 +90,8 @@ fn own_or_shared_dir(ctx: &Ctx, top: &str, logical: &str) -> PathBuf {
 }
 
 fn has_sql_files(dir: &Path) -> bool {
-    std::fs::read_dir(dir).is_ok_and(|entries| {
-        entries
-            .flatten()
-            .any(|e| e.file_name().to_string_lossy().ends_with(".sql"))
-    })
+    std::fs::read_dir(dir)
+        .is_ok_and(|entries| entries.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".sql")))
 }
 
 /// The nearest directory upwards holding a Cargo.toml with a `[workspace]` table, so every task
@@ -114,23 +103,18 @@ fn find_root() -> Result<PathBuf> {
             return Ok(dir.to_path_buf());
         }
     }
-    let built_in = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf);
+    let built_in = Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf);
     match built_in.filter(|dir| is_workspace_root(dir)) {
         Some(dir) => Ok(dir),
-        None => bail!(
-            "no Cargo workspace found above {}: run cargo xtask inside the repository",
-            cwd.display()
-        ),
+        None => {
+            bail!("no Cargo workspace found above {}: run cargo xtask inside the repository", cwd.display())
+        }
     }
 }
 
 fn is_workspace_root(dir: &Path) -> bool {
-    std::fs::read_to_string(dir.join("Cargo.toml")).is_ok_and(|text| {
-        text.lines()
-            .any(|line| line.trim_start().starts_with("[workspace"))
-    })
+    std::fs::read_to_string(dir.join("Cargo.toml"))
+        .is_ok_and(|text| text.lines().any(|line| line.trim_start().starts_with("[workspace")))
 }
 
 /// `--branch`, else `XTASK_BRANCH`, else git's current branch; on a detached HEAD the CI's branch
@@ -147,20 +131,12 @@ fn current_branch(sh: &Shell, flag: Option<String>, default_branches: &[String])
         bail!("the branch name is empty: pass --branch NAME or set XTASK_BRANCH");
     }
     let is_default = default_branches.contains(&name);
-    Ok(Branch {
-        name,
-        is_default,
-        source,
-    })
+    Ok(Branch { name, is_default, source })
 }
 
 fn branch_from_git(sh: &Shell) -> Option<(String, &'static str)> {
     // symbolic-ref also names an unborn branch (a repository with no commit yet).
-    if let Ok(name) = cmd!(sh, "git symbolic-ref --quiet --short HEAD")
-        .quiet()
-        .ignore_stderr()
-        .read()
-    {
+    if let Ok(name) = cmd!(sh, "git symbolic-ref --quiet --short HEAD").quiet().ignore_stderr().read() {
         return Some((name, "git"));
     }
     for var in ["GITHUB_HEAD_REF", "GITHUB_REF_NAME", "CI_COMMIT_REF_NAME"] {
@@ -168,10 +144,6 @@ fn branch_from_git(sh: &Shell) -> Option<(String, &'static str)> {
             return Some((name, "ci"));
         }
     }
-    let commit = cmd!(sh, "git rev-parse --short HEAD")
-        .quiet()
-        .ignore_stderr()
-        .read()
-        .ok()?;
+    let commit = cmd!(sh, "git rev-parse --short HEAD").quiet().ignore_stderr().read().ok()?;
     Some((commit, "commit"))
 }

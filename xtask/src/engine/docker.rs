@@ -67,21 +67,13 @@ impl Docker {
             }
             bail!(engine_down_message(&stderr));
         }
-        let parsed: Value =
-            serde_json::from_slice(&output.stdout).context("parse docker inspect output")?;
+        let parsed: Value = serde_json::from_slice(&output.stdout).context("parse docker inspect output")?;
         let c = &parsed[0];
         Ok(Some(Container {
-            status: c["State"]["Status"]
-                .as_str()
-                .unwrap_or("unknown")
-                .to_owned(),
+            status: c["State"]["Status"].as_str().unwrap_or("unknown").to_owned(),
             image: c["Config"]["Image"].as_str().unwrap_or_default().to_owned(),
-            host_port: c["HostConfig"]["PortBindings"]["5432/tcp"][0]["HostPort"]
-                .as_str()
-                .map(str::to_owned),
-            project: c["Config"]["Labels"][PROJECT_LABEL]
-                .as_str()
-                .map(str::to_owned),
+            host_port: c["HostConfig"]["PortBindings"]["5432/tcp"][0]["HostPort"].as_str().map(str::to_owned),
+            project: c["Config"]["Labels"][PROJECT_LABEL].as_str().map(str::to_owned),
         }))
     }
 
@@ -119,11 +111,7 @@ impl Docker {
             .output()
             .with_context(|| format!("run docker {}", args.join(" ")))?;
         if !output.status.success() {
-            bail!(
-                "docker {} failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&output.stderr).trim_end()
-            );
+            bail!("docker {} failed: {}", args.join(" "), String::from_utf8_lossy(&output.stderr).trim_end());
         }
         Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
     }
@@ -132,17 +120,13 @@ impl Docker {
     fn image_major(&self) -> Result<Option<u32>> {
         let image = &self.image;
         let format = "{{json .Config.Env}}";
-        let inspected = cmd!(self.sh, "docker image inspect --format {format} {image}")
-            .quiet()
-            .ignore_stderr()
-            .read();
+        let inspected =
+            cmd!(self.sh, "docker image inspect --format {format} {image}").quiet().ignore_stderr().read();
         let env = match inspected {
             Ok(env) => env,
             Err(_) => {
                 self.pull()?;
-                cmd!(self.sh, "docker image inspect --format {format} {image}")
-                    .quiet()
-                    .read()?
+                cmd!(self.sh, "docker image inspect --format {format} {image}").quiet().read()?
             }
         };
         let from_env = serde_json::from_str::<Vec<String>>(&env)
@@ -155,10 +139,7 @@ impl Docker {
     fn pull(&self) -> Result<()> {
         let image = &self.image;
         eprintln!("image {image} is not on this machine; pulling it");
-        let pulled = duct::cmd!("docker", "pull", image)
-            .stdout_to_stderr()
-            .unchecked()
-            .run()?;
+        let pulled = duct::cmd!("docker", "pull", image).stdout_to_stderr().unchecked().run()?;
         if !pulled.status.success() {
             bail!(
                 "image {image} is not on this machine and could not be pulled (see docker's message above).\n\
@@ -175,9 +156,7 @@ impl Docker {
         };
         let filter = format!("publish={}", self.port);
         let format = "{{.Names}}";
-        if let Ok(names) = cmd!(self.sh, "docker ps --filter {filter} --format {format}")
-            .quiet()
-            .read()
+        if let Ok(names) = cmd!(self.sh, "docker ps --filter {filter} --format {format}").quiet().read()
             && !names.is_empty()
         {
             holder = format!("docker container {names}");
@@ -221,20 +200,14 @@ impl Docker {
         .ignore_status()
         .output()?;
         if !output.status.success() {
-            bail!(
-                "docker run failed: {}",
-                String::from_utf8_lossy(&output.stderr).trim_end()
-            );
+            bail!("docker run failed: {}", String::from_utf8_lossy(&output.stderr).trim_end());
         }
         Ok(())
     }
 
     fn logs_tail(&self) -> String {
         let name = &self.container;
-        let output = cmd!(self.sh, "docker logs --tail 15 {name}")
-            .quiet()
-            .ignore_status()
-            .output();
+        let output = cmd!(self.sh, "docker logs --tail 15 {name}").quiet().ignore_status().output();
         match output {
             Ok(out) => {
                 let text = format!(
@@ -242,10 +215,7 @@ impl Docker {
                     String::from_utf8_lossy(&out.stdout),
                     String::from_utf8_lossy(&out.stderr)
                 );
-                format!(
-                    "container log (last lines, `docker logs {name}`):\n{}",
-                    tail(&text, 15)
-                )
+                format!("container log (last lines, `docker logs {name}`):\n{}", tail(&text, 15))
             }
             Err(e) => format!("(docker logs failed: {e})"),
         }
@@ -320,10 +290,7 @@ impl Engine for Docker {
     fn status(&self) -> Result<Status> {
         let volume = &self.volume;
         Ok(match self.inspect() {
-            Err(e) => Status {
-                state: ServerState::Unreachable,
-                detail: format!("{e:#}"),
-            },
+            Err(e) => Status { state: ServerState::Unreachable, detail: format!("{e:#}") },
             Ok(None) => {
                 let kept = cmd!(self.sh, "docker volume inspect {volume}")
                     .quiet()
@@ -331,23 +298,13 @@ impl Engine for Docker {
                     .ignore_stderr()
                     .run();
                 let detail = match kept {
-                    Ok(()) => format!(
-                        "no container {}; its data is kept in volume {volume}",
-                        self.container
-                    ),
+                    Ok(()) => format!("no container {}; its data is kept in volume {volume}", self.container),
                     Err(_) => format!("no container {} and no volume {volume}", self.container),
                 };
-                Status {
-                    state: ServerState::Absent,
-                    detail,
-                }
+                Status { state: ServerState::Absent, detail }
             }
             Ok(Some(c)) => Status {
-                state: if c.status == "running" {
-                    ServerState::Running
-                } else {
-                    ServerState::Stopped
-                },
+                state: if c.status == "running" { ServerState::Running } else { ServerState::Stopped },
                 detail: format!(
                     "container {} ({}), image {}, volume {volume}",
                     self.container, c.status, c.image
@@ -361,10 +318,7 @@ impl Engine for Docker {
             self.down()?;
         }
         let volume = &self.volume;
-        let output = cmd!(self.sh, "docker volume rm {volume}")
-            .quiet()
-            .ignore_status()
-            .output()?;
+        let output = cmd!(self.sh, "docker volume rm {volume}").quiet().ignore_status().output()?;
         let stderr = String::from_utf8_lossy(&output.stderr);
         if !output.status.success() && !stderr.contains("no such volume") {
             bail!("docker volume rm {volume} failed: {}", stderr.trim_end());
@@ -375,9 +329,7 @@ impl Engine for Docker {
     fn psql(&self) -> Result<PsqlLauncher> {
         Ok(match super::find_host_psql() {
             Ok(path) => PsqlLauncher::Host(path),
-            Err(_) => PsqlLauncher::DockerExec {
-                container: self.container.clone(),
-            },
+            Err(_) => PsqlLauncher::DockerExec { container: self.container.clone() },
         })
     }
 }

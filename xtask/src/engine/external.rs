@@ -21,9 +21,7 @@ impl External {
             "the external engine needs the server's admin URL: set XTASK_DATABASE_URL or `database-url` in \
              [workspace.metadata.xtask] (postgres://USER:PASSWORD@HOST:PORT/postgres)",
         )?;
-        Ok(External {
-            endpoint: Endpoint::parse_admin_url(url)?,
-        })
+        Ok(External { endpoint: Endpoint::parse_admin_url(url)? })
     }
 }
 
@@ -37,19 +35,16 @@ impl Engine for External {
     }
 
     fn up(&self) -> Result<UpOutcome> {
-        let watch = ReadyWatch {
-            died: &|| None,
-            log_tail: &String::new,
-        };
-        wait_ready(&self.endpoint, READY_TIMEOUT, &watch)
-            .map(|()| UpOutcome::AlreadyRunning)
-            .with_context(|| {
+        let watch = ReadyWatch { died: &|| None, log_tail: &String::new };
+        wait_ready(&self.endpoint, READY_TIMEOUT, &watch).map(|()| UpOutcome::AlreadyRunning).with_context(
+            || {
                 format!(
                     "the external server at {} does not answer: check that it runs and that \
                  XTASK_DATABASE_URL is right",
                     self.endpoint.redacted_url(&self.endpoint.admin_db)
                 )
-            })
+            },
+        )
     }
 
     fn down(&self) -> Result<()> {
@@ -62,14 +57,8 @@ impl Engine for External {
 
     fn status(&self) -> Result<Status> {
         Ok(match self.endpoint.connect(&self.endpoint.admin_db) {
-            Ok(_) => Status {
-                state: ServerState::Running,
-                detail: "external server".into(),
-            },
-            Err(e) => Status {
-                state: ServerState::Unreachable,
-                detail: format!("{e:#}"),
-            },
+            Ok(_) => Status { state: ServerState::Running, detail: "external server".into() },
+            Err(e) => Status { state: ServerState::Unreachable, detail: format!("{e:#}") },
         })
     }
 

@@ -143,11 +143,7 @@ impl Native {
 
     /// initdb into a scratch directory renamed into place, so a crash never leaves half a cluster.
     fn init(&self, bins: &Binaries) -> Result<()> {
-        eprintln!(
-            "creating a PostgreSQL {} cluster in {}",
-            bins.major,
-            self.pgdata.display()
-        );
+        eprintln!("creating a PostgreSQL {} cluster in {}", bins.major, self.pgdata.display());
         self.prepare_dir()?;
         let scratch = self.dir.join("pgdata.init");
         if scratch.exists() {
@@ -215,11 +211,7 @@ impl Native {
 
     fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        format!(
-            "server log {} (last lines):\n{}",
-            self.log.display(),
-            tail(&text, 15)
-        )
+        format!("server log {} (last lines):\n{}", self.log.display(), tail(&text, 15))
     }
 }
 
@@ -269,30 +261,20 @@ impl Engine for Native {
             "--mode=fast".into(),
             "--wait".into(),
         ];
-        self.run(&bins, "pg_ctl", args)
-            .context("stop the cluster")?;
+        self.run(&bins, "pg_ctl", args).context("stop the cluster")?;
         Ok(())
     }
 
     fn status(&self) -> Result<Status> {
         let (state, detail) = match (self.cluster_major(), self.running_pid_and_port()) {
-            (None, _) => (
-                ServerState::Absent,
-                format!("no cluster in {}", self.pgdata.display()),
-            ),
+            (None, _) => (ServerState::Absent, format!("no cluster in {}", self.pgdata.display())),
             (Some(major), Some((pid, port))) => (
                 ServerState::Running,
-                format!(
-                    "PostgreSQL {major} cluster in {}, pid {pid}, port {port}",
-                    self.pgdata.display()
-                ),
+                format!("PostgreSQL {major} cluster in {}, pid {pid}, port {port}", self.pgdata.display()),
             ),
             (Some(major), None) => (
                 ServerState::Stopped,
-                format!(
-                    "PostgreSQL {major} cluster in {}, stopped",
-                    self.pgdata.display()
-                ),
+                format!("PostgreSQL {major} cluster in {}, stopped", self.pgdata.display()),
             ),
         };
         Ok(Status { state, detail })
@@ -390,8 +372,7 @@ fn append(path: &Path, text: &str) -> Result<()> {
         .append(true)
         .open(path)
         .with_context(|| format!("open {}", path.display()))?;
-    file.write_all(text.as_bytes())
-        .with_context(|| format!("write {}", path.display()))
+    file.write_all(text.as_bytes()).with_context(|| format!("write {}", path.display()))
 }
 
 /// Server binary directories: XTASK_PG_BINDIR alone when set; else the one on PATH first, then the
@@ -411,10 +392,7 @@ fn candidate_binaries() -> Vec<Binaries> {
         if let Some(dir) = real.parent()
             && let Some(major) = major_of_dir(dir)
         {
-            found.push(Binaries {
-                dir: dir.to_path_buf(),
-                major,
-            });
+            found.push(Binaries { dir: dir.to_path_buf(), major });
         }
     }
     let mut known: Vec<Binaries> = known_bin_dirs()
@@ -464,10 +442,7 @@ fn major_of_dir(dir: &Path) -> Option<u32> {
     if from_path.is_some() {
         return from_path;
     }
-    let output = std::process::Command::new(dir.join("pg_ctl"))
-        .arg("--version")
-        .output()
-        .ok()?;
+    let output = std::process::Command::new(dir.join("pg_ctl")).arg("--version").output().ok()?;
     let text = String::from_utf8_lossy(&output.stdout);
     let version = text.split_whitespace().last()?;
     version.split('.').next()?.parse().ok()

@@ -41,11 +41,7 @@ pub fn migrate(ctx: &Ctx, db: Option<&str>, options: MigrateOptions) -> Result<E
         let outcome = migrate_database(ctx, engine.endpoint(), &database, options)?;
         clean &= !matches!(outcome, Migrated::CheckFailed);
     }
-    Ok(if clean {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// Applies what is pending; with `check`, only reports and returns whether all is applied.
@@ -59,11 +55,7 @@ pub fn migrate_database(
     let files = migrations::discover(&ctx.root, &dir)?;
     let name = database.name.as_str();
     let mut client = connect_branch_db(endpoint, name)?;
-    let plan = migrations::plan(
-        &files,
-        &runner::applied(&mut client)?,
-        options.allow_out_of_order,
-    );
+    let plan = migrations::plan(&files, &runner::applied(&mut client)?, options.allow_out_of_order);
     if options.check {
         if plan.pending.is_empty() && plan.problems.is_empty() {
             return Ok(Migrated::UpToDate);
@@ -89,20 +81,13 @@ pub fn migrate_database(
         for index in &plan.pending {
             eprintln!("would apply {}", files[*index].up.display());
         }
-        eprintln!(
-            "migrate --dry-run: {} pending for {name}; nothing was changed",
-            plan.pending.len()
-        );
+        eprintln!("migrate --dry-run: {} pending for {name}; nothing was changed", plan.pending.len());
         return Ok(Migrated::DryRun);
     }
     let _lock = MigrationLock::acquire(endpoint, name, lock_timeout())?;
     runner::ensure_table(&mut client)?;
     // Another runner may have applied some while we waited for the lock.
-    let plan = migrations::plan(
-        &files,
-        &runner::applied(&mut client)?,
-        options.allow_out_of_order,
-    );
+    let plan = migrations::plan(&files, &runner::applied(&mut client)?, options.allow_out_of_order);
     if !plan.problems.is_empty() {
         bail!(migrations::explain(&plan.problems, name));
     }
@@ -124,11 +109,7 @@ fn apply_pending(
         let took = runner::apply(client, root, migration, durable)?;
         eprintln!("applied {} ({})", migration.up.display(), millis(took));
     }
-    eprintln!(
-        "migrate: applied {} migration(s) to {name} in {}",
-        pending.len(),
-        millis(start.elapsed())
-    );
+    eprintln!("migrate: applied {} migration(s) to {name} in {}", pending.len(), millis(start.elapsed()));
     Ok(())
 }
 
@@ -180,10 +161,7 @@ pub fn rollback(ctx: &Ctx, db: Option<&str>, steps: usize) -> Result<()> {
         let took = runner::revert(&mut client, path, sql, *version)?;
         eprintln!("rolled back {} ({})", path.display(), millis(took));
     }
-    eprintln!(
-        "rollback: {} migration(s) of {name} rolled back",
-        downs.len()
-    );
+    eprintln!("rollback: {} migration(s) of {name} rolled back", downs.len());
     Ok(())
 }
 
@@ -250,8 +228,7 @@ pub fn prepare(ctx: &Ctx, message: &str, db: Option<&str>) -> Result<()> {
     let files = migrations::discover(&ctx.root, &dir)?;
     let newest = files.iter().map(|f| f.version).max().unwrap_or(0);
     let version = utc_timestamp_version().max(newest + 1);
-    std::fs::create_dir_all(ctx.root.join(&dir))
-        .with_context(|| format!("create {}", dir.display()))?;
+    std::fs::create_dir_all(ctx.root.join(&dir)).with_context(|| format!("create {}", dir.display()))?;
     for kind in ["up", "down"] {
         let path = dir.join(format!("{version}_{slug}.{kind}.sql"));
         let header = format!("-- {kind}: {message}\n");
@@ -281,11 +258,7 @@ pub fn seed_database(ctx: &Ctx, endpoint: &Endpoint, database: &Database) -> Res
     }
     let mut client = connect_branch_db(endpoint, database.name.as_str())?;
     seeds::run(&mut client, &seeds)?;
-    eprintln!(
-        "seed: loaded {} seed file(s) into {}",
-        seeds.len(),
-        database.name
-    );
+    eprintln!("seed: loaded {} seed file(s) into {}", seeds.len(), database.name);
     Ok(())
 }
 
@@ -293,9 +266,7 @@ fn connect_branch_db(endpoint: &Endpoint, name: &str) -> Result<Client> {
     runner::connect(endpoint, name).map_err(|error| {
         let text = format!("{error:#}");
         if text.contains("does not exist") {
-            error.context(format!(
-                "database {name} does not exist: run `cargo xtask setup`"
-            ))
+            error.context(format!("database {name} does not exist: run `cargo xtask setup`"))
         } else {
             error.context("is the server running? start it with `cargo xtask db-up`")
         }
@@ -303,10 +274,7 @@ fn connect_branch_db(endpoint: &Endpoint, name: &str) -> Result<Client> {
 }
 
 fn lock_timeout() -> Duration {
-    let seconds = std::env::var("XTASK_LOCK_TIMEOUT")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(120);
+    let seconds = std::env::var("XTASK_LOCK_TIMEOUT").ok().and_then(|s| s.parse().ok()).unwrap_or(120);
     Duration::from_secs(seconds)
 }
 

@@ -29,10 +29,7 @@ pub fn db_down(ctx: &Ctx) -> Result<()> {
     let engine = engine::select(ctx)?;
     engine.down().context("stop the PostgreSQL server")?;
     if engine.kind() != EngineKind::External {
-        eprintln!(
-            "PostgreSQL ({}) stopped; its data is kept",
-            engine.kind().name()
-        );
+        eprintln!("PostgreSQL ({}) stopped; its data is kept", engine.kind().name());
     }
     Ok(())
 }
@@ -55,10 +52,7 @@ pub fn setup(ctx: &Ctx) -> Result<()> {
     let databases = ctx.databases();
     for db in &databases {
         let created = admin.create(&db.name, &ctx.config.project, &db.logical, &ctx.branch.name)?;
-        let quiet = migrate::MigrateOptions {
-            quiet: true,
-            ..Default::default()
-        };
+        let quiet = migrate::MigrateOptions { quiet: true, ..Default::default() };
         let migrated = migrate::migrate_database(ctx, engine.endpoint(), db, quiet)?;
         if let migrate::Migrated::Applied(n) = migrated {
             changes.push(format!("applied {n} migration(s) to {}", db.name));
@@ -84,11 +78,7 @@ pub fn setup(ctx: &Ctx) -> Result<()> {
         for change in &changes {
             eprintln!("setup: {change}");
         }
-        eprintln!(
-            "setup: branch `{}` is ready: {}",
-            ctx.branch.name,
-            names.join(", ")
-        );
+        eprintln!("setup: branch `{}` is ready: {}", ctx.branch.name, names.join(", "));
     }
     Ok(())
 }
@@ -130,11 +120,7 @@ pub fn teardown(ctx: &Ctx, force: bool) -> Result<()> {
         admin.drop_labelled(name, &ctx.config.project)?;
         eprintln!("teardown: dropped database {name}");
     }
-    eprintln!(
-        "teardown: {} database(s) of project `{}` dropped",
-        ours.len(),
-        ctx.config.project
-    );
+    eprintln!("teardown: {} database(s) of project `{}` dropped", ours.len(), ctx.config.project);
     Ok(())
 }
 
@@ -151,30 +137,15 @@ pub fn connect(ctx: &Ctx, db: Option<&str>, psql_args: &[std::ffi::OsString]) ->
             .status()
             .with_context(|| format!("run {}", psql.display()))?,
         PsqlLauncher::DockerExec { container } => {
-            let tty = if std::io::stdin().is_terminal() {
-                "-it"
-            } else {
-                "-i"
-            };
+            let tty = if std::io::stdin().is_terminal() { "-it" } else { "-i" };
             std::process::Command::new("docker")
-                .args([
-                    "exec",
-                    tty,
-                    &container,
-                    "psql",
-                    "--username",
-                    &endpoint.user,
-                    "--dbname",
-                    name,
-                ])
+                .args(["exec", tty, &container, "psql", "--username", &endpoint.user, "--dbname", name])
                 .args(psql_args)
                 .status()
                 .context("run docker exec psql")?
         }
     };
-    Ok(ExitCode::from(
-        status.code().unwrap_or(1).clamp(0, 255) as u8
-    ))
+    Ok(ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8))
 }
 
 #[derive(Serialize)]
@@ -261,9 +232,7 @@ fn database_report(
             let mut client = endpoint.connect(db.name.as_str())?;
             let files = crate::migrations::discover(&ctx.root, &db.migrations_dir(ctx))?;
             let applied = crate::runner::applied(&mut client)?;
-            let pending = crate::migrations::plan(&files, &applied, true)
-                .pending
-                .len();
+            let pending = crate::migrations::plan(&files, &applied, true).pending.len();
             let seed_files = crate::seeds::discover(&ctx.root, &db.seeds_dir(ctx))?;
             let seeds = match crate::seeds::changed_since_seeded(&mut client, &seed_files)? {
                 None => "never",
@@ -288,21 +257,10 @@ fn database_report(
 fn print_status(report: &StatusReport) {
     println!("project    {}", report.project);
     println!("engine     {}", report.engine);
-    println!(
-        "server     {} ({})",
-        state_name(report.server.state),
-        report.server.detail
-    );
+    println!("server     {} ({})", state_name(report.server.state), report.server.detail);
     println!("endpoint   {}", report.server.endpoint);
-    let default = if report.branch.default {
-        ", default branch"
-    } else {
-        ""
-    };
-    println!(
-        "branch     {} (from {}{default})",
-        report.branch.name, report.branch.source
-    );
+    let default = if report.branch.default { ", default branch" } else { "" };
+    println!("branch     {} (from {}{default})", report.branch.name, report.branch.source);
     println!("databases");
     for db in &report.databases {
         let mut state = match (db.exists, db.size_bytes) {
@@ -312,9 +270,7 @@ fn print_status(report: &StatusReport) {
             (None, _) => "unknown (server not running)".into(),
         };
         if let Some(pending) = db.pending_migrations.filter(|n| *n > 0) {
-            state.push_str(&format!(
-                ", {pending} migration(s) pending (run `cargo xtask migrate`)"
-            ));
+            state.push_str(&format!(", {pending} migration(s) pending (run `cargo xtask migrate`)"));
         }
         if db.seeds == Some("changed") {
             state.push_str(", seeds changed since loaded (run `cargo xtask seed`)");
@@ -334,11 +290,7 @@ fn state_name(state: ServerState) -> &'static str {
 
 fn human_size(bytes: i64) -> String {
     let mb = bytes as f64 / (1024.0 * 1024.0);
-    if mb >= 1.0 {
-        format!("{mb:.1} MiB")
-    } else {
-        format!("{:.0} KiB", bytes as f64 / 1024.0)
-    }
+    if mb >= 1.0 { format!("{mb:.1} MiB") } else { format!("{:.0} KiB", bytes as f64 / 1024.0) }
 }
 
 fn refuse_remote_without_force(engine: &dyn Engine, force: bool, task: &str) -> Result<()> {

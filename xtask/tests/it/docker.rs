@@ -7,11 +7,7 @@ use crate::lifecycle;
 
 fn docker(args: &[&str]) -> String {
     let out = Command::new("docker").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
@@ -49,12 +45,7 @@ fn docker_stopped_container_is_started_again() {
     // Published on loopback only.
     let ports = docker(&["port", &container, "5432/tcp"]);
     assert_eq!(ports, format!("127.0.0.1:{}", p.port));
-    let args = docker(&[
-        "inspect",
-        "--format",
-        "{{json .Args}} {{json .Config.Cmd}}",
-        &container,
-    ]);
+    let args = docker(&["inspect", "--format", "{{json .Args}} {{json .Config.Cmd}}", &container]);
     assert!(!args.contains("postgres\",\"-e"), "{args}");
 }
 
@@ -67,17 +58,11 @@ fn docker_down_keeps_volume_teardown_removes_it() {
     docker(&["volume", "inspect", &volume]);
     let status = p.status("main");
     assert_eq!(status["server"]["state"], "absent");
-    contains(
-        status["server"]["detail"].as_str().unwrap(),
-        "kept in volume",
-    );
+    contains(status["server"]["detail"].as_str().unwrap(), "kept in volume");
     p.ok(&["db-up"]);
     assert!(p.db_exists("main"), "data survived the container's removal");
     p.ok(&["teardown"]);
-    let out = Command::new("docker")
-        .args(["volume", "inspect", &volume])
-        .output()
-        .unwrap();
+    let out = Command::new("docker").args(["volume", "inspect", &volume]).output().unwrap();
     assert!(!out.status.success(), "volume {volume} should be gone");
 }
 
@@ -102,12 +87,7 @@ fn docker_container_with_other_settings_is_reported() {
 fn docker_container_not_ours_is_left_alone() {
     let p = Project::new("docker");
     let container = format!("{}-postgres", p.name);
-    docker(&[
-        "create",
-        "--name",
-        &container,
-        &crate::harness::test_image(),
-    ]);
+    docker(&["create", "--name", &container, &crate::harness::test_image()]);
     let err = p.fails(&["db-up"]);
     contains(&err, "not created by xtask");
     docker(&["rm", &container]);
@@ -131,14 +111,46 @@ fn docker_busy_port_names_the_container() {
     let err = second.fails(&["db-up"]);
     contains(
         &err,
-        &format!(
-            "port {} on 127.0.0.1 is taken by docker container {}-postgres",
-            first.port, first.name
-        ),
+        &format!("port {} on 127.0.0.1 is taken by docker container {}-postgres", first.port, first.name),
     );
 }
 
 #[test]
 fn docker_concurrent_setups() {
     lifecycle::concurrent_setups("docker");
+}
+
+#[test]
+fn docker_migrate_apply_reapply_rollback() {
+    crate::migrate::apply_reapply_rollback("docker");
+}
+
+#[test]
+fn docker_migrate_edited_missing_out_of_order() {
+    crate::migrate::edited_missing_and_out_of_order("docker");
+}
+
+#[test]
+fn docker_migrate_failure_leaves_nothing() {
+    crate::migrate::failing_migration_leaves_nothing("docker");
+}
+
+#[test]
+fn docker_migrate_no_transaction() {
+    crate::migrate::no_transaction_index_concurrently("docker");
+}
+
+#[test]
+fn docker_migrate_concurrently() {
+    crate::migrate::concurrent_migrate("docker");
+}
+
+#[test]
+fn docker_seeds() {
+    crate::migrate::seeds("docker");
+}
+
+#[test]
+fn docker_sqlx_interop() {
+    crate::migrate::sqlx_interop("docker");
 }

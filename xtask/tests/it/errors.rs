@@ -20,20 +20,12 @@ fn busy_port_names_its_holder() {
 fn broken_config_names_file_line_column_and_key() {
     let p = Project::new("native");
     let manifest = p.path().join("Cargo.toml");
-    std::fs::write(
-        &manifest,
-        "[workspace]\nmembers = []\n\n[workspace.metadata.xtask]\nprot = 5\n",
-    )
-    .unwrap();
+    std::fs::write(&manifest, "[workspace]\nmembers = []\n\n[workspace.metadata.xtask]\nprot = 5\n").unwrap();
     let err = p.fails(&["db-status"]);
     contains(&err, "Cargo.toml");
     contains(&err, "line 5, column 1");
     contains(&err, "prot");
-    std::fs::write(
-        &manifest,
-        "[workspace]\n[workspace.metadata.xtask]\nport = \"many\"\n",
-    )
-    .unwrap();
+    std::fs::write(&manifest, "[workspace]\n[workspace.metadata.xtask]\nport = \"many\"\n").unwrap();
     let err = p.fails(&["db-status"]);
     contains(&err, "line 3");
     contains(&err, "port");
@@ -58,16 +50,7 @@ fn usage_errors_exit_2_and_help_explains() {
     let out = p.run(&["setup", "--json"]);
     assert_eq!(out.status.code(), Some(2));
     let help = p.ok(&["--help"]);
-    for command in [
-        "setup",
-        "wipe",
-        "teardown",
-        "db-up",
-        "db-down",
-        "db-status",
-        "db-endpoint",
-        "connect",
-    ] {
+    for command in ["setup", "wipe", "teardown", "db-up", "db-down", "db-status", "db-endpoint", "connect"] {
         contains(&help, command);
     }
     contains(&p.ok(&["wipe", "--help"]), "Only databases");
@@ -92,11 +75,8 @@ fn missing_server_binaries_say_what_to_install() {
     p.set("XTASK_PG_BINDIR", "/nonexistent/bin");
     let err = p.fails(&["db-up"]);
     contains(&err, "initdb, pg_ctl");
-    for platform in [
-        "apt-get install postgresql",
-        "dnf install postgresql-server",
-        "brew install postgresql",
-    ] {
+    for platform in ["apt-get install postgresql", "dnf install postgresql-server", "brew install postgresql"]
+    {
         contains(&err, platform);
     }
     p.set("XTASK_ENGINE", "auto");
@@ -136,9 +116,7 @@ fn wrong_password_for_existing_cluster_is_explained() {
 fn unlabelled_database_with_our_name_is_never_touched() {
     let p = Project::new("native");
     p.ok(&["db-up"]);
-    p.admin()
-        .batch_execute(&format!("CREATE DATABASE \"{}_feature\"", p.name))
-        .unwrap();
+    p.admin().batch_execute(&format!("CREATE DATABASE \"{}_feature\"", p.name)).unwrap();
     let err = p.fails(&["setup", "--branch", "feature"]);
     contains(&err, "not created by xtask");
     let err = p.fails(&["wipe", "--branch", "feature"]);
@@ -165,13 +143,6 @@ fn works_from_a_subdirectory() {
         .envs(p.env.iter().map(|(k, v)| (k, v)))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    contains(
-        &String::from_utf8_lossy(&out.stdout),
-        &format!("/{}", p.name),
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    contains(&String::from_utf8_lossy(&out.stdout), &format!("/{}", p.name));
 }

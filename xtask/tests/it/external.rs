@@ -6,10 +6,7 @@ use crate::harness::{Project, contains};
 fn external_engine_creates_and_drops_only_its_labelled_databases() {
     let server = Project::new("native");
     server.ok(&["setup"]);
-    let admin_url = format!(
-        "postgres://postgres:postgres@127.0.0.1:{}/postgres",
-        server.port
-    );
+    let admin_url = format!("postgres://postgres:postgres@127.0.0.1:{}/postgres", server.port);
 
     let mut p = Project::new("external");
     p.set("XTASK_DATABASE_URL", &admin_url);
@@ -21,17 +18,11 @@ fn external_engine_creates_and_drops_only_its_labelled_databases() {
     let status = p.status("feature/a");
     assert_eq!(status["engine"], "external");
     assert_eq!(status["databases"][0]["exists"], true);
-    contains(
-        &p.endpoint("main"),
-        &format!("127.0.0.1:{}/{}", server.port, p.name),
-    );
+    contains(&p.endpoint("main"), &format!("127.0.0.1:{}/{}", server.port, p.name));
 
     // A database that merely looks like ours, without the label, is never dropped.
     let impostor = format!("{}_impostor", p.name);
-    server
-        .admin()
-        .batch_execute(&format!("CREATE DATABASE \"{impostor}\""))
-        .unwrap();
+    server.admin().batch_execute(&format!("CREATE DATABASE \"{impostor}\"")).unwrap();
     let mut same_name = Project::new("external");
     same_name.set("XTASK_DATABASE_URL", &admin_url);
     same_name.set("XTASK_PROJECT", &p.name);
@@ -42,10 +33,7 @@ fn external_engine_creates_and_drops_only_its_labelled_databases() {
     contains(&err, "not created by xtask");
 
     p.ok(&["wipe", "--branch", "feature/a"]);
-    assert_eq!(
-        p.databases_on_server(),
-        vec![p.name.clone(), impostor.clone()]
-    );
+    assert_eq!(p.databases_on_server(), vec![p.name.clone(), impostor.clone()]);
     p.ok(&["setup", "--branch", "feature/b"]);
     let (_, err) = p.ok_err(&["db-down"]);
     contains(&err, "nothing to stop");
@@ -59,10 +47,7 @@ fn external_engine_creates_and_drops_only_its_labelled_databases() {
 fn external_engine_refuses_destructive_work_on_remote_hosts_without_force() {
     let mut p = Project::new("external");
     // Never contacted: the refusal comes before any connection.
-    p.set(
-        "XTASK_DATABASE_URL",
-        "postgres://admin:hunter2@db.team.invalid:5432/postgres",
-    );
+    p.set("XTASK_DATABASE_URL", "postgres://admin:hunter2@db.team.invalid:5432/postgres");
     for task in ["wipe", "teardown"] {
         let err = p.fails(&[task]);
         contains(&err, "--force");
@@ -81,10 +66,7 @@ fn external_engine_without_url_says_what_to_set() {
 fn external_engine_dead_server_is_a_clear_error() {
     let mut p = Project::new("external");
     let port = crate::harness::free_port();
-    p.set(
-        "XTASK_DATABASE_URL",
-        &format!("postgres://u:topsecret@127.0.0.1:{port}/postgres"),
-    );
+    p.set("XTASK_DATABASE_URL", &format!("postgres://u:topsecret@127.0.0.1:{port}/postgres"));
     let err = p.fails(&["setup"]);
     contains(&err, "does not answer");
     assert!(!err.contains("topsecret"), "{err}");

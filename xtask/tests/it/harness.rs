@@ -31,10 +31,7 @@ impl Project {
         if engine == "docker" {
             require_docker();
         }
-        let dir = tempfile::Builder::new()
-            .prefix("xtask-it-")
-            .tempdir()
-            .unwrap();
+        let dir = tempfile::Builder::new().prefix("xtask-it-").tempdir().unwrap();
         // As root the server runs as `postgres`, which must be able to enter the data directory.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::write(
@@ -77,16 +74,8 @@ impl Project {
     }
 
     pub fn git(&self, args: &[&str]) -> String {
-        let out = Command::new("git")
-            .args(args)
-            .current_dir(self.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = Command::new("git").args(args).current_dir(self.path()).output().unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -143,18 +132,13 @@ impl Project {
     }
 
     pub fn server_state(&self) -> String {
-        self.status("main")["server"]["state"]
-            .as_str()
-            .unwrap()
-            .to_owned()
+        self.status("main")["server"]["state"].as_str().unwrap().to_owned()
     }
 
     /// Whether this branch's database exists, as db-status reports it.
     pub fn db_exists(&self, branch: &str) -> bool {
         let status = self.status(branch);
-        status["databases"][0]["exists"]
-            .as_bool()
-            .expect("server is running")
+        status["databases"][0]["exists"].as_bool().expect("server is running")
     }
 
     pub fn endpoint(&self, branch: &str) -> String {
@@ -178,10 +162,7 @@ impl Project {
     pub fn databases_on_server(&self) -> Vec<String> {
         let rows = self
             .admin()
-            .query(
-                "SELECT datname FROM pg_database WHERE starts_with(datname, $1) ORDER BY 1",
-                &[&self.name],
-            )
+            .query("SELECT datname FROM pg_database WHERE starts_with(datname, $1) ORDER BY 1", &[&self.name])
             .unwrap();
         rows.iter().map(|r| r.get(0)).collect()
     }
@@ -194,46 +175,29 @@ impl Drop for Project {
         }
         let out = self.run(&["teardown"]);
         if !out.status.success() && !std::thread::panicking() {
-            eprintln!(
-                "teardown of {} failed: {}",
-                self.name,
-                String::from_utf8_lossy(&out.stderr)
-            );
+            eprintln!("teardown of {} failed: {}", self.name, String::from_utf8_lossy(&out.stderr));
         }
         if self.engine == "docker" {
             let container = format!("{}-postgres", self.name);
             let volume = format!("{}-pgdata", self.name);
-            let _ = Command::new("docker")
-                .args(["rm", "-f", &container])
-                .output();
-            let _ = Command::new("docker")
-                .args(["volume", "rm", &volume])
-                .output();
+            let _ = Command::new("docker").args(["rm", "-f", &container]).output();
+            let _ = Command::new("docker").args(["volume", "rm", &volume]).output();
         }
     }
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap().port()
 }
 
 fn require_docker() {
-    let version = Command::new("docker")
-        .args(["version", "--format", "{{.Server.Version}}"])
-        .output();
+    let version = Command::new("docker").args(["version", "--format", "{{.Server.Version}}"]).output();
     let answers = version.as_ref().is_ok_and(|o| o.status.success());
     assert!(
         answers,
         "the docker tests need a running Docker engine: start dockerd (`bash .ci/run` installs and starts one)"
     );
-    let image = Command::new("docker")
-        .args(["image", "inspect", &test_image()])
-        .output()
-        .unwrap();
+    let image = Command::new("docker").args(["image", "inspect", &test_image()]).output().unwrap();
     assert!(
         image.status.success(),
         "the docker tests need the image {}: build it with `bash ci/test-image/build.sh`",
@@ -242,8 +206,5 @@ fn require_docker() {
 }
 
 pub fn contains(haystack: &str, needle: &str) {
-    assert!(
-        haystack.contains(needle),
-        "expected {needle:?} in:\n{haystack}"
-    );
+    assert!(haystack.contains(needle), "expected {needle:?} in:\n{haystack}");
 }

@@ -28,10 +28,8 @@ pub fn server_life_cycle(engine: &str) {
     assert_ne!(main_db, feature_db);
 
     let mut main = p.client("main");
-    main.batch_execute(
-        "CREATE TABLE kept (v text); INSERT INTO kept VALUES ('survives down and up')",
-    )
-    .unwrap();
+    main.batch_execute("CREATE TABLE kept (v text); INSERT INTO kept VALUES ('survives down and up')")
+        .unwrap();
     drop(main);
     let label: String = p
         .admin()
@@ -49,17 +47,11 @@ pub fn server_life_cycle(engine: &str) {
     p.ok(&["db-down"]);
     let stopped = p.server_state();
     assert!(stopped == "stopped" || stopped == "absent", "{stopped}");
-    assert_eq!(
-        p.status("main")["databases"][0]["exists"],
-        serde_json::Value::Null
-    );
+    assert_eq!(p.status("main")["databases"][0]["exists"], serde_json::Value::Null);
     p.fails(&["wipe"]);
     p.ok(&["db-up"]);
     assert_eq!(p.server_state(), "running");
-    let row = p
-        .client("main")
-        .query_one("SELECT v FROM kept", &[])
-        .unwrap();
+    let row = p.client("main").query_one("SELECT v FROM kept", &[]).unwrap();
     assert_eq!(row.get::<_, String>(0), "survives down and up");
 
     p.ok(&["wipe", "--branch", "feature/two"]);
@@ -114,11 +106,7 @@ pub fn endpoint_and_connect(engine: &str) {
         .args(["-X", "-A", "-t", "-c", "select current_database()", &url])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let db = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     assert!(db.starts_with(&format!("{}_feat_psql__", p.name)), "{db}");
 
@@ -134,15 +122,7 @@ pub fn endpoint_and_connect(engine: &str) {
         "select current_database()",
     ]);
     assert_eq!(stdout.trim(), db);
-    let out = p.run(&[
-        "connect",
-        "--branch",
-        "feat/psql",
-        "--",
-        "-X",
-        "-c",
-        "select nonsense",
-    ]);
+    let out = p.run(&["connect", "--branch", "feat/psql", "--", "-X", "-c", "select nonsense"]);
     assert_ne!(out.status.code(), Some(0), "psql's failure is passed on");
 }
 
@@ -169,23 +149,14 @@ pub fn concurrent_setups(engine: &str) {
         .iter()
         .map(|branch| {
             let mut command = std::process::Command::new(crate::harness::XTASK);
-            command
-                .args(["setup", "--branch", branch])
-                .current_dir(p.path());
+            command.args(["setup", "--branch", branch]).current_dir(p.path());
             command.envs(p.env.iter().map(|(k, v)| (k, v)));
-            command
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
+            command.stderr(std::process::Stdio::piped()).spawn().unwrap()
         })
         .collect();
     for child in children {
         let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
     assert_eq!(p.databases_on_server().len(), 4);
 }

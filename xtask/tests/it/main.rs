@@ -8,4 +8,5 @@ mod docker;
 mod errors;
 mod external;
 mod lifecycle;
+mod migrate;
 mod native;

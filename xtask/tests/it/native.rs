@@ -57,17 +57,7 @@ fn native_uses_git_branch_and_env_override() {
 #[test]
 fn native_detached_head_uses_ci_variables_then_commit() {
     let mut p = Project::new("native");
-    p.git(&[
-        "-c",
-        "user.name=t",
-        "-c",
-        "user.email=t@t",
-        "commit",
-        "--quiet",
-        "--allow-empty",
-        "-m",
-        "x",
-    ]);
+    p.git(&["-c", "user.name=t", "-c", "user.email=t@t", "commit", "--quiet", "--allow-empty", "-m", "x"]);
     p.git(&["checkout", "--quiet", "--detach"]);
     let commit = p.git(&["rev-parse", "--short", "HEAD"]).trim().to_owned();
     assert_eq!(p.status_current()["branch"]["name"], commit.as_str());
@@ -104,4 +94,39 @@ fn native_stale_cluster_after_down_starts_again() {
 #[test]
 fn native_concurrent_setups() {
     lifecycle::concurrent_setups("native");
+}
+
+#[test]
+fn native_migrate_apply_reapply_rollback() {
+    crate::migrate::apply_reapply_rollback("native");
+}
+
+#[test]
+fn native_migrate_edited_missing_out_of_order() {
+    crate::migrate::edited_missing_and_out_of_order("native");
+}
+
+#[test]
+fn native_migrate_failure_leaves_nothing() {
+    crate::migrate::failing_migration_leaves_nothing("native");
+}
+
+#[test]
+fn native_migrate_no_transaction() {
+    crate::migrate::no_transaction_index_concurrently("native");
+}
+
+#[test]
+fn native_migrate_concurrently() {
+    crate::migrate::concurrent_migrate("native");
+}
+
+#[test]
+fn native_seeds() {
+    crate::migrate::seeds("native");
+}
+
+#[test]
+fn native_sqlx_interop() {
+    crate::migrate::sqlx_interop("native");
 }
