@@ -29,7 +29,7 @@ pub fn discover(root: &Path, dir: &Path) -> Result<Vec<Seed>> {
     };
     let mut names: Vec<String> = entries
         .flatten()
-        .filter(|e| e.path().is_file())
+        .filter(crate::migrations::is_file)
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|name| name.ends_with(".sql"))
         .collect();

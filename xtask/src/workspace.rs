@@ -38,7 +38,7 @@ impl Ctx {
         let sh = Shell::new()?;
         sh.change_dir(&root);
         let config = Config::load(&root)?;
-        let branch = current_branch(&sh, branch_flag, &config.default_branches)?;
+        let branch = current_branch(&sh, &root, branch_flag, &config.default_branches)?;
         Ok(Ctx { root, config, branch, provision })
     }
 
@@ -117,15 +117,36 @@ fn is_workspace_root(dir: &Path) -> bool {
         .is_ok_and(|text| text.lines().any(|line| line.trim_start().starts_with("[workspace")))
 }
 
+/// The branch named by `.git/HEAD` (or a worktree's HEAD), read without starting git: a process
+/// costs more than the rest of a no-op run. Anything unusual is left to git itself.
+fn branch_from_head_file(root: &Path) -> Option<String> {
+    let dot_git = root.join(".git");
+    let git_dir = if dot_git.is_dir() {
+        dot_git
+    } else {
+        let pointer = std::fs::read_to_string(&dot_git).ok()?;
+        let target = PathBuf::from(pointer.strip_prefix("gitdir:")?.trim());
+        if target.is_absolute() { target } else { root.join(target) }
+    };
+    let head = std::fs::read_to_string(git_dir.join("HEAD")).ok()?;
+    let name = head.strip_prefix("ref: refs/heads/")?.trim_end_matches(['\n', '\r']);
+    (!name.is_empty()).then(|| name.to_owned())
+}
+
 /// `--branch`, else `XTASK_BRANCH`, else git's current branch; on a detached HEAD the CI's branch
 /// variables, else the short commit. Outside git, the default branch.
-fn current_branch(sh: &Shell, flag: Option<String>, default_branches: &[String]) -> Result<Branch> {
+fn current_branch(
+    sh: &Shell,
+    root: &Path,
+    flag: Option<String>,
+    default_branches: &[String],
+) -> Result<Branch> {
     let (name, source) = if let Some(name) = flag {
         (name, "flag")
     } else if let Some(name) = std::env::var("XTASK_BRANCH").ok().filter(|b| !b.is_empty()) {
         (name, "env")
     } else {
-        branch_from_git(sh).unwrap_or_else(|| (default_branches[0].clone(), "default"))
+        branch_from_git(sh, root).unwrap_or_else(|| (default_branches[0].clone(), "default"))
     };
     if name.trim().is_empty() {
         bail!("the branch name is empty: pass --branch NAME or set XTASK_BRANCH");
@@ -134,7 +155,10 @@ fn current_branch(sh: &Shell, flag: Option<String>, default_branches: &[String])
     Ok(Branch { name, is_default, source })
 }
 
-fn branch_from_git(sh: &Shell) -> Option<(String, &'static str)> {
+fn branch_from_git(sh: &Shell, root: &Path) -> Option<(String, &'static str)> {
+    if let Some(name) = branch_from_head_file(root) {
+        return Some((name, "git"));
+    }
     // symbolic-ref also names an unborn branch (a repository with no commit yet).
     if let Ok(name) = cmd!(sh, "git symbolic-ref --quiet --short HEAD").quiet().ignore_stderr().read() {
         return Some((name, "git"));
