@@ -52,10 +52,17 @@ pub fn migrate_database(
     options: MigrateOptions,
 ) -> Result<Migrated> {
     let dir = database.migrations_dir(ctx);
-    let files = migrations::discover(&ctx.root, &dir)?;
     let name = database.name.as_str();
-    let mut client = connect_branch_db(endpoint, name)?;
-    let plan = migrations::plan(&files, &runner::applied(&mut client)?, options.allow_out_of_order);
+    // Reading the files overlaps the login and the query: together they are a no-op run's cost.
+    let (files, mut client, applied) = std::thread::scope(|scope| -> Result<_> {
+        let files = scope.spawn(|| migrations::discover(&ctx.root, &dir));
+        let connected = connect_branch_db(endpoint, name)
+            .and_then(|mut client| runner::applied(&mut client).map(|applied| (client, applied)));
+        let files = files.join().expect("the migration reader panicked")?;
+        let (client, applied) = connected?;
+        Ok((files, client, applied))
+    })?;
+    let plan = migrations::plan(&files, &applied, options.allow_out_of_order);
     if options.check {
         if plan.pending.is_empty() && plan.problems.is_empty() {
             return Ok(Migrated::UpToDate);
