@@ -87,14 +87,23 @@ impl Admin {
                 check_ownership(&existing, project, logical, branch)?;
                 return Ok(Created::Existing);
             }
-            admin.execute(&format!("CREATE DATABASE {}", quote_ident(name.as_str())))?;
-            admin.label(name, project, logical, branch)?;
+            // Made and labelled under a scratch name, then renamed: a crash in between can leave a
+            // stray scratch database, never an unlabelled one under a real branch name.
+            let scratch =
+                format!("_xtask_new_{}_{}", std::process::id(), crate::naming::short_hash(name.as_str()));
+            admin.execute(&format!("CREATE DATABASE {}", quote_ident(&scratch)))?;
+            admin.label(&scratch, project, logical, branch)?;
+            admin.execute(&format!(
+                "ALTER DATABASE {} RENAME TO {}",
+                quote_ident(&scratch),
+                quote_ident(name.as_str())
+            ))?;
             Ok(Created::New)
         })
         .with_context(|| format!("create database {name}"))
     }
 
-    fn label(&mut self, name: &DbName, project: &str, logical: &str, branch: &str) -> Result<()> {
+    fn label(&mut self, name: &str, project: &str, logical: &str, branch: &str) -> Result<()> {
         // The server quotes both the identifier and the literal (format %I, %L).
         let row = self
             .client
@@ -102,7 +111,7 @@ impl Admin {
                 "SELECT format('COMMENT ON DATABASE %I IS %L', $1::text, json_build_object( \
                    'tool', 'xtask', 'project', $2::text, 'database', $3::text, 'branch', $4::text, \
                    'created', to_char(now() AT TIME ZONE 'utc', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))::text)",
-                &[&name.as_str(), &project, &logical, &branch],
+                &[&name, &project, &logical, &branch],
             )
             .map_err(|e| anyhow!(describe_pg_error(&e)))?;
         self.execute(row.get::<_, &str>(0)).context("label database")
@@ -121,10 +130,30 @@ impl Admin {
                      so this tool did not create it"
                 );
             }
-            admin.execute(&format!("DROP DATABASE {} WITH (FORCE)", quote_ident(name)))?;
+            if admin.server_version()? >= 130_000 {
+                admin.execute(&format!("DROP DATABASE {} WITH (FORCE)", quote_ident(name)))?;
+            } else {
+                admin
+                    .client
+                    .execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                         WHERE datname = $1 AND pid <> pg_backend_pid()",
+                        &[&name],
+                    )
+                    .map_err(|e| anyhow!(describe_pg_error(&e)))?;
+                admin.execute(&format!("DROP DATABASE {}", quote_ident(name)))?;
+            }
             Ok(true)
         })
         .with_context(|| format!("drop database {name}"))
+    }
+
+    fn server_version(&mut self) -> Result<i32> {
+        let row = self
+            .client
+            .query_one("SELECT current_setting('server_version_num')::int", &[])
+            .map_err(|e| anyhow!(describe_pg_error(&e)))?;
+        Ok(row.get(0))
     }
 
     fn with_catalog_lock<T>(&mut self, work: impl FnOnce(&mut Admin) -> Result<T>) -> Result<T> {

@@ -110,7 +110,12 @@ fn resolve(file: FileConfig, root: &Path, env: &dyn Fn(&str) -> Option<String>) 
             name
         }
         None => {
-            let folder = root.file_name().map(|f| f.to_string_lossy().into_owned());
+            let main_checkout = main_checkout_of_worktree(root);
+            let folder = main_checkout
+                .as_deref()
+                .unwrap_or(root)
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned());
             naming::project_from_folder(folder.as_deref().unwrap_or("project"))
         }
     };
@@ -159,6 +164,16 @@ fn resolve(file: FileConfig, root: &Path, env: &dyn Fn(&str) -> Option<String>) 
         data_dir,
         database_url: env("XTASK_DATABASE_URL").or(file.database_url),
     })
+}
+
+/// For a linked git worktree, the main checkout's folder: every worktree of a repository is one
+/// project (one server), whatever its own folder is called.
+fn main_checkout_of_worktree(root: &Path) -> Option<PathBuf> {
+    let pointer = std::fs::read_to_string(root.join(".git")).ok()?;
+    let git_dir = root.join(pointer.strip_prefix("gitdir:")?.trim());
+    let common = std::fs::read_to_string(git_dir.join("commondir")).ok()?;
+    let common_dir = std::fs::canonicalize(git_dir.join(common.trim())).ok()?;
+    common_dir.parent().map(Path::to_path_buf)
 }
 
 /// A per-user folder keyed by project, shared by every worktree of the repository. As root the

@@ -42,6 +42,12 @@ impl Endpoint {
         let config = postgres::Config::from_str(url).map_err(|e| anyhow!("{e}")).context(
             "database-url is not a valid PostgreSQL URL (expected postgres://USER:PASSWORD@HOST:PORT/DB)",
         )?;
+        if matches!(config.get_ssl_mode(), postgres::config::SslMode::Require) {
+            bail!(
+                "database-url asks for TLS (sslmode=require or verify-*), which this tool does not speak \
+                 yet: use a server or proxy reachable without TLS (a loopback tunnel, a CI service container)"
+            );
+        }
         let host = match config.get_hosts().first() {
             Some(postgres::config::Host::Tcp(host)) => host.clone(),
             Some(_) => bail!("database-url names a Unix socket; give a TCP host instead"),
@@ -98,10 +104,11 @@ impl Endpoint {
     }
 
     pub fn connect(&self, db: &str) -> Result<Client> {
-        self.config(db)
-            .connect(NoTls)
-            .map_err(|e| anyhow!(describe_pg_error(&e)))
-            .with_context(|| format!("connect to {}", self.redacted_url(db)))
+        let attempt = match connect_bounded(self.config(db), CONNECT_LIMIT) {
+            Some(attempt) => attempt.map_err(|e| anyhow!(describe_pg_error(&e))),
+            None => Err(anyhow!("no answer within {} s", CONNECT_LIMIT.as_secs())),
+        };
+        attempt.with_context(|| format!("connect to {}", self.redacted_url(db)))
     }
 
     /// Environment for a `psql` child, so no secret is ever on a command line.
@@ -114,6 +121,19 @@ impl Endpoint {
             ("PGDATABASE", db.to_owned()),
         ]
     }
+}
+
+/// The longest a login may take: a peer that accepts TCP but never answers must not hang a command.
+const CONNECT_LIMIT: Duration = Duration::from_secs(10);
+
+/// Connects on a helper thread and gives up after `limit` (`None`): the driver's own timeout only
+/// covers opening the socket, not a server that accepted it and then went quiet.
+fn connect_bounded(config: postgres::Config, limit: Duration) -> Option<Result<Client, postgres::Error>> {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(config.connect(NoTls));
+    });
+    receiver.recv_timeout(limit).ok()
 }
 
 fn percent_encode(text: &str) -> String {
@@ -163,18 +183,19 @@ pub fn wait_ready(endpoint: &Endpoint, timeout: Duration, watch: &ReadyWatch) ->
     loop {
         let mut config = endpoint.config(&endpoint.admin_db);
         config.connect_timeout(Duration::from_secs(2));
-        let error = match config.connect(NoTls) {
-            Ok(_) => return Ok(()),
-            Err(error) => error,
+        let (error, refused) = match connect_bounded(config, Duration::from_secs(2)) {
+            Some(Ok(_)) => return Ok(()),
+            Some(Err(error)) => (describe_pg_error(&error), is_login_refused(&error)),
+            None => ("connected, but the server did not answer the login within 2 s".to_owned(), false),
         };
-        if is_login_refused(&error) {
+        if refused {
             bail!(
                 "the server at {} refused the login: {}\n\
                  The password is set only when the server's data is first created. Set XTASK_PASSWORD \
                  (or `password` in [workspace.metadata.xtask]) to the one it was created with, or run \
                  `cargo xtask teardown` to delete the server and its data and start afresh",
                 endpoint.redacted_url(&endpoint.admin_db),
-                describe_pg_error(&error)
+                error
             );
         }
         if start.elapsed() >= next_liveness_check {
@@ -182,7 +203,7 @@ pub fn wait_ready(endpoint: &Endpoint, timeout: Duration, watch: &ReadyWatch) ->
             if let Some(reason) = (watch.died)() {
                 bail!(
                     "PostgreSQL stopped before accepting connections ({reason})\nlast error: {}\n{}",
-                    describe_pg_error(&error),
+                    error,
                     (watch.log_tail)()
                 );
             }
@@ -193,7 +214,7 @@ pub fn wait_ready(endpoint: &Endpoint, timeout: Duration, watch: &ReadyWatch) ->
                 endpoint.host,
                 endpoint.port,
                 timeout.as_secs(),
-                describe_pg_error(&error),
+                error,
                 (watch.log_tail)()
             );
         }

@@ -43,8 +43,16 @@ fn run() -> anyhow::Result<ExitCode> {
         }
     };
     if let Command::Help { topic } = &args.command {
-        println!("{}", flags::help_text(topic.as_deref())?);
-        return Ok(ExitCode::SUCCESS);
+        return Ok(match flags::help_text(topic.as_deref()) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::from(2)
+            }
+        });
     }
     let ctx = Ctx::new(args.branch, args.provision)?;
     match args.command {

@@ -77,7 +77,7 @@ impl Docker {
         }))
     }
 
-    fn check_ours(&self, c: &Container) -> Result<()> {
+    fn check_owner(&self, c: &Container) -> Result<()> {
         if c.project.as_deref() != Some(self.project.as_str()) {
             bail!(
                 "a container named {} exists but was not created by xtask for project `{}`; it is left \
@@ -87,6 +87,37 @@ impl Docker {
                 self.container
             );
         }
+        Ok(())
+    }
+
+    /// `Some(true)` for our volume, `Some(false)` for someone else's, `None` when there is none.
+    fn volume_is_ours(&self) -> Result<Option<bool>> {
+        let volume = &self.volume;
+        let format = format!("{{{{index .Labels \"{PROJECT_LABEL}\"}}}}");
+        let output = cmd!(self.sh, "docker volume inspect --format {format} {volume}")
+            .quiet()
+            .ignore_status()
+            .output()?;
+        if !output.status.success() {
+            return Ok(None);
+        }
+        Ok(Some(String::from_utf8_lossy(&output.stdout).trim() == self.project))
+    }
+
+    fn refuse_foreign_volume(&self) -> Result<()> {
+        if self.volume_is_ours()? == Some(false) {
+            bail!(
+                "a volume named {} exists but was not created by xtask for project `{}`; it is left alone. \
+                 Remove or rename it yourself, or set a distinct `project`",
+                self.volume,
+                self.project
+            );
+        }
+        Ok(())
+    }
+
+    fn check_ours(&self, c: &Container) -> Result<()> {
+        self.check_owner(c)?;
         let port = self.port.to_string();
         if c.image != self.image || c.host_port.as_deref() != Some(port.as_str()) {
             bail!(
@@ -171,6 +202,7 @@ impl Docker {
     fn create(&self) -> Result<()> {
         let mount = data_mount(self.image_major()?);
         self.ensure_port_free()?;
+        self.refuse_foreign_volume()?;
         let volume = &self.volume;
         if cmd!(self.sh, "docker volume inspect {volume}")
             .quiet()
@@ -200,7 +232,14 @@ impl Docker {
         .ignore_status()
         .output()?;
         if !output.status.success() {
-            bail!("docker run failed: {}", String::from_utf8_lossy(&output.stderr).trim_end());
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            // Another worktree's setup created it at the same moment: use theirs.
+            if stderr.contains("Conflict")
+                && self.inspect()?.is_some_and(|c| c.project.as_deref() == Some(&self.project))
+            {
+                return Ok(());
+            }
+            bail!("docker run failed: {}", stderr.trim_end());
         }
         Ok(())
     }
@@ -278,12 +317,14 @@ impl Engine for Docker {
     }
 
     fn down(&self) -> Result<()> {
-        if self.inspect()?.is_none() {
+        let Some(container) = self.inspect()? else {
             eprintln!("no container {} to stop", self.container);
             return Ok(());
-        }
+        };
+        self.check_owner(&container)?;
         self.docker(&["stop", "--time", "30", &self.container])?;
-        self.docker(&["rm", &self.container])?;
+        // -v removes anonymous volumes an image may declare besides ours; the named volume stays.
+        self.docker(&["rm", "--volumes", &self.container])?;
         Ok(())
     }
 
@@ -317,6 +358,7 @@ impl Engine for Docker {
         if self.inspect()?.is_some() {
             self.down()?;
         }
+        self.refuse_foreign_volume()?;
         let volume = &self.volume;
         let output = cmd!(self.sh, "docker volume rm {volume}").quiet().ignore_status().output()?;
         let stderr = String::from_utf8_lossy(&output.stderr);

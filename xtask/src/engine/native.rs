@@ -22,6 +22,8 @@ pub const INSTALL_HINT: &str = "  Debian/Ubuntu: sudo apt-get install postgresql
                                 macOS: brew install postgresql@17";
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Marks a data directory as made by this tool, so it is never confused with someone else's folder.
+const DIR_MARKER: &str = ".xtask-data-dir";
 
 pub struct Native {
     dir: PathBuf,
@@ -129,7 +131,26 @@ impl Native {
         Ok(text)
     }
 
-    fn prepare_dir(&self) -> Result<()> {
+    /// Makes the data directory ours: created here, or already carrying our marker, or empty. A
+    /// directory holding anything else (say `XTASK_DATA_DIR=/tmp`) is refused, never re-owned.
+    fn claim_dir(&self) -> Result<()> {
+        let marker = self.dir.join(DIR_MARKER);
+        if marker.exists() {
+            return Ok(());
+        }
+        if self.cluster_major().is_some() {
+            // A cluster laid out by an earlier version of this tool, before the marker existed.
+            std::fs::write(&marker, "data directory of an xtask native PostgreSQL cluster\n")?;
+            return Ok(());
+        }
+        let occupied = std::fs::read_dir(&self.dir).is_ok_and(|mut entries| entries.next().is_some());
+        if occupied {
+            bail!(
+                "the data directory {} already holds other files: the native engine keeps its cluster in a \
+                 directory of its own. Choose a new or empty one with XTASK_DATA_DIR or `data-dir`",
+                self.dir.display()
+            );
+        }
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("create the data directory {}", self.dir.display()))?;
         std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))?;
@@ -138,13 +159,30 @@ impl Native {
                 .with_context(|| format!("give {} to the postgres user", self.dir.display()))?;
             check_reachable_by_others(&self.dir)?;
         }
+        std::fs::write(&marker, "data directory of an xtask native PostgreSQL cluster\n")?;
         Ok(())
+    }
+
+    /// Serialises up, down and teardown between processes (worktrees running setup at once).
+    fn lock(&self) -> Result<std::fs::File> {
+        use std::os::fd::AsRawFd;
+        let path = self.dir.join(".xtask.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("open {}", path.display()))?;
+        // SAFETY: flock on a descriptor we own; the lock ends when the file is closed.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(std::io::Error::last_os_error()).with_context(|| format!("lock {}", path.display()));
+        }
+        Ok(file)
     }
 
     /// initdb into a scratch directory renamed into place, so a crash never leaves half a cluster.
     fn init(&self, bins: &Binaries) -> Result<()> {
         eprintln!("creating a PostgreSQL {} cluster in {}", bins.major, self.pgdata.display());
-        self.prepare_dir()?;
         let scratch = self.dir.join("pgdata.init");
         if scratch.exists() {
             std::fs::remove_dir_all(&scratch)?;
@@ -201,6 +239,21 @@ impl Native {
         self.wait()
     }
 
+    /// Waits for a server that is (or was) running, on the configured port.
+    fn wait_running(&self) -> Result<()> {
+        if let Some((pid, port)) = self.running_pid_and_port()
+            && port != self.port
+        {
+            bail!(
+                "the cluster in {} runs on port {port} (pid {pid}) but the configuration says {}: \
+                 run `cargo xtask db-down` then `cargo xtask db-up` to restart it on the new port",
+                self.pgdata.display(),
+                self.port
+            );
+        }
+        self.wait()
+    }
+
     fn wait(&self) -> Result<()> {
         let watch = ReadyWatch {
             died: &|| (!self.is_running()).then(|| "the postgres process exited".to_owned()),
@@ -225,17 +278,18 @@ impl Engine for Native {
     }
 
     fn up(&self) -> Result<UpOutcome> {
-        if let Some((pid, port)) = self.running_pid_and_port() {
-            if port != self.port {
-                bail!(
-                    "the cluster in {} runs on port {port} (pid {pid}) but the configuration says {}: \
-                     run `cargo xtask db-down` then `cargo xtask db-up` to restart it on the new port",
-                    self.pgdata.display(),
-                    self.port
-                );
-            }
-            self.wait()?;
+        if self.is_running() && self.wait_running().is_ok() {
             return Ok(UpOutcome::AlreadyRunning);
+        }
+        self.claim_dir()?;
+        let _lock = self.lock()?;
+        // Another process may have started it while we waited for the lock; or it died meanwhile.
+        if self.is_running() {
+            match self.wait_running() {
+                Ok(()) => return Ok(UpOutcome::AlreadyRunning),
+                Err(error) if self.is_running() => return Err(error),
+                Err(_) => {}
+            }
         }
         let bins = self.binaries()?;
         let outcome = if self.cluster_major().is_none() {
@@ -281,6 +335,9 @@ impl Engine for Native {
     }
 
     fn destroy(&self) -> Result<()> {
+        if !self.dir.join(DIR_MARKER).exists() && self.cluster_major().is_none() {
+            return Ok(()); // nothing of ours here
+        }
         if self.is_running() {
             self.down()?;
         }
@@ -290,8 +347,10 @@ impl Engine for Native {
                     .with_context(|| format!("delete {}", leftover.display()))?;
             }
         }
-        let _ = std::fs::remove_file(&self.log);
-        // The directory itself goes only when nothing else of the user's is in it.
+        for file in [&self.log, &self.dir.join(DIR_MARKER), &self.dir.join(".xtask.lock")] {
+            let _ = std::fs::remove_file(file);
+        }
+        // The directory itself goes only when nothing else is in it.
         let _ = std::fs::remove_dir(&self.dir);
         Ok(())
     }
@@ -343,9 +402,14 @@ fn process_is_postgres(pid: i32) -> bool {
     if !alive {
         return false;
     }
-    // A pid reused by another program is not our server (Linux tells; elsewhere trust the pid).
+    // A pid reused by another program, or a zombie, is not our server (Linux tells; elsewhere trust
+    // the pid).
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat.rsplit_once(") ").map(|(_, rest)| rest.starts_with('Z')))
+        .unwrap_or(false);
     match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
-        Ok(comm) => matches!(comm.trim(), "postgres" | "postmaster"),
+        Ok(comm) => !zombie && matches!(comm.trim(), "postgres" | "postmaster"),
         Err(_) => true,
     }
 }

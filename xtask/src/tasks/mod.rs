@@ -189,8 +189,16 @@ pub fn db_status(ctx: &Ctx, json: bool) -> Result<()> {
     let engine = engine::select(ctx)?;
     let status = engine.status()?;
     let endpoint = engine.endpoint();
+    let mut status = status;
+    // A server that runs but refuses us is reported, not fatal: status must always tell the truth.
     let on_server = match status.state {
-        ServerState::Running => Some(Admin::connect(endpoint)?.databases()?),
+        ServerState::Running => match Admin::connect(endpoint).and_then(|mut admin| admin.databases()) {
+            Ok(databases) => Some(databases),
+            Err(error) => {
+                status.detail = format!("{}; but: {error:#}", status.detail);
+                None
+            }
+        },
         _ => None,
     };
     let report = StatusReport {
@@ -308,11 +316,11 @@ fn refuse_remote_without_force(engine: &dyn Engine, force: bool, task: &str) -> 
 fn connect_running(engine: &dyn Engine, task: &str) -> Result<Admin> {
     let status = engine.status()?;
     if status.state != ServerState::Running {
-        bail!(
-            "{task} needs the server, which is {} ({}): start it with `cargo xtask db-up`",
-            state_name(status.state),
-            status.detail
-        );
+        let advice = match engine.kind() {
+            EngineKind::External => "check that it runs and that XTASK_DATABASE_URL is right",
+            _ => "start it with `cargo xtask db-up`",
+        };
+        bail!("{task} needs the server, which is {} ({}): {advice}", state_name(status.state), status.detail);
     }
     Admin::connect(engine.endpoint())
 }

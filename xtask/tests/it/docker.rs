@@ -29,7 +29,6 @@ fn docker_endpoint_and_connect() {
 #[test]
 fn docker_password_is_redacted() {
     lifecycle::password_is_redacted("docker");
-    // The container was given the password through the environment, not its command line.
 }
 
 #[test]
@@ -45,8 +44,6 @@ fn docker_stopped_container_is_started_again() {
     // Published on loopback only.
     let ports = docker(&["port", &container, "5432/tcp"]);
     assert_eq!(ports, format!("127.0.0.1:{}", p.port));
-    let args = docker(&["inspect", "--format", "{{json .Args}} {{json .Config.Cmd}}", &container]);
-    assert!(!args.contains("postgres\",\"-e"), "{args}");
 }
 
 #[test]
@@ -90,7 +87,7 @@ fn docker_container_not_ours_is_left_alone() {
     docker(&["create", "--name", &container, &crate::harness::test_image()]);
     let err = p.fails(&["db-up"]);
     contains(&err, "not created by xtask");
-    docker(&["rm", &container]);
+    docker(&["rm", "--volumes", &container]);
 }
 
 #[test]

@@ -83,7 +83,9 @@ impl Project {
         let mut command = Command::new(XTASK);
         command.args(args).current_dir(self.path());
         for (key, _) in std::env::vars() {
-            if key.starts_with("XTASK_") {
+            let ci_branch =
+                ["GITHUB_HEAD_REF", "GITHUB_REF_NAME", "CI_COMMIT_REF_NAME"].contains(&key.as_str());
+            if key.starts_with("XTASK_") || ci_branch {
                 command.env_remove(key);
             }
         }
