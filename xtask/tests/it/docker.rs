@@ -87,7 +87,17 @@ fn docker_container_not_ours_is_left_alone() {
     docker(&["create", "--name", &container, &crate::harness::test_image()]);
     let err = p.fails(&["db-up"]);
     contains(&err, "not created by xtask");
+    contains(&p.fails(&["db-down"]), "not created by xtask");
+    contains(&p.fails(&["teardown"]), "not created by xtask");
+    docker(&["container", "inspect", &container]);
     docker(&["rm", "--volumes", &container]);
+    // Nor is a foreign volume of our name taken over or removed.
+    let volume = format!("{}-pgdata", p.name);
+    docker(&["volume", "create", &volume]);
+    contains(&p.fails(&["db-up"]), "volume");
+    contains(&p.fails(&["teardown"]), "volume");
+    docker(&["volume", "inspect", &volume]);
+    docker(&["volume", "rm", &volume]);
 }
 
 #[test]

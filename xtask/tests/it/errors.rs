@@ -113,6 +113,45 @@ fn wrong_password_for_existing_cluster_is_explained() {
 }
 
 #[test]
+fn status_reports_a_refused_login_instead_of_failing() {
+    let mut p = Project::new("native");
+    p.ok(&["db-up"]);
+    p.set("XTASK_PASSWORD", "wrong");
+    let status = p.status("main");
+    assert_eq!(status["server"]["state"], "running");
+    contains(status["server"]["detail"].as_str().unwrap(), "password authentication failed");
+    assert_eq!(status["databases"][0]["exists"], serde_json::Value::Null);
+}
+
+#[test]
+fn data_dir_holding_other_files_is_refused_and_left_as_it_was() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut p = Project::new("native");
+    let foreign = p.path().join("foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::set_permissions(&foreign, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    std::fs::write(foreign.join("keep.txt"), "mine").unwrap();
+    p.set("XTASK_DATA_DIR", foreign.to_str().unwrap());
+    contains(&p.fails(&["db-up"]), "already holds other files");
+    p.ok(&["teardown"]);
+    assert_eq!(std::fs::read_to_string(foreign.join("keep.txt")).unwrap(), "mine");
+    assert_eq!(std::fs::metadata(&foreign).unwrap().permissions().mode() & 0o7777, 0o1777);
+}
+
+#[test]
+fn silent_server_does_not_hang() {
+    // Accepts TCP connections and never says a word.
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut p = Project::new("external");
+    p.set("XTASK_DATABASE_URL", &format!("postgres://u:p@127.0.0.1:{port}/postgres"));
+    let started = std::time::Instant::now();
+    contains(&p.fails(&["db-up"]), "did not answer the login");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    drop(listener);
+}
+
+#[test]
 fn unlabelled_database_with_our_name_is_never_touched() {
     let p = Project::new("native");
     p.ok(&["db-up"]);

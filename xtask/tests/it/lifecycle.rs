@@ -140,10 +140,10 @@ pub fn password_is_redacted(engine: &str) {
     contains(&p.endpoint("main"), "s3cret-Pa55");
 }
 
-/// Several worktrees running `setup` at the same moment: every run succeeds, every database is made once.
+/// Several worktrees running `setup` at the same moment, from no server at all: every run succeeds,
+/// one server is made, every database is made once.
 pub fn concurrent_setups(engine: &str) {
     let p = Project::new(engine);
-    p.ok(&["db-up"]);
     let branches = ["wt/a", "wt/b", "wt/c", "wt/d", "wt/a", "wt/b"];
     let children: Vec<_> = branches
         .iter()
@@ -159,4 +159,5 @@ pub fn concurrent_setups(engine: &str) {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
     assert_eq!(p.databases_on_server().len(), 4);
+    assert_eq!(p.server_state(), "running");
 }
