@@ -18,6 +18,24 @@ pub fn user_ids(name: &str) -> Option<(u32, u32)> {
     }
 }
 
+/// Opens (creating) `path` and holds an exclusive `flock` on it until the file is dropped; the
+/// lock also ends when the process dies.
+pub fn exclusive_lock(path: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    use anyhow::Context;
+    use std::os::fd::AsRawFd;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("open {}", path.display()))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("lock {}", path.display()));
+    }
+    Ok(file)
+}
+
 /// `None` when the port is free on 127.0.0.1, else a description of its holder when one can be found.
 pub fn port_holder(port: u16) -> Option<String> {
     if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {

@@ -26,6 +26,8 @@ pub struct Docker {
     image: String,
     port: u16,
     endpoint: Endpoint,
+    /// Where the lock that serialises `up` between processes lives.
+    lock_dir: PathBuf,
 }
 
 /// What `docker container inspect` says about our container.
@@ -50,6 +52,7 @@ impl Docker {
             image: config.image.clone(),
             port: config.port,
             endpoint: Endpoint::local(config.port, &config.user, &config.password),
+            lock_dir: config.data_dir.clone(),
         })
     }
 
@@ -234,14 +237,25 @@ impl Docker {
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
             // Another worktree's setup created it at the same moment: use theirs.
-            if stderr.contains("Conflict")
-                && self.inspect()?.is_some_and(|c| c.project.as_deref() == Some(&self.project))
-            {
+            if stderr.contains("Conflict") && self.appears_as_ours(Duration::from_secs(10)) {
                 return Ok(());
             }
             bail!("docker run failed: {}", stderr.trim_end());
         }
         Ok(())
+    }
+
+    /// Whether our container shows up within `limit`: a name another process has just taken may
+    /// not be inspectable for a moment.
+    fn appears_as_ours(&self, limit: Duration) -> bool {
+        let start = std::time::Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(c)) = self.inspect() {
+                return c.project.as_deref() == Some(self.project.as_str());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
     }
 
     fn logs_tail(&self) -> String {
@@ -284,6 +298,15 @@ impl Engine for Docker {
     }
 
     fn up(&self) -> Result<UpOutcome> {
+        if let Some(running) = self.inspect()?.filter(|c| c.status == "running") {
+            self.check_ours(&running)?;
+            self.wait()?;
+            return Ok(UpOutcome::AlreadyRunning);
+        }
+        // Worktrees running setup at once: one creates or starts the container, the others wait.
+        std::fs::create_dir_all(&self.lock_dir)
+            .with_context(|| format!("create {}", self.lock_dir.display()))?;
+        let _lock = os::exclusive_lock(&self.lock_dir.join(".xtask-docker.lock"))?;
         let outcome = match self.inspect()? {
             None => {
                 self.create()?;

@@ -143,7 +143,10 @@ impl Native {
             std::fs::write(&marker, "data directory of an xtask native PostgreSQL cluster\n")?;
             return Ok(());
         }
-        let occupied = std::fs::read_dir(&self.dir).is_ok_and(|mut entries| entries.next().is_some());
+        // Our own lock files (the docker engine keeps its lock here too) do not count.
+        let occupied = std::fs::read_dir(&self.dir).is_ok_and(|entries| {
+            entries.flatten().any(|e| !e.file_name().to_string_lossy().starts_with(".xtask"))
+        });
         if occupied {
             bail!(
                 "the data directory {} already holds other files: the native engine keeps its cluster in a \
@@ -165,19 +168,7 @@ impl Native {
 
     /// Serialises up, down and teardown between processes (worktrees running setup at once).
     fn lock(&self) -> Result<std::fs::File> {
-        use std::os::fd::AsRawFd;
-        let path = self.dir.join(".xtask.lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("open {}", path.display()))?;
-        // SAFETY: flock on a descriptor we own; the lock ends when the file is closed.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(std::io::Error::last_os_error()).with_context(|| format!("lock {}", path.display()));
-        }
-        Ok(file)
+        os::exclusive_lock(&self.dir.join(".xtask.lock"))
     }
 
     /// initdb into a scratch directory renamed into place, so a crash never leaves half a cluster.

@@ -3,32 +3,11 @@
 use std::process::Command;
 
 use crate::harness::{Project, contains, free_port};
-use crate::lifecycle;
 
 fn docker(args: &[&str]) -> String {
     let out = Command::new("docker").args(args).output().unwrap();
     assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-#[test]
-fn docker_life_cycle() {
-    lifecycle::server_life_cycle("docker");
-}
-
-#[test]
-fn docker_adversarial_branches() {
-    lifecycle::adversarial_branches("docker");
-}
-
-#[test]
-fn docker_endpoint_and_connect() {
-    lifecycle::endpoint_and_connect("docker");
-}
-
-#[test]
-fn docker_password_is_redacted() {
-    lifecycle::password_is_redacted("docker");
 }
 
 #[test]
@@ -120,44 +99,4 @@ fn docker_busy_port_names_the_container() {
         &err,
         &format!("port {} on 127.0.0.1 is taken by docker container {}-postgres", first.port, first.name),
     );
-}
-
-#[test]
-fn docker_concurrent_setups() {
-    lifecycle::concurrent_setups("docker");
-}
-
-#[test]
-fn docker_migrate_apply_reapply_rollback() {
-    crate::migrate::apply_reapply_rollback("docker");
-}
-
-#[test]
-fn docker_migrate_edited_missing_out_of_order() {
-    crate::migrate::edited_missing_and_out_of_order("docker");
-}
-
-#[test]
-fn docker_migrate_failure_leaves_nothing() {
-    crate::migrate::failing_migration_leaves_nothing("docker");
-}
-
-#[test]
-fn docker_migrate_no_transaction() {
-    crate::migrate::no_transaction_index_concurrently("docker");
-}
-
-#[test]
-fn docker_migrate_concurrently() {
-    crate::migrate::concurrent_migrate("docker");
-}
-
-#[test]
-fn docker_seeds() {
-    crate::migrate::seeds("docker");
-}
-
-#[test]
-fn docker_sqlx_interop() {
-    crate::migrate::sqlx_interop("docker");
 }

@@ -10,3 +10,30 @@ mod external;
 mod lifecycle;
 mod migrate;
 mod native;
+
+/// The scenarios every engine that owns its server must pass, once per engine.
+macro_rules! on_both_engines {
+    ($($name:ident => $scenario:path),* $(,)?) => {
+        mod native_engine {
+            $(#[test] fn $name() { $scenario("native") })*
+        }
+        mod docker_engine {
+            $(#[test] fn $name() { $scenario("docker") })*
+        }
+    };
+}
+
+on_both_engines! {
+    life_cycle => crate::lifecycle::server_life_cycle,
+    adversarial_branches => crate::lifecycle::adversarial_branches,
+    endpoint_and_connect => crate::lifecycle::endpoint_and_connect,
+    password_is_redacted => crate::lifecycle::password_is_redacted,
+    concurrent_setups => crate::lifecycle::concurrent_setups,
+    migrate_apply_reapply_rollback => crate::migrate::apply_reapply_rollback,
+    migrate_edited_missing_out_of_order => crate::migrate::edited_missing_and_out_of_order,
+    migrate_failure_leaves_nothing => crate::migrate::failing_migration_leaves_nothing,
+    migrate_no_transaction => crate::migrate::no_transaction_index_concurrently,
+    migrate_concurrently => crate::migrate::concurrent_migrate,
+    seeds => crate::migrate::seeds,
+    sqlx_interop => crate::migrate::sqlx_interop,
+}

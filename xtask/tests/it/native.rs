@@ -1,7 +1,6 @@
 //! The native engine: a private cluster made with initdb and run with pg_ctl.
 
 use crate::harness::{Project, contains};
-use crate::lifecycle;
 
 /// The real psql client: a versioned binary when Debian has one, else the one on PATH.
 pub fn psql() -> std::path::PathBuf {
@@ -14,26 +13,6 @@ pub fn psql() -> std::path::PathBuf {
         .collect();
     versioned.sort();
     versioned.pop().unwrap_or_else(|| "psql".into())
-}
-
-#[test]
-fn native_life_cycle() {
-    lifecycle::server_life_cycle("native");
-}
-
-#[test]
-fn native_adversarial_branches() {
-    lifecycle::adversarial_branches("native");
-}
-
-#[test]
-fn native_endpoint_and_connect() {
-    lifecycle::endpoint_and_connect("native");
-}
-
-#[test]
-fn native_password_is_redacted() {
-    lifecycle::password_is_redacted("native");
 }
 
 #[test]
@@ -89,44 +68,4 @@ fn native_stale_cluster_after_down_starts_again() {
     assert_eq!(p.server_state(), "running");
     p.ok(&["teardown"]);
     assert!(!p.data_dir().join("pgdata").exists());
-}
-
-#[test]
-fn native_concurrent_setups() {
-    lifecycle::concurrent_setups("native");
-}
-
-#[test]
-fn native_migrate_apply_reapply_rollback() {
-    crate::migrate::apply_reapply_rollback("native");
-}
-
-#[test]
-fn native_migrate_edited_missing_out_of_order() {
-    crate::migrate::edited_missing_and_out_of_order("native");
-}
-
-#[test]
-fn native_migrate_failure_leaves_nothing() {
-    crate::migrate::failing_migration_leaves_nothing("native");
-}
-
-#[test]
-fn native_migrate_no_transaction() {
-    crate::migrate::no_transaction_index_concurrently("native");
-}
-
-#[test]
-fn native_migrate_concurrently() {
-    crate::migrate::concurrent_migrate("native");
-}
-
-#[test]
-fn native_seeds() {
-    crate::migrate::seeds("native");
-}
-
-#[test]
-fn native_sqlx_interop() {
-    crate::migrate::sqlx_interop("native");
 }
