@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
+use toml::Spanned;
 
 use crate::naming;
 
@@ -35,13 +36,13 @@ impl EngineKind {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct FileConfig {
-    project: Option<String>,
+    project: Option<Spanned<String>>,
     engine: Option<EngineKind>,
-    port: Option<u16>,
+    port: Option<Spanned<u16>>,
     image: Option<String>,
-    user: Option<String>,
-    password: Option<String>,
-    default_branches: Option<Vec<String>>,
+    user: Option<Spanned<String>>,
+    password: Option<Spanned<String>>,
+    default_branches: Option<Spanned<Vec<String>>>,
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
 }
@@ -93,31 +94,99 @@ impl Config {
 
 fn parse_manifest(text: &str) -> Result<FileConfig> {
     let manifest: Manifest = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(manifest.workspace.and_then(|w| w.metadata).and_then(|m| m.xtask).unwrap_or_default())
+    let file = manifest.workspace.and_then(|w| w.metadata).and_then(|m| m.xtask).unwrap_or_default();
+    validate_file(&file, text)?;
+    Ok(file)
+}
+
+/// Checks the values TOML accepted but this tool cannot use, naming line, column and key.
+fn validate_file(file: &FileConfig, text: &str) -> Result<()> {
+    let problems = [
+        file.project.as_ref().map(|v| ("project", v.span(), check_project(v.get_ref()))),
+        file.port.as_ref().map(|v| ("port", v.span(), check_port(*v.get_ref()))),
+        file.user.as_ref().map(|v| ("user", v.span(), check_user(v.get_ref()))),
+        file.password.as_ref().map(|v| ("password", v.span(), check_password(v.get_ref()))),
+        file.default_branches.as_ref().map(|v| ("default-branches", v.span(), check_branches(v.get_ref()))),
+    ];
+    for (key, span, check) in problems.into_iter().flatten() {
+        if let Err(problem) = check {
+            let (line, column) = line_column(text, span.start);
+            bail!("line {line}, column {column}: `{key}`: {problem}");
+        }
+    }
+    Ok(())
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+fn check_project(name: &str) -> Result<(), String> {
+    if naming::is_valid_base(name) {
+        return Ok(());
+    }
+    Err(format!(
+        "`{name}` is not a valid project name: use lower-case letters, digits and `_`, starting with a \
+         letter, at most {} bytes (for example `{}`)",
+        naming::MAX_PROJECT_BYTES,
+        naming::project_from_folder(name)
+    ))
+}
+
+fn check_port(port: u16) -> Result<(), String> {
+    if port == 0 { Err("expected a port number from 1 to 65535".into()) } else { Ok(()) }
+}
+
+fn check_user(user: &str) -> Result<(), String> {
+    if user.is_empty() || user.contains('\0') {
+        Err(format!("{user:?} is not a valid role name"))
+    } else {
+        Ok(())
+    }
+}
+
+fn check_password(password: &str) -> Result<(), String> {
+    if password.contains('\0') || password.contains('\n') {
+        Err("the password contains a NUL or newline character, which Postgres cannot store".into())
+    } else {
+        Ok(())
+    }
+}
+
+fn check_branches(branches: &[String]) -> Result<(), String> {
+    if branches.is_empty() || branches.iter().any(|b| b.trim().is_empty()) {
+        Err("name at least one non-empty branch, for example [\"main\"]".into())
+    } else {
+        Ok(())
+    }
+}
+
+/// An environment value checked like its file key, with the variable named in the error.
+fn from_env(
+    var: &str,
+    value: Option<String>,
+    check: fn(&str) -> Result<(), String>,
+) -> Result<Option<String>> {
+    if let Some(value) = &value {
+        check(value).map_err(|problem| anyhow::anyhow!("{var}={value:?}: {problem}"))?;
+    }
+    Ok(value)
 }
 
 fn resolve(file: FileConfig, root: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config> {
-    let project = match env("XTASK_PROJECT").or(file.project) {
-        Some(name) => {
-            if !naming::is_valid_base(&name) {
-                bail!(
-                    "project `{name}` is not a valid project name: use lower-case letters, digits and `_`, \
-                     starting with a letter, at most {} bytes (for example `{}`)",
-                    naming::MAX_PROJECT_BYTES,
-                    naming::project_from_folder(&name)
-                );
+    let project = match from_env("XTASK_PROJECT", env("XTASK_PROJECT"), check_project)? {
+        Some(name) => name,
+        None => match file.project {
+            Some(name) => name.into_inner(),
+            None => {
+                let main_checkout = main_checkout_of_worktree(root);
+                let folder = main_checkout.as_deref().unwrap_or(root).file_name();
+                naming::project_from_folder(&folder.map_or("project".into(), |f| f.to_string_lossy()))
             }
-            name
-        }
-        None => {
-            let main_checkout = main_checkout_of_worktree(root);
-            let folder = main_checkout
-                .as_deref()
-                .unwrap_or(root)
-                .file_name()
-                .map(|f| f.to_string_lossy().into_owned());
-            naming::project_from_folder(folder.as_deref().unwrap_or("project"))
-        }
+        },
     };
     let engine = match env("XTASK_ENGINE") {
         Some(text) => EngineKind::parse(&text).with_context(|| {
@@ -131,23 +200,19 @@ fn resolve(file: FileConfig, root: &Path, env: &dyn Fn(&str) -> Option<String>) 
             .ok()
             .filter(|p| *p != 0)
             .with_context(|| format!("XTASK_PORT={text:?}: expected a port number from 1 to 65535"))?,
-        None => file.port.unwrap_or(DEFAULT_PORT),
+        None => file.port.map_or(DEFAULT_PORT, Spanned::into_inner),
     };
-    if port == 0 {
-        bail!("port = 0 in [workspace.metadata.xtask]: expected a port number from 1 to 65535");
-    }
-    let user = env("XTASK_USER").or(file.user).unwrap_or(DEFAULT_USER.into());
-    if user.is_empty() || user.contains('\0') {
-        bail!("user {user:?} is not a valid role name");
-    }
-    let password = env("XTASK_PASSWORD").or(file.password).unwrap_or(DEFAULT_PASSWORD.into());
-    if password.contains('\0') || password.contains('\n') {
-        bail!("the configured password contains a NUL or newline character, which Postgres cannot store");
-    }
-    let default_branches = file.default_branches.unwrap_or_else(|| vec!["main".into(), "master".into()]);
-    if default_branches.is_empty() {
-        bail!("default-branches is empty: name at least one branch, for example [\"main\"]");
-    }
+    let user = from_env("XTASK_USER", env("XTASK_USER"), check_user)?
+        .or(file.user.map(Spanned::into_inner))
+        .unwrap_or(DEFAULT_USER.into());
+    let password = from_env("XTASK_PASSWORD", env("XTASK_PASSWORD"), check_password)
+        .map_err(|_| {
+            anyhow::anyhow!("XTASK_PASSWORD contains a NUL or newline character, which Postgres cannot store")
+        })?
+        .or(file.password.map(Spanned::into_inner))
+        .unwrap_or(DEFAULT_PASSWORD.into());
+    let default_branches =
+        file.default_branches.map_or_else(|| vec!["main".into(), "master".into()], Spanned::into_inner);
     let data_dir = match env("XTASK_DATA_DIR").map(PathBuf::from).or(file.data_dir) {
         Some(dir) if dir.is_relative() => root.join(dir),
         Some(dir) => dir,
@@ -251,14 +316,19 @@ data-dir = "target/pg"
             ("[workspace.metadata.xtask]\nport = \"x\"\n", "line 2"),
             ("[workspace.metadata.xtask]\nport = 70000\n", "line 2"),
             ("[workspace.metadata.xtask]\nengine = \"podman\"\n", "podman"),
-            ("[workspace.metadata.xtask]\nproject = \"Bad Name\"\n", "bad_name"),
-            ("[workspace.metadata.xtask]\ndefault-branches = []\n", "default-branches"),
+            ("[workspace.metadata.xtask]\nproject = \"Bad Name\"\n", "line 2, column 11: `project`"),
+            ("[workspace.metadata.xtask]\nproject = \"\"\n", "line 2, column 11: `project`"),
+            ("[workspace.metadata.xtask]\nport = 0\n", "line 2, column 8: `port`"),
+            ("[workspace.metadata.xtask]\nuser = \"\"\n", "line 2, column 8: `user`"),
+            ("[workspace.metadata.xtask]\ndefault-branches = []\n", "line 2, column 20: `default-branches`"),
             ("[workspace.metadata.xtask\n", "line 1"),
         ] {
             let msg = format!("{:#}", load(toml, &[("XTASK_DATA_DIR", "/d")]).unwrap_err());
             assert!(msg.contains(needle), "{toml:?}: {msg}");
         }
-        for (key, value) in [("XTASK_PORT", "abc"), ("XTASK_PORT", "0"), ("XTASK_ENGINE", "x")] {
+        for (key, value) in
+            [("XTASK_PORT", "abc"), ("XTASK_PORT", "0"), ("XTASK_ENGINE", "x"), ("XTASK_PROJECT", "A B")]
+        {
             let msg = format!("{:#}", load("", &[(key, value), ("XTASK_DATA_DIR", "/d")]).unwrap_err());
             assert!(msg.contains(key), "{msg}");
         }
