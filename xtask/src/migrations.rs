@@ -473,6 +473,33 @@ mod tests {
         }
     }
 
+    fn discover_files(names: &[&str]) -> Result<Vec<Migration>> {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("m")).unwrap();
+        for name in names {
+            std::fs::write(root.path().join("m").join(name), "select 1;").unwrap();
+        }
+        discover(root.path(), Path::new("m"))
+    }
+
+    #[test]
+    fn discovery_pairs_ups_and_downs_and_rejects_the_rest() {
+        let found =
+            discover_files(&["2_b.sql", "1_a.up.sql", "1_a.down.sql", "schema.sql", "notes.txt"]).unwrap();
+        assert_eq!(found.iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(found[0].down.as_deref(), Some(Path::new("m/1_a.down.sql")));
+        assert!(found[1].down.is_none());
+        for (names, needle) in [
+            (&["1_a.up.sql", "1_b.up.sql"][..], "share version 1"),
+            (&["1_a.down.sql"][..], "without an up"),
+            (&["1_a.sql", "1_a.down.sql"][..], "has a down file but its up is"),
+            (&["add_users.sql"][..], "m/add_users.sql"),
+        ] {
+            let error = format!("{:#}", discover_files(names).unwrap_err());
+            assert!(error.contains(needle), "{names:?}: {error}");
+        }
+    }
+
     #[test]
     fn plan_finds_pending_modified_missing_out_of_order() {
         let files = [file(1, "a"), file(2, "b-edited"), file(3, "c"), file(5, "e")];
