@@ -67,7 +67,7 @@ pub fn ensure_table(client: &mut Client) -> Result<()> {
 
 /// Applies one migration with its record. `durable` makes this commit wait for the disk, which
 /// also flushes every asynchronous commit before it.
-pub fn apply(client: &mut Client, root: &Path, migration: &Migration, durable: bool) -> Result<Duration> {
+pub fn apply(client: &mut Client, migration: &Migration, durable: bool) -> Result<Duration> {
     let start = Instant::now();
     let record = format!(
         "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
@@ -78,7 +78,7 @@ pub fn apply(client: &mut Client, root: &Path, migration: &Migration, durable: b
         hex(&migration.checksum)
     );
     if migration.no_transaction {
-        run_statements_one_by_one(client, root, migration)?;
+        run_statements_one_by_one(client, migration)?;
         client.batch_execute(&record).map_err(|e| anyhow!(describe_pg_error(&e)))?;
         return Ok(start.elapsed());
     }
@@ -113,7 +113,7 @@ pub fn revert(client: &mut Client, down_path: &Path, down_sql: &str, version: i6
 
 /// `-- no-transaction` files: each statement on its own, since CREATE INDEX CONCURRENTLY refuses to
 /// run in any transaction block, including the implicit one of a multi-statement query.
-fn run_statements_one_by_one(client: &mut Client, _root: &Path, migration: &Migration) -> Result<()> {
+fn run_statements_one_by_one(client: &mut Client, migration: &Migration) -> Result<()> {
     for (offset, statement) in split_statements(&migration.sql) {
         if let Err(error) = client.batch_execute(statement) {
             let rendered = render_statement_error(&error, &migration.up, &migration.sql, offset, statement);

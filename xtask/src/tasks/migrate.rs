@@ -98,22 +98,16 @@ pub fn migrate_database(
     if !plan.problems.is_empty() {
         bail!(migrations::explain(&plan.problems, name));
     }
-    apply_pending(&mut client, &ctx.root, &files, &plan.pending, name)?;
+    apply_pending(&mut client, &files, &plan.pending, name)?;
     Ok(Migrated::Applied(plan.pending.len()))
 }
 
-fn apply_pending(
-    client: &mut Client,
-    root: &Path,
-    files: &[Migration],
-    pending: &[usize],
-    name: &str,
-) -> Result<()> {
+fn apply_pending(client: &mut Client, files: &[Migration], pending: &[usize], name: &str) -> Result<()> {
     let start = Instant::now();
     for (n, index) in pending.iter().enumerate() {
         let migration = &files[*index];
         let durable = n + 1 == pending.len();
-        let took = runner::apply(client, root, migration, durable)?;
+        let took = runner::apply(client, migration, durable)?;
         eprintln!("applied {} ({})", migration.up.display(), millis(took));
     }
     eprintln!("migrate: applied {} migration(s) to {name} in {}", pending.len(), millis(start.elapsed()));
