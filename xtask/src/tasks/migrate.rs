@@ -1,6 +1,5 @@
 //! Tasks over migrations and seeds: migrate, rollback, migrations (status), prepare, seed.
 
-use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
