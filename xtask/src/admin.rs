@@ -3,11 +3,11 @@
 //! Every database this tool creates carries a label (`COMMENT ON DATABASE`, JSON) naming project,
 //! logical database, branch and creation time. Nothing without this project's label is ever dropped.
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use postgres::Client;
 use serde::{Deserialize, Serialize};
 
-use crate::conn::{Endpoint, describe_pg_error};
+use crate::conn::{Endpoint, PgError};
 use crate::naming::{DbName, quote_ident};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,16 +52,19 @@ impl Admin {
         Ok(Admin { client })
     }
 
-    pub fn databases(&mut self) -> Result<Vec<ServerDatabase>> {
+    /// Every database on the server with its label. Sizes are computed only for `sized`: summing
+    /// the files of every database on a shared server is slow and not ours to pay.
+    pub fn databases(&mut self, sized: &[&str]) -> Result<Vec<ServerDatabase>> {
         let rows = self
             .client
             .query(
                 "SELECT d.datname, shobj_description(d.oid, 'pg_database'), \
-                        CASE WHEN has_database_privilege(d.oid, 'CONNECT') THEN pg_database_size(d.oid) END \
+                        CASE WHEN d.datname = ANY($1) AND has_database_privilege(d.oid, 'CONNECT') \
+                             THEN pg_database_size(d.oid) END \
                  FROM pg_database d WHERE NOT d.datistemplate ORDER BY d.datname",
-                &[],
+                &[&sized],
             )
-            .map_err(|e| anyhow!(describe_pg_error(&e)))
+            .map_err(PgError::from)
             .context("list databases")?;
         Ok(rows
             .iter()
@@ -76,14 +79,28 @@ impl Admin {
             .collect())
     }
 
-    pub fn find(&mut self, name: &DbName) -> Result<Option<ServerDatabase>> {
-        Ok(self.databases()?.into_iter().find(|d| d.name == name.as_str()))
+    fn find(&mut self, name: &str) -> Result<Option<ServerDatabase>> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
+                &[&name],
+            )
+            .map_err(PgError::from)?;
+        Ok(row.map(|row| ServerDatabase {
+            name: name.to_owned(),
+            label: row
+                .get::<_, Option<String>>(0)
+                .and_then(|text| serde_json::from_str::<Label>(&text).ok())
+                .filter(|label| label.tool == "xtask"),
+            size_bytes: None,
+        }))
     }
 
     /// Creates and labels the database unless it exists with the same label already.
     pub fn create(&mut self, name: &DbName, project: &str, logical: &str, branch: &str) -> Result<Created> {
         self.with_catalog_lock(|admin| {
-            if let Some(existing) = admin.find(name)? {
+            if let Some(existing) = admin.find(name.as_str())? {
                 check_ownership(&existing, project, logical, branch)?;
                 return Ok(Created::Existing);
             }
@@ -113,7 +130,7 @@ impl Admin {
                    'created', to_char(now() AT TIME ZONE 'utc', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))::text)",
                 &[&name, &project, &logical, &branch],
             )
-            .map_err(|e| anyhow!(describe_pg_error(&e)))?;
+            .map_err(PgError::from)?;
         self.execute(row.get::<_, &str>(0)).context("label database")
     }
 
@@ -121,7 +138,7 @@ impl Admin {
     /// Its open connections are ended first.
     pub fn drop_labelled(&mut self, name: &str, project: &str) -> Result<bool> {
         self.with_catalog_lock(|admin| {
-            let Some(existing) = admin.databases()?.into_iter().find(|d| d.name == name) else {
+            let Some(existing) = admin.find(name)? else {
                 return Ok(false);
             };
             if !existing.belongs_to(project) {
@@ -140,7 +157,7 @@ impl Admin {
                          WHERE datname = $1 AND pid <> pg_backend_pid()",
                         &[&name],
                     )
-                    .map_err(|e| anyhow!(describe_pg_error(&e)))?;
+                    .map_err(PgError::from)?;
                 admin.execute(&format!("DROP DATABASE {}", quote_ident(name)))?;
             }
             Ok(true)
@@ -152,24 +169,24 @@ impl Admin {
         let row = self
             .client
             .query_one("SELECT current_setting('server_version_num')::int", &[])
-            .map_err(|e| anyhow!(describe_pg_error(&e)))?;
+            .map_err(PgError::from)?;
         Ok(row.get(0))
     }
 
     fn with_catalog_lock<T>(&mut self, work: impl FnOnce(&mut Admin) -> Result<T>) -> Result<T> {
         self.client
             .execute("SELECT pg_advisory_lock($1)", &[&CATALOG_LOCK_KEY])
-            .map_err(|e| anyhow!(describe_pg_error(&e)))
+            .map_err(PgError::from)
             .context("take the database-catalog lock")?;
         let result = work(self);
         let unlocked = self.client.execute("SELECT pg_advisory_unlock($1)", &[&CATALOG_LOCK_KEY]);
         let value = result?;
-        unlocked.map_err(|e| anyhow!(describe_pg_error(&e))).context("release the database-catalog lock")?;
+        unlocked.map_err(PgError::from).context("release the database-catalog lock")?;
         Ok(value)
     }
 
     fn execute(&mut self, sql: &str) -> Result<()> {
-        self.client.batch_execute(sql).map_err(|e| anyhow!(describe_pg_error(&e)))
+        Ok(self.client.batch_execute(sql).map_err(PgError::from)?)
     }
 }
 

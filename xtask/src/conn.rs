@@ -104,8 +104,17 @@ impl Endpoint {
     }
 
     pub fn connect(&self, db: &str) -> Result<Client> {
-        let attempt = match connect_bounded(self.config(db), CONNECT_LIMIT) {
-            Some(attempt) => attempt.map_err(|e| anyhow!(describe_pg_error(&e))),
+        self.connect_with(db, None)
+    }
+
+    /// Connects with server settings given at login (`-c name=value ...`), which costs no round trip.
+    pub fn connect_with(&self, db: &str, settings: Option<&str>) -> Result<Client> {
+        let mut config = self.config(db);
+        if let Some(settings) = settings {
+            config.options(settings);
+        }
+        let attempt = match connect_bounded(config, CONNECT_LIMIT) {
+            Some(attempt) => attempt.map_err(|e| anyhow::Error::from(PgError::from(e))),
             None => Err(anyhow!("no answer within {} s", CONNECT_LIMIT.as_secs())),
         };
         attempt.with_context(|| format!("connect to {}", self.redacted_url(db)))
@@ -146,6 +155,34 @@ fn percent_encode(text: &str) -> String {
         }
     }
     out
+}
+
+/// A server error rendered in full, keeping its SQLSTATE so callers can tell causes apart.
+#[derive(Debug)]
+pub struct PgError {
+    pub code: Option<SqlState>,
+    text: String,
+}
+
+impl From<postgres::Error> for PgError {
+    fn from(error: postgres::Error) -> PgError {
+        PgError { code: error.code().cloned(), text: describe_pg_error(&error) }
+    }
+}
+
+impl std::fmt::Display for PgError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::error::Error for PgError {}
+
+impl PgError {
+    /// The SQLSTATE anywhere in an error chain.
+    pub fn code_in(error: &anyhow::Error) -> Option<&SqlState> {
+        error.chain().find_map(|e| e.downcast_ref::<PgError>()).and_then(|e| e.code.as_ref())
+    }
 }
 
 /// A server error in full: severity, message, DETAIL and HINT.

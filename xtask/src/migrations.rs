@@ -44,20 +44,7 @@ enum Kind {
 /// Reads every migration in `dir` (repository-relative names are built from `root`). A missing
 /// directory means no migrations.
 pub fn discover(root: &Path, dir: &Path) -> Result<Vec<Migration>> {
-    let entries = match std::fs::read_dir(root.join(dir)) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("read {}", dir.display())),
-    };
-    let mut names: Vec<String> = Vec::new();
-    for entry in entries {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".sql") && name != "schema.sql" && is_file(&entry) {
-            names.push(name);
-        }
-    }
-    names.sort();
+    let names: Vec<String> = sql_files(root, dir)?.into_iter().filter(|name| name != "schema.sql").collect();
     let mut ups: BTreeMap<i64, (String, String, bool)> = BTreeMap::new();
     let mut downs: BTreeMap<i64, (String, String)> = BTreeMap::new();
     for name in &names {
@@ -121,6 +108,25 @@ pub fn discover(root: &Path, dir: &Path) -> Result<Vec<Migration>> {
     Ok(migrations)
 }
 
+/// The names of the `.sql` files in `dir`, sorted; none when the directory does not exist.
+pub fn sql_files(root: &Path, dir: &Path) -> Result<Vec<String>> {
+    let entries = match std::fs::read_dir(root.join(dir)) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("read {}", dir.display())),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".sql") && is_file(&entry) {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
 /// Reads the up files on a few threads: a no-op `migrate` over a thousand files is mostly this.
 fn read_all(root: &Path, dir: &Path, ups: &[(i64, String, String)]) -> Result<Vec<String>> {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4);
@@ -142,7 +148,7 @@ fn read_all(root: &Path, dir: &Path, ups: &[(i64, String, String)]) -> Result<Ve
     })
 }
 
-fn read_text(root: &Path, path: &Path) -> Result<String> {
+pub fn read_text(root: &Path, path: &Path) -> Result<String> {
     let bytes = std::fs::read(root.join(path)).with_context(|| format!("read {}", path.display()))?;
     String::from_utf8(bytes)
         .map_err(|_| anyhow::anyhow!("{} is not UTF-8 text: save it as UTF-8", path.display()))
@@ -150,7 +156,7 @@ fn read_text(root: &Path, path: &Path) -> Result<String> {
 
 /// Whether a directory entry is a file, following symlinks only when there is one (one stat call
 /// per entry adds up over a thousand migrations on every no-op run).
-pub fn is_file(entry: &std::fs::DirEntry) -> bool {
+fn is_file(entry: &std::fs::DirEntry) -> bool {
     match entry.file_type() {
         Ok(kind) if kind.is_symlink() => entry.path().is_file(),
         Ok(kind) => kind.is_file(),

@@ -13,7 +13,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use postgres::Client;
 use postgres::error::{ErrorPosition, SqlState};
 
-use crate::conn::{Endpoint, describe_pg_error};
+use crate::conn::{Endpoint, PgError, describe_pg_error};
 use crate::migrations::{Applied, Migration, line_col, split_statements};
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS _sqlx_migrations (
@@ -25,13 +25,10 @@ const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS _sqlx_migrations (
     execution_time BIGINT NOT NULL
 )";
 
-/// Opens a work connection to a branch database, set up for applying migrations.
+/// Opens a work connection to a branch database, set up for applying migrations. The settings
+/// travel with the login, so a no-op run pays no extra round trip for them.
 pub fn connect(endpoint: &Endpoint, db: &str) -> Result<Client> {
-    let mut client = endpoint.connect(db)?;
-    client
-        .batch_execute("SET standard_conforming_strings = on; SET synchronous_commit = off")
-        .map_err(|e| anyhow!(describe_pg_error(&e)))?;
-    Ok(client)
+    endpoint.connect_with(db, Some("-c standard_conforming_strings=on -c synchronous_commit=off"))
 }
 
 /// The recorded migrations; none when the table does not exist yet.
@@ -44,7 +41,7 @@ pub fn applied(client: &mut Client) -> Result<Vec<Applied>> {
     ) {
         Ok(rows) => rows,
         Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => return Ok(Vec::new()),
-        Err(e) => return Err(anyhow!(describe_pg_error(&e))).context("read _sqlx_migrations"),
+        Err(e) => return Err(PgError::from(e)).context("read _sqlx_migrations"),
     };
     Ok(rows
         .iter()
@@ -59,10 +56,7 @@ pub fn applied(client: &mut Client) -> Result<Vec<Applied>> {
 }
 
 pub fn ensure_table(client: &mut Client) -> Result<()> {
-    client
-        .batch_execute(CREATE_TABLE)
-        .map_err(|e| anyhow!(describe_pg_error(&e)))
-        .context("create _sqlx_migrations")
+    client.batch_execute(CREATE_TABLE).map_err(PgError::from).context("create _sqlx_migrations")
 }
 
 /// Applies one migration with its record. `durable` makes this commit wait for the disk, which
@@ -79,7 +73,7 @@ pub fn apply(client: &mut Client, migration: &Migration, durable: bool) -> Resul
     );
     if migration.no_transaction {
         run_statements_one_by_one(client, migration)?;
-        client.batch_execute(&record).map_err(|e| anyhow!(describe_pg_error(&e)))?;
+        client.batch_execute(&record).map_err(PgError::from)?;
         return Ok(start.elapsed());
     }
     let durability = if durable { "SET LOCAL synchronous_commit = on;\n" } else { "" };
@@ -259,9 +253,7 @@ impl MigrationLock {
         let start = Instant::now();
         let mut announced = false;
         loop {
-            let row = client
-                .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
-                .map_err(|e| anyhow!(describe_pg_error(&e)))?;
+            let row = client.query_one("SELECT pg_try_advisory_lock($1)", &[&key]).map_err(PgError::from)?;
             if row.get::<_, bool>(0) {
                 return Ok(MigrationLock { _client: client });
             }

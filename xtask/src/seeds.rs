@@ -7,7 +7,8 @@ use anyhow::{Context, Result, anyhow};
 use postgres::Client;
 use sha2::{Digest, Sha384};
 
-use crate::conn::describe_pg_error;
+use crate::conn::PgError;
+use crate::migrations;
 
 pub struct Seed {
     pub path: PathBuf,
@@ -22,26 +23,11 @@ const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS _xtask_seeds (
 )";
 
 pub fn discover(root: &Path, dir: &Path) -> Result<Vec<Seed>> {
-    let entries = match std::fs::read_dir(root.join(dir)) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("read {}", dir.display())),
-    };
-    let mut names: Vec<String> = entries
-        .flatten()
-        .filter(crate::migrations::is_file)
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|name| name.ends_with(".sql"))
-        .collect();
-    names.sort();
-    names
+    migrations::sql_files(root, dir)?
         .into_iter()
         .map(|name| {
             let path = dir.join(name);
-            let bytes =
-                std::fs::read(root.join(&path)).with_context(|| format!("read {}", path.display()))?;
-            let sql = String::from_utf8(bytes)
-                .map_err(|_| anyhow!("{} is not UTF-8 text: save it as UTF-8", path.display()))?;
+            let sql = migrations::read_text(root, &path)?;
             Ok(Seed { checksum: Sha384::digest(sql.as_bytes()).to_vec(), sql, path })
         })
         .collect()
@@ -49,7 +35,7 @@ pub fn discover(root: &Path, dir: &Path) -> Result<Vec<Seed>> {
 
 /// Runs every seed in one transaction; on error nothing of any seed stays.
 pub fn run(client: &mut Client, seeds: &[Seed]) -> Result<()> {
-    let mut tx = client.transaction().map_err(|e| anyhow!(describe_pg_error(&e)))?;
+    let mut tx = client.transaction().map_err(PgError::from)?;
     let mut failure = None;
     for (index, seed) in seeds.iter().enumerate() {
         if let Err(error) = tx.batch_execute(&seed.sql) {
@@ -79,8 +65,8 @@ pub fn run(client: &mut Client, seeds: &[Seed]) -> Result<()> {
         }
         Ok(())
     };
-    record(&mut tx).map_err(|e| anyhow!(describe_pg_error(&e))).context("record the seeds")?;
-    tx.commit().map_err(|e| anyhow!(describe_pg_error(&e)))?;
+    record(&mut tx).map_err(PgError::from).context("record the seeds")?;
+    tx.commit().map_err(PgError::from)?;
     Ok(())
 }
 
@@ -89,7 +75,7 @@ pub fn changed_since_seeded(client: &mut Client, seeds: &[Seed]) -> Result<Optio
     let rows = match client.query("SELECT file, checksum FROM _xtask_seeds ORDER BY file", &[]) {
         Ok(rows) => rows,
         Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => return Ok(None),
-        Err(e) => return Err(anyhow!(describe_pg_error(&e))),
+        Err(e) => return Err(PgError::from(e).into()),
     };
     let recorded: Vec<(String, Vec<u8>)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     let mut current: Vec<(String, Vec<u8>)> =

@@ -7,12 +7,13 @@ use anyhow::{Context, Result, bail};
 use postgres::Client;
 use serde::Serialize;
 
-use crate::conn::Endpoint;
+use crate::conn::{Endpoint, PgError};
 use crate::engine;
 use crate::migrations::{self, Migration, State};
 use crate::runner::{self, MigrationLock};
 use crate::seeds;
 use crate::workspace::{Ctx, Database};
+use postgres::error::SqlState;
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct MigrateOptions {
@@ -264,9 +265,10 @@ pub fn seed_database(ctx: &Ctx, endpoint: &Endpoint, database: &Database) -> Res
 
 fn connect_branch_db(endpoint: &Endpoint, name: &str) -> Result<Client> {
     runner::connect(endpoint, name).map_err(|error| {
-        let text = format!("{error:#}");
-        if text.contains("does not exist") {
+        if PgError::code_in(&error) == Some(&SqlState::INVALID_CATALOG_NAME) {
             error.context(format!("database {name} does not exist: run `cargo xtask setup`"))
+        } else if PgError::code_in(&error).is_some() {
+            error
         } else {
             error.context("is the server running? start it with `cargo xtask db-up`")
         }

@@ -111,7 +111,7 @@ pub fn teardown(ctx: &Ctx, force: bool) -> Result<()> {
     refuse_remote_without_force(engine.as_ref(), force, "teardown")?;
     let mut admin = connect_running(engine.as_ref(), "teardown")?;
     let ours: Vec<String> = admin
-        .databases()?
+        .databases(&[])?
         .into_iter()
         .filter(|d| d.belongs_to(&ctx.config.project))
         .map(|d| d.name)
@@ -189,10 +189,12 @@ pub fn db_status(ctx: &Ctx, json: bool) -> Result<()> {
     let engine = engine::select(ctx)?;
     let status = engine.status()?;
     let endpoint = engine.endpoint();
+    let branch_databases = ctx.databases();
+    let ours: Vec<&str> = branch_databases.iter().map(|d| d.name.as_str()).collect();
     let mut status = status;
     // A server that runs but refuses us is reported, not fatal: status must always tell the truth.
     let on_server = match status.state {
-        ServerState::Running => match Admin::connect(endpoint).and_then(|mut admin| admin.databases()) {
+        ServerState::Running => match Admin::connect(endpoint).and_then(|mut admin| admin.databases(&ours)) {
             Ok(databases) => Some(databases),
             Err(error) => {
                 status.detail = format!("{}; but: {error:#}", status.detail);
@@ -214,8 +216,7 @@ pub fn db_status(ctx: &Ctx, json: bool) -> Result<()> {
             default: ctx.branch.is_default,
             source: ctx.branch.source,
         },
-        databases: ctx
-            .databases()
+        databases: branch_databases
             .iter()
             .map(|db| database_report(ctx, db, on_server.as_deref(), endpoint))
             .collect::<Result<_>>()?,
