@@ -1,13 +1,16 @@
-//! Server-level work over one admin connection: list, create, label and drop databases.
+//! Server-level work over one admin connection: databases (list, create, label, drop), the
+//! services' login roles, and the extensions and read grants inside a database.
 //!
 //! Every database this tool creates carries a label (`COMMENT ON DATABASE`, JSON) naming project,
-//! logical database, branch and creation time. Nothing without this project's label is ever dropped.
+//! logical database, branch and creation time; every role, one naming project and database.
+//! Nothing without this project's label is ever dropped.
 
 use anyhow::{Context, Result, bail};
 use postgres::Client;
 use serde::{Deserialize, Serialize};
 
 use crate::conn::{Endpoint, PgError};
+use crate::credentials::Credentials;
 use crate::naming::{DbName, quote_ident};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,6 +27,7 @@ pub struct ServerDatabase {
     pub name: String,
     pub label: Option<Label>,
     pub size_bytes: Option<i64>,
+    pub owner: Option<String>,
 }
 
 impl ServerDatabase {
@@ -75,6 +79,7 @@ impl Admin {
                     .and_then(|text| serde_json::from_str::<Label>(&text).ok())
                     .filter(|label| label.tool == "xtask"),
                 size_bytes: row.get(2),
+                owner: None,
             })
             .collect())
     }
@@ -83,7 +88,8 @@ impl Admin {
         let row = self
             .client
             .query_opt(
-                "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
+                "SELECT shobj_description(oid, 'pg_database'), pg_get_userbyid(datdba)::text \
+                 FROM pg_database WHERE datname = $1",
                 &[&name],
             )
             .map_err(PgError::from)?;
@@ -94,14 +100,27 @@ impl Admin {
                 .and_then(|text| serde_json::from_str::<Label>(&text).ok())
                 .filter(|label| label.tool == "xtask"),
             size_bytes: None,
+            owner: row.get(1),
         }))
     }
 
-    /// Creates and labels the database unless it exists with the same label already.
-    pub fn create(&mut self, name: &DbName, project: &str, logical: &str, branch: &str) -> Result<Created> {
+    /// Creates and labels the database unless it exists with the same label already. With an
+    /// `owner` role, the database is that role's and no one else may connect to it (the admin
+    /// user, a superuser, still can).
+    pub fn create(
+        &mut self,
+        name: &DbName,
+        project: &str,
+        logical: &str,
+        branch: &str,
+        owner: Option<&str>,
+    ) -> Result<Created> {
         self.with_catalog_lock(|admin| {
             if let Some(existing) = admin.find(name.as_str())? {
                 check_ownership(&existing, project, logical, branch)?;
+                if let Some(owner) = owner.filter(|o| existing.owner.as_deref() != Some(*o)) {
+                    admin.restrict_to_owner(name.as_str(), owner)?;
+                }
                 return Ok(Created::Existing);
             }
             // Made and labelled under a scratch name, then renamed: a crash in between can leave a
@@ -110,6 +129,9 @@ impl Admin {
                 format!("_xtask_new_{}_{}", std::process::id(), crate::naming::short_hash(name.as_str()));
             admin.execute(&format!("CREATE DATABASE {}", quote_ident(&scratch)))?;
             admin.label(&scratch, project, logical, branch)?;
+            if let Some(owner) = owner {
+                admin.restrict_to_owner(&scratch, owner)?;
+            }
             admin.execute(&format!(
                 "ALTER DATABASE {} RENAME TO {}",
                 quote_ident(&scratch),
@@ -118,6 +140,138 @@ impl Admin {
             Ok(Created::New)
         })
         .with_context(|| format!("create database {name}"))
+    }
+
+    fn restrict_to_owner(&mut self, database: &str, owner: &str) -> Result<()> {
+        let (database, owner) = (quote_ident(database), quote_ident(owner));
+        self.execute(&format!(
+            "ALTER DATABASE {database} OWNER TO {owner}; \
+             REVOKE CONNECT, TEMPORARY ON DATABASE {database} FROM PUBLIC"
+        ))
+        .with_context(|| format!("give database {database} to role {owner}"))
+    }
+
+    /// Lets `reader` connect to `database` (its tables are granted inside it, see [`grant_reads`]).
+    pub fn grant_connect(&mut self, database: &str, reader: &str) -> Result<bool> {
+        let row = self
+            .client
+            .query_one("SELECT has_database_privilege($1, $2, 'CONNECT')", &[&reader, &database])
+            .map_err(PgError::from)?;
+        if row.get::<_, bool>(0) {
+            return Ok(false);
+        }
+        self.execute(&format!(
+            "GRANT CONNECT ON DATABASE {} TO {}",
+            quote_ident(database),
+            quote_ident(reader)
+        ))?;
+        Ok(true)
+    }
+
+    /// Makes sure the service's login role exists, carries this project's label and has the
+    /// password on file; `renew` replaces a password the server no longer accepts. The file is
+    /// re-read under the catalog lock, so concurrent setups agree on one password.
+    pub fn ensure_role(
+        &mut self,
+        role: &str,
+        project: &str,
+        logical: &str,
+        data_dir: &std::path::Path,
+        renew: bool,
+    ) -> Result<String> {
+        self.with_catalog_lock(|admin| {
+            let mut credentials = Credentials::load(data_dir)?;
+            let row = admin
+                .client
+                .query_opt(
+                    "SELECT shobj_description(oid, 'pg_authid'), rolsuper FROM pg_roles WHERE rolname = $1",
+                    &[&role],
+                )
+                .map_err(PgError::from)?;
+            let known = credentials.password(role).map(str::to_owned);
+            match row {
+                None => {
+                    let password = match known {
+                        Some(password) => password,
+                        None => credentials.renew(role)?,
+                    };
+                    admin.execute(&format!(
+                        "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD {}",
+                        quote_ident(role),
+                        quote_literal(&scram_verifier(&password))
+                    ))?;
+                    admin.label_role(role, project, logical)?;
+                    Ok(password)
+                }
+                Some(row) => {
+                    let label = row.get::<_, Option<String>>(0).and_then(|t| serde_json::from_str::<RoleLabel>(&t).ok());
+                    match label {
+                        Some(l) if l.tool == "xtask" && l.project == project => {}
+                        Some(l) if l.tool == "xtask" => bail!(
+                            "role {role} already exists for project `{}`: declare another `role` for database \
+                             `{logical}` or set a distinct `project`",
+                            l.project
+                        ),
+                        _ => bail!(
+                            "role {role} already exists on the server but was not created by xtask; it is left \
+                             alone. Declare another `role` for database `{logical}` in its Cargo.toml"
+                        ),
+                    }
+                    if row.get::<_, bool>(1) {
+                        bail!("role {role} is a superuser; a service role must not be. Drop it or declare another `role`");
+                    }
+                    let password = match known {
+                        Some(password) if !renew => return Ok(password),
+                        _ => credentials.renew(role)?,
+                    };
+                    admin.execute(&format!(
+                        "ALTER ROLE {} PASSWORD {}",
+                        quote_ident(role),
+                        quote_literal(&scram_verifier(&password))
+                    ))?;
+                    Ok(password)
+                }
+            }
+        })
+        .with_context(|| format!("set up login role {role}"))
+    }
+
+    fn label_role(&mut self, role: &str, project: &str, logical: &str) -> Result<()> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT format('COMMENT ON ROLE %I IS %L', $1::text, json_build_object( \
+                   'tool', 'xtask', 'project', $2::text, 'database', $3::text)::text)",
+                &[&role, &project, &logical],
+            )
+            .map_err(PgError::from)?;
+        self.execute(row.get::<_, &str>(0)).context("label role")
+    }
+
+    /// This project's roles on the server.
+    pub fn project_roles(&mut self, project: &str) -> Result<Vec<String>> {
+        let rows = self
+            .client
+            .query(
+                "SELECT rolname::text, shobj_description(oid, 'pg_authid') FROM pg_roles ORDER BY rolname",
+                &[],
+            )
+            .map_err(PgError::from)?;
+        Ok(rows
+            .iter()
+            .filter(|row| {
+                row.get::<_, Option<String>>(1)
+                    .and_then(|t| serde_json::from_str::<RoleLabel>(&t).ok())
+                    .is_some_and(|l| l.tool == "xtask" && l.project == project)
+            })
+            .map(|row| row.get(0))
+            .collect())
+    }
+
+    /// Drops a role of this project; its databases must be gone first.
+    pub fn drop_role(&mut self, role: &str) -> Result<()> {
+        self.with_catalog_lock(|admin| admin.execute(&format!("DROP ROLE IF EXISTS {}", quote_ident(role))))
+            .with_context(|| format!("drop role {role}: drop the databases it owns or reads first"))
     }
 
     fn label(&mut self, name: &str, project: &str, logical: &str, branch: &str) -> Result<()> {
@@ -188,6 +342,148 @@ impl Admin {
     fn execute(&mut self, sql: &str) -> Result<()> {
         Ok(self.client.batch_execute(sql).map_err(PgError::from)?)
     }
+}
+
+#[derive(Deserialize)]
+struct RoleLabel {
+    tool: String,
+    project: String,
+}
+
+/// What the server stores for a password, computed here so the password itself is never sent.
+fn scram_verifier(password: &str) -> String {
+    postgres_protocol::password::scram_sha_256(password.as_bytes())
+}
+
+fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// Enables the declared extensions missing from `database`, as the admin user (most need a
+/// superuser). One missing from the server is an error naming what provides it.
+pub fn enable_extensions(endpoint: &Endpoint, database: &str, wanted: &[String]) -> Result<Vec<String>> {
+    let mut client = endpoint.connect(database)?;
+    let rows = client
+        .query(
+            "SELECT w.name, e.extname IS NOT NULL, a.name IS NOT NULL \
+             FROM unnest($1::text[]) WITH ORDINALITY AS w(name, position) \
+             LEFT JOIN pg_extension e ON e.extname = w.name \
+             LEFT JOIN pg_available_extensions a ON a.name = w.name ORDER BY w.position",
+            &[&wanted],
+        )
+        .map_err(PgError::from)?;
+    let mut enabled = Vec::new();
+    for row in rows {
+        let (name, installed, available): (String, bool, bool) = (row.get(0), row.get(1), row.get(2));
+        if installed {
+            continue;
+        }
+        if !available {
+            let major = server_major(&mut client)?;
+            bail!("{}", missing_extension_help(&name, major));
+        }
+        // The transaction-scoped lock keeps concurrent setups from racing on the same extension.
+        client
+            .batch_execute(&format!(
+                "BEGIN; SELECT pg_advisory_xact_lock({CATALOG_LOCK_KEY}); \
+                 CREATE EXTENSION IF NOT EXISTS {} CASCADE; COMMIT",
+                quote_ident(&name)
+            ))
+            .map_err(PgError::from)
+            .with_context(|| format!("enable extension {name} in {database}"))?;
+        enabled.push(name);
+    }
+    Ok(enabled)
+}
+
+fn server_major(client: &mut Client) -> Result<i32> {
+    let row = client
+        .query_one("SELECT current_setting('server_version_num')::int / 10000", &[])
+        .map_err(PgError::from)?;
+    Ok(row.get(0))
+}
+
+/// Where an extension comes from, for the common ones; a general hint otherwise.
+fn missing_extension_help(name: &str, major: i32) -> String {
+    const CONTRIB: &[&str] = &[
+        "adminpack",
+        "amcheck",
+        "autoinc",
+        "bloom",
+        "btree_gin",
+        "btree_gist",
+        "citext",
+        "cube",
+        "dblink",
+        "dict_int",
+        "earthdistance",
+        "file_fdw",
+        "fuzzystrmatch",
+        "hstore",
+        "intarray",
+        "isn",
+        "lo",
+        "ltree",
+        "pageinspect",
+        "pg_buffercache",
+        "pg_freespacemap",
+        "pg_prewarm",
+        "pg_stat_statements",
+        "pg_trgm",
+        "pg_visibility",
+        "pgcrypto",
+        "pgrowlocks",
+        "pgstattuple",
+        "postgres_fdw",
+        "seg",
+        "sslinfo",
+        "tablefunc",
+        "tcn",
+        "tsm_system_rows",
+        "tsm_system_time",
+        "unaccent",
+        "uuid-ossp",
+        "xml2",
+    ];
+    let provider = match name {
+        _ if CONTRIB.contains(&name) => format!(
+            "it ships with PostgreSQL's contrib modules: Debian/Ubuntu `apt-get install postgresql-contrib` \
+             (postgresql-{major} includes them from PostgreSQL 10), Fedora `dnf install postgresql-contrib`; \
+             the official postgres images include it"
+        ),
+        "postgis" | "postgis_topology" | "postgis_raster" => format!(
+            "Debian/Ubuntu `apt-get install postgresql-{major}-postgis-3`; or the image `postgis/postgis:{major}-3.5` \
+             (set `image` in [workspace.metadata.xtask])"
+        ),
+        "vector" => format!(
+            "Debian/Ubuntu `apt-get install postgresql-{major}-pgvector`; or the image `pgvector/pgvector:pg{major}` \
+             (set `image` in [workspace.metadata.xtask])"
+        ),
+        "timescaledb" => format!(
+            "the TimescaleDB packages for PostgreSQL {major}, or the image `timescale/timescaledb:latest-pg{major}`"
+        ),
+        _ => format!(
+            "install the package that provides it for PostgreSQL {major} (Debian/Ubuntu: look for \
+             `postgresql-{major}-{name}`), or use an image that contains it"
+        ),
+    };
+    format!("extension `{name}` is not available on this server (PostgreSQL {major}): {provider}")
+}
+
+/// Lets `readers` SELECT the tables of `database`, now and those its owner creates later.
+pub fn grant_reads(endpoint: &Endpoint, database: &str, owner: &str, readers: &[&str]) -> Result<()> {
+    let mut client = endpoint.connect(database)?;
+    let owner = quote_ident(owner);
+    let mut sql = String::new();
+    for reader in readers {
+        let reader = quote_ident(reader);
+        sql.push_str(&format!(
+            "GRANT USAGE ON SCHEMA public TO {reader}; \
+             GRANT SELECT ON ALL TABLES IN SCHEMA public TO {reader}; \
+             ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public GRANT SELECT ON TABLES TO {reader};"
+        ));
+    }
+    client.batch_execute(&sql).map_err(PgError::from).with_context(|| format!("grant reads on {database}"))
 }
 
 fn check_ownership(existing: &ServerDatabase, project: &str, logical: &str, branch: &str) -> Result<()> {

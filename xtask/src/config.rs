@@ -7,6 +7,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::naming;
+use crate::services::{self, DatabaseSpec, Declaration, Declared};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -45,6 +46,11 @@ struct FileConfig {
     default_branches: Option<Spanned<Vec<String>>>,
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
+    env_file: Option<PathBuf>,
+    /// Databases of a project without service crates (or besides them).
+    databases: Option<Vec<Declaration>>,
+    /// The logical database `DATABASE_URL` points at; the first one when absent.
+    default_database: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -54,6 +60,10 @@ struct Manifest {
 
 #[derive(Deserialize)]
 struct WorkspaceTable {
+    #[serde(default)]
+    members: Vec<String>,
+    #[serde(default)]
+    exclude: Vec<String>,
     metadata: Option<MetadataTable>,
 }
 
@@ -73,6 +83,10 @@ pub struct Config {
     pub default_branches: Vec<String>,
     pub data_dir: PathBuf,
     pub database_url: Option<String>,
+    /// Where `setup` writes the connection URLs: `.env` in the workspace root by default.
+    pub env_file: PathBuf,
+    /// The project's logical databases, the default one (for `DATABASE_URL`) first.
+    pub databases: Vec<DatabaseSpec>,
 }
 
 pub const DEFAULT_PORT: u16 = 5433;
@@ -86,17 +100,68 @@ impl Config {
         let manifest_path = root.join("Cargo.toml");
         let text = std::fs::read_to_string(&manifest_path)
             .with_context(|| format!("read {}", manifest_path.display()))?;
-        let file = parse_manifest(&text)
+        let (mut file, members) = parse_manifest(&text)
             .with_context(|| format!("invalid [workspace.metadata.xtask] in {}", manifest_path.display()))?;
-        resolve(file, root, &|key| std::env::var(key).ok().filter(|v| !v.is_empty()))
+        let workspace_declarations = file.databases.take().unwrap_or_default();
+        let default_database = file.default_database.take();
+        let mut config = resolve(file, root, &|key| std::env::var(key).ok().filter(|v| !v.is_empty()))?;
+        let mut declared: Vec<Declared> = workspace_declarations
+            .into_iter()
+            .map(|declaration| Declared { file: "Cargo.toml".into(), text: &text, declaration })
+            .collect();
+        let member_texts = member_declarations(root, &members)?;
+        declared.extend(member_texts.iter().map(|(file, text, declaration)| Declared {
+            file: file.clone(),
+            text,
+            declaration: declaration.clone(),
+        }));
+        config.databases = services::resolve(&config.project, declared)?;
+        if let Some(default) = default_database {
+            put_default_first(&mut config.databases, &default, &text)?;
+        }
+        Ok(config)
     }
 }
 
-fn parse_manifest(text: &str) -> Result<FileConfig> {
+type Members = (Vec<String>, Vec<String>);
+
+fn parse_manifest(text: &str) -> Result<(FileConfig, Members)> {
     let manifest: Manifest = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let file = manifest.workspace.and_then(|w| w.metadata).and_then(|m| m.xtask).unwrap_or_default();
+    let (file, members) = match manifest.workspace {
+        Some(w) => (w.metadata.and_then(|m| m.xtask).unwrap_or_default(), (w.members, w.exclude)),
+        None => (FileConfig::default(), (Vec::new(), Vec::new())),
+    };
     validate_file(&file, text)?;
-    Ok(file)
+    Ok((file, members))
+}
+
+/// Each member crate's declaration with its file and text.
+fn member_declarations(
+    root: &Path,
+    (members, exclude): &Members,
+) -> Result<Vec<(PathBuf, String, Declaration)>> {
+    let mut found = Vec::new();
+    for manifest in services::member_manifests(root, members, exclude)? {
+        if let Some((text, declaration)) = services::read_member(root, &manifest)? {
+            found.push((manifest, text, declaration));
+        }
+    }
+    Ok(found)
+}
+
+fn put_default_first(databases: &mut [DatabaseSpec], default: &Spanned<String>, text: &str) -> Result<()> {
+    let Some(index) = databases.iter().position(|d| &d.logical == default.get_ref()) else {
+        let (line, column) = line_column(text, default.span().start);
+        let known: Vec<&str> = databases.iter().map(|d| d.logical.as_str()).collect();
+        bail!(
+            "Cargo.toml, line {line}, column {column}: `default-database`: no database `{}` is declared; \
+             declared: {}",
+            default.get_ref(),
+            known.join(", ")
+        );
+    };
+    databases[..=index].rotate_right(1);
+    Ok(())
 }
 
 /// Checks the values TOML accepted but this tool cannot use, naming line, column and key.
@@ -117,7 +182,7 @@ fn validate_file(file: &FileConfig, text: &str) -> Result<()> {
     Ok(())
 }
 
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
@@ -228,6 +293,12 @@ fn resolve(file: FileConfig, root: &Path, env: &dyn Fn(&str) -> Option<String>) 
         default_branches,
         data_dir,
         database_url: env("XTASK_DATABASE_URL").or(file.database_url),
+        env_file: match env("XTASK_ENV_FILE").map(PathBuf::from).or(file.env_file) {
+            Some(path) if path.is_relative() => root.join(path),
+            Some(path) => path,
+            None => root.join(".env"),
+        },
+        databases: Vec::new(),
     })
 }
 
@@ -266,7 +337,7 @@ mod tests {
     use super::*;
 
     fn load(toml: &str, env: &[(&str, &str)]) -> Result<Config> {
-        let file = parse_manifest(toml)?;
+        let (file, _) = parse_manifest(toml)?;
         let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         resolve(file, Path::new("/src/My-App"), &|key| {
             env.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())

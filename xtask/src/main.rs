@@ -3,6 +3,7 @@
 mod admin;
 mod config;
 mod conn;
+mod credentials;
 mod dotenv;
 mod engine;
 mod flags;
@@ -12,6 +13,7 @@ mod os;
 mod provision;
 mod runner;
 mod seeds;
+mod services;
 mod tasks;
 mod workspace;
 

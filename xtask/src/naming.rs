@@ -14,6 +14,9 @@ use sha2::{Digest, Sha256};
 pub const MAX_IDENTIFIER_BYTES: usize = 63;
 /// Longest project name we accept, leaving room for a readable branch part.
 pub const MAX_PROJECT_BYTES: usize = 40;
+/// Longest base of a branch database's name (a project, or a project and a service's database),
+/// leaving room for `_<branch part>__<hash>`.
+pub const MAX_BASE_BYTES: usize = 48;
 const HASH_HEX_DIGITS: usize = 8;
 const HASH_SEPARATOR: &str = "__";
 
@@ -23,7 +26,10 @@ pub struct DbName(String);
 
 impl DbName {
     pub fn for_branch(base: &str, branch: &str, is_default_branch: bool) -> DbName {
-        debug_assert!(is_valid_base(base), "base {base:?} must be sanitised");
+        debug_assert!(
+            base.len() <= MAX_BASE_BYTES && sanitize(base) == base,
+            "base {base:?} must be sanitised and short"
+        );
         if is_default_branch {
             return DbName(base.to_owned());
         }

@@ -7,6 +7,7 @@ use xshell::{Shell, cmd};
 
 use crate::config::Config;
 use crate::naming::DbName;
+use crate::services::DatabaseSpec;
 
 /// Everything a task needs, computed once.
 pub struct Ctx {
@@ -30,6 +31,7 @@ pub struct Branch {
 pub struct Database {
     pub logical: String,
     pub name: DbName,
+    pub spec: DatabaseSpec,
 }
 
 impl Ctx {
@@ -42,11 +44,17 @@ impl Ctx {
         Ok(Ctx { root, config, branch, provision })
     }
 
-    /// The project's logical databases on this branch. One per project for now: named after it.
+    /// The project's logical databases on this branch, the default one first.
     pub fn databases(&self) -> Vec<Database> {
-        let logical = self.config.project.clone();
-        let name = DbName::for_branch(&logical, &self.branch.name, self.branch.is_default);
-        vec![Database { logical, name }]
+        self.config
+            .databases
+            .iter()
+            .map(|spec| Database {
+                logical: spec.logical.clone(),
+                name: DbName::for_branch(&spec.base, &self.branch.name, self.branch.is_default),
+                spec: spec.clone(),
+            })
+            .collect()
     }
 
     /// The databases selected by `--db`, or all of them.

@@ -38,7 +38,8 @@ pub fn migrate(ctx: &Ctx, db: Option<&str>, options: MigrateOptions) -> Result<E
     let engine = engine::select(ctx)?;
     let mut clean = true;
     for database in ctx.select_databases(db)? {
-        let outcome = migrate_database(ctx, engine.endpoint(), &database, options)?;
+        let login = super::database_login(ctx, engine.endpoint(), &database)?;
+        let outcome = migrate_database(ctx, &login, &database, options)?;
         clean &= !matches!(outcome, Migrated::CheckFailed);
     }
     Ok(if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE })
@@ -119,8 +120,9 @@ pub fn rollback(ctx: &Ctx, db: Option<&str>, steps: usize) -> Result<()> {
     let database = ctx.database(db)?;
     let name = database.name.as_str();
     let files = migrations::discover(&ctx.root, &database.migrations_dir(ctx))?;
-    let mut client = connect_branch_db(engine.endpoint(), name)?;
-    let _lock = MigrationLock::acquire(engine.endpoint(), name, lock_timeout())?;
+    let login = super::database_login(ctx, engine.endpoint(), &database)?;
+    let mut client = connect_branch_db(&login, name)?;
+    let _lock = MigrationLock::acquire(&login, name, lock_timeout())?;
     let mut applied = runner::applied(&mut client)?;
     applied.sort_by_key(|a| std::cmp::Reverse(a.version));
     if applied.is_empty() {
@@ -247,7 +249,8 @@ pub fn prepare(ctx: &Ctx, message: &str, db: Option<&str>) -> Result<()> {
 pub fn seed(ctx: &Ctx, db: Option<&str>) -> Result<()> {
     let engine = engine::select(ctx)?;
     for database in ctx.select_databases(db)? {
-        seed_database(ctx, engine.endpoint(), &database)?;
+        let login = super::database_login(ctx, engine.endpoint(), &database)?;
+        seed_database(ctx, &login, &database)?;
     }
     Ok(())
 }

@@ -8,7 +8,11 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use crate::admin::{Admin, Created};
+use postgres::error::SqlState;
+
+use crate::admin::{self, Admin, Created};
+use crate::conn::{Endpoint, PgError};
+use crate::credentials::Credentials;
 use crate::engine::{self, Engine, PsqlLauncher, ServerState};
 use crate::workspace::{Ctx, Database};
 use crate::{config::EngineKind, dotenv};
@@ -37,8 +41,22 @@ pub fn db_down(ctx: &Ctx) -> Result<()> {
 pub fn db_endpoint(ctx: &Ctx, db: Option<&str>) -> Result<()> {
     let engine = engine::select(ctx)?;
     let database = ctx.database(db)?;
-    println!("{}", engine.endpoint().url(database.name.as_str()));
+    println!("{}", database_login(ctx, engine.endpoint(), &database)?.url(database.name.as_str()));
     Ok(())
+}
+
+/// How a database is used: as its service's login role, or as the admin user for a project
+/// without services. The role's password comes from the credentials file that `setup` keeps.
+pub fn database_login(ctx: &Ctx, endpoint: &Endpoint, database: &Database) -> Result<Endpoint> {
+    let Some(role) = &database.spec.role else { return Ok(endpoint.clone()) };
+    let credentials = Credentials::load(&ctx.config.data_dir)?;
+    let Some(password) = credentials.password(role) else {
+        bail!(
+            "role {role} of database `{}` has no password on file yet: run `cargo xtask setup`",
+            database.logical
+        );
+    };
+    Ok(Endpoint { user: role.clone(), password: password.to_owned(), ..endpoint.clone() })
 }
 
 pub fn setup(ctx: &Ctx) -> Result<()> {
@@ -48,37 +66,134 @@ pub fn setup(ctx: &Ctx) -> Result<()> {
     if outcome != engine::UpOutcome::AlreadyRunning {
         changes.push(format!("server {}", outcome.describe()));
     }
-    let mut admin = Admin::connect(engine.endpoint())?;
+    let endpoint = engine.endpoint();
+    let mut admin = Admin::connect(endpoint)?;
     let databases = ctx.databases();
+    let mut logins = Vec::new();
+    let mut changed_databases = Vec::new();
     for db in &databases {
-        let created = admin.create(&db.name, &ctx.config.project, &db.logical, &ctx.branch.name)?;
-        let quiet = migrate::MigrateOptions { quiet: true, ..Default::default() };
-        let migrated = migrate::migrate_database(ctx, engine.endpoint(), db, quiet)?;
-        if let migrate::Migrated::Applied(n) = migrated {
-            changes.push(format!("applied {n} migration(s) to {}", db.name));
-        }
-        if let Created::New = created {
-            changes.push(format!("created database {}", db.name));
-            migrate::seed_database(ctx, engine.endpoint(), db)?;
+        let before = changes.len();
+        logins.push(setup_database(ctx, &mut admin, endpoint, db, &mut changes)?);
+        if changes.len() > before {
+            changed_databases.push(db.logical.as_str());
         }
     }
-    let env_path = ctx.root.join(".env");
-    let url = engine.endpoint().url(databases[0].name.as_str());
-    if dotenv::update(&env_path, &[("DATABASE_URL", url)])? {
-        changes.push("wrote DATABASE_URL to .env".into());
+    grant_declared_reads(&mut admin, endpoint, &databases, &changed_databases, &mut changes)?;
+    let mut vars = vec![("DATABASE_URL".to_owned(), logins[0].url(databases[0].name.as_str()))];
+    for (db, login) in databases.iter().zip(&logins).filter(|(db, _)| db.spec.role.is_some()) {
+        vars.push((db.spec.env_var(), login.url(db.name.as_str())));
+    }
+    let env_path = &ctx.config.env_file;
+    let vars: Vec<(&str, String)> = vars.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    if dotenv::update(env_path, &vars)? {
+        let keys: Vec<&str> = vars.iter().map(|(k, _)| *k).collect();
+        changes.push(format!("wrote {} to {}", keys.join(", "), env_path.display()));
     }
     let names: Vec<String> = databases.iter().map(|d| d.name.to_string()).collect();
     if changes.is_empty() {
         eprintln!(
-            "setup: nothing to do; branch `{}` has {} and .env is up to date",
+            "setup: nothing to do; branch `{}` has {} and {} is up to date",
             ctx.branch.name,
-            names.join(", ")
+            names.join(", "),
+            env_path
+                .file_name()
+                .map_or_else(|| env_path.display().to_string(), |n| n.to_string_lossy().into())
         );
     } else {
         for change in &changes {
             eprintln!("setup: {change}");
         }
         eprintln!("setup: branch `{}` is ready: {}", ctx.branch.name, names.join(", "));
+    }
+    Ok(())
+}
+
+/// One database: its role, the database itself, its extensions, migrations and (when new) seeds.
+/// Returns the login the service uses.
+fn setup_database(
+    ctx: &Ctx,
+    admin: &mut Admin,
+    endpoint: &Endpoint,
+    db: &Database,
+    changes: &mut Vec<String>,
+) -> Result<Endpoint> {
+    let (project, data_dir) = (&ctx.config.project, &ctx.config.data_dir);
+    let role = db.spec.role.as_deref();
+    let mut login = match database_login(ctx, endpoint, db) {
+        Ok(login) => login,
+        Err(_) => {
+            let role = role.expect("only a role's login can be missing");
+            let password = admin.ensure_role(role, project, &db.logical, data_dir, false)?;
+            changes.push(format!("login role {role} ready"));
+            Endpoint { user: role.to_owned(), password, ..endpoint.clone() }
+        }
+    };
+    let created = admin.create(&db.name, project, &db.logical, &ctx.branch.name, role)?;
+    if let Created::New = created {
+        changes.push(format!("created database {}", db.name));
+    }
+    if let Some(role) = role {
+        let installed = match installed_extensions(&login, db) {
+            Ok(installed) => installed,
+            // The server does not know the password on file (rebuilt server, role re-created,
+            // another checkout renewed it): give the role a new one.
+            Err(error) if PgError::code_in(&error) == Some(&SqlState::INVALID_PASSWORD) => {
+                login.password = admin.ensure_role(role, project, &db.logical, data_dir, true)?;
+                changes.push(format!("login role {role} ready (new password)"));
+                installed_extensions(&login, db)?
+            }
+            Err(error) => return Err(error),
+        };
+        let missing: Vec<String> =
+            db.spec.extensions.iter().filter(|e| !installed.contains(e)).cloned().collect();
+        if !missing.is_empty() {
+            let enabled =
+                admin::enable_extensions(endpoint, db.name.as_str(), &missing).with_context(|| {
+                    format!("database `{}` (declared in {})", db.logical, db.spec.declared_in.display())
+                })?;
+            changes.push(format!("enabled extension(s) {} in {}", enabled.join(", "), db.name));
+        }
+    }
+    let quiet = migrate::MigrateOptions { quiet: true, ..Default::default() };
+    if let migrate::Migrated::Applied(n) = migrate::migrate_database(ctx, &login, db, quiet)? {
+        changes.push(format!("applied {n} migration(s) to {}", db.name));
+    }
+    if let Created::New = created {
+        migrate::seed_database(ctx, &login, db)?;
+    }
+    Ok(login)
+}
+
+fn installed_extensions(login: &Endpoint, db: &Database) -> Result<Vec<String>> {
+    let mut client = login.connect(db.name.as_str())?;
+    let rows = client.query("SELECT extname::text FROM pg_extension", &[]).map_err(PgError::from)?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
+/// `reads = [...]`: the reader may connect to the read database and SELECT its tables. Granted
+/// when the reader has no CONNECT yet, and again after the read database changed (new tables).
+fn grant_declared_reads(
+    admin: &mut Admin,
+    endpoint: &Endpoint,
+    databases: &[Database],
+    changed: &[&str],
+    changes: &mut Vec<String>,
+) -> Result<()> {
+    for read in databases {
+        let Some(owner) = &read.spec.role else { continue };
+        let readers: Vec<&str> = databases
+            .iter()
+            .filter(|d| d.spec.reads.contains(&read.logical))
+            .filter_map(|d| d.spec.role.as_deref())
+            .collect();
+        let mut newly = false;
+        for reader in &readers {
+            newly |= admin.grant_connect(read.name.as_str(), reader)?;
+        }
+        if !readers.is_empty() && (newly || changed.contains(&read.logical.as_str())) {
+            admin::grant_reads(endpoint, read.name.as_str(), owner, &readers)?;
+            changes.push(format!("{} may read {}", readers.join(", "), read.name));
+        }
     }
     Ok(())
 }
@@ -101,6 +216,7 @@ pub fn teardown(ctx: &Ctx, force: bool) -> Result<()> {
     let engine = engine::select(ctx)?;
     if engine.kind() != EngineKind::External {
         engine.destroy().context("remove the server")?;
+        crate::credentials::remove(&ctx.config.data_dir)?;
         eprintln!(
             "teardown: removed the {} server of project `{}` and all its databases",
             engine.kind().name(),
@@ -120,7 +236,19 @@ pub fn teardown(ctx: &Ctx, force: bool) -> Result<()> {
         admin.drop_labelled(name, &ctx.config.project)?;
         eprintln!("teardown: dropped database {name}");
     }
-    eprintln!("teardown: {} database(s) of project `{}` dropped", ours.len(), ctx.config.project);
+    let mut credentials = Credentials::load(&ctx.config.data_dir)?;
+    let roles = admin.project_roles(&ctx.config.project)?;
+    for role in &roles {
+        admin.drop_role(role)?;
+        credentials.forget(role)?;
+        eprintln!("teardown: dropped role {role}");
+    }
+    eprintln!(
+        "teardown: {} database(s) and {} role(s) of project `{}` dropped",
+        ours.len(),
+        roles.len(),
+        ctx.config.project
+    );
     Ok(())
 }
 
@@ -129,7 +257,8 @@ pub fn connect(ctx: &Ctx, db: Option<&str>, psql_args: &[std::ffi::OsString]) ->
     let database = ctx.database(db)?;
     let name = database.name.as_str();
     connect_running(engine.as_ref(), "connect")?;
-    let endpoint = engine.endpoint();
+    let login = database_login(ctx, engine.endpoint(), &database)?;
+    let endpoint = &login;
     let status = match engine.psql()? {
         PsqlLauncher::Host(psql) => std::process::Command::new(&psql)
             .args(psql_args)
@@ -138,8 +267,11 @@ pub fn connect(ctx: &Ctx, db: Option<&str>, psql_args: &[std::ffi::OsString]) ->
             .with_context(|| format!("run {}", psql.display()))?,
         PsqlLauncher::DockerExec { container } => {
             let tty = if std::io::stdin().is_terminal() { "-it" } else { "-i" };
+            // `--env PGPASSWORD` without a value hands docker's own variable over: not on any command line.
             std::process::Command::new("docker")
-                .args(["exec", tty, &container, "psql", "--username", &endpoint.user, "--dbname", name])
+                .env("PGPASSWORD", &endpoint.password)
+                .args(["exec", tty, "--env", "PGPASSWORD", &container])
+                .args(["psql", "--host", "127.0.0.1", "--username", &endpoint.user, "--dbname", name])
                 .args(psql_args)
                 .status()
                 .context("run docker exec psql")?
@@ -175,6 +307,8 @@ struct BranchReport {
 struct DatabaseReport {
     database: String,
     name: String,
+    /// The service's login role that owns the database; `None` when the admin user does.
+    role: Option<String>,
     /// `None` when the server cannot be asked.
     exists: Option<bool>,
     size_bytes: Option<i64>,
@@ -255,6 +389,7 @@ fn database_report(
     Ok(DatabaseReport {
         database: db.logical.clone(),
         name: db.name.to_string(),
+        role: db.spec.role.clone(),
         exists: on_server.map(|_| found.is_some()),
         size_bytes: found.and_then(|d| d.size_bytes),
         url: endpoint.redacted_url(db.name.as_str()),

@@ -9,6 +9,7 @@ fn external_engine_creates_and_drops_only_its_labelled_databases() {
     let admin_url = format!("postgres://postgres:postgres@127.0.0.1:{}/postgres", server.port);
 
     let mut p = Project::new("external");
+    p.port = server.port; // for the harness's own admin connection
     p.set("XTASK_DATABASE_URL", &admin_url);
     p.set("XTASK_PORT", "1"); // ignored by the external engine
     let (_, err) = p.ok_err(&["db-up"]);
@@ -41,6 +42,42 @@ fn external_engine_creates_and_drops_only_its_labelled_databases() {
     assert_eq!(p.databases_on_server(), vec![impostor.clone()]);
     // The server's own project is untouched.
     assert!(server.db_exists("main"));
+}
+
+/// Services on a server xtask does not own: roles are made, reused by branches, and dropped by
+/// teardown with the databases, leaving everything else on the server alone.
+#[test]
+fn external_engine_services_and_their_roles() {
+    let server = Project::new("native");
+    server.ok(&["db-up"]);
+    let mut p = Project::new("external");
+    p.port = server.port;
+    p.set("XTASK_DATABASE_URL", &p.admin_url("postgres"));
+    p.service("accounts", "name = \"accounts\"\nextensions = [\"pgcrypto\"]");
+    p.service("notes", "name = \"notes\"\nreads = [\"accounts\"]");
+    p.ok(&["setup"]);
+    p.ok(&["setup", "--branch", "feature/a"]);
+    assert_eq!(p.databases_on_server().len(), 4);
+    let roles = |p: &Project| -> Vec<String> {
+        let rows = p
+            .admin()
+            .query("SELECT rolname::text FROM pg_roles WHERE starts_with(rolname, $1) ORDER BY 1", &[&p.name])
+            .unwrap();
+        rows.iter().map(|r| r.get(0)).collect()
+    };
+    assert_eq!(roles(&p), [format!("{}_accounts", p.name), format!("{}_notes", p.name)]);
+    let url = p.ok(&["db-endpoint", "--db", "notes"]);
+    contains(&url, &format!("{}_notes:", p.name));
+    postgres::Client::connect(url.trim(), postgres::NoTls).unwrap();
+
+    p.ok(&["wipe", "--branch", "feature/a"]);
+    assert_eq!(roles(&p).len(), 2, "wipe keeps the roles");
+    let (_, err) = p.ok_err(&["teardown"]);
+    contains(&err, "2 database(s) and 2 role(s)");
+    assert!(p.databases_on_server().is_empty());
+    assert!(roles(&p).is_empty());
+    let err = p.fails(&["db-endpoint", "--db", "notes"]);
+    contains(&err, "run `cargo xtask setup`");
 }
 
 #[test]

@@ -73,6 +73,27 @@ impl Project {
         self.env.push((key.into(), value.into()));
     }
 
+    pub fn write(&self, relative: &str, text: &str) {
+        let path = self.path().join(relative);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    /// Adds a service crate declaring a database: `declaration` is the body of its
+    /// `[package.metadata.xtask.database]` table. Only the manifest matters to xtask.
+    pub fn service(&self, crate_name: &str, declaration: &str) {
+        let root = self.path().join("Cargo.toml");
+        let text = std::fs::read_to_string(&root).unwrap();
+        std::fs::write(&root, text.replace("members = []", "members = [\"services/*\"]")).unwrap();
+        self.write(
+            &format!("services/{crate_name}/Cargo.toml"),
+            &format!(
+                "[package]\nname = \"{crate_name}\"\nversion = \"0.1.0\"\n\n\
+                 [package.metadata.xtask.database]\n{declaration}\n"
+            ),
+        );
+    }
+
     pub fn git(&self, args: &[&str]) -> String {
         let out = Command::new("git").args(args).current_dir(self.path()).output().unwrap();
         assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -80,8 +101,13 @@ impl Project {
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
+        self.run_in(self.path(), args)
+    }
+
+    /// Runs xtask with this project's settings in another folder (another workspace).
+    pub fn run_in(&self, dir: &Path, args: &[&str]) -> Output {
         let mut command = Command::new(XTASK);
-        command.args(args).current_dir(self.path());
+        command.args(args).current_dir(dir);
         for (key, _) in std::env::vars() {
             let ci_branch =
                 ["GITHUB_HEAD_REF", "GITHUB_REF_NAME", "CI_COMMIT_REF_NAME"].contains(&key.as_str());
@@ -154,10 +180,13 @@ impl Project {
         postgres::Client::connect(&self.endpoint(branch), postgres::NoTls).unwrap()
     }
 
+    /// The superuser the engines create (XTASK_USER and XTASK_PASSWORD are not set by the tests).
+    pub fn admin_url(&self, db: &str) -> String {
+        format!("postgres://postgres:postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
     pub fn admin(&self) -> postgres::Client {
-        let url = self.endpoint("main");
-        let (base, _) = url.rsplit_once('/').unwrap();
-        postgres::Client::connect(&format!("{base}/postgres"), postgres::NoTls).unwrap()
+        postgres::Client::connect(&self.admin_url("postgres"), postgres::NoTls).unwrap()
     }
 
     /// Every database on the server whose name starts with this project's name.

@@ -10,6 +10,7 @@ mod external;
 mod lifecycle;
 mod migrate;
 mod native;
+mod services;
 
 /// The scenarios every engine that owns its server must pass, once per engine.
 macro_rules! on_both_engines {
@@ -36,4 +37,11 @@ on_both_engines! {
     migrate_concurrently => crate::migrate::concurrent_migrate,
     seeds => crate::migrate::seeds,
     sqlx_interop => crate::migrate::sqlx_interop,
+    services_least_privilege => crate::services::least_privilege,
+    services_extensions => crate::services::extensions,
+    services_two_branches => crate::services::two_branches,
+    services_env_file_and_secrets => crate::services::env_file_and_secrets,
+    services_roles_heal => crate::services::roles_heal_and_are_never_taken_over,
+    services_declared_reads => crate::services::declared_reads,
+    services_examples_pass_their_tests => crate::services::example_services,
 }

@@ -9,12 +9,6 @@ const POSTS: &str = "20240101000002";
 const TAGS: &str = "20240101000003";
 
 impl Project {
-    fn write(&self, relative: &str, text: &str) {
-        let path = self.path().join(relative);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-    }
-
     fn migration(&self, version: &str, slug: &str, up: &str, down: Option<&str>) {
         let dir = format!("migrations/{}", self.name);
         self.write(&format!("{dir}/{version}_{slug}.up.sql"), up);
