@@ -374,6 +374,52 @@ data-dir = "target/pg"
     }
 
     #[test]
+    fn databases_from_the_workspace_and_member_crates() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let manifest = r#"[workspace]
+members = ["services/*"]
+
+[workspace.metadata.xtask]
+project = "shop"
+data-dir = "data"
+default-database = "orders"
+
+[[workspace.metadata.xtask.databases]]
+name = "legacy"
+role = "legacy_app"
+"#;
+        std::fs::write(root.join("Cargo.toml"), manifest).unwrap();
+        for (name, table) in [("orders", "name = \"orders\"\nreads = [\"legacy\"]"), ("tools", "")] {
+            std::fs::create_dir_all(root.join("services").join(name)).unwrap();
+            let metadata = if table.is_empty() {
+                String::new()
+            } else {
+                format!("[package.metadata.xtask.database]\n{table}\n")
+            };
+            let text = format!("[package]\nname = \"{name}\"\n\n{metadata}");
+            std::fs::write(root.join("services").join(name).join("Cargo.toml"), text).unwrap();
+        }
+        let config = Config::load(root).unwrap();
+        let names: Vec<&str> = config.databases.iter().map(|d| d.logical.as_str()).collect();
+        assert_eq!(names, ["orders", "legacy"], "the default first, then in declaration order");
+        assert_eq!(config.databases[0].declared_in, PathBuf::from("services/orders/Cargo.toml"));
+        assert_eq!(config.databases[1].role.as_deref(), Some("legacy_app"));
+        assert_eq!(config.env_file, root.join(".env"));
+
+        std::fs::write(root.join("Cargo.toml"), manifest.replace("\"orders\"\n", "\"nope\"\n")).unwrap();
+        let msg = format!("{:#}", Config::load(root).unwrap_err());
+        assert!(msg.contains("line 7, column 20: `default-database`: no database `nope`"), "{msg}");
+        std::fs::write(
+            root.join("services/orders/Cargo.toml"),
+            "[package.metadata.xtask.database]\nnam = 1\n",
+        )
+        .unwrap();
+        let msg = format!("{:#}", Config::load(root).unwrap_err());
+        assert!(msg.contains("services/orders/Cargo.toml") && msg.contains("nam"), "{msg}");
+    }
+
+    #[test]
     fn unknown_key_names_line_column_and_key() {
         let err = load("[workspace.metadata.xtask]\nport = 1\nprot = 2\n", &[]).unwrap_err();
         let msg = format!("{err:#}");

@@ -37,14 +37,14 @@ USAGE:
     cargo xtask <COMMAND> [OPTIONS]
 
 COMMANDS:
-    setup         start the server, create this branch's databases, write .env
+    setup         server up; each service's role, database, extensions, migrations, seeds; .env
     wipe          drop this branch's databases (the server keeps running)
-    teardown      remove the server and every database of the project, all branches
+    teardown      remove the server and every database and role of the project, all branches
     db-up         start the project's server (create it if absent); idempotent
     db-down       stop the server; its data is kept
     db-status     engine, server state, endpoint, branch and this branch's databases
-    db-endpoint   print the URL of this branch's database (one line, for scripts)
-    connect       psql on this branch's database
+    db-endpoint   print the URL of this branch's database (one line, for scripts; --db NAME)
+    connect       psql on this branch's database as its service's role (--db NAME)
     migrate       apply pending migrations (--check: fail if any are pending; --dry-run)
     rollback      run the down files of the newest applied migrations (--steps N)
     migrations    every migration with its state: applied, pending, modified, missing
@@ -65,9 +65,12 @@ fn command_help(name: &str) -> Option<&'static str> {
             "\
 cargo xtask setup [--provision] [--branch NAME]
 
-Starts the server (creating it when absent), creates this branch's databases when missing (each
-labelled with project, database, branch and time), and writes DATABASE_URL for this branch into .env,
-keeping every other line. A second run changes nothing and says so.
+Starts the server (creating it when absent), then for each service's database: makes its login role
+(once per project; password kept 0600 in the data directory), creates this branch's database owned by
+that role with CONNECT revoked from PUBLIC (labelled with project, database, branch and time), enables
+the declared extensions, applies pending migrations and, for a new database, loads the seeds, both as
+the role. Writes DATABASE_URL and <SERVICE>_DATABASE_URL for this branch into .env, keeping every other
+line. A second run changes nothing and says so.
 
 --provision: when no Docker engine answers and no PostgreSQL server binaries are found, install them
 (apt-get install postgresql, as root on Debian/Ubuntu) instead of stopping with what to install."
@@ -85,8 +88,9 @@ on this machine, --force is required."
 cargo xtask teardown [--force] [--branch NAME]
 
 Removes the server and every database of the project, on all branches: docker removes the container and
-its volume; native stops the cluster and deletes its data directory; external drops every database
-labelled with this project (--force is required when the host is not this machine)."
+its volume; native stops the cluster and deletes its data directory; external drops every database and
+role labelled with this project (--force is required when the host is not this machine). The roles'
+saved passwords are deleted too."
         }
         "db-up" => {
             "\
@@ -113,15 +117,18 @@ branch's databases (whether they exist, their size). --json prints one JSON obje
             "\
 cargo xtask db-endpoint [--db NAME] [--branch NAME]
 
-Prints exactly one line on stdout: the URL of this branch's database, password included, e.g.
-    export DATABASE_URL=$(cargo xtask db-endpoint)"
+Prints exactly one line on stdout: the URL of this branch's database (the default one, or service
+NAME's), with its role's password; no other command prints a password. For example
+    export DATABASE_URL=$(cargo xtask db-endpoint)
+    export NOTES_DATABASE_URL=$(cargo xtask db-endpoint --db notes)"
         }
         "connect" => {
             "\
 cargo xtask connect [--db NAME] [--branch NAME] [-- PSQL ARGS...]
 
-Runs psql on this branch's database with the terminal handed over; arguments after -- go to psql.
-The password travels in psql's environment, never on its command line."
+Runs psql on this branch's database (--db NAME: a service's) as that service's login role, which sees
+what the service sees, with the terminal handed over; arguments after -- go to psql. The password
+travels in psql's environment, never on its command line."
         }
         "migrate" => {
             "\

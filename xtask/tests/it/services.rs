@@ -86,6 +86,11 @@ pub fn least_privilege(engine: &str) {
     let error = accounts_in_notes.query("SELECT * FROM notes", &[]).unwrap_err();
     assert_eq!(sqlstate(&error), "42501", "{error}");
 
+    // `connect --db` opens psql as the service's role on its database.
+    let who =
+        p.ok(&["connect", "--db", "notes", "--", "-Atc", "SELECT current_user || ' ' || current_database()"]);
+    assert_eq!(who.trim(), format!("{}_notes {notes_db}", p.name));
+
     for (sql, what) in [
         ("CREATE DATABASE sneaky", "create a database"),
         ("CREATE ROLE sneaky", "create a role"),
