@@ -119,7 +119,13 @@ impl Admin {
             if let Some(existing) = admin.find(name.as_str())? {
                 check_ownership(&existing, project, logical, branch)?;
                 if let Some(owner) = owner.filter(|o| existing.owner.as_deref() != Some(*o)) {
-                    admin.restrict_to_owner(name.as_str(), owner)?;
+                    bail!(
+                        "database {name} belongs to role {}, not to `{logical}`'s role {owner}, so that role \
+                         cannot use its tables: run `cargo xtask wipe --db {logical}` (its data is lost) and \
+                         setup again, or declare `role = \"{}\"`",
+                        existing.owner.as_deref().unwrap_or("?"),
+                        existing.owner.as_deref().unwrap_or("?")
+                    );
                 }
                 return Ok(Created::Existing);
             }
@@ -128,16 +134,20 @@ impl Admin {
             let scratch =
                 format!("_xtask_new_{}_{}", std::process::id(), crate::naming::short_hash(name.as_str()));
             admin.execute(&format!("CREATE DATABASE {}", quote_ident(&scratch)))?;
-            admin.label(&scratch, project, logical, branch)?;
-            if let Some(owner) = owner {
-                admin.restrict_to_owner(&scratch, owner)?;
+            let finished = admin.label(&scratch, project, logical, branch).and_then(|()| {
+                if let Some(owner) = owner {
+                    admin.restrict_to_owner(&scratch, owner)?;
+                }
+                admin.execute(&format!(
+                    "ALTER DATABASE {} RENAME TO {}",
+                    quote_ident(&scratch),
+                    quote_ident(name.as_str())
+                ))
+            });
+            if finished.is_err() {
+                let _ = admin.execute(&format!("DROP DATABASE IF EXISTS {}", quote_ident(&scratch)));
             }
-            admin.execute(&format!(
-                "ALTER DATABASE {} RENAME TO {}",
-                quote_ident(&scratch),
-                quote_ident(name.as_str())
-            ))?;
-            Ok(Created::New)
+            finished.map(|()| Created::New)
         })
         .with_context(|| format!("create database {name}"))
     }
@@ -168,84 +178,74 @@ impl Admin {
         Ok(true)
     }
 
-    /// Makes sure the service's login role exists, carries this project's label and has the
-    /// password on file; `renew` replaces a password the server no longer accepts. The file is
-    /// re-read under the catalog lock, so concurrent setups agree on one password.
+    /// Makes sure the service's login role exists, carries this project's label and accepts the
+    /// returned password. `rejected` is a password the server just refused: it is replaced, unless
+    /// another process already did so. Runs under the catalog lock, re-reading the password file
+    /// there, so concurrent setups agree on one password.
     pub fn ensure_role(
         &mut self,
-        role: &str,
-        project: &str,
-        logical: &str,
-        data_dir: &std::path::Path,
-        renew: bool,
-    ) -> Result<String> {
+        role: &RoleSpec<'_>,
+        rejected: Option<&str>,
+    ) -> Result<(String, RoleChange)> {
         self.with_catalog_lock(|admin| {
-            let mut credentials = Credentials::load(data_dir)?;
+            let mut secrets = RoleSecrets::load(role)?;
             let row = admin
                 .client
                 .query_opt(
                     "SELECT shobj_description(oid, 'pg_authid'), rolsuper FROM pg_roles WHERE rolname = $1",
-                    &[&role],
+                    &[&role.name],
                 )
                 .map_err(PgError::from)?;
-            let known = credentials.password(role).map(str::to_owned);
-            match row {
-                None => {
-                    let password = match known {
-                        Some(password) => password,
-                        None => credentials.renew(role)?,
-                    };
-                    admin.execute(&format!(
-                        "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD {}",
-                        quote_ident(role),
-                        quote_literal(&scram_verifier(&password))
-                    ))?;
-                    admin.label_role(role, project, logical)?;
-                    Ok(password)
+            let Some(row) = row else {
+                let password = secrets.current_or_new()?;
+                admin.create_role(role, &password)?;
+                return Ok((password, RoleChange::Created));
+            };
+            check_role_label(row.get(0), row.get(1), role)?;
+            match (secrets.current(), rejected) {
+                (Some(known), None) => return Ok((known, RoleChange::None)),
+                (Some(known), Some(refused)) if known != refused && secrets.file.is_some() => {
+                    return Ok((known, RoleChange::None));
                 }
-                Some(row) => {
-                    let label = row.get::<_, Option<String>>(0).and_then(|t| serde_json::from_str::<RoleLabel>(&t).ok());
-                    match label {
-                        Some(l) if l.tool == "xtask" && l.project == project => {}
-                        Some(l) if l.tool == "xtask" => bail!(
-                            "role {role} already exists for project `{}`: declare another `role` for database \
-                             `{logical}` or set a distinct `project`",
-                            l.project
-                        ),
-                        _ => bail!(
-                            "role {role} already exists on the server but was not created by xtask; it is left \
-                             alone. Declare another `role` for database `{logical}` in its Cargo.toml"
-                        ),
-                    }
-                    if row.get::<_, bool>(1) {
-                        bail!("role {role} is a superuser; a service role must not be. Drop it or declare another `role`");
-                    }
-                    let password = match known {
-                        Some(password) if !renew => return Ok(password),
-                        _ => credentials.renew(role)?,
-                    };
-                    admin.execute(&format!(
-                        "ALTER ROLE {} PASSWORD {}",
-                        quote_ident(role),
-                        quote_literal(&scram_verifier(&password))
-                    ))?;
-                    Ok(password)
-                }
+                _ => {}
             }
+            let password = secrets.replacement()?;
+            admin.execute(&format!(
+                "ALTER ROLE {} PASSWORD {}",
+                quote_ident(role.name),
+                quote_literal(&scram_verifier(&password))
+            ))?;
+            Ok((password, RoleChange::NewPassword))
         })
-        .with_context(|| format!("set up login role {role}"))
+        .with_context(|| format!("set up login role {}", role.name))
     }
 
-    fn label_role(&mut self, role: &str, project: &str, logical: &str) -> Result<()> {
+    /// Creates and labels the role in one transaction. An admin that is not a superuser (a managed
+    /// server) becomes a member, which it needs to give the role databases and to drop them.
+    fn create_role(&mut self, role: &RoleSpec<'_>, password: &str) -> Result<()> {
         let row = self
             .client
             .query_one(
                 "SELECT format('COMMENT ON ROLE %I IS %L', $1::text, json_build_object( \
-                   'tool', 'xtask', 'project', $2::text, 'database', $3::text)::text)",
-                &[&role, &project, &logical],
+                   'tool', 'xtask', 'project', $2::text, 'database', $3::text)::text), \
+                   (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)",
+                &[&role.name, &role.project, &role.logical],
             )
             .map_err(PgError::from)?;
-        self.execute(row.get::<_, &str>(0)).context("label role")
+        let (comment, admin_is_superuser): (String, bool) = (row.get(0), row.get(1));
+        let name = quote_ident(role.name);
+        let membership =
+            if admin_is_superuser { String::new() } else { format!("GRANT {name} TO CURRENT_USER;") };
+        let created = self.execute(&format!(
+            "BEGIN; \
+             CREATE ROLE {name} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD {}; \
+             {comment}; {membership} COMMIT",
+            quote_literal(&scram_verifier(password))
+        ));
+        if created.is_err() {
+            let _ = self.client.batch_execute("ROLLBACK");
+        }
+        created
     }
 
     /// This project's roles on the server.
@@ -288,9 +288,15 @@ impl Admin {
         self.execute(row.get::<_, &str>(0)).context("label database")
     }
 
-    /// Drops the database when it carries this project's label; `Ok(false)` when it does not exist.
-    /// Its open connections are ended first.
-    pub fn drop_labelled(&mut self, name: &str, project: &str) -> Result<bool> {
+    /// Drops the database when it carries this project's label (and, given `expected`, is that
+    /// logical database of that branch); `Ok(false)` when it does not exist. Its open connections
+    /// are ended first.
+    pub fn drop_labelled(
+        &mut self,
+        name: &str,
+        project: &str,
+        expected: Option<(&str, &str)>,
+    ) -> Result<bool> {
         self.with_catalog_lock(|admin| {
             let Some(existing) = admin.find(name)? else {
                 return Ok(false);
@@ -299,6 +305,16 @@ impl Admin {
                 bail!(
                     "refusing to drop database {name}: it does not carry project `{project}`'s label, \
                      so this tool did not create it"
+                );
+            }
+            if let (Some((logical, branch)), Some(label)) = (expected, &existing.label)
+                && (label.database != logical || label.branch != branch)
+            {
+                bail!(
+                    "refusing to drop database {name}: it is database `{}` of branch `{}`, not `{logical}` of \
+                     branch `{branch}`",
+                    label.database,
+                    label.branch
                 );
             }
             if admin.server_version()? >= 130_000 {
@@ -342,6 +358,92 @@ impl Admin {
     fn execute(&mut self, sql: &str) -> Result<()> {
         Ok(self.client.batch_execute(sql).map_err(PgError::from)?)
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleChange {
+    None,
+    Created,
+    NewPassword,
+}
+
+/// A service's login role, as `ensure_role` needs it.
+pub struct RoleSpec<'a> {
+    pub name: &'a str,
+    pub project: &'a str,
+    pub logical: &'a str,
+    /// Where local engines keep generated passwords.
+    pub data_dir: &'a std::path::Path,
+    /// On a server shared by several machines (the external engine) every machine must arrive at
+    /// the same password, so it is derived from the admin login instead of generated.
+    pub derived_password: Option<String>,
+}
+
+/// The password of one role: derived, or generated and kept in the credentials file.
+struct RoleSecrets<'a> {
+    role: &'a str,
+    derived: Option<String>,
+    file: Option<Credentials>,
+}
+
+impl RoleSecrets<'_> {
+    fn load<'a>(role: &RoleSpec<'a>) -> Result<RoleSecrets<'a>> {
+        let file = match role.derived_password {
+            Some(_) => None,
+            None => Some(Credentials::load(role.data_dir)?),
+        };
+        Ok(RoleSecrets { role: role.name, derived: role.derived_password.clone(), file })
+    }
+
+    fn current(&self) -> Option<String> {
+        self.derived.clone().or_else(|| self.file.as_ref()?.password(self.role).map(str::to_owned))
+    }
+
+    fn current_or_new(&mut self) -> Result<String> {
+        match self.current() {
+            Some(password) => Ok(password),
+            None => self.replacement(),
+        }
+    }
+
+    fn replacement(&mut self) -> Result<String> {
+        match (&self.derived, &mut self.file) {
+            (Some(derived), _) => Ok(derived.clone()),
+            (None, Some(file)) => file.renew(self.role),
+            (None, None) => unreachable!("RoleSecrets::load sets one of them"),
+        }
+    }
+}
+
+fn check_role_label(comment: Option<String>, superuser: bool, role: &RoleSpec<'_>) -> Result<()> {
+    let (name, logical) = (role.name, role.logical);
+    match comment.and_then(|t| serde_json::from_str::<RoleLabel>(&t).ok()) {
+        Some(l) if l.tool == "xtask" && l.project == role.project => {}
+        Some(l) if l.tool == "xtask" => bail!(
+            "role {name} already exists for project `{}`: declare another `role` for database `{logical}` \
+             or set a distinct `project`",
+            l.project
+        ),
+        _ => bail!(
+            "role {name} already exists on the server but was not created by xtask; it is left alone. \
+             Declare another `role` for database `{logical}` in its Cargo.toml"
+        ),
+    }
+    if superuser {
+        bail!("role {name} is a superuser; a service role must not be. Drop it or declare another `role`");
+    }
+    Ok(())
+}
+
+/// 128 bits of SHA-256 over the admin login, the server and the role: the same on every machine
+/// that holds the admin URL (which can set any password anyway), unknowable without it.
+pub fn derive_password(admin: &Endpoint, role: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let input = format!(
+        "xtask role password\0{}\0{}\0{}\0{}\0{role}",
+        admin.user, admin.password, admin.host, admin.port
+    );
+    Sha256::digest(input.as_bytes())[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[derive(Deserialize)]

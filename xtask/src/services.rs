@@ -91,6 +91,22 @@ pub fn resolve(project: &str, declared: Vec<Declared<'_>>) -> Result<Vec<Databas
                 spec.declared_in.display()
             );
         }
+        if let Some(other) = specs.iter().find(|s| names_can_collide(&s.base, &spec.base)) {
+            let (short, long) =
+                if other.base.len() < spec.base.len() { (other, &spec) } else { (&spec, other) };
+            bail!(
+                "databases `{}` ({}) and `{}` ({}) would share names: `{}` on branch `{}` is named `{}`, \
+                 like `{}` on the default branch. Rename one of them",
+                short.logical,
+                short.declared_in.display(),
+                long.logical,
+                long.declared_in.display(),
+                short.logical,
+                &long.base[short.base.len() + 1..],
+                long.base,
+                long.logical
+            );
+        }
         specs.push(spec);
     }
     for (spec, item) in specs.iter().zip(&declared) {
@@ -156,6 +172,13 @@ fn resolve_one(project: &str, item: &Declared<'_>) -> Result<DatabaseSpec> {
         reads: declaration.reads.iter().map(|r| r.get_ref().clone()).collect(),
         declared_in: item.file.clone(),
     })
+}
+
+/// Branch databases are `<base>_<branch>`: a base that is another one plus `_...` could be some
+/// branch's database of the other.
+fn names_can_collide(a: &str, b: &str) -> bool {
+    let (short, long) = if a.len() < b.len() { (a, b) } else { (b, a) };
+    long.strip_prefix(short).is_some_and(|rest| rest.starts_with('_'))
 }
 
 fn is_valid_logical(name: &str) -> bool {
@@ -231,8 +254,11 @@ pub fn member_manifests(root: &Path, members: &[String], exclude: &[String]) -> 
             _ => dirs.push(PathBuf::from(pattern)),
         }
     }
-    dirs.retain(|dir| !exclude.iter().any(|e| Path::new(e) == dir));
-    dirs.dedup();
+    let mut seen = std::collections::HashSet::new();
+    dirs.retain(|dir| {
+        let dir = dir.strip_prefix(".").unwrap_or(dir).to_path_buf();
+        !exclude.iter().any(|e| Path::new(e) == dir) && seen.insert(dir)
+    });
     Ok(dirs.into_iter().map(|dir| dir.join("Cargo.toml")).collect())
 }
 
@@ -302,6 +328,14 @@ mod tests {
                 "role `r` is declared for both",
             ),
             (vec!["[database]\nname = \"abcdefghijklmnopqrstu\"\n"], "at most 20 bytes"),
+            (
+                vec!["[database]\nname = \"notes\"\n", "[database]\nname = \"notes_search\"\n"],
+                "`notes` on branch `search` is named `shop_notes_search`",
+            ),
+            (
+                vec!["[database]\nname = \"shop\"\n", "[database]\nname = \"orders\"\n"],
+                "`shop` on branch `orders` is named `shop_orders`",
+            ),
         ] {
             let msg =
                 format!("{:#}", resolve("shop", texts.iter().map(|t| declared(t)).collect()).unwrap_err());
@@ -324,7 +358,8 @@ mod tests {
             std::fs::write(dir.path().join(crate_dir).join("Cargo.toml"), "").unwrap();
         }
         std::fs::create_dir_all(dir.path().join("services/not_a_crate")).unwrap();
-        let members = ["xtask".to_owned(), "services/*".to_owned(), "tools/x".to_owned()];
+        let members =
+            ["xtask".to_owned(), "services/*".to_owned(), "tools/x".to_owned(), "./services/a".to_owned()];
         let found = member_manifests(dir.path(), &members, &["services/skipped".to_owned()]).unwrap();
         let found: Vec<String> = found.iter().map(|p| p.display().to_string()).collect();
         assert_eq!(

@@ -266,10 +266,29 @@ pub fn seed_database(ctx: &Ctx, endpoint: &Endpoint, database: &Database) -> Res
     Ok(())
 }
 
+/// Seeds a database that has no record of seeds yet; whether it did.
+pub fn seed_if_never_seeded(ctx: &Ctx, endpoint: &Endpoint, database: &Database) -> Result<bool> {
+    let files = seeds::discover(&ctx.root, &database.seeds_dir(ctx))?;
+    if files.is_empty() {
+        return Ok(false);
+    }
+    let mut client = connect_branch_db(endpoint, database.name.as_str())?;
+    if seeds::changed_since_seeded(&mut client, &files)?.is_some() {
+        return Ok(false);
+    }
+    seeds::run(&mut client, &files)?;
+    Ok(true)
+}
+
 fn connect_branch_db(endpoint: &Endpoint, name: &str) -> Result<Client> {
     runner::connect(endpoint, name).map_err(|error| {
         if PgError::code_in(&error) == Some(&SqlState::INVALID_CATALOG_NAME) {
             error.context(format!("database {name} does not exist: run `cargo xtask setup`"))
+        } else if PgError::code_in(&error) == Some(&SqlState::INVALID_PASSWORD) {
+            error.context(format!(
+                "the server refused {}'s password: run `cargo xtask setup`, which gives the role a new one",
+                endpoint.user
+            ))
         } else if PgError::code_in(&error).is_some() {
             error
         } else {

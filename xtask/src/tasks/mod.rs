@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use postgres::error::SqlState;
 
-use crate::admin::{self, Admin, Created};
+use crate::admin::{self, Admin, Created, RoleChange, RoleSpec};
 use crate::conn::{Endpoint, PgError};
 use crate::credentials::Credentials;
 use crate::engine::{self, Engine, PsqlLauncher, ServerState};
@@ -46,17 +46,32 @@ pub fn db_endpoint(ctx: &Ctx, db: Option<&str>) -> Result<()> {
 }
 
 /// How a database is used: as its service's login role, or as the admin user for a project
-/// without services. The role's password comes from the credentials file that `setup` keeps.
+/// without services. A role's password is derived from the admin login on an external server, and
+/// otherwise comes from the credentials file that `setup` keeps.
 pub fn database_login(ctx: &Ctx, endpoint: &Endpoint, database: &Database) -> Result<Endpoint> {
     let Some(role) = &database.spec.role else { return Ok(endpoint.clone()) };
-    let credentials = Credentials::load(&ctx.config.data_dir)?;
-    let Some(password) = credentials.password(role) else {
-        bail!(
-            "role {role} of database `{}` has no password on file yet: run `cargo xtask setup`",
-            database.logical
-        );
+    let password = match role_spec(ctx, endpoint, database, role).derived_password {
+        Some(derived) => derived,
+        None => match Credentials::load(&ctx.config.data_dir)?.password(role) {
+            Some(password) => password.to_owned(),
+            None => bail!(
+                "role {role} of database `{}` has no password on file yet: run `cargo xtask setup`",
+                database.logical
+            ),
+        },
     };
-    Ok(Endpoint { user: role.clone(), password: password.to_owned(), ..endpoint.clone() })
+    Ok(Endpoint { user: role.clone(), password, ..endpoint.clone() })
+}
+
+fn role_spec<'a>(ctx: &'a Ctx, endpoint: &Endpoint, database: &'a Database, role: &'a str) -> RoleSpec<'a> {
+    let shared_server = ctx.config.engine == EngineKind::External;
+    RoleSpec {
+        name: role,
+        project: &ctx.config.project,
+        logical: &database.logical,
+        data_dir: &ctx.config.data_dir,
+        derived_password: shared_server.then(|| admin::derive_password(endpoint, role)),
+    }
 }
 
 pub fn setup(ctx: &Ctx) -> Result<()> {
@@ -108,8 +123,8 @@ pub fn setup(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-/// One database: its role, the database itself, its extensions, migrations and (when new) seeds.
-/// Returns the login the service uses.
+/// One database: its role, the database itself, its extensions, migrations and (when never
+/// seeded) seeds. Returns the login the service uses.
 fn setup_database(
     ctx: &Ctx,
     admin: &mut Admin,
@@ -117,29 +132,27 @@ fn setup_database(
     db: &Database,
     changes: &mut Vec<String>,
 ) -> Result<Endpoint> {
-    let (project, data_dir) = (&ctx.config.project, &ctx.config.data_dir);
     let role = db.spec.role.as_deref();
-    let mut login = match database_login(ctx, endpoint, db) {
-        Ok(login) => login,
-        Err(_) => {
-            let role = role.expect("only a role's login can be missing");
-            let password = admin.ensure_role(role, project, &db.logical, data_dir, false)?;
-            changes.push(format!("login role {role} ready"));
-            Endpoint { user: role.to_owned(), password, ..endpoint.clone() }
-        }
-    };
-    let created = admin.create(&db.name, project, &db.logical, &ctx.branch.name, role)?;
+    let mut login = endpoint.clone();
+    if let Some(role) = role {
+        let (password, change) = admin.ensure_role(&role_spec(ctx, endpoint, db, role), None)?;
+        report_role(role, change, changes);
+        login = Endpoint { user: role.to_owned(), password, ..endpoint.clone() };
+    }
+    let created = admin.create(&db.name, &ctx.config.project, &db.logical, &ctx.branch.name, role)?;
     if let Created::New = created {
         changes.push(format!("created database {}", db.name));
     }
     if let Some(role) = role {
         let installed = match installed_extensions(&login, db) {
             Ok(installed) => installed,
-            // The server does not know the password on file (rebuilt server, role re-created,
-            // another checkout renewed it): give the role a new one.
+            // The server refuses the password on file (a server rebuilt or reset, the role's
+            // password changed by hand): give the role a new one.
             Err(error) if PgError::code_in(&error) == Some(&SqlState::INVALID_PASSWORD) => {
-                login.password = admin.ensure_role(role, project, &db.logical, data_dir, true)?;
-                changes.push(format!("login role {role} ready (new password)"));
+                let spec = role_spec(ctx, endpoint, db, role);
+                let (password, change) = admin.ensure_role(&spec, Some(&login.password))?;
+                report_role(role, change, changes);
+                login.password = password;
                 installed_extensions(&login, db)?
             }
             Err(error) => return Err(error),
@@ -158,10 +171,20 @@ fn setup_database(
     if let migrate::Migrated::Applied(n) = migrate::migrate_database(ctx, &login, db, quiet)? {
         changes.push(format!("applied {n} migration(s) to {}", db.name));
     }
-    if let Created::New = created {
-        migrate::seed_database(ctx, &login, db)?;
+    // Not only for a database made just now: one whose first setup stopped half-way (a missing
+    // extension, a failing migration) gets its seeds once it is finished.
+    if migrate::seed_if_never_seeded(ctx, &login, db)? {
+        changes.push(format!("loaded the seeds into {}", db.name));
     }
     Ok(login)
+}
+
+fn report_role(role: &str, change: RoleChange, changes: &mut Vec<String>) {
+    match change {
+        RoleChange::None => {}
+        RoleChange::Created => changes.push(format!("created login role {role}")),
+        RoleChange::NewPassword => changes.push(format!("gave login role {role} a new password")),
+    }
 }
 
 fn installed_extensions(login: &Endpoint, db: &Database) -> Result<Vec<String>> {
@@ -170,8 +193,8 @@ fn installed_extensions(login: &Endpoint, db: &Database) -> Result<Vec<String>> 
     Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
-/// `reads = [...]`: the reader may connect to the read database and SELECT its tables. Granted
-/// when the reader has no CONNECT yet, and again after the read database changed (new tables).
+/// `reads = [...]`: the reader may connect to the read database and SELECT its tables, granted on
+/// every setup (idempotent, so a grant interrupted half-way is completed by the next run).
 fn grant_declared_reads(
     admin: &mut Admin,
     endpoint: &Endpoint,
@@ -190,8 +213,11 @@ fn grant_declared_reads(
         for reader in &readers {
             newly |= admin.grant_connect(read.name.as_str(), reader)?;
         }
-        if !readers.is_empty() && (newly || changed.contains(&read.logical.as_str())) {
-            admin::grant_reads(endpoint, read.name.as_str(), owner, &readers)?;
+        if readers.is_empty() {
+            continue;
+        }
+        admin::grant_reads(endpoint, read.name.as_str(), owner, &readers)?;
+        if newly || changed.contains(&read.logical.as_str()) {
             changes.push(format!("{} may read {}", readers.join(", "), read.name));
         }
     }
@@ -203,7 +229,8 @@ pub fn wipe(ctx: &Ctx, db: Option<&str>, force: bool) -> Result<()> {
     refuse_remote_without_force(engine.as_ref(), force, "wipe")?;
     let mut admin = connect_running(engine.as_ref(), "wipe")?;
     for database in ctx.select_databases(db)? {
-        if admin.drop_labelled(database.name.as_str(), &ctx.config.project)? {
+        let expected = Some((database.logical.as_str(), ctx.branch.name.as_str()));
+        if admin.drop_labelled(database.name.as_str(), &ctx.config.project, expected)? {
             eprintln!("wipe: dropped database {}", database.name);
         } else {
             eprintln!("wipe: database {} does not exist", database.name);
@@ -215,8 +242,9 @@ pub fn wipe(ctx: &Ctx, db: Option<&str>, force: bool) -> Result<()> {
 pub fn teardown(ctx: &Ctx, force: bool) -> Result<()> {
     let engine = engine::select(ctx)?;
     if engine.kind() != EngineKind::External {
-        engine.destroy().context("remove the server")?;
+        // The passwords go first: the data directory is removed only when nothing is left in it.
         crate::credentials::remove(&ctx.config.data_dir)?;
+        engine.destroy().context("remove the server")?;
         eprintln!(
             "teardown: removed the {} server of project `{}` and all its databases",
             engine.kind().name(),
@@ -233,7 +261,7 @@ pub fn teardown(ctx: &Ctx, force: bool) -> Result<()> {
         .map(|d| d.name)
         .collect();
     for name in &ours {
-        admin.drop_labelled(name, &ctx.config.project)?;
+        admin.drop_labelled(name, &ctx.config.project, None)?;
         eprintln!("teardown: dropped database {name}");
     }
     let mut credentials = Credentials::load(&ctx.config.data_dir)?;
@@ -392,7 +420,10 @@ fn database_report(
         role: db.spec.role.clone(),
         exists: on_server.map(|_| found.is_some()),
         size_bytes: found.and_then(|d| d.size_bytes),
-        url: endpoint.redacted_url(db.name.as_str()),
+        url: match &db.spec.role {
+            Some(role) => Endpoint { user: role.clone(), ..endpoint.clone() }.redacted_url(db.name.as_str()),
+            None => endpoint.redacted_url(db.name.as_str()),
+        },
         pending_migrations,
         seeds,
     })

@@ -43,5 +43,7 @@ on_both_engines! {
     services_env_file_and_secrets => crate::services::env_file_and_secrets,
     services_roles_heal => crate::services::roles_heal_and_are_never_taken_over,
     services_declared_reads => crate::services::declared_reads,
+    services_role_dropped_by_hand => crate::services::role_dropped_by_hand,
+    services_concurrent_password_renewal => crate::services::concurrent_password_renewal,
     services_examples_pass_their_tests => crate::services::example_services,
 }

@@ -50,7 +50,7 @@ pub fn least_privilege(engine: &str) {
     let accounts_db = format!("{}_accounts", p.name);
     let notes_db = format!("{}_notes", p.name);
     contains(&err, &format!("created database {accounts_db}"));
-    contains(&err, &format!("login role {}_accounts ready", p.name));
+    contains(&err, &format!("created login role {}_accounts", p.name));
 
     let accounts_url = url(&p, "accounts", "main");
     let notes_url = url(&p, "notes", "main");
@@ -141,6 +141,51 @@ pub fn extensions(engine: &str) {
     let status = p.status("geo");
     let notes = status["databases"].as_array().unwrap().iter().find(|d| d["database"] == "notes").unwrap();
     assert_eq!(notes["pending_migrations"], 1, "{status}");
+    assert_eq!(notes["seeds"], "never", "{status}");
+    // Fixed: the next setup finishes the database, seeds included.
+    p.service("notes", "name = \"notes\"");
+    let (_, err) = p.ok_err(&["setup", "--branch", "geo"]);
+    contains(&err, &format!("loaded the seeds into {}_notes_geo", p.name));
+    let status = p.status("geo");
+    let notes = status["databases"].as_array().unwrap().iter().find(|d| d["database"] == "notes").unwrap();
+    assert_eq!((notes["pending_migrations"].as_i64(), notes["seeds"].as_str()), (Some(0), Some("current")));
+}
+
+/// The role vanished while its password stayed on file (dropped by hand, a new server for the
+/// same data directory): setup makes it again instead of failing, and leaves no scratch database.
+pub fn role_dropped_by_hand(engine: &str) {
+    let p = two_services(engine);
+    p.ok(&["setup"]);
+    p.ok(&["wipe"]);
+    p.admin().batch_execute(&format!("DROP ROLE \"{}_notes\"", p.name)).unwrap();
+    let (_, err) = p.ok_err(&["setup"]);
+    contains(&err, &format!("created login role {}_notes", p.name));
+    connect(&url(&p, "notes", "main")).unwrap();
+    let scratch: i64 = p
+        .admin()
+        .query_one("SELECT count(*) FROM pg_database WHERE datname LIKE '\\_xtask\\_new\\_%'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(scratch, 0);
+}
+
+/// Two setups at once that both find the role's password refused agree on one new password.
+pub fn concurrent_password_renewal(engine: &str) {
+    let p = two_services(engine);
+    p.ok(&["setup"]);
+    p.admin().batch_execute(&format!("ALTER ROLE \"{}_notes\" PASSWORD 'reset-elsewhere'", p.name)).unwrap();
+    let runs: Vec<_> = (0..4)
+        .map(|_| {
+            let mut command = std::process::Command::new(crate::harness::XTASK);
+            command.arg("setup").current_dir(p.path()).envs(p.env.iter().map(|(k, v)| (k, v)));
+            command.stderr(std::process::Stdio::piped()).spawn().unwrap()
+        })
+        .collect();
+    for run in runs {
+        let out = run.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    connect(&url(&p, "notes", "main")).unwrap();
 }
 
 /// Roles are per project, reused by every branch; wipe leaves them and the other branch's
@@ -226,7 +271,7 @@ pub fn roles_heal_and_are_never_taken_over(engine: &str) {
         .unwrap();
     assert!(connect(&before).is_err());
     let (_, err) = p.ok_err(&["setup"]);
-    contains(&err, "new password");
+    contains(&err, &format!("gave login role {}_notes a new password", p.name));
     let after = url(&p, "notes", "main");
     assert_ne!(before, after);
     connect(&after).unwrap();
