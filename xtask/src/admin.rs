@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::conn::{Endpoint, PgError};
 use crate::credentials::Credentials;
-use crate::naming::{DbName, quote_ident};
+use crate::naming::{DbName, hex, quote_ident, quote_literal};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Label {
@@ -74,10 +74,7 @@ impl Admin {
             .iter()
             .map(|row| ServerDatabase {
                 name: row.get(0),
-                label: row
-                    .get::<_, Option<String>>(1)
-                    .and_then(|text| serde_json::from_str::<Label>(&text).ok())
-                    .filter(|label| label.tool == "xtask"),
+                label: Label::parse(row.get(1)),
                 size_bytes: row.get(2),
                 owner: None,
             })
@@ -95,10 +92,7 @@ impl Admin {
             .map_err(PgError::from)?;
         Ok(row.map(|row| ServerDatabase {
             name: name.to_owned(),
-            label: row
-                .get::<_, Option<String>>(0)
-                .and_then(|text| serde_json::from_str::<Label>(&text).ok())
-                .filter(|label| label.tool == "xtask"),
+            label: Label::parse(row.get(0)),
             size_bytes: None,
             owner: row.get(1),
         }))
@@ -259,11 +253,7 @@ impl Admin {
             .map_err(PgError::from)?;
         Ok(rows
             .iter()
-            .filter(|row| {
-                row.get::<_, Option<String>>(1)
-                    .and_then(|t| serde_json::from_str::<RoleLabel>(&t).ok())
-                    .is_some_and(|l| l.tool == "xtask" && l.project == project)
-            })
+            .filter(|row| RoleLabel::parse(row.get(1)).is_some_and(|l| l.project == project))
             .map(|row| row.get(0))
             .collect())
     }
@@ -417,9 +407,9 @@ impl RoleSecrets<'_> {
 
 fn check_role_label(comment: Option<String>, superuser: bool, role: &RoleSpec<'_>) -> Result<()> {
     let (name, logical) = (role.name, role.logical);
-    match comment.and_then(|t| serde_json::from_str::<RoleLabel>(&t).ok()) {
-        Some(l) if l.tool == "xtask" && l.project == role.project => {}
-        Some(l) if l.tool == "xtask" => bail!(
+    match RoleLabel::parse(comment) {
+        Some(l) if l.project == role.project => {}
+        Some(l) => bail!(
             "role {name} already exists for project `{}`: declare another `role` for database `{logical}` \
              or set a distinct `project`",
             l.project
@@ -443,7 +433,7 @@ pub fn derive_password(admin: &Endpoint, role: &str) -> String {
         "xtask role password\0{}\0{}\0{}\0{}\0{role}",
         admin.user, admin.password, admin.host, admin.port
     );
-    Sha256::digest(input.as_bytes())[..16].iter().map(|b| format!("{b:02x}")).collect()
+    hex(&Sha256::digest(input.as_bytes())[..16])
 }
 
 #[derive(Deserialize)]
@@ -452,13 +442,23 @@ struct RoleLabel {
     project: String,
 }
 
+impl RoleLabel {
+    /// The label in a role's comment, when xtask wrote it.
+    fn parse(comment: Option<String>) -> Option<RoleLabel> {
+        comment.and_then(|t| serde_json::from_str::<RoleLabel>(&t).ok()).filter(|l| l.tool == "xtask")
+    }
+}
+
+impl Label {
+    /// The label in a database's comment, when xtask wrote it.
+    fn parse(comment: Option<String>) -> Option<Label> {
+        comment.and_then(|t| serde_json::from_str::<Label>(&t).ok()).filter(|l| l.tool == "xtask")
+    }
+}
+
 /// What the server stores for a password, computed here so the password itself is never sent.
 fn scram_verifier(password: &str) -> String {
     postgres_protocol::password::scram_sha_256(password.as_bytes())
-}
-
-fn quote_literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
 }
 
 /// Enables the declared extensions missing from `database`, as the admin user (most need a

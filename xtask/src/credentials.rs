@@ -110,7 +110,7 @@ fn generate_password() -> Result<String> {
     if bytes.iter().all(|b| *b == 0) {
         bail!("/dev/urandom returned only zeros; refusing to make a password from it");
     }
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::naming::hex(&bytes))
 }
 
 #[cfg(test)]

@@ -96,7 +96,17 @@ pub fn is_valid_base(name: &str) -> bool {
 /// Eight hex digits of SHA-256: a named algorithm, the same on every machine and Rust version.
 pub fn short_hash(text: &str) -> String {
     let digest = Sha256::digest(text.as_bytes());
-    digest[..HASH_HEX_DIGITS / 2].iter().map(|b| format!("{b:02x}")).collect()
+    hex(&digest[..HASH_HEX_DIGITS / 2])
+}
+
+/// Quotes a string literal for SQL (with `standard_conforming_strings` on, the default since 9.1).
+pub fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// Lower-case hex digits of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Quotes an identifier for SQL, doubling embedded quotes.

@@ -15,6 +15,7 @@ use postgres::error::{ErrorPosition, SqlState};
 
 use crate::conn::{Endpoint, PgError, describe_pg_error};
 use crate::migrations::{Applied, Migration, line_col, split_statements};
+use crate::naming::{hex, quote_literal};
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS _sqlx_migrations (
     version BIGINT PRIMARY KEY,
@@ -293,14 +294,6 @@ fn lock_holder(client: &mut Client, key: i64) -> Option<String> {
 }
 
 /// A SQL string literal; the session runs with standard_conforming_strings on.
-fn quote_literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
