@@ -12,20 +12,54 @@ pub struct Args {
 }
 
 pub enum Command {
-    Help { topic: Option<String> },
+    Help {
+        topic: Option<String>,
+    },
     DbUp,
     DbDown,
-    DbStatus { json: bool },
-    DbEndpoint { db: Option<String> },
+    DbStatus {
+        json: bool,
+    },
+    DbEndpoint {
+        db: Option<String>,
+    },
     Setup,
-    Wipe { db: Option<String>, force: bool },
-    Teardown { force: bool },
-    Connect { db: Option<String>, psql_args: Vec<OsString> },
-    Migrate { db: Option<String>, options: MigrateOptions },
-    Rollback { db: Option<String>, steps: usize },
-    Migrations { db: Option<String>, json: bool },
-    Prepare { db: Option<String>, message: String },
-    Seed { db: Option<String> },
+    Wipe {
+        db: Option<String>,
+        force: bool,
+    },
+    Teardown {
+        force: bool,
+    },
+    Connect {
+        db: Option<String>,
+        psql_args: Vec<OsString>,
+    },
+    Migrate {
+        db: Option<String>,
+        options: MigrateOptions,
+    },
+    Rollback {
+        db: Option<String>,
+        steps: usize,
+    },
+    Migrations {
+        db: Option<String>,
+        json: bool,
+    },
+    Prepare {
+        db: Option<String>,
+        message: String,
+        manual: bool,
+    },
+    /// `schema --check` (write: false) or `schema --write`.
+    Schema {
+        db: Option<String>,
+        write: bool,
+    },
+    Seed {
+        db: Option<String>,
+    },
 }
 
 pub use crate::tasks::migrate::MigrateOptions;
@@ -48,7 +82,8 @@ COMMANDS:
     migrate       apply pending migrations (--check: fail if any are pending; --dry-run)
     rollback      run the down files of the newest applied migrations (--steps N)
     migrations    every migration with its state: applied, pending, modified, missing
-    prepare       write a new empty migration pair: cargo xtask prepare \"add users\"
+    prepare       write the next migration pair, generated from migrations/<db>/schema.sql
+    schema        --check: the migrations produce schema.sql exactly; --write: schema.sql from them
     seed          load seeds/<db>/*.sql again, in one transaction
     help          this text, or `cargo xtask help <COMMAND>`
 
@@ -160,9 +195,37 @@ when it was applied. --json prints {\"<db>\": [{version, description, state, fil
         }
         "prepare" => {
             "\
-cargo xtask prepare \"MESSAGE\" [--db NAME]
+cargo xtask prepare \"MESSAGE\" [--db NAME] [--manual]
 
-Writes migrations/<db>/<UTC YYYYMMDDHHMMSS>_<message>.up.sql and .down.sql and prints their paths."
+Writes migrations/<db>/<UTC YYYYMMDDHHMMSS>_<message>.up.sql and .down.sql and prints their paths.
+
+When migrations/<db>/schema.sql declares the schema (plain PostgreSQL DDL, the whole schema as it
+should be), the files are generated: the migrations and schema.sql are each built in a throwaway
+database on the project's server, both are read from the system catalogs, and the up holds the
+statements from the migrations' schema to the declared one, the down the way back, in dependency
+order. Statements that lose data (DROP TABLE, DROP COLUMN, a narrowing type change, an enum value
+removed) carry a `-- DESTRUCTIVE:` comment; a dropped and an added column of the same type carry a
+`-- REVIEW:` comment showing the RENAME that may have been meant. Both files are tried on a copy
+before they are written. With no difference, nothing is written. Without --db, every database with
+a schema.sql is looked at. The throwaway databases are dropped afterwards, also on error or Ctrl-C.
+
+Covered: schemas, extensions, enum types, sequences, tables, columns (type, nullability, default,
+identity, generated), primary key, unique, check, foreign key and exclusion constraints, indexes,
+views, materialized views, functions, procedures, triggers, comments. Other kinds (domains,
+policies, partitioned tables, ...) stop prepare with their names when they differ.
+
+--manual   write empty files to fill in by hand (also what happens without a schema.sql)"
+        }
+        "schema" => {
+            "\
+cargo xtask schema --check [--db NAME]
+cargo xtask schema --write [--db NAME]
+
+--check  builds the migrations and migrations/<db>/schema.sql in throwaway databases and compares
+         their catalogs; exits 1 printing the SQL a migration would need when they differ. Without
+         --db, every database with a schema.sql.
+--write  rewrites schema.sql from what the migrations produce, for projects that prefer to write
+         migrations and keep the schema file as a record (checked to rebuild the same schema)."
         }
         "seed" => {
             "\
@@ -191,6 +254,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
     let mut branch = None;
     let mut db = None;
     let (mut json, mut force, mut help, mut provision) = (false, false, false, false);
+    let (mut manual, mut write) = (false, false);
     let mut options = MigrateOptions::default();
     let mut steps: Option<usize> = None;
     let mut positional: Vec<String> = Vec::new();
@@ -204,6 +268,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
             Long("force") => force = true,
             Long("provision") => provision = true,
             Long("check") => options.check = true,
+            Long("manual") => manual = true,
+            Long("write") => write = true,
             Long("dry-run") => options.dry_run = true,
             Long("allow-out-of-order") => options.allow_out_of_order = true,
             Long("steps") => {
@@ -245,12 +311,26 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
             message: message.ok_or_else(|| {
                 anyhow::anyhow!("prepare needs a description: cargo xtask prepare \"add users\"")
             })?,
+            manual,
         },
+        "schema" => {
+            if options.check == write {
+                bail!("schema takes one of --check or --write; see `cargo xtask schema --help`");
+            }
+            options.check = false;
+            Command::Schema { db: db.take(), write }
+        }
         "seed" => Command::Seed { db: db.take() },
         "connect" => Command::Connect { db: db.take(), psql_args },
         other => bail!("unknown command `{other}`; run `cargo xtask help` for the list"),
     };
     reject_unused(&name, &command, db.is_some(), json, force)?;
+    if manual && !matches!(command, Command::Prepare { .. }) {
+        bail!("`{name}` does not take --manual; see `cargo xtask {name} --help`");
+    }
+    if write && !matches!(command, Command::Schema { .. }) {
+        bail!("`{name}` does not take --write; see `cargo xtask {name} --help`");
+    }
     let migrate_flags = options.check || options.dry_run || options.allow_out_of_order;
     if migrate_flags && !matches!(command, Command::Migrate { .. }) {
         bail!("`{name}` does not take --check, --dry-run or --allow-out-of-order");
@@ -321,7 +401,29 @@ mod tests {
             assert!(parse_str(args).is_err(), "{args:?}");
         }
         assert!(help_text(Some("nope")).is_err());
-        for name in ["setup", "wipe", "teardown", "db-up", "db-down", "db-status", "db-endpoint", "connect"] {
+        assert!(parse_str(&["schema"]).is_err());
+        assert!(parse_str(&["schema", "--check", "--write"]).is_err());
+        assert!(parse_str(&["migrate", "--manual"]).is_err());
+        assert!(matches!(
+            parse_str(&["schema", "--check"]).unwrap().command,
+            Command::Schema { write: false, db: None }
+        ));
+        assert!(matches!(
+            parse_str(&["prepare", "--manual", "add", "users"]).unwrap().command,
+            Command::Prepare { manual: true, ref message, .. } if message == "add users"
+        ));
+        for name in [
+            "setup",
+            "wipe",
+            "teardown",
+            "db-up",
+            "db-down",
+            "db-status",
+            "db-endpoint",
+            "connect",
+            "prepare",
+            "schema",
+        ] {
             assert!(help_text(Some(name)).is_ok(), "{name}");
             assert!(HELP.contains(name), "{name}");
         }

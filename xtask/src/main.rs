@@ -12,6 +12,8 @@ mod naming;
 mod os;
 mod provision;
 mod runner;
+mod schema;
+mod scratch;
 mod seeds;
 mod services;
 mod tasks;
@@ -74,7 +76,11 @@ fn run() -> anyhow::Result<ExitCode> {
         }
         Command::Rollback { db, steps } => tasks::migrate::rollback(&ctx, db.as_deref(), steps)?,
         Command::Migrations { db, json } => tasks::migrate::migrations_status(&ctx, db.as_deref(), json)?,
-        Command::Prepare { db, message } => tasks::migrate::prepare(&ctx, &message, db.as_deref())?,
+        Command::Prepare { db, message, manual } => {
+            tasks::schema::prepare(&ctx, &message, db.as_deref(), manual)?
+        }
+        Command::Schema { db, write: false } => return tasks::schema::check(&ctx, db.as_deref()),
+        Command::Schema { db, write: true } => tasks::schema::write(&ctx, db.as_deref())?,
         Command::Seed { db } => tasks::migrate::seed(&ctx, db.as_deref())?,
     }
     Ok(ExitCode::SUCCESS)

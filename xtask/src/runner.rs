@@ -106,6 +106,17 @@ pub fn revert(client: &mut Client, down_path: &Path, down_sql: &str, version: i6
     Ok(start.elapsed())
 }
 
+/// Runs a whole file (a declared schema, a generated migration) in one transaction, reporting a
+/// failure at its file, line and column. Nothing is recorded.
+pub fn run_file(client: &mut Client, path: &Path, sql: &str) -> Result<()> {
+    let prefix = "BEGIN;\n";
+    if let Err(error) = client.batch_execute(&format!("{prefix}{sql}\n;COMMIT")) {
+        let _ = client.batch_execute("ROLLBACK");
+        return Err(anyhow!(locate(client, &[], &error, path, sql, prefix.chars().count())));
+    }
+    Ok(())
+}
+
 /// `-- no-transaction` files: each statement on its own, since CREATE INDEX CONCURRENTLY refuses to
 /// run in any transaction block, including the implicit one of a multi-statement query.
 fn run_statements_one_by_one(client: &mut Client, migration: &Migration) -> Result<()> {

@@ -1,4 +1,4 @@
-//! Tasks over migrations and seeds: migrate, rollback, migrations (status), prepare, seed.
+//! Tasks over migrations and seeds: migrate, rollback, migrations (status), seed.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -219,33 +219,6 @@ pub fn migrations_status(ctx: &Ctx, db: Option<&str>, json: bool) -> Result<()> 
     Ok(())
 }
 
-pub fn prepare(ctx: &Ctx, message: &str, db: Option<&str>) -> Result<()> {
-    let database = ctx.database(db)?;
-    let slug = crate::naming::sanitize(message);
-    if slug.is_empty() {
-        bail!(
-            "the migration needs a description with letters or digits, e.g. `cargo xtask prepare \"add users\"`"
-        );
-    }
-    let dir = database.migrations_dir(ctx);
-    let files = migrations::discover(&ctx.root, &dir)?;
-    let newest = files.iter().map(|f| f.version).max().unwrap_or(0);
-    let version = utc_timestamp_version().max(newest + 1);
-    std::fs::create_dir_all(ctx.root.join(&dir)).with_context(|| format!("create {}", dir.display()))?;
-    for kind in ["up", "down"] {
-        let path = dir.join(format!("{version}_{slug}.{kind}.sql"));
-        let header = format!("-- {kind}: {message}\n");
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(ctx.root.join(&path))
-            .and_then(|mut f| std::io::Write::write_all(&mut f, header.as_bytes()))
-            .with_context(|| format!("create {}", path.display()))?;
-        println!("{}", path.display());
-    }
-    Ok(())
-}
-
 pub fn seed(ctx: &Ctx, db: Option<&str>) -> Result<()> {
     let engine = engine::select(ctx)?;
     for database in ctx.select_databases(db)? {
@@ -304,42 +277,4 @@ fn lock_timeout() -> Duration {
 
 fn millis(duration: Duration) -> String {
     format!("{:.1} ms", duration.as_secs_f64() * 1000.0)
-}
-
-/// The current UTC time as `YYYYMMDDHHMMSS`.
-fn utc_timestamp_version() -> i64 {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
-    let rem = secs.rem_euclid(86_400);
-    let (hour, minute, second) = (rem / 3600, rem % 3600 / 60, rem % 60);
-    ((((year * 100 + month) * 100 + day) * 100 + hour) * 100 + minute) * 100 + second
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::civil_from_days;
-
-    #[test]
-    fn calendar_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        assert_eq!(civil_from_days(20_780), (2026, 11, 23));
-    }
 }

@@ -1,6 +1,7 @@
 //! The tasks: thin orchestration of engine, admin and .env work, one function per command.
 
 pub mod migrate;
+pub mod schema;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

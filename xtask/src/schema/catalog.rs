@@ -1,0 +1,575 @@
+//! Reading a database's schema from the system catalogs into a [`Snapshot`].
+//!
+//! Every object is keyed by `pg_identify_object`'s type and identity (`table public.users`,
+//! `table column public.users.email`), which are the same in any two databases holding the same
+//! schema, and which `pg_depend` rows can be translated into. Definitions come from the server's
+//! own deparsers (`pg_get_indexdef`, `pg_get_viewdef`, ...) under an empty search_path, so every
+//! name in them is schema-qualified and the text can be replayed anywhere.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::{Context, Result};
+use postgres::Client;
+
+use crate::conn::PgError;
+
+/// What a database's schema is made of, and what depends on what.
+#[derive(Debug, Default, Clone)]
+pub struct Snapshot {
+    pub objects: BTreeMap<String, Object>,
+    /// Object key to the keys it depends on (only keys in `objects`).
+    pub deps: BTreeMap<String, BTreeSet<String>>,
+    /// Objects this tool does not model (domains, policies, partitioned tables...), by key.
+    pub unsupported: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Object {
+    /// The object this one is part of, and is dropped with (a column's table, a comment's target).
+    pub owner: Option<String>,
+    pub def: Def,
+}
+
+/// Object kinds, in the order statements of equal standing are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    Schema,
+    Extension,
+    Enum,
+    Sequence,
+    Table,
+    Column,
+    Default,
+    SequenceOwner,
+    Constraint,
+    Index,
+    View,
+    MaterializedView,
+    Function,
+    Trigger,
+    Comment,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnSpec {
+    pub data_type: String,
+    pub collation: Option<String>,
+    pub not_null: bool,
+    /// `a` (ALWAYS) or `d` (BY DEFAULT) for identity columns.
+    pub identity: Option<char>,
+    /// The expression of a stored generated column.
+    pub generated: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SequenceSpec {
+    pub data_type: String,
+    pub start: i64,
+    pub increment: i64,
+    pub min: i64,
+    pub max: i64,
+    pub cache: i64,
+    pub cycle: bool,
+}
+
+/// An object's definition. Names are SQL-ready (quoted where needed, schema-qualified).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Def {
+    Schema {
+        name: String,
+    },
+    Extension {
+        name: String,
+        schema: String,
+    },
+    Enum {
+        name: String,
+        labels: Vec<String>,
+    },
+    Sequence {
+        name: String,
+        spec: SequenceSpec,
+    },
+    /// `ALTER SEQUENCE .. OWNED BY table.column` (serial columns).
+    SequenceOwner {
+        sequence: String,
+        column: String,
+    },
+    Table {
+        name: String,
+        unlogged: bool,
+    },
+    Column {
+        table: String,
+        name: String,
+        position: i16,
+        spec: ColumnSpec,
+    },
+    Default {
+        table: String,
+        column: String,
+        expression: String,
+    },
+    Constraint {
+        table: String,
+        name: String,
+        definition: String,
+    },
+    Index {
+        name: String,
+        definition: String,
+    },
+    View {
+        name: String,
+        materialized: bool,
+        options: Option<String>,
+        query: String,
+    },
+    Function {
+        signature: String,
+        procedure: bool,
+        definition: String,
+        arguments: String,
+        result: String,
+    },
+    Trigger {
+        table: String,
+        name: String,
+        definition: String,
+    },
+    /// `COMMENT ON <target> IS <text>`; target as in `TABLE public.users`.
+    Comment {
+        target: String,
+        text: String,
+    },
+}
+
+impl Def {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Def::Schema { .. } => Kind::Schema,
+            Def::Extension { .. } => Kind::Extension,
+            Def::Enum { .. } => Kind::Enum,
+            Def::Sequence { .. } => Kind::Sequence,
+            Def::SequenceOwner { .. } => Kind::SequenceOwner,
+            Def::Table { .. } => Kind::Table,
+            Def::Column { .. } => Kind::Column,
+            Def::Default { .. } => Kind::Default,
+            Def::Constraint { .. } => Kind::Constraint,
+            Def::Index { .. } => Kind::Index,
+            Def::View { materialized: false, .. } => Kind::View,
+            Def::View { materialized: true, .. } => Kind::MaterializedView,
+            Def::Function { .. } => Kind::Function,
+            Def::Trigger { .. } => Kind::Trigger,
+            Def::Comment { .. } => Kind::Comment,
+        }
+    }
+
+    /// Equal as schema: a column's position is not part of it (columns cannot be reordered).
+    pub fn same_as(&self, other: &Def) -> bool {
+        match (self, other) {
+            (
+                Def::Column { table: t1, name: n1, spec: s1, .. },
+                Def::Column { table: t2, name: n2, spec: s2, .. },
+            ) => t1 == t2 && n1 == n2 && s1 == s2,
+            _ => self == other,
+        }
+    }
+}
+
+/// The relations this tool looks at: user schemas only, not extension members, not sqlx's table.
+const RELATIONS: &str = "WITH rel AS (
+    SELECT c.oid, c.relname, c.relkind, c.relpersistence, c.reloptions, n.nspname,
+           format('%I.%I', n.nspname, c.relname) AS sql_name,
+           (SELECT o.type || ' ' || o.identity FROM pg_identify_object('pg_class'::regclass, c.oid, 0) o) AS key
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
+      AND NOT EXISTS (SELECT 1 FROM pg_depend e
+                      WHERE e.classid = 'pg_class'::regclass AND e.objid = c.oid AND e.deptype = 'e')
+      AND NOT (n.nspname = 'public' AND c.relname = '_sqlx_migrations'))
+";
+
+/// A user namespace that is not an extension member, as a condition on `n` and an object `objid`
+/// of catalog `catalog`.
+fn user_object(catalog: &str, oid: &str) -> String {
+    format!(
+        "n.nspname !~ '^pg_' AND n.nspname <> 'information_schema' \
+         AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = '{catalog}'::regclass \
+         AND e.objid = {oid} AND e.deptype = 'e')"
+    )
+}
+
+fn key_of(catalog: &str, oid: &str, sub: &str) -> String {
+    format!(
+        "(SELECT o.type || ' ' || o.identity FROM pg_identify_object('{catalog}'::regclass, {oid}, {sub}) o)"
+    )
+}
+
+/// Reads the whole schema of the database `client` is connected to.
+pub fn introspect(client: &mut Client) -> Result<Snapshot> {
+    client.batch_execute("SET search_path = ''").map_err(PgError::from)?;
+    let mut snapshot = Snapshot::default();
+    schemas(client, &mut snapshot)?;
+    extensions(client, &mut snapshot)?;
+    types(client, &mut snapshot)?;
+    sequences(client, &mut snapshot)?;
+    tables(client, &mut snapshot)?;
+    columns(client, &mut snapshot)?;
+    constraints(client, &mut snapshot)?;
+    indexes(client, &mut snapshot)?;
+    views(client, &mut snapshot)?;
+    functions(client, &mut snapshot)?;
+    triggers(client, &mut snapshot)?;
+    comments(client, &mut snapshot)?;
+    dependencies(client, &mut snapshot)?;
+    client.batch_execute("RESET search_path").map_err(PgError::from)?;
+    Ok(snapshot)
+}
+
+fn query(client: &mut Client, what: &str, sql: &str) -> Result<Vec<postgres::Row>> {
+    client
+        .query(sql, &[])
+        .map_err(PgError::from)
+        .with_context(|| format!("read the {what} from the catalogs"))
+}
+
+fn add(snapshot: &mut Snapshot, key: String, owner: Option<String>, def: Def) {
+    snapshot.objects.insert(key, Object { owner, def });
+}
+
+fn schemas(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
+    let sql = format!(
+        "SELECT {}, format('%I', n.nspname) FROM pg_namespace n \
+         WHERE n.nspname <> 'public' AND {}",
+        key_of("pg_namespace", "n.oid", "0"),
+        user_object("pg_namespace", "n.oid")
+    );
+    for row in query(client, "schemas", &sql)? {
+        add(snapshot, row.get(0), None, Def::Schema { name: row.get(1) });
+    }
+    Ok(())
+}
+
+fn extensions(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
+    let sql = format!(
+        "SELECT {}, format('%I', x.extname), format('%I', n.nspname) \
+         FROM pg_extension x JOIN pg_namespace n ON n.oid = x.extnamespace WHERE x.extname <> 'plpgsql'",
+        key_of("pg_extension", "x.oid", "0")
+    );
+    for row in query(client, "extensions", &sql)? {
+        add(snapshot, row.get(0), None, Def::Extension { name: row.get(1), schema: row.get(2) });
+    }
+    Ok(())
+}
+
+/// Enums are modelled; other user-made types (domains, ranges, composite types) are noted.
+fn types(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
+    let sql = format!(
+        "SELECT {}, format('%I.%I', n.nspname, t.typname), t.typtype::text, \
+                array(SELECT l.enumlabel::text FROM pg_enum l WHERE l.enumtypid = t.oid ORDER BY l.enumsortorder) \
+         FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace \
+         WHERE {} AND t.typtype IN ('e', 'd', 'r', 'm', 'c') \
+           AND (t.typtype <> 'c' OR (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c')",
+        key_of("pg_type", "t.oid", "0"),
+        user_object("pg_type", "t.oid")
+    );
+    for row in query(client, "types", &sql)? {
+        let key: String = row.get(0);
+        if row.get::<_, String>(2) == "e" {
+            add(snapshot, key, None, Def::Enum { name: row.get(1), labels: row.get(3) });
+        } else {
+            snapshot.unsupported.insert(key);
+        }
+    }
+    Ok(())
+}
+
+/// Sequences a user made (identity columns' own sequences are part of their column).
+fn sequences(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
+    let sql = format!(
+        "{RELATIONS}SELECT rel.key, rel.sql_name, format_type(s.seqtypid, NULL), s.seqstart, s.seqincrement, \
+                s.seqmin, s.seqmax, s.seqcache, s.seqcycle, \
+                (SELECT o.identity FROM pg_identify_object(d.refclassid, d.refobjid, d.refobjsubid) o), \
+                {} \
+         FROM rel JOIN pg_sequence s ON s.seqrelid = rel.oid \
+         LEFT JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = rel.oid AND d.deptype = 'a' \
+              AND d.refclassid = 'pg_class'::regclass AND d.refobjsubid > 0 \
+         WHERE NOT EXISTS (SELECT 1 FROM pg_depend i WHERE i.classid = 'pg_class'::regclass \
+                           AND i.objid = rel.oid AND i.deptype = 'i')",
+        key_of("pg_class", "d.refobjid", "d.refobjsubid")
+    );
+    for row in query(client, "sequences", &sql)? {
+        let key: String = row.get(0);
+        let name: String = row.get(1);
+        let spec = SequenceSpec {
+            data_type: row.get(2),
+            start: row.get(3),
+            increment: row.get(4),
+            min: row.get(5),
+            max: row.get(6),
+            cache: row.get(7),
+            cycle: row.get(8),
+        };
+        if let (Some(column), Some(column_key)) = (row.get::<_, Option<String>>(9), row.get(10)) {
+            let def = Def::SequenceOwner { sequence: name.clone(), column };
+            add(snapshot, format!("owned by {key}"), Some(column_key), def);
+        }
+        add(snapshot, key, None, Def::Sequence { name, spec });
+    }
+    Ok(())
+}
+
+fn tables(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
+    let sql = format!(
+        "{RELATIONS}SELECT rel.key, rel.sql_name, rel.relpersistence = 'u', \
+                rel.relkind = 'p' OR EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = rel.oid OR inhparent = rel.oid) \
+         FROM rel WHERE rel.relkind IN ('r', 'p')"
+    );
+    for row in query(client, "tables", &sql)? {
+        let key: String = row.get(0);
+        if row.get::<_, bool>(3) {
+            snapshot.unsupported.insert(format!("{key} (partitioned or inherited)"));
+        }
+        add(snapshot, key, None, Def::Table { name: row.get(1), unlogged: row.get(2) });
+    }
+    Ok(())
+}
+
+fn columns(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
+    let sql = format!(
+        "{RELATIONS}SELECT {}, rel.key, rel.sql_name, format('%I', a.attname), a.attnum, \
+                format_type(a.atttypid, a.atttypmod), \
+                CASE WHEN a.attcollation <> t.typcollation THEN \
+                    (SELECT format('%I.%I', cn.nspname, co.collname) FROM pg_collation co \
+                     JOIN pg_namespace cn ON cn.oid = co.collnamespace WHERE co.oid = a.attcollation) END, \
+                a.attnotnull, a.attidentity::text, a.attgenerated::text, \
+                pg_get_expr(ad.adbin, ad.adrelid), {} \
+         FROM rel JOIN pg_attribute a ON a.attrelid = rel.oid JOIN pg_type t ON t.oid = a.atttypid \
+         LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum \
+         WHERE rel.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped",
+        key_of("pg_class", "rel.oid", "a.attnum"),
+        key_of("pg_attrdef", "ad.oid", "0")
+    );
+    for row in query(client, "columns", &sql)? {
+        let key: String = row.get(0);
+        let table: String = row.get(2);
+        let name: String = row.get(3);
+        let identity: String = row.get(8);
+        let generated: String = row.get(9);
+        let expression: Option<String> = row.get(10);
+        let spec = ColumnSpec {
+            data_type: row.get(5),
+            collation: row.get(6),
+            not_null: row.get(7),
+            identity: identity.chars().next(),
+            generated: if generated.is_empty() { None } else { expression.clone() },
+        };
+        if let (Some(expression), true) = (expression, generated.is_empty()) {
+            let def = Def::Default { table: table.clone(), column: name.clone(), expression };
+            add(snapshot, row.get(11), Some(key.clone()), def);
+        }
+        let def = Def::Column { table, name, position: row.get(4), spec };
+        add(snapshot, key, Some(row.get(1)), def);
+    }
+    Ok(())
+}
+
+fn constraints(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
+    let sql = format!(
+        "{RELATIONS}SELECT {}, rel.key, rel.sql_name, format('%I', co.conname), pg_get_constraintdef(co.oid) \
+         FROM rel JOIN pg_constraint co ON co.conrelid = rel.oid \
+         WHERE rel.relkind IN ('r', 'p') AND co.contype <> 't'",
+        key_of("pg_constraint", "co.oid", "0")
+    );
+    for row in query(client, "constraints", &sql)? {
+        let def = Def::Constraint { table: row.get(2), name: row.get(3), definition: row.get(4) };
+        add(snapshot, row.get(0), Some(row.get(1)), def);
+    }
+    Ok(())
+}
+
+/// Indexes of their own; those behind a constraint come with it.
+fn indexes(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
+    let sql = format!(
+        "{RELATIONS}SELECT rel.key, rel.sql_name, {}, pg_get_indexdef(rel.oid) \
+         FROM rel JOIN pg_index i ON i.indexrelid = rel.oid \
+         WHERE NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass \
+                           AND d.objid = rel.oid AND d.deptype = 'i')",
+        key_of("pg_class", "i.indrelid", "0")
+    );
+    for row in query(client, "indexes", &sql)? {
+        let def = Def::Index { name: row.get(1), definition: row.get(3) };
+        add(snapshot, row.get(0), Some(row.get(2)), def);
+    }
+    Ok(())
+}
+
+fn views(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
+    let sql = format!(
+        "{RELATIONS}SELECT rel.key, rel.sql_name, rel.relkind = 'm', array_to_string(rel.reloptions, ', '), \
+                pg_get_viewdef(rel.oid, true) \
+         FROM rel WHERE rel.relkind IN ('v', 'm')"
+    );
+    for row in query(client, "views", &sql)? {
+        let query_text: String = row.get(4);
+        let def = Def::View {
+            name: row.get(1),
+            materialized: row.get(2),
+            options: row.get::<_, Option<String>>(3).filter(|o| !o.is_empty()),
+            query: query_text.trim().trim_end_matches(';').to_owned(),
+        };
+        add(snapshot, row.get(0), None, def);
+    }
+    Ok(())
+}
+
+/// Functions and procedures; aggregates and window functions are noted as not modelled.
+fn functions(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
+    let sql = format!(
+        "SELECT {}, (SELECT o.identity FROM pg_identify_object('pg_proc'::regclass, p.oid, 0) o), \
+                p.prokind::text, \
+                CASE WHEN p.prokind IN ('f', 'p') THEN pg_get_functiondef(p.oid) END, \
+                pg_get_function_arguments(p.oid), coalesce(pg_get_function_result(p.oid), '') \
+         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE {}",
+        key_of("pg_proc", "p.oid", "0"),
+        user_object("pg_proc", "p.oid")
+    );
+    for row in query(client, "functions", &sql)? {
+        let key: String = row.get(0);
+        let kind: String = row.get(2);
+        let Some(definition) = row.get::<_, Option<String>>(3) else {
+            snapshot.unsupported.insert(key);
+            continue;
+        };
+        let def = Def::Function {
+            signature: row.get(1),
+            procedure: kind == "p",
+            definition: definition.trim_end().to_owned(),
+            arguments: row.get(4),
+            result: row.get(5),
+        };
+        add(snapshot, key, None, def);
+    }
+    Ok(())
+}
+
+fn triggers(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
+    let sql = format!(
+        "{RELATIONS}SELECT {}, rel.key, rel.sql_name, format('%I', t.tgname), pg_get_triggerdef(t.oid) \
+         FROM rel JOIN pg_trigger t ON t.tgrelid = rel.oid WHERE NOT t.tgisinternal",
+        key_of("pg_trigger", "t.oid", "0")
+    );
+    for row in query(client, "triggers", &sql)? {
+        let def = Def::Trigger { table: row.get(2), name: row.get(3), definition: row.get(4) };
+        add(snapshot, row.get(0), Some(row.get(1)), def);
+    }
+    Ok(())
+}
+
+/// Comments on modelled objects (the public schema's stock comment is the same everywhere).
+fn comments(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
+    let sql = "SELECT o.type, o.identity, d.description FROM pg_description d, \
+               LATERAL pg_identify_object(d.classoid, d.objoid, d.objsubid) o WHERE d.objoid >= 16384";
+    for row in query(client, "comments", sql)? {
+        let (kind, identity): (String, String) = (row.get(0), row.get(1));
+        let target_key = format!("{kind} {identity}");
+        if !snapshot.objects.contains_key(&target_key) {
+            continue;
+        }
+        let keyword = match kind.as_str() {
+            "table column" => "COLUMN".to_owned(),
+            "table constraint" => "CONSTRAINT".to_owned(),
+            other => other.to_uppercase(),
+        };
+        let def = Def::Comment { target: format!("{keyword} {identity}"), text: row.get(2) };
+        add(snapshot, format!("comment on {target_key}"), Some(target_key), def);
+    }
+    Ok(())
+}
+
+/// `pg_depend`, translated into keys: parts (a view's rewrite rule, a table's row type, a
+/// constraint's index, an extension's members) stand for what they belong to.
+fn dependencies(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
+    // Columns of anything but a table stand for the relation itself.
+    let whole = |class: &str, id: &str, sub: &str| {
+        format!(
+            "CASE WHEN {class} = 'pg_class'::regclass \
+                  AND (SELECT relkind FROM pg_class WHERE oid = {id}) NOT IN ('r', 'p') THEN 0 ELSE {sub} END"
+        )
+    };
+    let sql = format!(
+        "SELECT {}, {}, d.deptype::text FROM pg_depend d WHERE d.objid >= 16384 AND d.deptype IN ('n', 'a', 'i', 'e')",
+        key_of_expr("d.classid", "d.objid", &whole("d.classid", "d.objid", "d.objsubid")),
+        key_of_expr("d.refclassid", "d.refobjid", &whole("d.refclassid", "d.refobjid", "d.refobjsubid")),
+    );
+    let rows = query(client, "dependencies", &sql)?;
+    let mut part_of: BTreeMap<String, String> = BTreeMap::new();
+    let mut edges = Vec::new();
+    for row in &rows {
+        let (Some(object), Some(referenced)) =
+            (row.get::<_, Option<String>>(0), row.get::<_, Option<String>>(1))
+        else {
+            continue;
+        };
+        match row.get::<_, String>(2).as_str() {
+            "i" | "e" => {
+                part_of.insert(object, referenced);
+            }
+            _ => edges.push((object, referenced)),
+        }
+    }
+    let resolve = |key: &str| -> String {
+        let mut key = key.to_owned();
+        for _ in 0..8 {
+            match part_of.get(&key) {
+                Some(whole) => key = whole.clone(),
+                None => break,
+            }
+        }
+        key
+    };
+    for (object, referenced) in edges {
+        // A serial column's sequence is "owned by" the column, yet made before it: that link is
+        // the SequenceOwner object's, not the sequence's.
+        if object.starts_with("sequence ") && referenced.starts_with("table column ") {
+            continue;
+        }
+        let (object, referenced) = (resolve(&object), resolve(&referenced));
+        if object == referenced {
+            continue;
+        }
+        if snapshot.objects.contains_key(&object) && snapshot.objects.contains_key(&referenced) {
+            snapshot.deps.entry(object).or_default().insert(referenced);
+        } else if !snapshot.objects.contains_key(&object) && !is_internal(&object) {
+            snapshot.unsupported.insert(object);
+        }
+    }
+    let owners: Vec<(String, String)> = snapshot
+        .objects
+        .iter()
+        .filter_map(|(key, object)| object.owner.clone().map(|owner| (key.clone(), owner)))
+        .collect();
+    for (key, owner) in owners {
+        if snapshot.objects.contains_key(&owner) {
+            snapshot.deps.entry(key.clone()).or_default().insert(owner);
+        }
+        if let Some(Def::SequenceOwner { .. }) = snapshot.objects.get(&key).map(|o| &o.def) {
+            let sequence = key.trim_start_matches("owned by ").to_owned();
+            snapshot.deps.entry(key).or_default().insert(sequence);
+        }
+    }
+    Ok(())
+}
+
+fn key_of_expr(class: &str, id: &str, sub: &str) -> String {
+    format!("(SELECT o.type || ' ' || o.identity FROM pg_identify_object({class}, {id}, {sub}) o)")
+}
+
+/// Objects of the server's own making, and the migration record table with its parts.
+fn is_internal(key: &str) -> bool {
+    const RECORDS: &str = "public._sqlx_migrations";
+    key.contains(" pg_toast.")
+        || key.starts_with("toast table")
+        || key.ends_with(&format!(" {RECORDS}"))
+        || key.contains(&format!(" {RECORDS}."))
+}

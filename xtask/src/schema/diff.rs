@@ -1,0 +1,591 @@
+//! The statements that turn one [`Snapshot`] into another, in dependency order.
+//!
+//! Each object is dropped, created, altered in place, or dropped and created again. Objects that
+//! depend on one being dropped or reshaped (a view over a column whose type changes, a foreign key
+//! to a rebuilt constraint) are dropped and created again too. Statements come in three phases:
+//! drops (dependents first, by the old dependency graph), then creates and alters (dependencies
+//! first, by the new graph), then the drops that had to wait for something to stop using the
+//! object (an enum no column has any more, a function no default calls any more).
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+
+use super::catalog::{ColumnSpec, Def, Kind, Snapshot};
+use super::sql;
+
+/// One statement of a generated migration, with what a reviewer must know about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statement {
+    pub sql: String,
+    pub notes: Vec<Note>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Note {
+    /// Loses data (rows, values, enum values).
+    Destructive(String),
+    /// Worth a look: may fail on existing rows, or may not be what was meant.
+    Review(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Drop,
+    Create,
+    Alter,
+    Recreate,
+    /// An enum that lost or reordered values: renamed aside, made anew, its columns converted.
+    RebuildEnum,
+}
+
+/// How much a change to an object disturbs what depends on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Reshape {
+    /// A column's type changed: PostgreSQL converts its indexes and constraints itself, but not
+    /// views, defaults, triggers or generated columns over it.
+    ColumnType,
+    /// An enum was rebuilt: columns are converted, everything else using it is made again.
+    Enum,
+    /// Dropped (maybe to be made again): nothing that uses it can stay.
+    Gone,
+}
+
+/// The statements that turn `from` into `to`; none when they hold the same schema.
+pub fn diff(from: &Snapshot, to: &Snapshot) -> Vec<Statement> {
+    Planner::new(from, to).statements()
+}
+
+struct Planner<'a> {
+    from: &'a Snapshot,
+    to: &'a Snapshot,
+    actions: BTreeMap<String, Action>,
+    /// Columns converted to a rebuilt enum with `USING col::text::type`.
+    retyped: BTreeSet<String>,
+}
+
+impl<'a> Planner<'a> {
+    fn new(from: &'a Snapshot, to: &'a Snapshot) -> Planner<'a> {
+        let mut actions = BTreeMap::new();
+        for (key, old) in &from.objects {
+            match to.objects.get(key) {
+                None => {
+                    actions.insert(key.clone(), Action::Drop);
+                }
+                Some(new) if !old.def.same_as(&new.def) => {
+                    actions.insert(key.clone(), change(&old.def, &new.def));
+                }
+                Some(_) => {}
+            }
+        }
+        for key in to.objects.keys().filter(|key| !from.objects.contains_key(*key)) {
+            actions.insert(key.clone(), Action::Create);
+        }
+        let mut planner = Planner { from, to, actions, retyped: BTreeSet::new() };
+        planner.cascade();
+        planner
+    }
+
+    fn reshape(&self, key: &str) -> Option<Reshape> {
+        match self.actions.get(key) {
+            Some(Action::Drop | Action::Recreate) => Some(Reshape::Gone),
+            Some(Action::RebuildEnum) => Some(Reshape::Enum),
+            _ if self.retyped.contains(key) => Some(Reshape::ColumnType),
+            Some(Action::Alter) if self.column_type_changes(key) => Some(Reshape::ColumnType),
+            _ => None,
+        }
+    }
+
+    fn column_type_changes(&self, key: &str) -> bool {
+        match (self.from.objects.get(key).map(|o| &o.def), self.to.objects.get(key).map(|o| &o.def)) {
+            (Some(Def::Column { spec: a, .. }), Some(Def::Column { spec: b, .. })) => {
+                a.data_type != b.data_type || a.collation != b.collation
+            }
+            _ => false,
+        }
+    }
+
+    /// Makes again whatever depends on something dropped or reshaped, until nothing changes.
+    fn cascade(&mut self) {
+        loop {
+            let mut changes = Vec::new();
+            for (key, deps) in &self.from.deps {
+                if !self.to.objects.contains_key(key) {
+                    continue;
+                }
+                let action = self.actions.get(key).copied();
+                if matches!(action, Some(Action::Drop | Action::Recreate | Action::RebuildEnum)) {
+                    continue;
+                }
+                let Some(strongest) = deps.iter().filter_map(|dep| self.reshape(dep)).max() else {
+                    continue;
+                };
+                let def = &self.from.objects[key].def;
+                match follow_up(def, strongest) {
+                    FollowUp::Recreate => changes.push((key.clone(), true)),
+                    FollowUp::Retype if !self.retyped.contains(key) => changes.push((key.clone(), false)),
+                    FollowUp::Retype | FollowUp::Nothing => {}
+                }
+            }
+            if changes.is_empty() {
+                return;
+            }
+            for (key, recreate) in changes {
+                if recreate {
+                    self.actions.insert(key, Action::Recreate);
+                } else {
+                    self.retyped.insert(key);
+                }
+            }
+        }
+    }
+
+    fn action(&self, key: &str) -> Option<Action> {
+        self.actions.get(key).copied()
+    }
+
+    /// The dropped object whose drop takes this one with it (itself when dropped on its own).
+    fn drop_unit(&self, key: &str) -> Option<String> {
+        let mut unit = None;
+        let mut current = Some(key.to_owned());
+        while let Some(k) = current {
+            if matches!(self.action(&k), Some(Action::Drop | Action::Recreate)) {
+                unit = Some(k.clone());
+            }
+            current = self.from.objects.get(&k).and_then(|o| o.owner.clone());
+        }
+        unit
+    }
+
+    /// The created object whose statement makes this one too (a new table's columns and their
+    /// defaults, a new column's default).
+    fn create_unit(&self, key: &str) -> String {
+        let mut unit = key.to_owned();
+        loop {
+            let object = &self.to.objects[&unit];
+            let inlined = matches!(object.def.kind(), Kind::Column | Kind::Default)
+                && self.action(&unit) == Some(Action::Create);
+            match (&object.owner, inlined) {
+                (Some(owner), true) if self.action(owner) == Some(Action::Create) => unit = owner.clone(),
+                _ => return unit,
+            }
+        }
+    }
+
+    fn statements(&self) -> Vec<Statement> {
+        let dropped: BTreeSet<String> = self.actions.keys().filter_map(|k| self.drop_unit(k)).collect();
+        let late = self.late_drops(&dropped);
+        let early: BTreeSet<String> = dropped.difference(&late).cloned().collect();
+
+        let mut out = Vec::new();
+        let early_order = topo(&early, self.from, |k| self.drop_unit(k));
+        for key in early_order.iter().rev() {
+            out.extend(self.drop(key));
+        }
+
+        let creating: BTreeSet<String> = self
+            .actions
+            .iter()
+            .filter(|(_, action)| !matches!(action, Action::Drop))
+            .map(|(key, _)| key.clone())
+            .chain(self.retyped.iter().cloned())
+            .map(|key| self.create_unit(&key))
+            .collect();
+        let create_order = topo(&creating, self.to, |k| {
+            let unit = self.create_unit(k);
+            creating.contains(&unit).then_some(unit)
+        });
+        let makes_functions = create_order.iter().any(|k| self.to.objects[k].def.kind() == Kind::Function);
+        if makes_functions {
+            out.push(plain("SET LOCAL check_function_bodies = off;".into()));
+        }
+        for key in &create_order {
+            out.extend(self.create_or_alter(key));
+        }
+
+        for (key, action) in &self.actions {
+            if *action == Action::RebuildEnum {
+                let Def::Enum { name, .. } = &self.to.objects[key].def else { continue };
+                out.push(plain(format!("DROP TYPE {};", sql::aside(name))));
+            }
+        }
+        let late_order = topo(&late, self.from, |k| self.drop_unit(k).filter(|u| late.contains(u)));
+        for key in late_order.iter().rev() {
+            out.extend(self.drop(key));
+        }
+        self.add_rename_hints(&mut out);
+        out
+    }
+
+    /// Dropped objects that something staying still uses until the create phase has changed it.
+    fn late_drops(&self, dropped: &BTreeSet<String>) -> BTreeSet<String> {
+        let mut dependents: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (key, deps) in &self.from.deps {
+            for dep in deps {
+                dependents.entry(dep.as_str()).or_default().push(key.as_str());
+            }
+        }
+        let mut late = BTreeSet::new();
+        loop {
+            let mut grew = false;
+            for (key, action) in &self.actions {
+                if *action != Action::Drop || !dropped.contains(key) || late.contains(key) {
+                    continue;
+                }
+                let members = self.actions.keys().filter(|k| self.drop_unit(k).as_deref() == Some(key));
+                let waits =
+                    members.flat_map(|m| dependents.get(m.as_str()).into_iter().flatten()).any(
+                        |d| match self.drop_unit(d) {
+                            None => true,
+                            Some(unit) => unit != *key && late.contains(&unit),
+                        },
+                    );
+                if waits {
+                    late.insert(key.clone());
+                    grew = true;
+                }
+            }
+            if !grew {
+                return late;
+            }
+        }
+    }
+
+    fn drop(&self, key: &str) -> Option<Statement> {
+        let def = &self.from.objects[key].def;
+        let mut statement = plain(sql::drop(def)?);
+        match def {
+            Def::Table { name, .. } if self.action(key) == Some(Action::Drop) => {
+                statement.notes.push(Note::Destructive(format!("drops table {name} and every row in it")))
+            }
+            Def::Column { table, name, spec, .. } => {
+                let what = if spec.generated.is_some() { "generated column" } else { "column" };
+                let loses = self.action(key) == Some(Action::Drop)
+                    || (spec.generated.is_none() && self.is_generated_in_target(key));
+                if loses {
+                    statement.notes.push(Note::Destructive(format!(
+                        "drops {what} {name} of {table} and the values in it"
+                    )));
+                }
+            }
+            _ => {}
+        }
+        Some(statement)
+    }
+
+    fn is_generated_in_target(&self, key: &str) -> bool {
+        matches!(self.to.objects.get(key).map(|o| &o.def), Some(Def::Column { spec, .. }) if spec.generated.is_some())
+    }
+
+    fn create_or_alter(&self, key: &str) -> Vec<Statement> {
+        let new = &self.to.objects[key].def;
+        match self.action(key) {
+            Some(Action::Create) => vec![self.create(key)],
+            Some(Action::Recreate) => vec![self.create(key)],
+            Some(Action::RebuildEnum) => self.rebuild_enum(key),
+            Some(Action::Alter) | None => {
+                let old = &self.from.objects[key].def;
+                let mut statements = Vec::new();
+                if self.retyped.contains(key) {
+                    statements.push(plain(sql::retype_to_rebuilt_enum(new)));
+                }
+                if self.action(key) == Some(Action::Alter) {
+                    statements.extend(alter(old, new));
+                }
+                statements
+            }
+            Some(Action::Drop) => Vec::new(),
+        }
+    }
+
+    fn create(&self, key: &str) -> Statement {
+        let def = &self.to.objects[key].def;
+        match def {
+            Def::Table { name, unlogged } => {
+                let mut columns: Vec<(i16, String)> = self
+                    .to
+                    .objects
+                    .iter()
+                    .filter(|(k, o)| o.def.kind() == Kind::Column && self.create_unit(k) == key)
+                    .filter_map(|(k, o)| match &o.def {
+                        Def::Column { name, position, spec, .. } => {
+                            Some((*position, sql::column(name, spec, self.new_default(k))))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                columns.sort();
+                let columns: Vec<String> = columns.into_iter().map(|(_, c)| c).collect();
+                plain(sql::create_table(name, *unlogged, &columns))
+            }
+            Def::Column { table, name, spec, .. } => {
+                let default = self.new_default(key);
+                let mut statement =
+                    plain(format!("ALTER TABLE {table} ADD COLUMN {};", sql::column(name, spec, default)));
+                if spec.not_null && default.is_none() && spec.identity.is_none() && spec.generated.is_none() {
+                    statement.notes.push(Note::Review(format!(
+                        "fails if {table} has rows: give {name} a DEFAULT, or add it nullable, fill it, \
+                         then SET NOT NULL"
+                    )));
+                }
+                statement
+            }
+            _ => plain(sql::create(def)),
+        }
+    }
+
+    /// The default made together with a new column.
+    fn new_default(&self, column_key: &str) -> Option<&str> {
+        self.to.objects.iter().find_map(|(k, o)| match &o.def {
+            Def::Default { expression, .. }
+                if o.owner.as_deref() == Some(column_key) && self.action(k) == Some(Action::Create) =>
+            {
+                Some(expression.as_str())
+            }
+            _ => None,
+        })
+    }
+
+    fn rebuild_enum(&self, key: &str) -> Vec<Statement> {
+        let (Def::Enum { labels: old, .. }, new @ Def::Enum { name, labels, .. }) =
+            (&self.from.objects[key].def, &self.to.objects[key].def)
+        else {
+            return Vec::new();
+        };
+        let removed: Vec<String> =
+            old.iter().filter(|l| !labels.contains(l)).map(|l| crate::naming::quote_literal(l)).collect();
+        let mut rename = plain(format!("ALTER TYPE {name} RENAME TO {};", sql::unqualified_aside(name)));
+        rename.notes.push(if removed.is_empty() {
+            Note::Review(format!("{name} is rebuilt to reorder its values; its columns are converted"))
+        } else {
+            Note::Destructive(format!(
+                "removes {} from {name}: rows holding {} make this migration fail",
+                removed.join(", "),
+                if removed.len() == 1 { "it" } else { "them" }
+            ))
+        });
+        vec![rename, plain(sql::create(new))]
+    }
+
+    /// A dropped column and an added one of the same type in one table may be a rename.
+    fn add_rename_hints(&self, statements: &mut [Statement]) {
+        for (dropped, action) in &self.actions {
+            let Some(Def::Column { table, name: old, spec, .. }) =
+                self.from.objects.get(dropped).map(|o| &o.def)
+            else {
+                continue;
+            };
+            if *action != Action::Drop || self.drop_unit(dropped).as_deref() != Some(dropped) {
+                continue;
+            }
+            for (added, action) in &self.actions {
+                let Some(Def::Column { table: t2, name: new, spec: s2, .. }) =
+                    self.to.objects.get(added).map(|o| &o.def)
+                else {
+                    continue;
+                };
+                if *action != Action::Create || t2 != table || s2.data_type != spec.data_type {
+                    continue;
+                }
+                let hint = format!(
+                    "if {old} was renamed to {new}, replace the DROP COLUMN {old} and ADD COLUMN {new} \
+                     statements with: ALTER TABLE {table} RENAME COLUMN {old} TO {new};"
+                );
+                for statement in statements.iter_mut() {
+                    let is_drop = statement.sql == format!("ALTER TABLE {table} DROP COLUMN {old};");
+                    let is_add = statement.sql.starts_with(&format!("ALTER TABLE {table} ADD COLUMN {new} "));
+                    if is_drop || is_add {
+                        statement.notes.push(Note::Review(hint.clone()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+enum FollowUp {
+    Nothing,
+    Recreate,
+    Retype,
+}
+
+/// What an object must undergo when something it depends on is reshaped.
+fn follow_up(def: &Def, reshape: Reshape) -> FollowUp {
+    match (def.kind(), reshape) {
+        (Kind::Column, Reshape::Enum) => FollowUp::Retype,
+        (Kind::Column, _) => match def {
+            Def::Column { spec, .. } if spec.generated.is_some() => FollowUp::Recreate,
+            _ => FollowUp::Nothing,
+        },
+        (Kind::View | Kind::MaterializedView | Kind::Default | Kind::Trigger | Kind::Function, _) => {
+            FollowUp::Recreate
+        }
+        (
+            Kind::Constraint | Kind::Index | Kind::SequenceOwner | Kind::Comment,
+            Reshape::Enum | Reshape::Gone,
+        ) => FollowUp::Recreate,
+        _ => FollowUp::Nothing,
+    }
+}
+
+/// How an object that exists on both sides but differs is changed.
+fn change(old: &Def, new: &Def) -> Action {
+    match (old, new) {
+        (Def::Column { spec: a, .. }, Def::Column { spec: b, .. }) => {
+            if b.generated.is_some() && a.generated != b.generated { Action::Recreate } else { Action::Alter }
+        }
+        (Def::Enum { labels: a, .. }, Def::Enum { labels: b, .. }) => {
+            if is_subsequence(a, b) {
+                Action::Alter
+            } else {
+                Action::RebuildEnum
+            }
+        }
+        (
+            Def::Function { arguments: a1, result: r1, procedure: p1, .. },
+            Def::Function { arguments: a2, result: r2, procedure: p2, .. },
+        ) if a1 == a2 && r1 == r2 && p1 == p2 => Action::Alter,
+        (
+            Def::Table { .. }
+            | Def::Sequence { .. }
+            | Def::SequenceOwner { .. }
+            | Def::Default { .. }
+            | Def::Comment { .. }
+            | Def::Extension { .. }
+            | Def::Schema { .. },
+            _,
+        ) => Action::Alter,
+        _ => Action::Recreate,
+    }
+}
+
+fn is_subsequence(old: &[String], new: &[String]) -> bool {
+    let mut rest = new.iter();
+    old.iter().all(|label| rest.any(|l| l == label))
+}
+
+/// The statements that change `old` into `new` in place.
+fn alter(old: &Def, new: &Def) -> Vec<Statement> {
+    match (old, new) {
+        (Def::Column { spec: a, .. }, Def::Column { table, name, spec: b, .. }) => {
+            alter_column(table, name, a, b)
+        }
+        (Def::Enum { labels: a, .. }, Def::Enum { name, labels: b }) => {
+            let mut statements = Vec::new();
+            for (i, label) in b.iter().enumerate() {
+                if a.contains(label) {
+                    continue;
+                }
+                let position = match i {
+                    0 => b.iter().find(|l| a.contains(l)).map(|l| format!(" BEFORE {}", sql::literal(l))),
+                    _ => Some(format!(" AFTER {}", sql::literal(&b[i - 1]))),
+                };
+                statements.push(plain(format!(
+                    "ALTER TYPE {name} ADD VALUE {}{};",
+                    sql::literal(label),
+                    position.unwrap_or_default()
+                )));
+            }
+            statements
+        }
+        _ => sql::alter(old, new).into_iter().map(plain).collect(),
+    }
+}
+
+fn alter_column(table: &str, name: &str, a: &ColumnSpec, b: &ColumnSpec) -> Vec<Statement> {
+    let prefix = format!("ALTER TABLE {table} ALTER COLUMN {name}");
+    let mut out = Vec::new();
+    if a.identity.is_some() && b.identity.is_none() {
+        out.push(plain(format!("{prefix} DROP IDENTITY;")));
+    }
+    if a.generated.is_some() && b.generated.is_none() {
+        out.push(plain(format!("{prefix} DROP EXPRESSION;")));
+    }
+    if a.data_type != b.data_type || a.collation != b.collation {
+        let collate = b.collation.as_ref().map(|c| format!(" COLLATE {c}")).unwrap_or_default();
+        let mut statement = if sql::widens(&a.data_type, &b.data_type) {
+            plain(format!("{prefix} TYPE {}{collate};", b.data_type))
+        } else {
+            plain(format!("{prefix} TYPE {}{collate} USING {name}::{};", b.data_type, b.data_type))
+        };
+        if !sql::widens(&a.data_type, &b.data_type) {
+            statement.notes.push(Note::Destructive(format!(
+                "changes {table}.{name} from {} to {}: values that do not fit make this fail or are cut",
+                a.data_type, b.data_type
+            )));
+        }
+        out.push(statement);
+    }
+    if a.not_null && !b.not_null {
+        out.push(plain(format!("{prefix} DROP NOT NULL;")));
+    }
+    if !a.not_null && b.not_null {
+        let mut statement = plain(format!("{prefix} SET NOT NULL;"));
+        statement.notes.push(Note::Review(format!("fails while a row of {table} holds NULL in {name}")));
+        out.push(statement);
+    }
+    match (a.identity, b.identity) {
+        (None, Some(kind)) => {
+            out.push(plain(format!("{prefix} ADD GENERATED {} AS IDENTITY;", sql::identity_kind(kind))))
+        }
+        (Some(x), Some(y)) if x != y => {
+            out.push(plain(format!("{prefix} SET GENERATED {};", sql::identity_kind(y))))
+        }
+        _ => {}
+    }
+    out
+}
+
+fn plain(sql: String) -> Statement {
+    Statement { sql, notes: Vec::new() }
+}
+
+/// Keys in dependency order (what a key depends on comes first), by `graph`'s edges between the
+/// units `unit` maps keys to; ties broken by kind, then key. A cycle is broken in the same order.
+fn topo(nodes: &BTreeSet<String>, graph: &Snapshot, unit: impl Fn(&str) -> Option<String>) -> Vec<String> {
+    let kind_of = |key: &str| graph.objects.get(key).map_or(Kind::Comment, |o| o.def.kind());
+    let mut waiting_on: BTreeMap<&str, BTreeSet<String>> =
+        nodes.iter().map(|n| (n.as_str(), BTreeSet::new())).collect();
+    let mut dependents: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (key, deps) in &graph.deps {
+        let Some(from) = unit(key).filter(|u| nodes.contains(u)) else { continue };
+        for dep in deps {
+            let Some(to) = unit(dep).filter(|u| nodes.contains(u)) else { continue };
+            if from != to && waiting_on.get_mut(from.as_str()).is_some_and(|w| w.insert(to.clone())) {
+                dependents.entry(to).or_default().push(from.clone());
+            }
+        }
+    }
+    let mut ready: BinaryHeap<Reverse<(Kind, String)>> = waiting_on
+        .iter()
+        .filter(|(_, w)| w.is_empty())
+        .map(|(k, _)| Reverse((kind_of(k), (*k).to_owned())))
+        .collect();
+    let mut order = Vec::with_capacity(nodes.len());
+    let mut placed = BTreeSet::new();
+    while order.len() < nodes.len() {
+        let next = match ready.pop() {
+            Some(Reverse((_, key))) => key,
+            // A cycle: take the first of what is left.
+            None => {
+                match nodes.iter().filter(|n| !placed.contains(*n)).min_by_key(|n| (kind_of(n), (*n).clone()))
+                {
+                    Some(key) => key.clone(),
+                    None => break,
+                }
+            }
+        };
+        if !placed.insert(next.clone()) {
+            continue;
+        }
+        for dependent in dependents.get(&next).into_iter().flatten() {
+            if let Some(waiting) = waiting_on.get_mut(dependent.as_str()) {
+                waiting.remove(&next);
+                if waiting.is_empty() && !placed.contains(dependent) {
+                    ready.push(Reverse((kind_of(dependent), dependent.clone())));
+                }
+            }
+        }
+        order.push(next);
+    }
+    order
+}

@@ -1,0 +1,285 @@
+//! SQL text for one object: how to create it, drop it, or change it in place.
+
+use super::catalog::{ColumnSpec, Def, SequenceSpec};
+use crate::naming::{quote_ident, quote_literal};
+
+pub fn literal(text: &str) -> String {
+    quote_literal(text)
+}
+
+pub fn create(def: &Def) -> String {
+    match def {
+        Def::Schema { name } => format!("CREATE SCHEMA {name};"),
+        Def::Extension { name, schema } => {
+            format!("CREATE EXTENSION IF NOT EXISTS {name} WITH SCHEMA {schema};")
+        }
+        Def::Enum { name, labels } => {
+            let labels: Vec<String> = labels.iter().map(|l| literal(l)).collect();
+            format!("CREATE TYPE {name} AS ENUM ({});", labels.join(", "))
+        }
+        Def::Sequence { name, spec } => format!("CREATE SEQUENCE {name}{};", sequence_options(spec)),
+        Def::SequenceOwner { sequence, column } => format!("ALTER SEQUENCE {sequence} OWNED BY {column};"),
+        Def::Table { name, unlogged } => create_table(name, *unlogged, &[]),
+        Def::Column { table, name, spec, .. } => {
+            format!("ALTER TABLE {table} ADD COLUMN {};", column(name, spec, None))
+        }
+        Def::Default { table, column, expression } => {
+            format!("ALTER TABLE {table} ALTER COLUMN {column} SET DEFAULT {expression};")
+        }
+        Def::Constraint { table, name, definition } => {
+            format!("ALTER TABLE {table} ADD CONSTRAINT {name} {definition};")
+        }
+        Def::Index { definition, .. } => format!("{definition};"),
+        Def::View { name, materialized, options, query } => {
+            let kind = if *materialized { "MATERIALIZED VIEW" } else { "VIEW" };
+            let options = options.as_ref().map(|o| format!(" WITH ({o})")).unwrap_or_default();
+            format!("CREATE {kind} {name}{options} AS\n{query};")
+        }
+        Def::Function { definition, .. } => format!("{definition};"),
+        Def::Trigger { definition, .. } => format!("{definition};"),
+        Def::Comment { target, text } => format!("COMMENT ON {target} IS {};", literal(text)),
+    }
+}
+
+/// The statement dropping the object; `None` for what cannot be dropped on its own.
+pub fn drop(def: &Def) -> Option<String> {
+    Some(match def {
+        Def::Schema { name } => format!("DROP SCHEMA {name};"),
+        Def::Extension { name, .. } => format!("DROP EXTENSION {name};"),
+        Def::Enum { name, .. } => format!("DROP TYPE {name};"),
+        Def::Sequence { name, .. } => format!("DROP SEQUENCE {name};"),
+        Def::SequenceOwner { sequence, .. } => format!("ALTER SEQUENCE {sequence} OWNED BY NONE;"),
+        Def::Table { name, .. } => format!("DROP TABLE {name};"),
+        Def::Column { table, name, .. } => format!("ALTER TABLE {table} DROP COLUMN {name};"),
+        Def::Default { table, column, .. } => {
+            format!("ALTER TABLE {table} ALTER COLUMN {column} DROP DEFAULT;")
+        }
+        Def::Constraint { table, name, .. } => format!("ALTER TABLE {table} DROP CONSTRAINT {name};"),
+        Def::Index { name, .. } => format!("DROP INDEX {name};"),
+        Def::View { name, materialized: false, .. } => format!("DROP VIEW {name};"),
+        Def::View { name, materialized: true, .. } => format!("DROP MATERIALIZED VIEW {name};"),
+        Def::Function { signature, procedure, .. } => {
+            format!("DROP {} {signature};", if *procedure { "PROCEDURE" } else { "FUNCTION" })
+        }
+        Def::Trigger { table, name, .. } => format!("DROP TRIGGER {name} ON {table};"),
+        Def::Comment { target, .. } => format!("COMMENT ON {target} IS NULL;"),
+    })
+}
+
+/// In-place changes for the kinds that have them (columns and enums are handled by the caller).
+pub fn alter(old: &Def, new: &Def) -> Vec<String> {
+    match (old, new) {
+        (Def::Table { .. }, Def::Table { name, unlogged }) => {
+            vec![format!("ALTER TABLE {name} SET {};", if *unlogged { "UNLOGGED" } else { "LOGGED" })]
+        }
+        (Def::Sequence { .. }, Def::Sequence { name, spec }) => {
+            let s = spec;
+            vec![format!(
+                "ALTER SEQUENCE {name} AS {} INCREMENT BY {} MINVALUE {} MAXVALUE {} START WITH {} CACHE {} {}CYCLE;",
+                s.data_type,
+                s.increment,
+                s.min,
+                s.max,
+                s.start,
+                s.cache,
+                if s.cycle { "" } else { "NO " }
+            )]
+        }
+        (Def::Extension { .. }, Def::Extension { name, schema }) => {
+            vec![format!("ALTER EXTENSION {name} SET SCHEMA {schema};")]
+        }
+        (Def::SequenceOwner { .. } | Def::Default { .. } | Def::Comment { .. } | Def::Function { .. }, _) => {
+            vec![create(new)]
+        }
+        _ => Vec::new(),
+    }
+}
+
+pub fn create_table(name: &str, unlogged: bool, columns: &[String]) -> String {
+    let unlogged = if unlogged { "UNLOGGED " } else { "" };
+    if columns.is_empty() {
+        return format!("CREATE {unlogged}TABLE {name} ();");
+    }
+    format!("CREATE {unlogged}TABLE {name} (\n    {}\n);", columns.join(",\n    "))
+}
+
+/// A column as written in CREATE TABLE or ADD COLUMN.
+pub fn column(name: &str, spec: &ColumnSpec, default: Option<&str>) -> String {
+    let mut text = format!("{name} {}", spec.data_type);
+    if let Some(collation) = &spec.collation {
+        text += &format!(" COLLATE {collation}");
+    }
+    if let Some(expression) = &spec.generated {
+        text += &format!(" GENERATED ALWAYS AS ({expression}) STORED");
+    }
+    if let Some(kind) = spec.identity {
+        text += &format!(" GENERATED {} AS IDENTITY", identity_kind(kind));
+    }
+    if let Some(default) = default {
+        text += &format!(" DEFAULT {default}");
+    }
+    if spec.not_null {
+        text += " NOT NULL";
+    }
+    text
+}
+
+pub fn identity_kind(kind: char) -> &'static str {
+    if kind == 'a' { "ALWAYS" } else { "BY DEFAULT" }
+}
+
+/// Converts a column to its rebuilt enum type through text.
+pub fn retype_to_rebuilt_enum(column: &Def) -> String {
+    let Def::Column { table, name, spec, .. } = column else { return String::new() };
+    let via = if spec.data_type.ends_with("[]") { "text[]" } else { "text" };
+    format!(
+        "ALTER TABLE {table} ALTER COLUMN {name} TYPE {} USING {name}::{via}::{};",
+        spec.data_type, spec.data_type
+    )
+}
+
+/// `schema."name__xtask_old"`: where a rebuilt enum's old type is kept until its columns moved.
+pub fn aside(qualified: &str) -> String {
+    let (schema, _) = split_qualified(qualified);
+    format!("{schema}.{}", unqualified_aside(qualified))
+}
+
+pub fn unqualified_aside(qualified: &str) -> String {
+    let (_, name) = split_qualified(qualified);
+    quote_ident(&format!("{}__xtask_old", unquote(name)))
+}
+
+/// `schema.name` at its dot (either part may be a quoted identifier holding dots).
+fn split_qualified(qualified: &str) -> (&str, &str) {
+    let mut quoted = false;
+    for (i, c) in qualified.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            '.' if !quoted => return (&qualified[..i], &qualified[i + 1..]),
+            _ => {}
+        }
+    }
+    ("", qualified)
+}
+
+fn unquote(identifier: &str) -> String {
+    match identifier.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+        Some(inner) => inner.replace("\"\"", "\""),
+        None => identifier.to_owned(),
+    }
+}
+
+/// Options of CREATE SEQUENCE that differ from what PostgreSQL would choose.
+fn sequence_options(spec: &SequenceSpec) -> String {
+    let (type_min, type_max) = match spec.data_type.as_str() {
+        "smallint" => (i64::from(i16::MIN), i64::from(i16::MAX)),
+        "integer" => (i64::from(i32::MIN), i64::from(i32::MAX)),
+        _ => (i64::MIN, i64::MAX),
+    };
+    let ascending = spec.increment > 0;
+    let (min, max) = if ascending { (1, type_max) } else { (type_min, -1) };
+    let start = if ascending { spec.min } else { spec.max };
+    let mut text = String::new();
+    if spec.data_type != "bigint" {
+        text += &format!(" AS {}", spec.data_type);
+    }
+    for (word, value, default) in [
+        ("INCREMENT BY", spec.increment, 1),
+        ("MINVALUE", spec.min, min),
+        ("MAXVALUE", spec.max, max),
+        ("START WITH", spec.start, start),
+        ("CACHE", spec.cache, 1),
+    ] {
+        if value != default {
+            text += &format!(" {word} {value}");
+        }
+    }
+    if spec.cycle {
+        text += " CYCLE";
+    }
+    text
+}
+
+/// Whether every value of type `from` fits `to` unchanged, so the change needs no review.
+pub fn widens(from: &str, to: &str) -> bool {
+    let widening_numbers = [
+        ("smallint", "integer"),
+        ("smallint", "bigint"),
+        ("integer", "bigint"),
+        ("real", "double precision"),
+        ("smallint", "numeric"),
+        ("integer", "numeric"),
+        ("bigint", "numeric"),
+    ];
+    if widening_numbers.contains(&(from, to)) {
+        return true;
+    }
+    let text_like = |t: &str| t == "text" || t == "character varying";
+    match (modifier(from, "character varying"), modifier(to, "character varying")) {
+        (Some(a), Some(b)) => return b.first() >= a.first(),
+        (Some(_), None) if text_like(to) => return true,
+        _ => {}
+    }
+    if text_like(from) && text_like(to) {
+        return true;
+    }
+    match (modifier(from, "numeric"), modifier(to, "numeric")) {
+        (Some(_), Some(b)) if b.is_empty() => true,
+        (Some(a), Some(b)) if a.len() == 2 && b.len() == 2 => b[1] >= a[1] && b[0] - b[1] >= a[0] - a[1],
+        _ => false,
+    }
+}
+
+/// `base(1,2)` → `[1, 2]`; `base` → `[]`; another type → None.
+fn modifier(data_type: &str, base: &str) -> Option<Vec<i64>> {
+    let rest = data_type.strip_prefix(base)?;
+    if rest.is_empty() {
+        return Some(Vec::new());
+    }
+    let inner = rest.strip_prefix('(')?.strip_suffix(')')?;
+    inner.split(',').map(|n| n.trim().parse().ok()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn widening_types_need_no_review() {
+        assert!(widens("integer", "bigint"));
+        assert!(widens("character varying(20)", "character varying(40)"));
+        assert!(widens("character varying(20)", "text"));
+        assert!(widens("text", "character varying"));
+        assert!(widens("numeric(10,2)", "numeric(12,2)"));
+        assert!(widens("numeric(10,2)", "numeric"));
+        assert!(!widens("bigint", "integer"));
+        assert!(!widens("character varying(40)", "character varying(20)"));
+        assert!(!widens("text", "character varying(10)"));
+        assert!(!widens("numeric(10,2)", "numeric(10,1)"));
+        assert!(!widens("text", "integer"));
+    }
+
+    #[test]
+    fn aside_names_keep_schema_and_quote() {
+        assert_eq!(aside("public.mood"), "public.\"mood__xtask_old\"");
+        assert_eq!(aside("\"a.b\".\"Mood\""), "\"a.b\".\"Mood__xtask_old\"");
+    }
+
+    #[test]
+    fn sequences_list_only_what_differs_from_defaults() {
+        let spec = |data_type: &str, start, increment, min, max| SequenceSpec {
+            data_type: data_type.into(),
+            start,
+            increment,
+            min,
+            max,
+            cache: 1,
+            cycle: false,
+        };
+        assert_eq!(sequence_options(&spec("bigint", 1, 1, 1, i64::MAX)), "");
+        assert_eq!(
+            sequence_options(&spec("integer", 100, 5, 1, i64::from(i32::MAX))),
+            " AS integer INCREMENT BY 5 START WITH 100"
+        );
+    }
+}
