@@ -312,7 +312,8 @@ fn sequences(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
         };
         if let (Some(column), Some(column_key)) = (row.get::<_, Option<String>>(9), row.get(10)) {
             let def = Def::SequenceOwner { sequence: name.clone(), column };
-            add(snapshot, format!("owned by {key}"), Some(column_key), def);
+            add(snapshot, format!("owned by {key}"), None, def);
+            snapshot.deps.entry(format!("owned by {key}")).or_default().insert(column_key);
         }
         add(snapshot, key, None, Def::Sequence { name, spec });
     }
@@ -504,6 +505,7 @@ fn dependencies(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
     );
     let rows = query(client, "dependencies", &sql)?;
     let mut part_of: BTreeMap<String, String> = BTreeMap::new();
+    let mut auto_refs: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut edges = Vec::new();
     for row in &rows {
         let (Some(object), Some(referenced)) =
@@ -515,7 +517,12 @@ fn dependencies(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
             "i" | "e" => {
                 part_of.insert(object, referenced);
             }
-            _ => edges.push((object, referenced)),
+            kind => {
+                if kind == "a" {
+                    auto_refs.entry(object.clone()).or_default().push(referenced.clone());
+                }
+                edges.push((object, referenced))
+            }
         }
     }
     let resolve = |key: &str| -> String {
@@ -528,19 +535,33 @@ fn dependencies(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
         }
         key
     };
-    for (object, referenced) in edges {
+    // Parts of an extension's objects (an operator class's functions) and of objects already
+    // noted (a domain's constraint) are not noted again.
+    let belongs_elsewhere = |object: &str, snapshot: &Snapshot| {
+        auto_refs
+            .get(object)
+            .into_iter()
+            .flatten()
+            .map(|r| resolve(r))
+            .any(|whole| whole.starts_with("extension ") || snapshot.unsupported.contains(&whole))
+    };
+    for (raw_object, referenced) in edges {
+        let object = raw_object.as_str();
         // A serial column's sequence is "owned by" the column, yet made before it: that link is
         // the SequenceOwner object's, not the sequence's.
         if object.starts_with("sequence ") && referenced.starts_with("table column ") {
             continue;
         }
-        let (object, referenced) = (resolve(&object), resolve(&referenced));
+        let (object, referenced) = (resolve(object), resolve(&referenced));
         if object == referenced {
             continue;
         }
         if snapshot.objects.contains_key(&object) && snapshot.objects.contains_key(&referenced) {
             snapshot.deps.entry(object).or_default().insert(referenced);
-        } else if !snapshot.objects.contains_key(&object) && !is_internal(&object) {
+        } else if !snapshot.objects.contains_key(&object)
+            && !is_internal(&object)
+            && !belongs_elsewhere(&raw_object, snapshot)
+        {
             snapshot.unsupported.insert(object);
         }
     }

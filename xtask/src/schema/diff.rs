@@ -81,8 +81,39 @@ impl<'a> Planner<'a> {
             actions.insert(key.clone(), Action::Create);
         }
         let mut planner = Planner { from, to, actions, retyped: BTreeSet::new() };
+        planner.rebuild_enums_used_at_once();
         planner.cascade();
         planner
+    }
+
+    /// A value added with ALTER TYPE cannot be used before its transaction commits; an enum whose
+    /// new value this same migration uses is rebuilt instead (a type made in the transaction can).
+    fn rebuild_enums_used_at_once(&mut self) {
+        let mut rebuild = Vec::new();
+        for (key, action) in &self.actions {
+            let (Some(Def::Enum { labels: old, .. }), Some(Def::Enum { labels: new, .. }), Action::Alter) = (
+                self.from.objects.get(key).map(|o| &o.def),
+                self.to.objects.get(key).map(|o| &o.def),
+                action,
+            ) else {
+                continue;
+            };
+            let added: Vec<String> =
+                new.iter().filter(|l| !old.contains(l)).map(|l| sql::literal(l)).collect();
+            let used = self.actions.iter().any(|(user, action)| {
+                *action != Action::Drop
+                    && self.to.deps.get(user).is_some_and(|deps| deps.contains(key))
+                    && added
+                        .iter()
+                        .any(|literal| format!("{:?}", self.to.objects[user].def).contains(literal))
+            });
+            if used {
+                rebuild.push(key.clone());
+            }
+        }
+        for key in rebuild {
+            self.actions.insert(key, Action::RebuildEnum);
+        }
     }
 
     fn reshape(&self, key: &str) -> Option<Reshape> {
@@ -355,7 +386,10 @@ impl<'a> Planner<'a> {
             old.iter().filter(|l| !labels.contains(l)).map(|l| crate::naming::quote_literal(l)).collect();
         let mut rename = plain(format!("ALTER TYPE {name} RENAME TO {};", sql::unqualified_aside(name)));
         rename.notes.push(if removed.is_empty() {
-            Note::Review(format!("{name} is rebuilt to reorder its values; its columns are converted"))
+            Note::Review(format!(
+                "{name} is made anew and its columns converted, because its values are reordered or \
+                 this migration uses a value it adds"
+            ))
         } else {
             Note::Destructive(format!(
                 "removes {} from {name}: rows holding {} make this migration fail",
@@ -479,11 +513,17 @@ fn alter(old: &Def, new: &Def) -> Vec<Statement> {
                     0 => b.iter().find(|l| a.contains(l)).map(|l| format!(" BEFORE {}", sql::literal(l))),
                     _ => Some(format!(" AFTER {}", sql::literal(&b[i - 1]))),
                 };
-                statements.push(plain(format!(
+                let mut statement = plain(format!(
                     "ALTER TYPE {name} ADD VALUE {}{};",
                     sql::literal(label),
                     position.unwrap_or_default()
+                ));
+                statement.notes.push(Note::Review(format!(
+                    "{} can be used only once this migration has committed: a statement here that \
+                     uses it fails, so move such a statement to the next migration",
+                    sql::literal(label)
                 )));
+                statements.push(statement);
             }
             statements
         }

@@ -123,32 +123,26 @@ fn prepare_database(
     Ok(true)
 }
 
-/// Runs the up then the down on the migrated copy, inside a transaction that is rolled back:
-/// the up must give exactly the declared schema and the down exactly the migrated one.
+/// Runs the up then the down on the migrated copy (a throwaway, so they are committed, each in
+/// its own transaction as `migrate` runs them): the up must give exactly the declared schema and
+/// the down exactly the migrated one.
 fn verify(current: &mut Built, up: &str, down: &str, declared: &Snapshot) -> Result<(), String> {
     let client = &mut current.client;
-    let outcome = (|| -> Result<(), String> {
-        client.batch_execute("BEGIN").map_err(|e| e.to_string())?;
+    let mut step = |what: &str, sql: &str, expected: &Snapshot| -> Result<(), String> {
         client
-            .batch_execute(up)
-            .map_err(|e| format!("the up fails: {}", crate::conn::describe_pg_error(&e)))?;
-        let after_up = schema::introspect(client).map_err(|e| format!("{e:#}"))?;
-        let left = schema::diff(&after_up, declared);
-        if !left.is_empty() {
-            return Err(format!("after the up, this still differs:\n{}", schema::render(&[], &left)));
+            .batch_execute(&format!("BEGIN;\n{sql}\n;COMMIT"))
+            .map_err(|e| format!("the {what} fails: {}", crate::conn::describe_pg_error(&e)))?;
+        let after = schema::introspect(client).map_err(|e| format!("{e:#}"))?;
+        let left = schema::diff(&after, expected);
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("after the {what}, this still differs:\n{}", schema::render(&[], &left)))
         }
-        client
-            .batch_execute(down)
-            .map_err(|e| format!("the down fails: {}", crate::conn::describe_pg_error(&e)))?;
-        let after_down = schema::introspect(client).map_err(|e| format!("{e:#}"))?;
-        let left = schema::diff(&after_down, &current.snapshot);
-        if !left.is_empty() {
-            return Err(format!("after the down, this still differs:\n{}", schema::render(&[], &left)));
-        }
-        Ok(())
-    })();
-    let _ = client.batch_execute("ROLLBACK");
-    outcome
+    };
+    step("up", up, declared)?;
+    let migrated = current.snapshot.clone();
+    step("down", down, &migrated)
 }
 
 pub fn check(ctx: &Ctx, db: Option<&str>) -> Result<ExitCode> {

@@ -199,6 +199,20 @@ impl Project {
     }
 }
 
+impl Project {
+    /// Every database on the server, this project's or not.
+    pub fn databases_on_server_all(&self) -> Vec<String> {
+        let rows = self.admin().query("SELECT datname FROM pg_database ORDER BY 1", &[]).unwrap();
+        rows.iter().map(|r| r.get(0)).collect()
+    }
+
+    /// A connection to this branch's database of service `db`, as its role.
+    pub fn service_client(&self, db: &str) -> postgres::Client {
+        let url = self.ok(&["db-endpoint", "--db", db]);
+        postgres::Client::connect(url.trim(), postgres::NoTls).unwrap()
+    }
+}
+
 impl Drop for Project {
     fn drop(&mut self) {
         if self.engine == "external" {

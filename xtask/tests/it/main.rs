@@ -10,6 +10,7 @@ mod external;
 mod lifecycle;
 mod migrate;
 mod native;
+mod schema;
 mod services;
 
 /// The scenarios every engine that owns its server must pass, once per engine.
@@ -46,4 +47,5 @@ on_both_engines! {
     services_role_dropped_by_hand => crate::services::role_dropped_by_hand,
     services_concurrent_password_renewal => crate::services::concurrent_password_renewal,
     services_examples_pass_their_tests => crate::services::example_services,
+    schema_edit_prepare_migrate_check => crate::schema::edit_prepare_migrate_check,
 }

@@ -1,0 +1,359 @@
+//! `prepare` from a declared schema, and `schema --check` / `--write`.
+//!
+//! The corpus: for each change from schema A to schema B, a project whose migrations make A and
+//! whose schema.sql says B. `prepare` must write a migration; applied by `setup` (the real runner,
+//! as the service's role), the migrations must then produce B exactly; and its down, applied after
+//! it, must give back A exactly. "Exactly" is `schema --check`, which compares both catalogs.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::harness::{Project, XTASK, contains};
+
+const START: &str = "migrations/20260101000000_start.up.sql";
+const DECLARED: &str = "migrations/schema.sql";
+
+/// Runs one corpus case and returns the generated up and down.
+pub fn round_trip(from: &str, to: &str) -> (String, String) {
+    let p = Project::new("native");
+    p.write(START, from);
+    p.write(DECLARED, to);
+    let (out, err) = p.ok_err(&["prepare", "the change"]);
+    let files: Vec<&str> = out.lines().collect();
+    assert_eq!(files.len(), 2, "prepare wrote no migration:\n{err}");
+    let read = |file: &str| std::fs::read_to_string(p.path().join(file)).unwrap();
+    let (up, down) = (read(files[0]), read(files[1]));
+    assert!(files[0].ends_with("_the_change.up.sql") && files[1].ends_with("_the_change.down.sql"));
+
+    // Up: the migrations, applied to the branch database by setup, now make the declared schema.
+    p.ok(&["setup"]);
+    let (_, err) = p.ok_err(&["schema", "--check"]);
+    contains(&err, "produce migrations/schema.sql exactly");
+
+    // Down: run after the up as one more migration, it gives back the starting schema.
+    p.write("migrations/20990101000000_undo.up.sql", &down);
+    p.write(DECLARED, from);
+    let (_, err) = p.ok_err(&["schema", "--check"]);
+    contains(&err, "produce migrations/schema.sql exactly");
+
+    // And `rollback` runs the same down on the branch database.
+    std::fs::remove_file(p.path().join("migrations/20990101000000_undo.up.sql")).unwrap();
+    p.ok(&["rollback"]);
+    p.ok(&["migrate"]);
+    (up, down)
+}
+
+macro_rules! corpus {
+    ($($name:ident: $from:expr => $to:expr;)*) => {
+        mod round_trip {
+            $(#[test] fn $name() { super::round_trip($from, $to); })*
+        }
+    };
+}
+
+corpus! {
+    table_added:
+        "CREATE TABLE a (id int PRIMARY KEY);" =>
+        "CREATE TABLE a (id int PRIMARY KEY); CREATE TABLE b (id bigint PRIMARY KEY, name text NOT NULL);";
+    table_dropped:
+        "CREATE TABLE a (id int PRIMARY KEY); CREATE TABLE b (id int, note text);" =>
+        "CREATE TABLE a (id int PRIMARY KEY);";
+    schema_with_tables_added:
+        "CREATE TABLE a (id int);" =>
+        "CREATE TABLE a (id int); CREATE SCHEMA billing; CREATE TABLE billing.invoice (id int PRIMARY KEY, a_id int);";
+    extension_with_index_added:
+        "CREATE TABLE doc (id int, body text);" =>
+        "CREATE EXTENSION pg_trgm; CREATE TABLE doc (id int, body text);
+         CREATE INDEX doc_body_trgm ON doc USING gin (body gin_trgm_ops);";
+    enum_type_added:
+        "CREATE TABLE t (id int);" =>
+        "CREATE TYPE mood AS ENUM ('sad', 'happy'); CREATE TABLE t (id int, m mood DEFAULT 'happy');";
+    enum_value_added_in_the_middle:
+        "CREATE TYPE mood AS ENUM ('sad', 'happy'); CREATE TABLE t (m mood);" =>
+        "CREATE TYPE mood AS ENUM ('sad', 'meh', 'happy', 'ecstatic'); CREATE TABLE t (m mood);";
+    enum_value_removed_rebuilds_the_type:
+        "CREATE TYPE mood AS ENUM ('sad', 'meh', 'happy');
+         CREATE TABLE t (m mood DEFAULT 'meh', ms mood[]);
+         CREATE INDEX t_happy ON t (m) WHERE m = 'happy';
+         CREATE FUNCTION is_sad(x mood) RETURNS boolean LANGUAGE sql AS $$ SELECT x = 'sad' $$;" =>
+        "CREATE TYPE mood AS ENUM ('sad', 'happy');
+         CREATE TABLE t (m mood DEFAULT 'sad', ms mood[]);
+         CREATE INDEX t_happy ON t (m) WHERE m = 'happy';
+         CREATE FUNCTION is_sad(x mood) RETURNS boolean LANGUAGE sql AS $$ SELECT x = 'sad' $$;";
+    standalone_sequence_added:
+        "CREATE TABLE t (id int);" =>
+        "CREATE SEQUENCE ticket_no AS integer START WITH 1000 INCREMENT BY 10 CACHE 5;
+         CREATE TABLE t (id int DEFAULT nextval('ticket_no'));";
+    sequence_options_changed:
+        "CREATE SEQUENCE s INCREMENT BY 1 MAXVALUE 1000;" =>
+        "CREATE SEQUENCE s INCREMENT BY 5 MAXVALUE 100000 CYCLE;";
+    serial_column_added:
+        "CREATE TABLE t (name text);" =>
+        "CREATE TABLE t (name text, id serial);";
+    column_added_not_null_with_default:
+        "CREATE TABLE t (id int);" =>
+        "CREATE TABLE t (id int, created_at timestamptz NOT NULL DEFAULT now(), flag boolean DEFAULT false);";
+    column_dropped:
+        "CREATE TABLE t (id int, legacy text, other int);" =>
+        "CREATE TABLE t (id int, other int);";
+    column_type_widened:
+        "CREATE TABLE t (id int PRIMARY KEY, n smallint, label varchar(20));" =>
+        "CREATE TABLE t (id bigint PRIMARY KEY, n bigint, label text);";
+    column_type_narrowed:
+        "CREATE TABLE t (code text, amount numeric);" =>
+        "CREATE TABLE t (code varchar(8), amount integer);";
+    column_nullability_changed:
+        "CREATE TABLE t (a int NOT NULL, b int);" =>
+        "CREATE TABLE t (a int, b int NOT NULL);";
+    column_default_changed:
+        "CREATE TABLE t (status text DEFAULT 'new', n int);" =>
+        "CREATE TABLE t (status text DEFAULT 'draft', n int DEFAULT 0);";
+    identity_added:
+        "CREATE TABLE t (id int NOT NULL, name text);" =>
+        "CREATE TABLE t (id int GENERATED ALWAYS AS IDENTITY, name text);";
+    identity_kind_changed:
+        "CREATE TABLE t (id bigint GENERATED ALWAYS AS IDENTITY);" =>
+        "CREATE TABLE t (id bigint GENERATED BY DEFAULT AS IDENTITY);";
+    generated_column_added:
+        "CREATE TABLE t (w int, h int);" =>
+        "CREATE TABLE t (w int, h int, area int GENERATED ALWAYS AS (w * h) STORED);";
+    generated_expression_changed:
+        "CREATE TABLE t (w int, h int, area int GENERATED ALWAYS AS (w * h) STORED);" =>
+        "CREATE TABLE t (w int, h int, area int GENERATED ALWAYS AS (w * h * 2) STORED);";
+    collation_changed:
+        "CREATE TABLE t (name text);" =>
+        "CREATE TABLE t (name text COLLATE \"C\");";
+    primary_key_added:
+        "CREATE TABLE t (id int NOT NULL, v text);" =>
+        "CREATE TABLE t (id int NOT NULL PRIMARY KEY, v text);";
+    unique_constraint_added:
+        "CREATE TABLE t (a int, b int);" =>
+        "CREATE TABLE t (a int, b int, CONSTRAINT t_a_b UNIQUE (a, b));";
+    check_constraint_changed:
+        "CREATE TABLE t (age int CONSTRAINT adult CHECK (age >= 18));" =>
+        "CREATE TABLE t (age int CONSTRAINT adult CHECK (age >= 21 AND age < 200));";
+    foreign_key_to_a_new_table:
+        "CREATE TABLE orders (id int PRIMARY KEY, customer_id int);" =>
+        "CREATE TABLE customers (id int PRIMARY KEY, name text);
+         CREATE TABLE orders (id int PRIMARY KEY, customer_id int REFERENCES customers (id));";
+    foreign_key_action_changed:
+        "CREATE TABLE p (id int PRIMARY KEY); CREATE TABLE c (p_id int REFERENCES p ON DELETE CASCADE);" =>
+        "CREATE TABLE p (id int PRIMARY KEY); CREATE TABLE c (p_id int REFERENCES p ON DELETE SET NULL);";
+    foreign_key_follows_a_key_type_change:
+        "CREATE TABLE p (id int PRIMARY KEY); CREATE TABLE c (p_id int REFERENCES p);" =>
+        "CREATE TABLE p (id bigint PRIMARY KEY); CREATE TABLE c (p_id bigint REFERENCES p);";
+    exclusion_constraint_added:
+        "CREATE TABLE booking (room int, during tsrange);" =>
+        "CREATE TABLE booking (room int, during tsrange, EXCLUDE USING gist (during WITH &&));";
+    partial_index_added:
+        "CREATE TABLE t (id int, deleted boolean);" =>
+        "CREATE TABLE t (id int, deleted boolean); CREATE UNIQUE INDEX t_live ON t (id) WHERE NOT deleted;";
+    expression_index_changed:
+        "CREATE TABLE u (email text); CREATE INDEX u_email ON u (lower(email));" =>
+        "CREATE TABLE u (email text); CREATE INDEX u_email ON u (lower(trim(email)));";
+    view_added:
+        "CREATE TABLE t (id int, name text);" =>
+        "CREATE TABLE t (id int, name text); CREATE VIEW named AS SELECT id, name FROM t WHERE name IS NOT NULL;";
+    view_over_a_column_whose_type_changes:
+        "CREATE TABLE t (id int, amount int); CREATE VIEW totals AS SELECT sum(amount) AS total FROM t;" =>
+        "CREATE TABLE t (id int, amount bigint); CREATE VIEW totals AS SELECT sum(amount) AS total FROM t;";
+    view_over_a_view_changed:
+        "CREATE TABLE t (a int, b int); CREATE VIEW v1 AS SELECT a FROM t; CREATE VIEW v2 AS SELECT a FROM v1;" =>
+        "CREATE TABLE t (a int, b int); CREATE VIEW v1 AS SELECT a, b FROM t; CREATE VIEW v2 AS SELECT a, b FROM v1;";
+    view_over_a_dropped_column:
+        "CREATE TABLE t (a int, b int); CREATE VIEW v AS SELECT a, b FROM t;" =>
+        "CREATE TABLE t (a int); CREATE VIEW v AS SELECT a FROM t;";
+    materialized_view_with_index_added:
+        "CREATE TABLE t (k text, n int);" =>
+        "CREATE TABLE t (k text, n int);
+         CREATE MATERIALIZED VIEW per_k AS SELECT k, sum(n) AS n FROM t GROUP BY k;
+         CREATE UNIQUE INDEX per_k_k ON per_k (k);";
+    materialized_view_changed:
+        "CREATE TABLE t (k text, n int); CREATE MATERIALIZED VIEW m AS SELECT k FROM t;" =>
+        "CREATE TABLE t (k text, n int); CREATE MATERIALIZED VIEW m AS SELECT k, n FROM t;";
+    function_body_changed:
+        "CREATE FUNCTION add_one(x int) RETURNS int LANGUAGE sql AS 'SELECT x + 1';" =>
+        "CREATE FUNCTION add_one(x int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT x + 2';";
+    function_signature_changed:
+        "CREATE FUNCTION greet(name text) RETURNS text LANGUAGE sql AS $$ SELECT 'hi ' || name $$;" =>
+        "CREATE FUNCTION greet(name text, punctuation text DEFAULT '!') RETURNS text LANGUAGE sql
+         AS $$ SELECT 'hi ' || name || punctuation $$;";
+    function_in_a_default_replaced:
+        "CREATE FUNCTION new_code() RETURNS text LANGUAGE sql AS $$ SELECT 'a' $$;
+         CREATE TABLE t (code text DEFAULT new_code());" =>
+        "CREATE FUNCTION next_code(prefix text DEFAULT 'b') RETURNS text LANGUAGE sql AS $$ SELECT prefix $$;
+         CREATE TABLE t (code text DEFAULT next_code());";
+    procedure_added:
+        "CREATE TABLE audit (at timestamptz);" =>
+        "CREATE TABLE audit (at timestamptz);
+         CREATE PROCEDURE stamp() LANGUAGE sql AS $$ INSERT INTO audit VALUES (now()) $$;";
+    trigger_added:
+        "CREATE TABLE t (id int, updated_at timestamptz);" =>
+        "CREATE TABLE t (id int, updated_at timestamptz);
+         CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.updated_at := now(); RETURN NEW; END $$;
+         CREATE TRIGGER t_touch BEFORE UPDATE ON t FOR EACH ROW EXECUTE FUNCTION touch();";
+    trigger_changed:
+        "CREATE TABLE t (id int);
+         CREATE FUNCTION noop() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
+         CREATE TRIGGER t_noop BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION noop();" =>
+        "CREATE TABLE t (id int);
+         CREATE FUNCTION noop() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
+         CREATE TRIGGER t_noop BEFORE INSERT OR UPDATE ON t FOR EACH ROW WHEN (pg_trigger_depth() = 0) EXECUTE FUNCTION noop();";
+    comments_added_and_changed:
+        "CREATE TABLE t (id int); COMMENT ON TABLE t IS 'old';
+         CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1';" =>
+        "CREATE TABLE t (id int); COMMENT ON TABLE t IS 'the t''s table'; COMMENT ON COLUMN t.id IS 'key';
+         CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'; COMMENT ON FUNCTION f() IS 'one';";
+    unlogged_table:
+        "CREATE TABLE cache (k text PRIMARY KEY, v text);" =>
+        "CREATE UNLOGGED TABLE cache (k text PRIMARY KEY, v text);";
+    quoted_names:
+        "CREATE TABLE \"Order Lines\" (\"Id\" int);" =>
+        "CREATE SCHEMA \"My App\"; CREATE TABLE \"Order Lines\" (\"Id\" int, \"Unit Price\" numeric(10,2) NOT NULL DEFAULT 0);
+         CREATE TYPE \"My App\".\"Sta'tus\" AS ENUM ('on', 'o''ff'); CREATE TABLE \"My App\".x (s \"My App\".\"Sta'tus\");";
+}
+
+#[test]
+fn destructive_statements_and_renames_are_flagged() {
+    let (up, down) = round_trip(
+        "CREATE TYPE mood AS ENUM ('sad', 'happy'); CREATE TABLE old (id int);
+         CREATE TABLE t (id int, fullname text, n bigint, m mood);",
+        "CREATE TYPE mood AS ENUM ('sad'); CREATE TABLE t (id int, display_name text, n int, m mood);",
+    );
+    contains(&up, "-- DESTRUCTIVE: drops table public.old and every row in it");
+    contains(&up, "-- DESTRUCTIVE: drops column fullname of public.t");
+    contains(&up, "-- DESTRUCTIVE: changes public.t.n from bigint to integer");
+    contains(&up, "-- DESTRUCTIVE: removes 'happy' from public.mood");
+    contains(&up, "ALTER TABLE public.t RENAME COLUMN fullname TO display_name;");
+    contains(&up, "4 statement(s) below are marked DESTRUCTIVE");
+    contains(&down, "ALTER TABLE public.t RENAME COLUMN display_name TO fullname;");
+    assert!(!down.contains("DESTRUCTIVE: changes"), "widening back is not destructive:\n{down}");
+}
+
+#[test]
+fn check_catches_drift_until_prepare_writes_the_migration() {
+    let p = Project::new("native");
+    p.write(START, "CREATE TABLE t (id int PRIMARY KEY);");
+    p.write(DECLARED, "CREATE TABLE t (id int PRIMARY KEY);");
+    p.ok(&["schema", "--check"]);
+    let (out, err) = p.ok_err(&["prepare", "nothing"]);
+    assert!(out.is_empty(), "{out}");
+    contains(&err, "nothing to write");
+
+    p.write(DECLARED, "CREATE TABLE t (id int PRIMARY KEY, email text NOT NULL UNIQUE);");
+    let out = p.run(&["schema", "--check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    contains(&stdout, "ALTER TABLE public.t ADD COLUMN email text NOT NULL;");
+    contains(&stdout, "ADD CONSTRAINT t_email_key UNIQUE (email);");
+    contains(&String::from_utf8_lossy(&out.stderr), "cargo xtask prepare");
+
+    p.ok(&["prepare", "add email"]);
+    p.ok(&["setup"]);
+    p.ok(&["schema", "--check"]);
+    assert!(p.databases_on_server_all().iter().all(|d| !d.starts_with("_xtask_")));
+}
+
+#[test]
+fn schema_write_records_what_the_migrations_make() {
+    let p = Project::new("native");
+    p.write(
+        START,
+        "CREATE TYPE kind AS ENUM ('a', 'b');
+         CREATE TABLE item (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, k kind NOT NULL, tags text[]);
+         CREATE VIEW a_items AS SELECT id FROM item WHERE k = 'a';
+         COMMENT ON TABLE item IS 'things';",
+    );
+    p.fails(&["schema", "--check"]);
+    p.ok(&["schema", "--write"]);
+    let written = std::fs::read_to_string(p.path().join(DECLARED)).unwrap();
+    contains(&written, "CREATE TYPE public.kind AS ENUM ('a', 'b');");
+    contains(&written, "CREATE VIEW public.a_items AS");
+    contains(&written, "COMMENT ON TABLE public.item IS 'things';");
+    p.ok(&["schema", "--check"]);
+    let (out, _) = p.ok_err(&["prepare", "no change"]);
+    assert!(out.is_empty());
+}
+
+#[test]
+fn manual_and_undeclared_prepare_write_empty_files() {
+    let p = Project::new("native");
+    let (out, err) = p.ok_err(&["prepare", "first one"]);
+    contains(&err, "no migrations");
+    assert_eq!(out.lines().count(), 2);
+    p.write(DECLARED, "CREATE TABLE t (id int);");
+    let out = p.ok(&["prepare", "--manual", "by hand"]);
+    let up = out.lines().next().unwrap();
+    assert_eq!(std::fs::read_to_string(p.path().join(up)).unwrap(), "-- up: by hand\n");
+}
+
+#[test]
+fn broken_schema_and_unmodelled_kinds_stop_with_the_reason() {
+    let p = Project::new("native");
+    p.write(START, "CREATE TABLE t (id int);");
+    p.write(DECLARED, "CREATE TABLE t (id int);\nCREATE TABLE u (id nosuchtype);\n");
+    let err = p.fails(&["prepare", "broken"]);
+    contains(&err, "migrations/schema.sql:2:");
+    contains(&err, "nosuchtype");
+    p.write(DECLARED, "CREATE TABLE t (id int); CREATE DOMAIN positive AS int CHECK (VALUE > 0);");
+    let err = p.fails(&["prepare", "domain"]);
+    contains(&err, "type public.positive (only in migrations/schema.sql)");
+    contains(&err, "prepare --manual");
+    assert!(std::fs::read_dir(p.path().join("migrations")).unwrap().count() == 2, "nothing written");
+    assert!(p.databases_on_server_all().iter().all(|d| !d.starts_with("_xtask_")));
+}
+
+#[test]
+fn interrupted_prepare_drops_its_throwaway_databases() {
+    let p = Project::new("native");
+    p.ok(&["db-up"]);
+    p.write(START, "CREATE TABLE t (id int);");
+    p.write(DECLARED, "CREATE TABLE t (id int); SELECT pg_sleep(60);");
+    let mut command = Command::new(XTASK);
+    command.args(["prepare", "slow"]).current_dir(p.path());
+    command.envs(p.env.iter().map(|(k, v)| (k, v)));
+    let mut child = command.spawn().unwrap();
+    let started = std::time::Instant::now();
+    while !p.databases_on_server_all().iter().any(|d| d.starts_with("_xtask_declared")) {
+        assert!(started.elapsed() < Duration::from_secs(20), "prepare never made its databases");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let interrupted = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(interrupted.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert!(started.elapsed() < Duration::from_secs(30), "it waited for the sleep");
+    assert_eq!(p.databases_on_server_all().iter().filter(|d| d.starts_with("_xtask_")).count(), 0);
+}
+
+/// The whole loop a developer runs, on each engine: edit schema.sql, prepare, migrate, check.
+pub fn edit_prepare_migrate_check(engine: &str) {
+    let p = Project::new(engine);
+    p.service("shop", "name = \"shop\"\nextensions = [\"citext\"]");
+    p.write(
+        "migrations/shop/20260101000000_start.up.sql",
+        "CREATE TABLE customer (id int PRIMARY KEY, email citext);",
+    );
+    p.write("migrations/shop/schema.sql", "CREATE TABLE customer (id int PRIMARY KEY, email citext);");
+    p.write("seeds/shop/01.sql", "INSERT INTO customer VALUES (1, 'A@example.com') ON CONFLICT DO NOTHING;");
+    p.ok(&["setup"]);
+    p.ok(&["schema", "--check"]);
+    p.write(
+        "migrations/shop/schema.sql",
+        "CREATE TABLE customer (id bigint PRIMARY KEY, email citext NOT NULL UNIQUE, name text NOT NULL DEFAULT '');
+         CREATE TABLE purchase (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                                customer_id bigint NOT NULL REFERENCES customer, total numeric(12,2) NOT NULL);
+         CREATE INDEX purchase_customer ON purchase (customer_id);",
+    );
+    let out = p.ok(&["prepare", "purchases"]);
+    assert_eq!(out.lines().count(), 2);
+    p.ok(&["migrate"]);
+    p.ok(&["schema", "--check"]);
+    let mut client = p.service_client("shop");
+    let rows = client.query("SELECT id, email::text, name FROM customer", &[]).unwrap();
+    assert_eq!(rows.len(), 1, "the seeded row survived the migration");
+    assert_eq!(rows[0].get::<_, i64>(0), 1);
+    p.ok(&["rollback", "--db", "shop"]);
+    assert!(p.databases_on_server_all().iter().all(|d| !d.starts_with("_xtask_")));
+}
