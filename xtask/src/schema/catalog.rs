@@ -474,7 +474,8 @@ fn comments(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
     for row in query(client, "comments", sql)? {
         let (kind, identity): (String, String) = (row.get(0), row.get(1));
         let target_key = format!("{kind} {identity}");
-        if !snapshot.objects.contains_key(&target_key) {
+        // An extension's comment is the extension's own, set by CREATE EXTENSION.
+        if !snapshot.objects.contains_key(&target_key) || kind == "extension" {
             continue;
         }
         let keyword = match kind.as_str() {
