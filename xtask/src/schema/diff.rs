@@ -360,6 +360,14 @@ impl<'a> Planner<'a> {
                 }
                 statement
             }
+            Def::Extension { name, .. } => {
+                let mut statement = plain(sql::create(def));
+                statement.notes.push(Note::Review(format!(
+                    "migrations run as the service's role, which may not create {name}: declare it in \
+                     the service's `extensions` so that setup enables it as the admin"
+                )));
+                statement
+            }
             _ => plain(sql::create(def)),
         }
     }
@@ -628,4 +636,59 @@ fn topo(nodes: &BTreeSet<String>, graph: &Snapshot, unit: impl Fn(&str) -> Optio
         order.push(next);
     }
     order
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::catalog::Object;
+
+    fn table(snapshot: &mut Snapshot, name: &str) {
+        let def = Def::Table { name: format!("public.{name}"), unlogged: false };
+        snapshot.objects.insert(format!("table public.{name}"), Object { owner: None, def });
+    }
+
+    fn depends(snapshot: &mut Snapshot, key: &str, on: &str) {
+        snapshot.deps.entry(key.into()).or_default().insert(on.into());
+    }
+
+    #[test]
+    fn what_is_used_is_made_first_and_dropped_last() {
+        let mut to = Snapshot::default();
+        table(&mut to, "orders");
+        table(&mut to, "customers");
+        let fk = Def::Constraint {
+            table: "public.orders".into(),
+            name: "orders_customer_fkey".into(),
+            definition: "FOREIGN KEY (customer_id) REFERENCES public.customers(id)".into(),
+        };
+        let fk_key = "table constraint orders_customer_fkey on public.orders";
+        to.objects.insert(fk_key.into(), Object { owner: Some("table public.orders".into()), def: fk });
+        depends(&mut to, fk_key, "table public.orders");
+        depends(&mut to, fk_key, "table public.customers");
+        let up: Vec<String> = diff(&Snapshot::default(), &to).into_iter().map(|s| s.sql).collect();
+        assert_eq!(up.len(), 3);
+        assert!(up[2].starts_with("ALTER TABLE public.orders ADD CONSTRAINT"), "{up:?}");
+        let down: Vec<String> = diff(&to, &Snapshot::default()).into_iter().map(|s| s.sql).collect();
+        // The constraint goes with its table: two DROP TABLEs, the referencing one first.
+        assert_eq!(down, ["DROP TABLE public.orders;", "DROP TABLE public.customers;"]);
+    }
+
+    #[test]
+    fn a_dependency_cycle_still_yields_every_statement() {
+        let mut to = Snapshot::default();
+        table(&mut to, "a");
+        table(&mut to, "b");
+        depends(&mut to, "table public.a", "table public.b");
+        depends(&mut to, "table public.b", "table public.a");
+        assert_eq!(diff(&Snapshot::default(), &to).len(), 2);
+    }
+
+    #[test]
+    fn enum_values_added_in_order_are_altered_in_place() {
+        let labels = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(is_subsequence(&labels(&["a", "c"]), &labels(&["a", "b", "c"])));
+        assert!(!is_subsequence(&labels(&["a", "c"]), &labels(&["c", "a"])));
+        assert!(!is_subsequence(&labels(&["a", "c"]), &labels(&["a"])));
+    }
 }
