@@ -104,13 +104,18 @@ pub fn remove(data_dir: &Path) -> Result<()> {
 
 /// 128 random bits as 32 hex digits: safe in URLs, shells and `.env` files without quoting.
 fn generate_password() -> Result<String> {
-    let mut bytes = [0u8; 16];
+    random_hex(16)
+}
+
+/// `bytes` random bytes from the kernel, as hex digits.
+pub fn random_hex(bytes: usize) -> Result<String> {
+    let mut buffer = vec![0u8; bytes];
     let mut random = std::fs::File::open("/dev/urandom").context("open /dev/urandom")?;
-    random.read_exact(&mut bytes).context("read /dev/urandom")?;
-    if bytes.iter().all(|b| *b == 0) {
-        bail!("/dev/urandom returned only zeros; refusing to make a password from it");
+    random.read_exact(&mut buffer).context("read /dev/urandom")?;
+    if bytes >= 8 && buffer.iter().all(|b| *b == 0) {
+        bail!("/dev/urandom returned only zeros; refusing to use it");
     }
-    Ok(crate::naming::hex(&bytes))
+    Ok(crate::naming::hex(&buffer))
 }
 
 #[cfg(test)]

@@ -211,8 +211,9 @@ a schema.sql is looked at. The throwaway databases are dropped afterwards, also 
 
 Covered: schemas, extensions, enum types, sequences, tables, columns (type, nullability, default,
 identity, generated), primary key, unique, check, foreign key and exclusion constraints, indexes,
-views, materialized views, functions, procedures, triggers, comments. Other kinds (domains,
-policies, partitioned tables, ...) stop prepare with their names when they differ.
+views, materialized views, functions, procedures, triggers, row-level security switches, comments.
+Other kinds are compared (domains, composite and range types, policies and rules by definition; the
+rest by name) and stop prepare with their names when they differ.
 
 --manual   write empty files to fill in by hand (also what happens without a schema.sql)"
         }

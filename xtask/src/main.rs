@@ -28,6 +28,8 @@ fn main() -> ExitCode {
     match run() {
         Ok(code) => code,
         Err(error) => {
+            // A signal is being handled: its thread reports and exits.
+            scratch::park_if_interrupted();
             let mut chain = error.chain();
             eprintln!("error: {}", chain.next().expect("an error has a message"));
             for cause in chain {

@@ -1,7 +1,7 @@
 //! Throwaway databases (for `prepare` and `schema`): made on the project's server, and dropped when
 //! dropped, on error, and on Ctrl-C, SIGTERM or SIGHUP.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, Once};
 
 use anyhow::{Context, Result};
@@ -13,6 +13,8 @@ use crate::naming::quote_ident;
 static LIVE: Mutex<Vec<(Endpoint, String)>> = Mutex::new(Vec::new());
 static SIGNALS: Once = Once::new();
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
+/// Set once a signal arrived: the main thread must then write nothing and report nothing.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// A throwaway database, dropped with this value.
 pub struct Scratch {
@@ -39,6 +41,7 @@ pub fn drop_on_signals() {
             let mut signal = 0;
             // SAFETY: waits on the set blocked above.
             unsafe { libc::sigwait(&set, &mut signal) };
+            INTERRUPTED.store(true, Ordering::SeqCst);
             let live = std::mem::take(&mut *LIVE.lock().unwrap_or_else(|e| e.into_inner()));
             for (endpoint, name) in &live {
                 let _ = drop_database(endpoint, name);
@@ -49,27 +52,48 @@ pub fn drop_on_signals() {
     });
 }
 
+/// Whether a signal is being handled; then the caller should stop where it is and wait for the
+/// exit (its connections are being ended under it, so its errors would mislead).
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// Waits for the signal thread to end the process, when a signal arrived.
+pub fn park_if_interrupted() {
+    while interrupted() {
+        std::thread::park_timeout(std::time::Duration::from_millis(100));
+    }
+}
+
 impl Scratch {
-    /// Creates `_xtask_<purpose>_<pid>_<n>` (empty, from template1).
+    /// Creates `_xtask_<purpose>_<pid>_<n>_<random>` (empty, from template1). The random part
+    /// keeps runs apart whose pids coincide (containers sharing one server).
     pub fn create(endpoint: &Endpoint, purpose: &str) -> Result<Scratch> {
+        park_if_interrupted();
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let name = format!("_xtask_{purpose}_{}_{n}", std::process::id());
+        let token = crate::credentials::random_hex(4)?;
+        let name = format!("_xtask_{purpose}_{}_{n}_{token}", std::process::id());
+        let mut admin = endpoint.connect(&endpoint.admin_db)?;
         // Registered first: a signal during CREATE DATABASE still finds it.
         LIVE.lock().unwrap_or_else(|e| e.into_inner()).push((endpoint.clone(), name.clone()));
-        let scratch = Scratch { endpoint: endpoint.clone(), name };
-        let mut admin = endpoint.connect(&endpoint.admin_db)?;
-        admin
-            .batch_execute(&format!("CREATE DATABASE {}", quote_ident(&scratch.name)))
-            .map_err(PgError::from)
-            .with_context(|| format!("create the throwaway database {}", scratch.name))?;
-        Ok(scratch)
+        if let Err(error) = admin.batch_execute(&format!("CREATE DATABASE {}", quote_ident(&name))) {
+            LIVE.lock().unwrap_or_else(|e| e.into_inner()).retain(|(_, live)| *live != name);
+            park_if_interrupted();
+            return Err(PgError::from(error))
+                .with_context(|| format!("create the throwaway database {name}"));
+        }
+        Ok(Scratch { endpoint: endpoint.clone(), name })
     }
 }
 
 impl Drop for Scratch {
     fn drop(&mut self) {
+        if interrupted() {
+            return;
+        }
+        let dropped = drop_database(&self.endpoint, &self.name);
         LIVE.lock().unwrap_or_else(|e| e.into_inner()).retain(|(_, name)| *name != self.name);
-        if let Err(error) = drop_database(&self.endpoint, &self.name) {
+        if let Err(error) = dropped {
             eprintln!(
                 "warning: could not drop the throwaway database {}: {error:#}\n  \
                  drop it as the server's admin: DROP DATABASE \"{}\"",

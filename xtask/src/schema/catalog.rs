@@ -19,8 +19,9 @@ pub struct Snapshot {
     pub objects: BTreeMap<String, Object>,
     /// Object key to the keys it depends on (only keys in `objects`).
     pub deps: BTreeMap<String, BTreeSet<String>>,
-    /// Objects this tool does not model (domains, policies, partitioned tables...), by key.
-    pub unsupported: BTreeSet<String>,
+    /// Objects this tool does not write SQL for (domains, policies, rules...), by key, each with
+    /// a fingerprint of its definition where one is read (empty: compared by name only).
+    pub unsupported: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone)]
@@ -98,6 +99,8 @@ pub enum Def {
     Table {
         name: String,
         unlogged: bool,
+        row_security: bool,
+        force_row_security: bool,
     },
     Column {
         table: String,
@@ -132,10 +135,12 @@ pub enum Def {
         arguments: String,
         result: String,
     },
+    /// `enabled`: pg_trigger.tgenabled (`O` on, `D` disabled, `R` replica, `A` always).
     Trigger {
         table: String,
         name: String,
         definition: String,
+        enabled: String,
     },
     /// `COMMENT ON <target> IS <text>`; target as in `TABLE public.users`.
     Comment {
@@ -180,6 +185,7 @@ impl Def {
 /// The relations this tool looks at: user schemas only, not extension members, not sqlx's table.
 const RELATIONS: &str = "WITH rel AS (
     SELECT c.oid, c.relname, c.relkind, c.relpersistence, c.reloptions, n.nspname,
+           c.relrowsecurity, c.relforcerowsecurity,
            format('%I.%I', n.nspname, c.relname) AS sql_name,
            (SELECT o.type || ' ' || o.identity FROM pg_identify_object('pg_class'::regclass, c.oid, 0) o) AS key
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -212,6 +218,7 @@ pub fn introspect(client: &mut Client) -> Result<Snapshot> {
     schemas(client, &mut snapshot)?;
     extensions(client, &mut snapshot)?;
     types(client, &mut snapshot)?;
+    policies_and_rules(client, &mut snapshot)?;
     sequences(client, &mut snapshot)?;
     tables(client, &mut snapshot)?;
     columns(client, &mut snapshot)?;
@@ -266,9 +273,18 @@ fn extensions(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
 fn types(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
     let sql = format!(
         "SELECT {}, format('%I.%I', n.nspname, t.typname), t.typtype::text, \
-                array(SELECT l.enumlabel::text FROM pg_enum l WHERE l.enumtypid = t.oid ORDER BY l.enumsortorder) \
+                array(SELECT l.enumlabel::text FROM pg_enum l WHERE l.enumtypid = t.oid ORDER BY l.enumsortorder), \
+                CASE t.typtype \
+                WHEN 'd' THEN concat_ws(' | ', format_type(t.typbasetype, t.typtypmod), t.typnotnull, t.typdefault, \
+                    (SELECT string_agg(pg_get_constraintdef(c.oid), ', ' ORDER BY c.conname) \
+                     FROM pg_constraint c WHERE c.contypid = t.oid)) \
+                WHEN 'c' THEN (SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod), ', ' \
+                               ORDER BY a.attnum) FROM pg_attribute a \
+                               WHERE a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped) \
+                WHEN 'r' THEN (SELECT format_type(r.rngsubtype, NULL) FROM pg_range r WHERE r.rngtypid = t.oid) \
+                END \
          FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace \
-         WHERE {} AND t.typtype IN ('e', 'd', 'r', 'm', 'c') \
+         WHERE {} AND t.typtype IN ('e', 'd', 'r', 'c') \
            AND (t.typtype <> 'c' OR (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c')",
         key_of("pg_type", "t.oid", "0"),
         user_object("pg_type", "t.oid")
@@ -278,8 +294,21 @@ fn types(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
         if row.get::<_, String>(2) == "e" {
             add(snapshot, key, None, Def::Enum { name: row.get(1), labels: row.get(3) });
         } else {
-            snapshot.unsupported.insert(key);
+            snapshot.unsupported.insert(key, row.get(4));
         }
+    }
+    Ok(())
+}
+
+/// Row-level security policies and rewrite rules: not written, but compared by definition.
+fn policies_and_rules(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
+    let sql = format!(
+        "{RELATIONS}SELECT {}, concat_ws(' | ', p.polcmd, p.polpermissive,                 (SELECT string_agg(r::regrole::text, ',' ORDER BY r) FROM unnest(p.polroles) r),                 pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid))          FROM rel JOIN pg_policy p ON p.polrelid = rel.oid          UNION ALL          SELECT {}, pg_get_ruledef(w.oid) FROM rel JOIN pg_rewrite w ON w.ev_class = rel.oid          WHERE w.rulename <> '_RETURN'",
+        key_of("pg_policy", "p.oid", "0"),
+        key_of("pg_rewrite", "w.oid", "0")
+    );
+    for row in query(client, "policies and rules", &sql)? {
+        snapshot.unsupported.insert(row.get(0), row.get(1));
     }
     Ok(())
 }
@@ -312,6 +341,7 @@ fn sequences(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
         };
         if let (Some(column), Some(column_key)) = (row.get::<_, Option<String>>(9), row.get(10)) {
             let def = Def::SequenceOwner { sequence: name.clone(), column };
+            // The column's key: kept as a dependency once it is known to be a modelled column.
             add(snapshot, format!("owned by {key}"), None, def);
             snapshot.deps.entry(format!("owned by {key}")).or_default().insert(column_key);
         }
@@ -323,15 +353,22 @@ fn sequences(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
 fn tables(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
     let sql = format!(
         "{RELATIONS}SELECT rel.key, rel.sql_name, rel.relpersistence = 'u', \
-                rel.relkind = 'p' OR EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = rel.oid OR inhparent = rel.oid) \
+                rel.relkind = 'p' OR EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = rel.oid OR inhparent = rel.oid), \
+                rel.relrowsecurity, rel.relforcerowsecurity \
          FROM rel WHERE rel.relkind IN ('r', 'p')"
     );
     for row in query(client, "tables", &sql)? {
         let key: String = row.get(0);
         if row.get::<_, bool>(3) {
-            snapshot.unsupported.insert(format!("{key} (partitioned or inherited)"));
+            snapshot.unsupported.insert(format!("{key} (partitioned or inherited)"), String::new());
         }
-        add(snapshot, key, None, Def::Table { name: row.get(1), unlogged: row.get(2) });
+        let def = Def::Table {
+            name: row.get(1),
+            unlogged: row.get(2),
+            row_security: row.get(4),
+            force_row_security: row.get(5),
+        };
+        add(snapshot, key, None, def);
     }
     Ok(())
 }
@@ -439,7 +476,7 @@ fn functions(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
         let key: String = row.get(0);
         let kind: String = row.get(2);
         let Some(definition) = row.get::<_, Option<String>>(3) else {
-            snapshot.unsupported.insert(key);
+            snapshot.unsupported.insert(key, String::new());
             continue;
         };
         let def = Def::Function {
@@ -456,12 +493,14 @@ fn functions(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
 
 fn triggers(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
     let sql = format!(
-        "{RELATIONS}SELECT {}, rel.key, rel.sql_name, format('%I', t.tgname), pg_get_triggerdef(t.oid) \
+        "{RELATIONS}SELECT {}, rel.key, rel.sql_name, format('%I', t.tgname), pg_get_triggerdef(t.oid), \
+                t.tgenabled::text \
          FROM rel JOIN pg_trigger t ON t.tgrelid = rel.oid WHERE NOT t.tgisinternal",
         key_of("pg_trigger", "t.oid", "0")
     );
     for row in query(client, "triggers", &sql)? {
-        let def = Def::Trigger { table: row.get(2), name: row.get(3), definition: row.get(4) };
+        let def =
+            Def::Trigger { table: row.get(2), name: row.get(3), definition: row.get(4), enabled: row.get(5) };
         add(snapshot, row.get(0), Some(row.get(1)), def);
     }
     Ok(())
@@ -544,7 +583,7 @@ fn dependencies(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
             .into_iter()
             .flatten()
             .map(|r| resolve(r))
-            .any(|whole| whole.starts_with("extension ") || snapshot.unsupported.contains(&whole))
+            .any(|whole| whole.starts_with("extension ") || snapshot.unsupported.contains_key(&whole))
     };
     for (raw_object, referenced) in edges {
         let object = raw_object.as_str();
@@ -563,8 +602,12 @@ fn dependencies(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
             && !is_internal(&object)
             && !belongs_elsewhere(&raw_object, snapshot)
         {
-            snapshot.unsupported.insert(object);
+            snapshot.unsupported.entry(object).or_default();
         }
+    }
+    let objects = &snapshot.objects;
+    for deps in snapshot.deps.values_mut() {
+        deps.retain(|dep| objects.contains_key(dep));
     }
     let owners: Vec<(String, String)> = snapshot
         .objects

@@ -44,6 +44,9 @@ enum Reshape {
     /// A column's type changed: PostgreSQL converts its indexes and constraints itself, but not
     /// views, defaults, triggers or generated columns over it.
     ColumnType,
+    /// A column converted to a rebuilt enum: constraints over it (a foreign key between two such
+    /// columns) cannot follow by themselves.
+    EnumColumn,
     /// An enum was rebuilt: columns are converted, everything else using it is made again.
     Enum,
     /// Dropped (maybe to be made again): nothing that uses it can stay.
@@ -103,9 +106,7 @@ impl<'a> Planner<'a> {
             let used = self.actions.iter().any(|(user, action)| {
                 *action != Action::Drop
                     && self.to.deps.get(user).is_some_and(|deps| deps.contains(key))
-                    && added
-                        .iter()
-                        .any(|literal| format!("{:?}", self.to.objects[user].def).contains(literal))
+                    && added.iter().any(|literal| mentions(&self.to.objects[user].def, literal))
             });
             if used {
                 rebuild.push(key.clone());
@@ -120,7 +121,7 @@ impl<'a> Planner<'a> {
         match self.actions.get(key) {
             Some(Action::Drop | Action::Recreate) => Some(Reshape::Gone),
             Some(Action::RebuildEnum) => Some(Reshape::Enum),
-            _ if self.retyped.contains(key) => Some(Reshape::ColumnType),
+            _ if self.retyped.contains(key) => Some(Reshape::EnumColumn),
             Some(Action::Alter) if self.column_type_changes(key) => Some(Reshape::ColumnType),
             _ => None,
         }
@@ -192,7 +193,7 @@ impl<'a> Planner<'a> {
     fn create_unit(&self, key: &str) -> String {
         let mut unit = key.to_owned();
         loop {
-            let object = &self.to.objects[&unit];
+            let Some(object) = self.to.objects.get(&unit) else { return unit };
             let inlined = matches!(object.def.kind(), Kind::Column | Kind::Default)
                 && self.action(&unit) == Some(Action::Create);
             match (&object.owner, inlined) {
@@ -288,6 +289,9 @@ impl<'a> Planner<'a> {
             Def::Table { name, .. } if self.action(key) == Some(Action::Drop) => {
                 statement.notes.push(Note::Destructive(format!("drops table {name} and every row in it")))
             }
+            Def::Sequence { name, .. } if self.action(key) == Some(Action::Drop) => statement
+                .notes
+                .push(Note::Destructive(format!("drops sequence {name} and the position it had reached"))),
             Def::Column { table, name, spec, .. } => {
                 let what = if spec.generated.is_some() { "generated column" } else { "column" };
                 let loses = self.action(key) == Some(Action::Drop)
@@ -320,7 +324,13 @@ impl<'a> Planner<'a> {
                     statements.push(plain(sql::retype_to_rebuilt_enum(new)));
                 }
                 if self.action(key) == Some(Action::Alter) {
-                    statements.extend(alter(old, new));
+                    let enums = |data_type: &str| {
+                        let key = format!("type {data_type}");
+                        [self.from, self.to].iter().any(|side| {
+                            matches!(side.objects.get(&key).map(|o| &o.def), Some(Def::Enum { .. }))
+                        })
+                    };
+                    statements.extend(alter(old, new, &enums));
                 }
                 statements
             }
@@ -331,7 +341,7 @@ impl<'a> Planner<'a> {
     fn create(&self, key: &str) -> Statement {
         let def = &self.to.objects[key].def;
         match def {
-            Def::Table { name, unlogged } => {
+            Def::Table { name, unlogged, row_security, force_row_security } => {
                 let mut columns: Vec<(i16, String)> = self
                     .to
                     .objects
@@ -346,7 +356,9 @@ impl<'a> Planner<'a> {
                     .collect();
                 columns.sort();
                 let columns: Vec<String> = columns.into_iter().map(|(_, c)| c).collect();
-                plain(sql::create_table(name, *unlogged, &columns))
+                let mut text = sql::create_table(name, *unlogged, &columns);
+                text += &sql::row_security(name, (false, false), (*row_security, *force_row_security));
+                plain(text)
             }
             Def::Column { table, name, spec, .. } => {
                 let default = self.new_default(key);
@@ -444,6 +456,12 @@ impl<'a> Planner<'a> {
     }
 }
 
+/// Whether a definition's text holds `text` (searched in its Debug form, escaped the same way).
+fn mentions(def: &Def, text: &str) -> bool {
+    let escaped = format!("{text:?}");
+    format!("{def:?}").contains(&escaped[1..escaped.len() - 1])
+}
+
 enum FollowUp {
     Nothing,
     Recreate,
@@ -461,6 +479,7 @@ fn follow_up(def: &Def, reshape: Reshape) -> FollowUp {
         (Kind::View | Kind::MaterializedView | Kind::Default | Kind::Trigger | Kind::Function, _) => {
             FollowUp::Recreate
         }
+        (Kind::Constraint | Kind::Index, Reshape::EnumColumn) => FollowUp::Recreate,
         (
             Kind::Constraint | Kind::Index | Kind::SequenceOwner | Kind::Comment,
             Reshape::Enum | Reshape::Gone,
@@ -505,11 +524,12 @@ fn is_subsequence(old: &[String], new: &[String]) -> bool {
     old.iter().all(|label| rest.any(|l| l == label))
 }
 
-/// The statements that change `old` into `new` in place.
-fn alter(old: &Def, new: &Def) -> Vec<Statement> {
+/// The statements that change `old` into `new` in place; `enums` tells whether a type name is an
+/// enum on the old or the new side (enums convert to each other only through text).
+fn alter(old: &Def, new: &Def, enums: &dyn Fn(&str) -> bool) -> Vec<Statement> {
     match (old, new) {
         (Def::Column { spec: a, .. }, Def::Column { table, name, spec: b, .. }) => {
-            alter_column(table, name, a, b)
+            alter_column(table, name, a, b, enums)
         }
         (Def::Enum { labels: a, .. }, Def::Enum { name, labels: b }) => {
             let mut statements = Vec::new();
@@ -539,7 +559,13 @@ fn alter(old: &Def, new: &Def) -> Vec<Statement> {
     }
 }
 
-fn alter_column(table: &str, name: &str, a: &ColumnSpec, b: &ColumnSpec) -> Vec<Statement> {
+fn alter_column(
+    table: &str,
+    name: &str,
+    a: &ColumnSpec,
+    b: &ColumnSpec,
+    enums: &dyn Fn(&str) -> bool,
+) -> Vec<Statement> {
     let prefix = format!("ALTER TABLE {table} ALTER COLUMN {name}");
     let mut out = Vec::new();
     if a.identity.is_some() && b.identity.is_none() {
@@ -552,6 +578,8 @@ fn alter_column(table: &str, name: &str, a: &ColumnSpec, b: &ColumnSpec) -> Vec<
         let collate = b.collation.as_ref().map(|c| format!(" COLLATE {c}")).unwrap_or_default();
         let mut statement = if sql::widens(&a.data_type, &b.data_type) {
             plain(format!("{prefix} TYPE {}{collate};", b.data_type))
+        } else if enums(&a.data_type) && enums(&b.data_type) {
+            plain(format!("{prefix} TYPE {}{collate} USING {name}::text::{};", b.data_type, b.data_type))
         } else {
             plain(format!("{prefix} TYPE {}{collate} USING {name}::{};", b.data_type, b.data_type))
         };
@@ -573,7 +601,14 @@ fn alter_column(table: &str, name: &str, a: &ColumnSpec, b: &ColumnSpec) -> Vec<
     }
     match (a.identity, b.identity) {
         (None, Some(kind)) => {
-            out.push(plain(format!("{prefix} ADD GENERATED {} AS IDENTITY;", sql::identity_kind(kind))))
+            out.push(plain(format!("{prefix} ADD GENERATED {} AS IDENTITY;", sql::identity_kind(kind))));
+            // The new sequence starts at 1: move it past the values already there.
+            out.push(plain(format!(
+                "SELECT setval(pg_get_serial_sequence({}, {}), max({name})) FROM {table} \
+                 HAVING max({name}) IS NOT NULL;",
+                sql::literal(table),
+                sql::literal(name)
+            )));
         }
         (Some(x), Some(y)) if x != y => {
             out.push(plain(format!("{prefix} SET GENERATED {};", sql::identity_kind(y))))
@@ -644,7 +679,12 @@ mod tests {
     use crate::schema::catalog::Object;
 
     fn table(snapshot: &mut Snapshot, name: &str) {
-        let def = Def::Table { name: format!("public.{name}"), unlogged: false };
+        let def = Def::Table {
+            name: format!("public.{name}"),
+            unlogged: false,
+            row_security: false,
+            force_row_security: false,
+        };
         snapshot.objects.insert(format!("table public.{name}"), Object { owner: None, def });
     }
 

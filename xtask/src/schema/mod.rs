@@ -31,13 +31,24 @@ pub fn destructive_count(statements: &[Statement]) -> usize {
     statements.iter().filter(|s| s.notes.iter().any(|n| matches!(n, Note::Destructive(_)))).count()
 }
 
-/// Objects only one side has that this tool cannot write SQL for (domains, policies...), each
-/// named with the side (`from_name` or `to_name`) that has it.
+/// Objects of kinds this tool does not write SQL for that only one side has, or that differ,
+/// each named with the side (`from_name` or `to_name`) that has it.
 pub fn unmodelled_differences(from: &Snapshot, to: &Snapshot, from_name: &str, to_name: &str) -> Vec<String> {
-    let only = |a: &Snapshot, b: &Snapshot, side: &str| -> Vec<String> {
-        a.unsupported.difference(&b.unsupported).map(|key| format!("{key} (only in {side})")).collect()
-    };
-    let mut lines = only(from, to, from_name);
-    lines.extend(only(to, from, to_name));
+    let mut lines = Vec::new();
+    for (key, fingerprint) in &from.unsupported {
+        match to.unsupported.get(key) {
+            None => lines.push(format!("{key} (only in {from_name})")),
+            Some(other) if other != fingerprint => lines.push(format!("{key} (differs)")),
+            Some(_) => {}
+        }
+    }
+    for key in to.unsupported.keys().filter(|key| !from.unsupported.contains_key(*key)) {
+        lines.push(format!("{key} (only in {to_name})"));
+    }
     lines
+}
+
+/// Objects both sides have whose definitions were not read, so only their names were compared.
+pub fn compared_by_name_only(snapshot: &Snapshot) -> Vec<&str> {
+    snapshot.unsupported.iter().filter(|(_, f)| f.is_empty()).map(|(k, _)| k.as_str()).collect()
 }

@@ -19,7 +19,10 @@ pub fn create(def: &Def) -> String {
         }
         Def::Sequence { name, spec } => format!("CREATE SEQUENCE {name}{};", sequence_options(spec)),
         Def::SequenceOwner { sequence, column } => format!("ALTER SEQUENCE {sequence} OWNED BY {column};"),
-        Def::Table { name, unlogged } => create_table(name, *unlogged, &[]),
+        Def::Table { name, unlogged, row_security, force_row_security } => {
+            create_table(name, *unlogged, &[])
+                + &self::row_security(name, (false, false), (*row_security, *force_row_security))
+        }
         Def::Column { table, name, spec, .. } => {
             format!("ALTER TABLE {table} ADD COLUMN {};", column(name, spec, None))
         }
@@ -36,7 +39,15 @@ pub fn create(def: &Def) -> String {
             format!("CREATE {kind} {name}{options} AS\n{query};")
         }
         Def::Function { definition, .. } => format!("{definition};"),
-        Def::Trigger { definition, .. } => format!("{definition};"),
+        Def::Trigger { table, name, definition, enabled } => {
+            let state = match enabled.as_str() {
+                "D" => "DISABLE",
+                "R" => "ENABLE REPLICA",
+                "A" => "ENABLE ALWAYS",
+                _ => return format!("{definition};"),
+            };
+            format!("{definition};\nALTER TABLE {table} {state} TRIGGER {name};")
+        }
         Def::Comment { target, text } => format!("COMMENT ON {target} IS {};", literal(text)),
     }
 }
@@ -69,8 +80,20 @@ pub fn drop(def: &Def) -> Option<String> {
 /// In-place changes for the kinds that have them (columns and enums are handled by the caller).
 pub fn alter(old: &Def, new: &Def) -> Vec<String> {
     match (old, new) {
-        (Def::Table { .. }, Def::Table { name, unlogged }) => {
-            vec![format!("ALTER TABLE {name} SET {};", if *unlogged { "UNLOGGED" } else { "LOGGED" })]
+        (
+            Def::Table { unlogged: was_unlogged, row_security: a1, force_row_security: a2, .. },
+            Def::Table { name, unlogged, row_security: b1, force_row_security: b2 },
+        ) => {
+            let mut statements = Vec::new();
+            if was_unlogged != unlogged {
+                statements.push(format!(
+                    "ALTER TABLE {name} SET {};",
+                    if *unlogged { "UNLOGGED" } else { "LOGGED" }
+                ));
+            }
+            let security = row_security(name, (*a1, *a2), (*b1, *b2));
+            statements.extend(security.lines().filter(|l| !l.is_empty()).map(str::to_owned));
+            statements
         }
         (Def::Sequence { .. }, Def::Sequence { name, spec }) => {
             let s = spec;
@@ -93,6 +116,20 @@ pub fn alter(old: &Def, new: &Def) -> Vec<String> {
         }
         _ => Vec::new(),
     }
+}
+
+/// `ALTER TABLE .. ENABLE/FORCE ROW LEVEL SECURITY` lines (each after a newline) from one
+/// (enabled, forced) pair to another.
+pub fn row_security(table: &str, from: (bool, bool), to: (bool, bool)) -> String {
+    let mut text = String::new();
+    if from.0 != to.0 {
+        text +=
+            &format!("\nALTER TABLE {table} {} ROW LEVEL SECURITY;", if to.0 { "ENABLE" } else { "DISABLE" });
+    }
+    if from.1 != to.1 {
+        text += &format!("\nALTER TABLE {table} {}FORCE ROW LEVEL SECURITY;", if to.1 { "" } else { "NO " });
+    }
+    text
 }
 
 pub fn create_table(name: &str, unlogged: bool, columns: &[String]) -> String {
@@ -216,7 +253,7 @@ pub fn widens(from: &str, to: &str) -> bool {
     }
     let text_like = |t: &str| t == "text" || t == "character varying";
     match (modifier(from, "character varying"), modifier(to, "character varying")) {
-        (Some(a), Some(b)) => return b.first() >= a.first(),
+        (Some(a), Some(b)) => return b.is_empty() || (!a.is_empty() && b[0] >= a[0]),
         (Some(_), None) if text_like(to) => return true,
         _ => {}
     }
@@ -255,6 +292,8 @@ mod tests {
         assert!(!widens("bigint", "integer"));
         assert!(!widens("character varying(40)", "character varying(20)"));
         assert!(!widens("text", "character varying(10)"));
+        assert!(!widens("character varying", "character varying(5)"));
+        assert!(widens("character varying(5)", "character varying"));
         assert!(!widens("numeric(10,2)", "numeric(10,1)"));
         assert!(!widens("text", "integer"));
     }

@@ -154,12 +154,20 @@ pub fn check(ctx: &Ctx, db: Option<&str>) -> Result<ExitCode> {
         let (current, declared) = build_both(ctx, &endpoint, database)?;
         refuse_unmodelled(&current.snapshot, &declared.snapshot, &declared_path)?;
         let up = schema::diff(&current.snapshot, &declared.snapshot);
-        if up.is_empty() {
+        if up.is_empty() && schema::compared_by_name_only(&declared.snapshot).is_empty() {
             eprintln!(
                 "schema --check: the migrations of {} produce {} exactly ({} objects)",
                 database.logical,
                 declared_path.display(),
                 declared.snapshot.objects.len()
+            );
+            continue;
+        }
+        if up.is_empty() {
+            eprintln!(
+                "schema --check: the migrations of {} produce {} in every object compared",
+                database.logical,
+                declared_path.display()
             );
             continue;
         }
@@ -213,6 +221,7 @@ pub fn write(ctx: &Ctx, db: Option<&str>) -> Result<()> {
                 schema::render(&[], &left)
             );
         }
+        scratch::park_if_interrupted();
         write_file(&ctx.root.join(&path), &text)?;
         println!("{}", path.display());
         eprintln!("schema --write: {} statement(s) for {}", statements.len(), database.logical);
@@ -319,12 +328,9 @@ fn refuse_unmodelled(current: &Snapshot, declared: &Snapshot, declared_path: &Pa
             unmodelled.join("\n  ")
         );
     }
-    let shared: Vec<&String> = declared.unsupported.iter().collect();
-    if !shared.is_empty() {
-        eprintln!(
-            "note: not compared (this tool does not model their kind): {}",
-            shared.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
-        );
+    let by_name = schema::compared_by_name_only(declared);
+    if !by_name.is_empty() {
+        eprintln!("note: compared by name only (this tool does not read their kind): {}", by_name.join(", "));
     }
     Ok(())
 }
@@ -339,6 +345,7 @@ fn write_pair(
     down_header: &[String],
     down: &[Statement],
 ) -> Result<(PathBuf, PathBuf)> {
+    scratch::park_if_interrupted();
     let dir = database.migrations_dir(ctx);
     let files = migrations::discover(&ctx.root, &dir)?;
     let newest = files.iter().map(|f| f.version).max().unwrap_or(0);

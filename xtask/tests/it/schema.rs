@@ -207,6 +207,23 @@ corpus! {
     unlogged_table:
         "CREATE TABLE cache (k text PRIMARY KEY, v text);" =>
         "CREATE UNLOGGED TABLE cache (k text PRIMARY KEY, v text);";
+    row_level_security_enabled:
+        "CREATE TABLE t (id int);" =>
+        "CREATE TABLE t (id int); ALTER TABLE t ENABLE ROW LEVEL SECURITY; ALTER TABLE t FORCE ROW LEVEL SECURITY;";
+    trigger_disabled:
+        "CREATE TABLE t (id int);
+         CREATE FUNCTION noop() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
+         CREATE TRIGGER t_noop BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION noop();" =>
+        "CREATE TABLE t (id int);
+         CREATE FUNCTION noop() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
+         CREATE TRIGGER t_noop BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION noop();
+         ALTER TABLE t DISABLE TRIGGER t_noop;";
+    enum_rebuilt_under_a_foreign_key:
+        "CREATE TYPE st AS ENUM ('a', 'b', 'c'); CREATE TABLE p (s st PRIMARY KEY); CREATE TABLE c (s st REFERENCES p);" =>
+        "CREATE TYPE st AS ENUM ('a', 'c'); CREATE TABLE p (s st PRIMARY KEY); CREATE TABLE c (s st REFERENCES p);";
+    column_moved_to_another_enum:
+        "CREATE TYPE a AS ENUM ('x', 'y'); CREATE TABLE t (v a);" =>
+        "CREATE TYPE b AS ENUM ('x', 'y', 'z'); CREATE TABLE t (v b);";
     quoted_names:
         "CREATE TABLE \"Order Lines\" (\"Id\" int);" =>
         "CREATE SCHEMA \"My App\"; CREATE TABLE \"Order Lines\" (\"Id\" int, \"Unit Price\" numeric(10,2) NOT NULL DEFAULT 0);
@@ -356,4 +373,21 @@ pub fn edit_prepare_migrate_check(engine: &str) {
     assert_eq!(rows[0].get::<_, i64>(0), 1);
     p.ok(&["rollback", "--db", "shop"]);
     assert!(p.databases_on_server_all().iter().all(|d| !d.starts_with("_xtask_")));
+}
+
+#[test]
+fn kinds_without_generated_sql_are_still_compared() {
+    let p = Project::new("native");
+    let start = "CREATE DOMAIN positive AS int CHECK (VALUE > 0); CREATE TABLE t (n positive, owner text);
+                 ALTER TABLE t ENABLE ROW LEVEL SECURITY; CREATE POLICY mine ON t USING (owner = current_user);";
+    p.write(START, start);
+    p.write(DECLARED, start);
+    p.ok(&["schema", "--check"]);
+    for drifted in [start.replace("VALUE > 0", "VALUE > 10"), start.replace("owner = current_user", "true")] {
+        p.write(DECLARED, &drifted);
+        let err = p.fails(&["schema", "--check"]);
+        contains(&err, "(differs)");
+        let err = p.fails(&["prepare", "drift"]);
+        contains(&err, "prepare --manual");
+    }
 }
