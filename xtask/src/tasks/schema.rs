@@ -141,8 +141,7 @@ fn verify(current: &mut Built, up: &str, down: &str, declared: &Snapshot) -> Res
         }
     };
     step("up", up, declared)?;
-    let migrated = current.snapshot.clone();
-    step("down", down, &migrated)
+    step("down", down, &current.snapshot)
 }
 
 pub fn check(ctx: &Ctx, db: Option<&str>) -> Result<ExitCode> {
@@ -213,7 +212,7 @@ pub fn write(ctx: &Ctx, db: Option<&str>) -> Result<()> {
             "fails while the migrations and this file differ.".to_owned(),
         ];
         let text = schema::render(&header, &statements);
-        let rebuilt = build_declared_text(ctx, &endpoint, &database, &path, &text)?;
+        let rebuilt = build_declared_text(&endpoint, &database, &path, &text)?;
         let left = schema::diff(&rebuilt.snapshot, &migrated.snapshot);
         if !left.is_empty() {
             bail!(
@@ -286,16 +285,10 @@ fn build_migrated(ctx: &Ctx, endpoint: &Endpoint, database: &Database) -> Result
 fn build_declared(ctx: &Ctx, endpoint: &Endpoint, database: &Database) -> Result<Built> {
     let path = schema_path(ctx, database);
     let text = migrations::read_text(&ctx.root, &path)?;
-    build_declared_text(ctx, endpoint, database, &path, &text)
+    build_declared_text(endpoint, database, &path, &text)
 }
 
-fn build_declared_text(
-    _ctx: &Ctx,
-    endpoint: &Endpoint,
-    database: &Database,
-    path: &Path,
-    text: &str,
-) -> Result<Built> {
+fn build_declared_text(endpoint: &Endpoint, database: &Database, path: &Path, text: &str) -> Result<Built> {
     let (scratch, mut client) = empty_database(endpoint, database, "declared")?;
     runner::run_file(&mut client, path, text)
         .with_context(|| format!("{} does not apply", path.display()))?;
