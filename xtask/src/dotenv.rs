@@ -23,7 +23,7 @@ pub fn update(path: &Path, vars: &[(&str, String)]) -> Result<bool> {
     if new == old {
         return Ok(false);
     }
-    write_atomically(&target, new.as_bytes()).with_context(|| format!("write {}", path.display()))?;
+    write_atomically(&target, new.as_bytes(), 0o600).with_context(|| format!("write {}", path.display()))?;
     Ok(true)
 }
 
@@ -72,11 +72,13 @@ pub fn rewrite(old: &str, vars: &[(&str, String)]) -> String {
     out
 }
 
-fn write_atomically(target: &Path, content: &[u8]) -> Result<()> {
+/// Replaces `target` through a 0600 scratch file beside it, so a failure leaves the old content
+/// whole. The target keeps its mode; a new one gets `new_mode`.
+pub fn write_atomically(target: &Path, content: &[u8], new_mode: u32) -> Result<()> {
     let dir = target.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = target.file_name().context("the .env path has no file name")?;
+    let name = target.file_name().with_context(|| format!("{} has no file name", target.display()))?;
     let scratch = dir.join(format!(".{}.{}.xtask-tmp", name.to_string_lossy(), std::process::id()));
-    let mode = std::fs::metadata(target).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0o600);
+    let mode = std::fs::metadata(target).map(|m| m.permissions().mode() & 0o7777).unwrap_or(new_mode);
     let _ = std::fs::remove_file(&scratch);
     let mut file = std::fs::OpenOptions::new()
         .write(true)

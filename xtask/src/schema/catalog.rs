@@ -205,10 +205,14 @@ fn user_object(catalog: &str, oid: &str) -> String {
     )
 }
 
+/// SQL for an object's key (`type identity`), from the name of its catalog.
 fn key_of(catalog: &str, oid: &str, sub: &str) -> String {
-    format!(
-        "(SELECT o.type || ' ' || o.identity FROM pg_identify_object('{catalog}'::regclass, {oid}, {sub}) o)"
-    )
+    identity_key(&format!("'{catalog}'::regclass"), oid, sub)
+}
+
+/// SQL for an object's key from an expression giving its catalog's oid.
+fn identity_key(class: &str, id: &str, sub: &str) -> String {
+    format!("(SELECT o.type || ' ' || o.identity FROM pg_identify_object({class}, {id}, {sub}) o)")
 }
 
 /// Reads the whole schema of the database `client` is connected to.
@@ -341,9 +345,11 @@ fn sequences(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
         };
         if let (Some(column), Some(column_key)) = (row.get::<_, Option<String>>(9), row.get(10)) {
             let def = Def::SequenceOwner { sequence: name.clone(), column };
-            // The column's key: kept as a dependency once it is known to be a modelled column.
-            add(snapshot, format!("owned by {key}"), None, def);
-            snapshot.deps.entry(format!("owned by {key}")).or_default().insert(column_key);
+            // Made after both the sequence and the column (a dependency on a column this tool
+            // does not model is dropped with the others at the end).
+            let owned_by = format!("owned by {key}");
+            add(snapshot, owned_by.clone(), None, def);
+            snapshot.deps.entry(owned_by).or_default().extend([column_key, key.clone()]);
         }
         add(snapshot, key, None, Def::Sequence { name, spec });
     }
@@ -540,8 +546,8 @@ fn dependencies(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
     };
     let sql = format!(
         "SELECT {}, {}, d.deptype::text FROM pg_depend d WHERE d.objid >= 16384 AND d.deptype IN ('n', 'a', 'i', 'e')",
-        key_of_expr("d.classid", "d.objid", &whole("d.classid", "d.objid", "d.objsubid")),
-        key_of_expr("d.refclassid", "d.refobjid", &whole("d.refclassid", "d.refobjid", "d.refobjsubid")),
+        identity_key("d.classid", "d.objid", &whole("d.classid", "d.objid", "d.objsubid")),
+        identity_key("d.refclassid", "d.refobjid", &whole("d.refclassid", "d.refobjid", "d.refobjsubid")),
     );
     let rows = query(client, "dependencies", &sql)?;
     let mut part_of: BTreeMap<String, String> = BTreeMap::new();
@@ -616,18 +622,10 @@ fn dependencies(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
         .collect();
     for (key, owner) in owners {
         if snapshot.objects.contains_key(&owner) {
-            snapshot.deps.entry(key.clone()).or_default().insert(owner);
-        }
-        if let Some(Def::SequenceOwner { .. }) = snapshot.objects.get(&key).map(|o| &o.def) {
-            let sequence = key.trim_start_matches("owned by ").to_owned();
-            snapshot.deps.entry(key).or_default().insert(sequence);
+            snapshot.deps.entry(key).or_default().insert(owner);
         }
     }
     Ok(())
-}
-
-fn key_of_expr(class: &str, id: &str, sub: &str) -> String {
-    format!("(SELECT o.type || ' ' || o.identity FROM pg_identify_object({class}, {id}, {sub}) o)")
 }
 
 /// Objects of the server's own making, and the migration record table with its parts.

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use super::catalog::{ColumnSpec, Def, Kind, Snapshot};
 use super::sql;
+use crate::naming::quote_literal;
 
 /// One statement of a generated migration, with what a reviewer must know about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +65,10 @@ struct Planner<'a> {
     actions: BTreeMap<String, Action>,
     /// Columns converted to a rebuilt enum with `USING col::text::type`.
     retyped: BTreeSet<String>,
+    /// Old object to the dropped object whose drop takes it along (see `drop_unit`).
+    drop_units: BTreeMap<String, String>,
+    /// New object to the objects it owns (a table's columns, a column's default).
+    parts: BTreeMap<String, Vec<String>>,
 }
 
 impl<'a> Planner<'a> {
@@ -83,9 +88,18 @@ impl<'a> Planner<'a> {
         for key in to.objects.keys().filter(|key| !from.objects.contains_key(*key)) {
             actions.insert(key.clone(), Action::Create);
         }
-        let mut planner = Planner { from, to, actions, retyped: BTreeSet::new() };
+        let mut parts: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (key, object) in &to.objects {
+            if let Some(owner) = &object.owner {
+                parts.entry(owner.clone()).or_default().push(key.clone());
+            }
+        }
+        let mut planner =
+            Planner { from, to, actions, retyped: BTreeSet::new(), drop_units: BTreeMap::new(), parts };
         planner.rebuild_enums_used_at_once();
         planner.cascade();
+        planner.drop_units =
+            from.objects.keys().filter_map(|k| planner.find_drop_unit(k).map(|u| (k.clone(), u))).collect();
         planner
     }
 
@@ -102,7 +116,7 @@ impl<'a> Planner<'a> {
                 continue;
             };
             let added: Vec<String> =
-                new.iter().filter(|l| !old.contains(l)).map(|l| sql::literal(l)).collect();
+                new.iter().filter(|l| !old.contains(l)).map(|l| quote_literal(l)).collect();
             let used = self.actions.iter().any(|(user, action)| {
                 *action != Action::Drop
                     && self.to.deps.get(user).is_some_and(|deps| deps.contains(key))
@@ -177,6 +191,10 @@ impl<'a> Planner<'a> {
 
     /// The dropped object whose drop takes this one with it (itself when dropped on its own).
     fn drop_unit(&self, key: &str) -> Option<String> {
+        self.drop_units.get(key).cloned()
+    }
+
+    fn find_drop_unit(&self, key: &str) -> Option<String> {
         let mut unit = None;
         let mut current = Some(key.to_owned());
         while let Some(k) = current {
@@ -256,6 +274,10 @@ impl<'a> Planner<'a> {
                 dependents.entry(dep.as_str()).or_default().push(key.as_str());
             }
         }
+        let mut members: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (key, unit) in &self.drop_units {
+            members.entry(unit.as_str()).or_default().push(key.as_str());
+        }
         let mut late = BTreeSet::new();
         loop {
             let mut grew = false;
@@ -263,14 +285,14 @@ impl<'a> Planner<'a> {
                 if *action != Action::Drop || !dropped.contains(key) || late.contains(key) {
                     continue;
                 }
-                let members = self.actions.keys().filter(|k| self.drop_unit(k).as_deref() == Some(key));
+                let members = members.get(key.as_str()).into_iter().flatten();
                 let waits =
-                    members.flat_map(|m| dependents.get(m.as_str()).into_iter().flatten()).any(
-                        |d| match self.drop_unit(d) {
+                    members.flat_map(|m| dependents.get(*m).into_iter().flatten()).any(|d| {
+                        match self.drop_unit(d) {
                             None => true,
                             Some(unit) => unit != *key && late.contains(&unit),
-                        },
-                    );
+                        }
+                    });
                 if waits {
                     late.insert(key.clone());
                     grew = true;
@@ -343,11 +365,9 @@ impl<'a> Planner<'a> {
         match def {
             Def::Table { name, unlogged, row_security, force_row_security } => {
                 let mut columns: Vec<(i16, String)> = self
-                    .to
-                    .objects
-                    .iter()
-                    .filter(|(k, o)| o.def.kind() == Kind::Column && self.create_unit(k) == key)
-                    .filter_map(|(k, o)| match &o.def {
+                    .parts_of(key)
+                    .filter(|k| self.action(k) == Some(Action::Create))
+                    .filter_map(|k| match &self.to.objects[k].def {
                         Def::Column { name, position, spec, .. } => {
                             Some((*position, sql::column(name, spec, self.new_default(k))))
                         }
@@ -384,12 +404,14 @@ impl<'a> Planner<'a> {
         }
     }
 
+    fn parts_of(&self, owner: &str) -> impl Iterator<Item = &String> {
+        self.parts.get(owner).into_iter().flatten()
+    }
+
     /// The default made together with a new column.
     fn new_default(&self, column_key: &str) -> Option<&str> {
-        self.to.objects.iter().find_map(|(k, o)| match &o.def {
-            Def::Default { expression, .. }
-                if o.owner.as_deref() == Some(column_key) && self.action(k) == Some(Action::Create) =>
-            {
+        self.parts_of(column_key).find_map(|k| match &self.to.objects[k].def {
+            Def::Default { expression, .. } if self.action(k) == Some(Action::Create) => {
                 Some(expression.as_str())
             }
             _ => None,
@@ -403,7 +425,7 @@ impl<'a> Planner<'a> {
             return Vec::new();
         };
         let removed: Vec<String> =
-            old.iter().filter(|l| !labels.contains(l)).map(|l| crate::naming::quote_literal(l)).collect();
+            old.iter().filter(|l| !labels.contains(l)).map(|l| quote_literal(l)).collect();
         let mut rename = plain(format!("ALTER TYPE {name} RENAME TO {};", sql::unqualified_aside(name)));
         rename.notes.push(if removed.is_empty() {
             Note::Review(format!(
@@ -456,10 +478,9 @@ impl<'a> Planner<'a> {
     }
 }
 
-/// Whether a definition's text holds `text` (searched in its Debug form, escaped the same way).
+/// Whether an object's SQL holds `text` (a quoted literal, as the server's deparsers quote it).
 fn mentions(def: &Def, text: &str) -> bool {
-    let escaped = format!("{text:?}");
-    format!("{def:?}").contains(&escaped[1..escaped.len() - 1])
+    sql::create(def).contains(text)
 }
 
 enum FollowUp {
@@ -538,18 +559,18 @@ fn alter(old: &Def, new: &Def, enums: &dyn Fn(&str) -> bool) -> Vec<Statement> {
                     continue;
                 }
                 let position = match i {
-                    0 => b.iter().find(|l| a.contains(l)).map(|l| format!(" BEFORE {}", sql::literal(l))),
-                    _ => Some(format!(" AFTER {}", sql::literal(&b[i - 1]))),
+                    0 => b.iter().find(|l| a.contains(l)).map(|l| format!(" BEFORE {}", quote_literal(l))),
+                    _ => Some(format!(" AFTER {}", quote_literal(&b[i - 1]))),
                 };
                 let mut statement = plain(format!(
                     "ALTER TYPE {name} ADD VALUE {}{};",
-                    sql::literal(label),
+                    quote_literal(label),
                     position.unwrap_or_default()
                 ));
                 statement.notes.push(Note::Review(format!(
                     "{} can be used only once this migration has committed: a statement here that \
                      uses it fails, so move such a statement to the next migration",
-                    sql::literal(label)
+                    quote_literal(label)
                 )));
                 statements.push(statement);
             }
@@ -606,8 +627,8 @@ fn alter_column(
             out.push(plain(format!(
                 "SELECT setval(pg_get_serial_sequence({}, {}), max({name})) FROM {table} \
                  HAVING max({name}) IS NOT NULL;",
-                sql::literal(table),
-                sql::literal(name)
+                quote_literal(table),
+                quote_literal(name)
             )));
         }
         (Some(x), Some(y)) if x != y => {

@@ -3,10 +3,6 @@
 use super::catalog::{ColumnSpec, Def, SequenceSpec};
 use crate::naming::{quote_ident, quote_literal};
 
-pub fn literal(text: &str) -> String {
-    quote_literal(text)
-}
-
 pub fn create(def: &Def) -> String {
     match def {
         Def::Schema { name } => format!("CREATE SCHEMA {name};"),
@@ -14,7 +10,7 @@ pub fn create(def: &Def) -> String {
             format!("CREATE EXTENSION IF NOT EXISTS {name} WITH SCHEMA {schema};")
         }
         Def::Enum { name, labels } => {
-            let labels: Vec<String> = labels.iter().map(|l| literal(l)).collect();
+            let labels: Vec<String> = labels.iter().map(|l| quote_literal(l)).collect();
             format!("CREATE TYPE {name} AS ENUM ({});", labels.join(", "))
         }
         Def::Sequence { name, spec } => format!("CREATE SEQUENCE {name}{};", sequence_options(spec)),
@@ -48,7 +44,7 @@ pub fn create(def: &Def) -> String {
             };
             format!("{definition};\nALTER TABLE {table} {state} TRIGGER {name};")
         }
-        Def::Comment { target, text } => format!("COMMENT ON {target} IS {};", literal(text)),
+        Def::Comment { target, text } => format!("COMMENT ON {target} IS {};", quote_literal(text)),
     }
 }
 

@@ -221,7 +221,7 @@ pub fn write(ctx: &Ctx, db: Option<&str>) -> Result<()> {
             );
         }
         scratch::park_if_interrupted();
-        write_file(&ctx.root.join(&path), &text)?;
+        crate::dotenv::write_atomically(&ctx.root.join(&path), text.as_bytes(), 0o644)?;
         println!("{}", path.display());
         eprintln!("schema --write: {} statement(s) for {}", statements.len(), database.logical);
     }
@@ -359,13 +359,6 @@ fn write_pair(
     }
     let down = paths.pop().expect("two paths");
     Ok((paths.pop().expect("two paths"), down))
-}
-
-/// Replaces a file through a temporary one beside it, so a failure leaves the old text whole.
-fn write_file(path: &Path, text: &str) -> Result<()> {
-    let temporary = path.with_extension("sql.tmp");
-    std::fs::write(&temporary, text).with_context(|| format!("write {}", temporary.display()))?;
-    std::fs::rename(&temporary, path).with_context(|| format!("replace {}", path.display()))
 }
 
 /// The current UTC time as `YYYYMMDDHHMMSS`.
