@@ -51,6 +51,24 @@ struct FileConfig {
     databases: Option<Vec<Declaration>>,
     /// The logical database `DATABASE_URL` points at; the first one when absent.
     default_database: Option<Spanned<String>>,
+    ci: Option<CiConfig>,
+}
+
+/// `[workspace.metadata.xtask.ci]`: what the workspace's own tests need besides the project's
+/// databases, which `cargo xtask ci` provides (CI=true or --provision) or names the command for.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CiConfig {
+    /// PostgreSQL server binaries on this machine (initdb, pg_ctl).
+    #[serde(default)]
+    pub server_binaries: bool,
+    /// A Docker engine that answers.
+    #[serde(default)]
+    pub docker: bool,
+    /// A local Docker image the tests run, given to them as XTASK_TEST_IMAGE.
+    pub test_image: Option<String>,
+    /// The script that builds `test-image` when it is absent (repository-relative).
+    pub test_image_build: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -87,6 +105,7 @@ pub struct Config {
     pub env_file: PathBuf,
     /// The project's logical databases, the default one (for `DATABASE_URL`) first.
     pub databases: Vec<DatabaseSpec>,
+    pub ci: CiConfig,
 }
 
 pub const DEFAULT_PORT: u16 = 5433;
@@ -299,6 +318,7 @@ fn resolve(file: FileConfig, root: &Path, env: &dyn Fn(&str) -> Option<String>) 
             None => root.join(".env"),
         },
         databases: Vec::new(),
+        ci: file.ci.unwrap_or_default(),
     })
 }
 

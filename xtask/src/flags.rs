@@ -38,6 +38,7 @@ pub enum Command {
     Migrate {
         db: Option<String>,
         options: MigrateOptions,
+        json: bool,
     },
     Rollback {
         db: Option<String>,
@@ -59,6 +60,17 @@ pub enum Command {
     },
     Seed {
         db: Option<String>,
+    },
+    /// `pre-commit [--staged]`.
+    PreCommit {
+        staged: bool,
+    },
+    /// `hooks install` (install: true) or `hooks uninstall`.
+    Hooks {
+        install: bool,
+    },
+    Ci {
+        json: bool,
     },
 }
 
@@ -85,6 +97,9 @@ COMMANDS:
     prepare       write the next migration pair, generated from migrations/<db>/schema.sql
     schema        --check: the migrations produce schema.sql exactly; --write: schema.sql from them
     seed          load seeds/<db>/*.sql again, in one transaction
+    pre-commit    the checks worth running on every commit (--staged: what is staged; the git hook)
+    hooks         install / uninstall: the git pre-commit hook, for every worktree
+    ci            the whole pipeline on databases of its own: setup, downs, schema, fmt, tests, clippy
     help          this text, or `cargo xtask help <COMMAND>`
 
 OPTIONS (every command):
@@ -167,7 +182,7 @@ travels in psql's environment, never on its command line."
         }
         "migrate" => {
             "\
-cargo xtask migrate [--db NAME] [--check] [--dry-run] [--allow-out-of-order] [--branch NAME]
+cargo xtask migrate [--db NAME] [--check] [--dry-run] [--allow-out-of-order] [--json] [--branch NAME]
 
 Applies every pending migration of this branch's database(s) in version order, each in its own
 transaction together with its record in _sqlx_migrations (sqlx's table, so sqlx sees the same state).
@@ -176,7 +191,8 @@ gone, a pending file older than the newest applied one (unless --allow-out-of-or
 first line is `-- no-transaction` runs outside a transaction (CREATE INDEX CONCURRENTLY).
 
 --check      change nothing; exit 1 listing what is pending, modified or missing; silent exit 0 otherwise
---dry-run    print what would be applied; change nothing"
+--dry-run    print what would be applied; change nothing
+--json       print {\"<db>\": {outcome, applied, pending, problems}} on stdout (see README.md)"
         }
         "rollback" => {
             "\
@@ -235,6 +251,60 @@ cargo xtask seed [--db NAME] [--branch NAME]
 Runs seeds/<db>/*.sql in name order in one transaction (seeds should be idempotent, e.g.
 INSERT ... ON CONFLICT DO NOTHING). setup runs them once for databases it creates."
         }
+        "pre-commit" => {
+            "\
+cargo xtask pre-commit [--staged]
+
+The checks worth running on every commit, each reported on one line:
+  names     migration files well named, versions unique, every down with its up
+  history   no migration the branch started from (on main, or master) changed or deleted, and each
+            migration added newer than the default branch's newest
+  applied   no migration applied to this branch's database changed or removed
+  downs     each new migration's down undoes its up: applied, rolled back and applied again in a
+            throwaway database, comparing the catalog after every step
+  schema    the migrations produce migrations/<db>/schema.sql, where there is one
+  fmt       cargo fmt --check
+The database checks (applied, downs, schema) start the server when it is down. Exits 1 when any check
+fails.
+
+--staged   check what is staged, not the working tree (the git hook passes it): the staged
+           migrations, rustfmt on the staged text of the staged .rs files; the database checks run
+           only when the commit changes something under migrations/"
+        }
+        "hooks" => {
+            "\
+cargo xtask hooks install
+cargo xtask hooks uninstall
+
+install writes the git pre-commit hook, which runs `cargo xtask pre-commit --staged`, into the
+repository's common git directory (core.hooksPath when set), so every worktree runs it. Running it
+again changes nothing; a pre-commit hook this tool did not write is left alone, with a message.
+uninstall removes the hook only when this tool wrote it. Teams using the pre-commit framework can use
+.pre-commit-config.yaml instead."
+        }
+        "ci" => {
+            "\
+cargo xtask ci [--provision] [--json]
+
+The whole pipeline, on databases of its own named for the CI run (ci-<run id>-<random>), never a
+developer's branch databases. Steps, in order:
+  prerequisites  server binaries, a Docker engine and the test image, as the engine and
+                 [workspace.metadata.xtask.ci] need them
+  db-up, setup   the server, and the run's databases with roles, extensions, migrations, seeds
+  migrations     names and history, as pre-commit checks them
+  downs          every migration's down, by a round trip in a throwaway database
+  schema         the migrations produce each schema.sql
+  fmt, tests     cargo fmt --check; cargo test --workspace --locked with <DB>_DATABASE_URL set to
+                 the run's databases
+  clippy         cargo clippy --workspace --all-targets --locked -- -D warnings
+  teardown       drops the run's databases, stops what the run started; runs whatever failed
+A step whose prerequisite step failed is reported as not run. Prints a table of steps, their status
+and duration (--json: one JSON object, see README.md); exits 1 when any step failed.
+
+--provision   install what is missing (apt packages, starting dockerd, building the test image), as
+              root on Debian; CI=true implies it. Without it a missing prerequisite fails its step
+              with the command that would provide it."
+        }
         _ => return None,
     })
 }
@@ -255,7 +325,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
     let mut branch = None;
     let mut db = None;
     let (mut json, mut force, mut help, mut provision) = (false, false, false, false);
-    let (mut manual, mut write) = (false, false);
+    let (mut manual, mut write, mut staged) = (false, false, false);
     let mut options = MigrateOptions::default();
     let mut steps: Option<usize> = None;
     let mut positional: Vec<String> = Vec::new();
@@ -271,6 +341,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
             Long("check") => options.check = true,
             Long("manual") => manual = true,
             Long("write") => write = true,
+            Long("staged") => staged = true,
             Long("dry-run") => options.dry_run = true,
             Long("allow-out-of-order") => options.allow_out_of_order = true,
             Long("steps") => {
@@ -293,6 +364,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
         return Ok(Args { branch, provision, command: Command::Help { topic } });
     }
     let message = if name == "prepare" { positional.drain(..).reduce(|a, b| a + " " + &b) } else { None };
+    let hooks_action = if name == "hooks" && positional.len() == 1 { positional.pop() } else { None };
     if let Some(extra) = positional.first() {
         bail!("unexpected argument `{extra}` for `{name}`; see `cargo xtask {name} --help`");
     }
@@ -304,7 +376,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
         "setup" => Command::Setup,
         "wipe" => Command::Wipe { db: db.take(), force },
         "teardown" => Command::Teardown { force },
-        "migrate" => Command::Migrate { db: db.take(), options },
+        "migrate" => Command::Migrate { db: db.take(), options, json },
         "rollback" => Command::Rollback { db: db.take(), steps: steps.take().unwrap_or(1) },
         "migrations" => Command::Migrations { db: db.take(), json },
         "prepare" => Command::Prepare {
@@ -322,6 +394,13 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
             Command::Schema { db: db.take(), write }
         }
         "seed" => Command::Seed { db: db.take() },
+        "pre-commit" => Command::PreCommit { staged },
+        "hooks" => match hooks_action.as_deref() {
+            Some("install") => Command::Hooks { install: true },
+            Some("uninstall") => Command::Hooks { install: false },
+            _ => bail!("hooks takes `install` or `uninstall`; see `cargo xtask hooks --help`"),
+        },
+        "ci" => Command::Ci { json },
         "connect" => Command::Connect { db: db.take(), psql_args },
         other => bail!("unknown command `{other}`; run `cargo xtask help` for the list"),
     };
@@ -331,6 +410,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
     }
     if write && !matches!(command, Command::Schema { .. }) {
         bail!("`{name}` does not take --write; see `cargo xtask {name} --help`");
+    }
+    if staged && !matches!(command, Command::PreCommit { .. }) {
+        bail!("`{name}` does not take --staged; see `cargo xtask {name} --help`");
     }
     let migrate_flags = options.check || options.dry_run || options.allow_out_of_order;
     if migrate_flags && !matches!(command, Command::Migrate { .. }) {
@@ -342,14 +424,17 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
     if steps.is_some() {
         bail!("`{name}` does not take --steps");
     }
-    if provision && !matches!(command, Command::Setup | Command::DbUp) {
+    if provision && !matches!(command, Command::Setup | Command::DbUp | Command::Ci { .. }) {
         bail!("`{name}` does not take --provision; see `cargo xtask {name} --help`");
     }
     Ok(Args { branch, provision, command })
 }
 
 fn reject_unused(name: &str, command: &Command, db: bool, json: bool, force: bool) -> Result<()> {
-    let takes_json = matches!(command, Command::DbStatus { .. } | Command::Migrations { .. });
+    let takes_json = matches!(
+        command,
+        Command::DbStatus { .. } | Command::Migrations { .. } | Command::Migrate { .. } | Command::Ci { .. }
+    );
     let takes_force = matches!(command, Command::Wipe { .. } | Command::Teardown { .. });
     for (given, allowed, flag) in
         [(db, false, "--db"), (json, takes_json, "--json"), (force, takes_force, "--force")]
@@ -424,6 +509,9 @@ mod tests {
             "connect",
             "prepare",
             "schema",
+            "pre-commit",
+            "hooks",
+            "ci",
         ] {
             assert!(help_text(Some(name)).is_ok(), "{name}");
             assert!(HELP.contains(name), "{name}");

@@ -7,6 +7,7 @@ mod credentials;
 mod dotenv;
 mod engine;
 mod flags;
+mod git;
 mod migrations;
 mod naming;
 mod os;
@@ -41,7 +42,9 @@ fn main() -> ExitCode {
 }
 
 fn run() -> anyhow::Result<ExitCode> {
-    let args = match flags::parse(std::env::args_os().skip(1)) {
+    // Run as `cargo-xtask` (cargo's external subcommand), the first argument is `xtask` itself.
+    let args = std::env::args_os().skip(1).skip_while(|arg| arg == "xtask");
+    let args = match flags::parse(args) {
         Ok(args) => args,
         Err(error) => {
             eprintln!("error: {error}\nrun `cargo xtask help` for usage");
@@ -67,14 +70,16 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::DbDown => tasks::db_down(&ctx)?,
         Command::DbStatus { json } => tasks::db_status(&ctx, json)?,
         Command::DbEndpoint { db } => tasks::db_endpoint(&ctx, db.as_deref())?,
-        Command::Setup => tasks::setup(&ctx)?,
+        Command::Setup => {
+            tasks::setup(&ctx)?;
+        }
         Command::Wipe { db, force } => tasks::wipe(&ctx, db.as_deref(), force)?,
         Command::Teardown { force } => tasks::teardown(&ctx, force)?,
         Command::Connect { db, psql_args } => {
             return tasks::connect(&ctx, db.as_deref(), &psql_args);
         }
-        Command::Migrate { db, options } => {
-            return tasks::migrate::migrate(&ctx, db.as_deref(), options);
+        Command::Migrate { db, options, json } => {
+            return tasks::migrate::migrate(&ctx, db.as_deref(), options, json);
         }
         Command::Rollback { db, steps } => tasks::migrate::rollback(&ctx, db.as_deref(), steps)?,
         Command::Migrations { db, json } => tasks::migrate::migrations_status(&ctx, db.as_deref(), json)?,
@@ -84,6 +89,10 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Schema { db, write: false } => return tasks::schema::check(&ctx, db.as_deref()),
         Command::Schema { db, write: true } => tasks::schema::write(&ctx, db.as_deref())?,
         Command::Seed { db } => tasks::migrate::seed(&ctx, db.as_deref())?,
+        Command::PreCommit { staged } => return tasks::precommit::pre_commit(&ctx, staged),
+        Command::Hooks { install: true } => tasks::hooks::install(&ctx)?,
+        Command::Hooks { install: false } => tasks::hooks::uninstall(&ctx)?,
+        Command::Ci { json } => return tasks::ci::ci(&ctx, json),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -164,6 +164,14 @@ fn is_file(entry: &std::fs::DirEntry) -> bool {
     }
 }
 
+/// The version of an up (or up-only) migration file's name; `None` for any other name.
+pub fn up_version(name: &str) -> Option<i64> {
+    match parse_name(name) {
+        Ok((version, _, Kind::Up | Kind::Simple)) if name != "schema.sql" => Some(version),
+        _ => None,
+    }
+}
+
 fn parse_name(name: &str) -> Result<(i64, String, Kind)> {
     let expected = "expected <VERSION>_<description>.up.sql, .down.sql or .sql, \
                     for example 20250101093000_add_users.up.sql";

@@ -94,6 +94,34 @@ fn listening_socket_inodes(port: u16) -> Vec<String> {
     inodes
 }
 
+/// A private directory under the system's temporary directory, removed with everything in it when
+/// dropped.
+pub struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(purpose: &str) -> anyhow::Result<TempDir> {
+        use anyhow::Context;
+        use std::os::unix::fs::DirBuilderExt;
+        let token = crate::credentials::random_hex(6)?;
+        let path = std::env::temp_dir().join(format!("xtask-{purpose}-{}-{token}", std::process::id()));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .with_context(|| format!("create {}", path.display()))?;
+        Ok(TempDir(path))
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

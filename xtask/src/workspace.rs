@@ -44,6 +44,16 @@ impl Ctx {
         Ok(Ctx { root, config, branch, provision })
     }
 
+    /// The same project and branch, its files read from another copy (the staged ones, for the hook).
+    pub fn with_root(&self, root: PathBuf) -> Ctx {
+        Ctx { root, config: self.config.clone(), branch: self.branch.clone(), provision: self.provision }
+    }
+
+    /// The same project acting for another branch.
+    pub fn with_branch(&self, branch: Branch) -> Ctx {
+        Ctx { branch, ..self.with_root(self.root.clone()) }
+    }
+
     /// The project's logical databases on this branch, the default one first.
     pub fn databases(&self) -> Vec<Database> {
         self.config

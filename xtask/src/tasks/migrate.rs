@@ -24,23 +24,37 @@ pub struct MigrateOptions {
     pub quiet: bool,
 }
 
-/// What `migrate_database` did.
+/// What `migrate_database` did, with the versions concerned.
+#[derive(Serialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
 pub enum Migrated {
     /// Nothing was pending (or, with `check`, nothing pending and nothing wrong).
     UpToDate,
-    Applied(usize),
+    Applied {
+        applied: Vec<i64>,
+    },
     /// `check` found pending or mismatched migrations and listed them.
-    CheckFailed,
-    DryRun,
+    CheckFailed {
+        pending: Vec<i64>,
+        problems: Vec<String>,
+    },
+    DryRun {
+        pending: Vec<i64>,
+    },
 }
 
-pub fn migrate(ctx: &Ctx, db: Option<&str>, options: MigrateOptions) -> Result<ExitCode> {
+pub fn migrate(ctx: &Ctx, db: Option<&str>, options: MigrateOptions, json: bool) -> Result<ExitCode> {
     let engine = engine::select(ctx)?;
     let mut clean = true;
+    let mut report = serde_json::Map::new();
     for database in ctx.select_databases(db)? {
         let login = super::database_login(ctx, engine.endpoint(), &database)?;
         let outcome = migrate_database(ctx, &login, &database, options)?;
-        clean &= !matches!(outcome, Migrated::CheckFailed);
+        clean &= !matches!(outcome, Migrated::CheckFailed { .. });
+        report.insert(database.logical.clone(), serde_json::to_value(&outcome)?);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
     }
     Ok(if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
@@ -71,10 +85,13 @@ pub fn migrate_database(
         for index in &plan.pending {
             eprintln!("pending: {}", files[*index].up.display());
         }
+        let mut problems = Vec::new();
         if !plan.problems.is_empty() {
-            eprintln!("{}", migrations::explain(&plan.problems, name));
+            let explained = migrations::explain(&plan.problems, name);
+            eprintln!("{explained}");
+            problems = explained.lines().skip(1).map(|l| l.trim().to_owned()).collect();
         }
-        return Ok(Migrated::CheckFailed);
+        return Ok(Migrated::CheckFailed { pending: versions(&files, &plan.pending), problems });
     }
     if !plan.problems.is_empty() {
         bail!(migrations::explain(&plan.problems, name));
@@ -90,7 +107,7 @@ pub fn migrate_database(
             eprintln!("would apply {}", files[*index].up.display());
         }
         eprintln!("migrate --dry-run: {} pending for {name}; nothing was changed", plan.pending.len());
-        return Ok(Migrated::DryRun);
+        return Ok(Migrated::DryRun { pending: versions(&files, &plan.pending) });
     }
     let _lock = MigrationLock::acquire(endpoint, name, lock_timeout())?;
     runner::ensure_table(&mut client)?;
@@ -100,7 +117,11 @@ pub fn migrate_database(
         bail!(migrations::explain(&plan.problems, name));
     }
     apply_pending(&mut client, &files, &plan.pending, name)?;
-    Ok(Migrated::Applied(plan.pending.len()))
+    Ok(Migrated::Applied { applied: versions(&files, &plan.pending) })
+}
+
+fn versions(files: &[Migration], indexes: &[usize]) -> Vec<i64> {
+    indexes.iter().map(|index| files[*index].version).collect()
 }
 
 fn apply_pending(client: &mut Client, files: &[Migration], pending: &[usize], name: &str) -> Result<()> {

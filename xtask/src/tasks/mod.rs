@@ -1,6 +1,11 @@
 //! The tasks: thin orchestration of engine, admin and .env work, one function per command.
 
+pub mod checks;
+pub mod ci;
+pub mod hooks;
 pub mod migrate;
+pub mod precommit;
+pub mod roundtrip;
 pub mod schema;
 
 use std::io::IsTerminal;
@@ -75,7 +80,8 @@ fn role_spec<'a>(ctx: &'a Ctx, endpoint: &Endpoint, database: &'a Database, role
     }
 }
 
-pub fn setup(ctx: &Ctx) -> Result<()> {
+/// Returns the variables it wrote to the env file (name, URL with password).
+pub fn setup(ctx: &Ctx) -> Result<Vec<(String, String)>> {
     let engine = engine::select(ctx)?;
     let outcome = engine.up().context("start the PostgreSQL server")?;
     let mut changes = Vec::new();
@@ -100,9 +106,9 @@ pub fn setup(ctx: &Ctx) -> Result<()> {
         vars.push((db.spec.env_var(), login.url(db.name.as_str())));
     }
     let env_path = &ctx.config.env_file;
-    let vars: Vec<(&str, String)> = vars.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-    if dotenv::update(env_path, &vars)? {
-        let keys: Vec<&str> = vars.iter().map(|(k, _)| *k).collect();
+    let pairs: Vec<(&str, String)> = vars.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    if dotenv::update(env_path, &pairs)? {
+        let keys: Vec<&str> = pairs.iter().map(|(k, _)| *k).collect();
         changes.push(format!("wrote {} to {}", keys.join(", "), env_path.display()));
     }
     let names: Vec<String> = databases.iter().map(|d| d.name.to_string()).collect();
@@ -121,7 +127,7 @@ pub fn setup(ctx: &Ctx) -> Result<()> {
         }
         eprintln!("setup: branch `{}` is ready: {}", ctx.branch.name, names.join(", "));
     }
-    Ok(())
+    Ok(vars)
 }
 
 /// One database: its role, the database itself, its extensions, migrations and (when never
@@ -169,7 +175,8 @@ fn setup_database(
         }
     }
     let quiet = migrate::MigrateOptions { quiet: true, ..Default::default() };
-    if let migrate::Migrated::Applied(n) = migrate::migrate_database(ctx, &login, db, quiet)? {
+    if let migrate::Migrated::Applied { applied } = migrate::migrate_database(ctx, &login, db, quiet)? {
+        let n = applied.len();
         changes.push(format!("applied {n} migration(s) to {}", db.name));
     }
     // Not only for a database made just now: one whose first setup stopped half-way (a missing

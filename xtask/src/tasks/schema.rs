@@ -147,10 +147,15 @@ fn verify(current: &mut Built, up: &str, down: &str, declared: &Snapshot) -> Res
 pub fn check(ctx: &Ctx, db: Option<&str>) -> Result<ExitCode> {
     let databases = declared_databases(ctx, db)?;
     let endpoint = server(ctx)?;
+    Ok(if check_databases(ctx, &endpoint, &databases)? { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Whether the migrations of each database produce its schema.sql; prints what differs.
+pub fn check_databases(ctx: &Ctx, endpoint: &Endpoint, databases: &[Database]) -> Result<bool> {
     let mut clean = true;
-    for database in &databases {
+    for database in databases {
         let declared_path = schema_path(ctx, database);
-        let (current, declared) = build_both(ctx, &endpoint, database)?;
+        let (current, declared) = build_both(ctx, endpoint, database)?;
         refuse_unmodelled(&current.snapshot, &declared.snapshot, &declared_path)?;
         let up = schema::diff(&current.snapshot, &declared.snapshot);
         if up.is_empty() && schema::compared_by_name_only(&declared.snapshot).is_empty() {
@@ -184,7 +189,7 @@ pub fn check(ctx: &Ctx, db: Option<&str>) -> Result<ExitCode> {
             declared_path.display()
         );
     }
-    Ok(if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(clean)
 }
 
 pub fn write(ctx: &Ctx, db: Option<&str>) -> Result<()> {
@@ -233,7 +238,7 @@ pub fn schema_path(ctx: &Ctx, database: &Database) -> PathBuf {
 }
 
 /// The selected databases that have a schema.sql; an error naming the paths when none has.
-fn declared_databases(ctx: &Ctx, db: Option<&str>) -> Result<Vec<Database>> {
+pub fn declared_databases(ctx: &Ctx, db: Option<&str>) -> Result<Vec<Database>> {
     let selected = ctx.select_databases(db)?;
     let (declared, missing): (Vec<Database>, Vec<Database>) =
         selected.into_iter().partition(|database| ctx.root.join(schema_path(ctx, database)).is_file());
@@ -297,7 +302,11 @@ fn build_declared_text(endpoint: &Endpoint, database: &Database, path: &Path, te
 }
 
 /// A throwaway database with the declared extensions, as `setup` makes them before migrating.
-fn empty_database(endpoint: &Endpoint, database: &Database, purpose: &str) -> Result<(Scratch, Client)> {
+pub(super) fn empty_database(
+    endpoint: &Endpoint,
+    database: &Database,
+    purpose: &str,
+) -> Result<(Scratch, Client)> {
     let scratch = Scratch::create(endpoint, purpose)?;
     if !database.spec.extensions.is_empty() {
         admin::enable_extensions(endpoint, &scratch.name, &database.spec.extensions)?;

@@ -7,6 +7,7 @@ mod harness;
 mod docker;
 mod errors;
 mod external;
+mod hooks;
 mod lifecycle;
 mod migrate;
 mod native;

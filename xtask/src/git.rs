@@ -1,0 +1,144 @@
+//! git as the checks use it: the hooks directory, what is staged, and another revision's files.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+/// Runs git in `root` and returns its stdout; an error carrying git's own message otherwise.
+fn run(root: &Path, args: &[&str]) -> Result<Vec<u8>> {
+    let output = duct::cmd("git", args)
+        .dir(root)
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .run()
+        .context("run git: is it installed?")?;
+    if !output.status.success() {
+        bail!("git {} failed: {}", args.join(" "), String::from_utf8_lossy(&output.stderr).trim());
+    }
+    Ok(output.stdout)
+}
+
+fn text(bytes: Vec<u8>) -> String {
+    String::from_utf8_lossy(&bytes).trim_end_matches(['\n', '\r']).to_owned()
+}
+
+fn nul_separated(bytes: &[u8]) -> Vec<String> {
+    bytes
+        .split(|b| *b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
+/// Where git looks for hooks: `core.hooksPath` when set, else `hooks` in the common git directory,
+/// which every worktree of the repository shares.
+pub fn hooks_dir(root: &Path) -> Result<PathBuf> {
+    let common = text(run(root, &["rev-parse", "--path-format=absolute", "--git-common-dir"])?);
+    let configured = run(root, &["config", "--path", "core.hooksPath"]).map(text).unwrap_or_default();
+    Ok(match configured.as_str() {
+        "" => PathBuf::from(common).join("hooks"),
+        path if Path::new(path).is_absolute() => PathBuf::from(path),
+        // A relative hooksPath is relative to the worktree git runs hooks in.
+        path => root.join(path),
+    })
+}
+
+/// Staged paths under `dir` that differ from HEAD (added, copied, modified, renamed or deleted).
+pub fn staged_changes(root: &Path, dir: &str) -> Result<Vec<String>> {
+    let out = run(root, &["diff", "--cached", "--name-only", "-z", "--no-renames", "--", dir])?;
+    Ok(nul_separated(&out))
+}
+
+/// Copies the staged version of every tracked file under `dirs` into `into`, keeping their paths.
+pub fn checkout_staged(root: &Path, dirs: &[&str], into: &Path) -> Result<()> {
+    let mut args = vec!["ls-files", "-z", "--"];
+    args.extend(dirs);
+    let listed = run(root, &args)?;
+    if listed.is_empty() {
+        return Ok(());
+    }
+    let prefix = format!("--prefix={}/", into.display());
+    let output = duct::cmd("git", ["checkout-index", "-z", "--stdin", prefix.as_str()])
+        .dir(root)
+        .stdin_bytes(listed)
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .run()
+        .context("run git checkout-index")?;
+    if !output.status.success() {
+        bail!("git checkout-index failed: {}", String::from_utf8_lossy(&output.stderr).trim());
+    }
+    Ok(())
+}
+
+/// Staged `.rs` files (added, copied, modified or renamed) and their staged text.
+pub fn staged_rust_files(root: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    let out = run(root, &["diff", "--cached", "--name-only", "-z", "--diff-filter=ACMR", "--", "*.rs"])?;
+    let paths = nul_separated(&out);
+    let specs: Vec<String> = paths.iter().map(|p| format!(":{p}")).collect();
+    let blobs = read_blobs(root, &specs)?;
+    Ok(paths.into_iter().zip(blobs).filter_map(|(path, blob)| Some((path, blob?))).collect())
+}
+
+/// The first of `names` that exists as a branch, preferring the remote-tracking `origin/<name>`
+/// (fresher in a CI checkout) over the local one; `None` in a repository that has neither.
+pub fn default_branch(root: &Path, names: &[String]) -> Result<Option<String>> {
+    let mut refs = Vec::new();
+    for name in names {
+        refs.push(format!("refs/remotes/origin/{name}"));
+        refs.push(format!("refs/heads/{name}"));
+    }
+    let mut args = vec!["for-each-ref", "--format=%(refname)"];
+    args.extend(refs.iter().map(String::as_str));
+    let found = text(run(root, &args)?);
+    let existing: Vec<&str> = found.lines().collect();
+    Ok(refs.into_iter().find(|r| existing.contains(&r.as_str())))
+}
+
+/// The newest common ancestor of HEAD and `rev`, or `None` (no HEAD yet, or unrelated histories).
+pub fn merge_base_with_head(root: &Path, rev: &str) -> Option<String> {
+    run(root, &["merge-base", "HEAD", rev]).ok().map(text).filter(|s| !s.is_empty())
+}
+
+/// The files under `dir` at revision `rev` (repository-relative paths).
+pub fn files_at(root: &Path, rev: &str, dir: &str) -> Result<Vec<String>> {
+    let out = run(root, &["ls-tree", "-r", "-z", "--name-only", rev, "--", dir])?;
+    Ok(nul_separated(&out))
+}
+
+/// The contents of each object named like `REV:path` (or `:path` for the staged one); `None` for
+/// one that does not exist. One git process for them all.
+pub fn read_blobs(root: &Path, specs: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
+    if specs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let input: String = specs.iter().map(|s| format!("{s}\n")).collect();
+    let reader = duct::cmd("git", ["cat-file", "--batch"])
+        .dir(root)
+        .stdin_bytes(input)
+        .stderr_capture()
+        .reader()
+        .context("run git cat-file")?;
+    let mut reader = BufReader::new(reader);
+    let mut blobs = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let mut header = String::new();
+        reader.read_line(&mut header).with_context(|| format!("read {spec} from git"))?;
+        let fields: Vec<&str> = header.split_whitespace().collect();
+        match fields.as_slice() {
+            [_, "missing"] | [_, "ambiguous"] => blobs.push(None),
+            [_, _, size] => {
+                let size: usize = size.parse().with_context(|| format!("git cat-file header {header:?}"))?;
+                let mut content = vec![0; size + 1];
+                reader.read_exact(&mut content).with_context(|| format!("read {spec} from git"))?;
+                content.pop();
+                blobs.push(Some(content));
+            }
+            _ => bail!("unexpected answer from git cat-file for {spec}: {header:?}"),
+        }
+    }
+    Ok(blobs)
+}

@@ -1,0 +1,219 @@
+//! The checks that `pre-commit` and `ci` share. Each returns a one-line account when it passes and
+//! an error saying what is wrong, and what to do, when it does not.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use postgres::error::SqlState;
+use sha2::{Digest, Sha384};
+
+use crate::conn::{Endpoint, PgError};
+use crate::git;
+use crate::migrations::{self, Migration, Problem};
+use crate::runner;
+use crate::workspace::{Ctx, Database};
+
+/// A database and its migration files, when they are well formed.
+pub struct MigrationSet {
+    pub database: Database,
+    pub files: Result<Vec<Migration>>,
+}
+
+/// Reads every database's migrations from `view` (the working tree, or the staged files).
+pub fn read_sets(view: &Ctx) -> Vec<MigrationSet> {
+    view.databases()
+        .into_iter()
+        .map(|database| {
+            let files = migrations::discover(&view.root, &database.migrations_dir(view));
+            MigrationSet { database, files }
+        })
+        .collect()
+}
+
+/// Well-formed names, unique versions, every down with its up: `discover` refuses anything else.
+pub fn names(set: &MigrationSet) -> Result<String> {
+    match &set.files {
+        Ok(files) => Ok(format!("{} migration(s), well formed", files.len())),
+        Err(error) => Err(anyhow::anyhow!("{error:#}")),
+    }
+}
+
+/// What the default branch knows of a database's migrations.
+pub struct History {
+    pub account: String,
+    /// Index of the first migration this branch adds (the ones before it are committed history).
+    pub first_new: usize,
+}
+
+/// Compares the migrations with the default branch's: none that the branch started from is
+/// changed or deleted, and each one added is newer than the default branch's newest.
+pub fn history(repo: &Path, default_branches: &[String], dir: &Path, files: &[Migration]) -> Result<History> {
+    let Some(default) = git::default_branch(repo, default_branches)? else {
+        return Ok(History {
+            account: format!("no {} branch yet: every migration is new", default_branches.join(" or ")),
+            first_new: 0,
+        });
+    };
+    let short = default.trim_start_matches("refs/heads/").trim_start_matches("refs/remotes/");
+    let dir_text = dir.to_string_lossy().replace('\\', "/");
+    let base = git::merge_base_with_head(repo, &default);
+    let committed = match &base {
+        Some(base) => ups_at(repo, base, &dir_text)?,
+        None => BTreeMap::new(),
+    };
+    let newest_on_default = ups_at(repo, &default, &dir_text)?.keys().max().copied();
+    let specs: Vec<String> =
+        committed.values().map(|path| format!("{}:{path}", base.as_deref().unwrap_or_default())).collect();
+    let texts = git::read_blobs(repo, &specs)?;
+    let mut problems = Vec::new();
+    for ((version, path), text) in committed.iter().zip(texts) {
+        let checksum = text.map(|bytes| Sha384::digest(&bytes).to_vec());
+        match files.iter().find(|file| file.version == *version) {
+            None => problems.push(format!(
+                "{path} is on {short} but deleted here: a committed migration must stay; restore it with \
+                 `git checkout {short} -- {path}` and undo it in a new migration"
+            )),
+            Some(file) if Some(&file.checksum) != checksum.as_ref() => problems.push(format!(
+                "{} changed after it was committed on {short}: databases that applied it will not run it \
+                 again. Restore it (`git checkout {short} -- {path}`) and put the change in a new migration \
+                 (`cargo xtask prepare \"...\"`)",
+                file.up.display()
+            )),
+            Some(_) => {}
+        }
+    }
+    let added: Vec<&Migration> = files.iter().filter(|f| !committed.contains_key(&f.version)).collect();
+    if let Some(newest) = newest_on_default {
+        for file in added.iter().filter(|f| f.version <= newest) {
+            problems.push(format!(
+                "{} is new but not newer than {short}'s newest migration ({newest}): after a merge it would \
+                 run out of order. Give it a later version (rename the file, or write it again with \
+                 `cargo xtask prepare`)",
+                file.up.display()
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        bail!(problems.join("\n"));
+    }
+    let first_new = files.iter().position(|f| !committed.contains_key(&f.version)).unwrap_or(files.len());
+    Ok(History {
+        account: format!("{} committed on {short} unchanged, {} new", committed.len(), added.len()),
+        first_new,
+    })
+}
+
+/// The up migrations directly in `dir` at `rev`, by version.
+fn ups_at(repo: &Path, rev: &str, dir: &str) -> Result<BTreeMap<i64, String>> {
+    let mut ups = BTreeMap::new();
+    for path in git::files_at(repo, rev, dir)? {
+        let Some((parent, name)) = path.rsplit_once('/') else { continue };
+        if parent != dir {
+            continue;
+        }
+        if let Some(version) = migrations::up_version(name) {
+            ups.insert(version, path);
+        }
+    }
+    Ok(ups)
+}
+
+/// Against this branch's own database: no applied migration changed or removed.
+pub fn applied(endpoint: &Endpoint, database: &Database, files: &[Migration]) -> Result<String> {
+    let name = database.name.as_str();
+    let mut client = match runner::connect(endpoint, name) {
+        Ok(client) => client,
+        Err(error) if PgError::code_in(&error) == Some(&SqlState::INVALID_CATALOG_NAME) => {
+            return Ok(format!("{name} does not exist yet (`cargo xtask setup` makes it)"));
+        }
+        Err(error) => return Err(error),
+    };
+    let applied = runner::applied(&mut client)?;
+    let plan = migrations::plan(files, &applied, true);
+    let problems: Vec<&Problem> =
+        plan.problems.iter().filter(|p| !matches!(p, Problem::OutOfOrder { .. })).collect();
+    if !problems.is_empty() {
+        let owned: Vec<Problem> = problems.into_iter().cloned().collect();
+        bail!(migrations::explain(&owned, name));
+    }
+    Ok(format!("{} applied to {name}, none changed", applied.len()))
+}
+
+/// `cargo fmt --check` over the workspace, or rustfmt over the staged text of the staged `.rs`
+/// files (so what is checked is what gets committed).
+pub fn formatting(root: &Path, staged: bool) -> Result<String> {
+    if !staged {
+        let output = duct::cmd!("cargo", "fmt", "--all", "--check", "--", "--color=never")
+            .dir(root)
+            .stdout_capture()
+            .stderr_capture()
+            .unchecked()
+            .run()
+            .context("run cargo fmt")?;
+        if output.status.success() {
+            return Ok("cargo fmt --check: formatted".into());
+        }
+        bail!(
+            "cargo fmt --check found unformatted code; run `cargo fmt`:\n{}",
+            head(&output.stdout, &output.stderr)
+        );
+    }
+    let files = git::staged_rust_files(root)?;
+    let mut unformatted = Vec::new();
+    for (path, text) in &files {
+        let edition = edition_of(root, Path::new(path));
+        let output =
+            duct::cmd!("rustfmt", "--check", "--color=never", "--edition", &edition, "--config-path", root)
+                .dir(root)
+                .stdin_bytes(text.as_slice())
+                .stdout_capture()
+                .stderr_capture()
+                .unchecked()
+                .run()
+                .context("run rustfmt (rustup component add rustfmt)")?;
+        if !output.status.success() {
+            unformatted.push(format!("{path}:\n{}", head(&output.stdout, &output.stderr)));
+        }
+    }
+    if !unformatted.is_empty() {
+        bail!(
+            "staged Rust code is not formatted; run `cargo fmt` and stage again:\n{}",
+            unformatted.join("\n")
+        );
+    }
+    Ok(format!("{} staged Rust file(s) formatted", files.len()))
+}
+
+/// The first lines of a tool's output, for a report.
+fn head(stdout: &[u8], stderr: &[u8]) -> String {
+    let text = format!("{}{}", String::from_utf8_lossy(stdout), String::from_utf8_lossy(stderr));
+    let lines: Vec<&str> = text.lines().collect();
+    let mut shown = lines[..lines.len().min(40)].join("\n");
+    if lines.len() > 40 {
+        shown.push_str(&format!("\n... ({} more lines)", lines.len() - 40));
+    }
+    shown
+}
+
+/// The edition of the package holding `path`, as cargo fmt would pass it to rustfmt.
+fn edition_of(root: &Path, path: &Path) -> String {
+    let workspace_edition = || {
+        manifest(&root.join("Cargo.toml"))
+            .and_then(|m| m.get("workspace")?.get("package")?.get("edition")?.as_str().map(str::to_owned))
+    };
+    for dir in path.ancestors().skip(1) {
+        let Some(manifest) = manifest(&root.join(dir).join("Cargo.toml")) else { continue };
+        let Some(package) = manifest.get("package") else { continue };
+        return match package.get("edition") {
+            Some(toml::Value::String(edition)) => edition.clone(),
+            Some(_) => workspace_edition().unwrap_or_else(|| "2015".into()),
+            None => "2015".into(),
+        };
+    }
+    workspace_edition().unwrap_or_else(|| "2021".into())
+}
+
+fn manifest(path: &Path) -> Option<toml::Table> {
+    std::fs::read_to_string(path).ok()?.parse().ok()
+}

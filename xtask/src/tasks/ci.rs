@@ -1,0 +1,321 @@
+//! `ci`: the whole pipeline on a database set of its own, named for the CI run (never a developer's
+//! branch databases), torn down at the end whatever failed; then a table of steps and durations.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+use super::checks;
+use super::{roundtrip, schema};
+use crate::config::EngineKind;
+use crate::engine::{self, UpOutcome};
+use crate::os::TempDir;
+use crate::provision::{self, DockerDaemon};
+use crate::workspace::{Branch, Ctx};
+
+#[derive(Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Status {
+    Ok,
+    Failed,
+    /// A step it needs failed.
+    NotRun,
+}
+
+#[derive(Serialize)]
+struct Step {
+    name: &'static str,
+    status: Status,
+    seconds: f64,
+    detail: String,
+}
+
+#[derive(Serialize)]
+struct Report {
+    run: String,
+    /// The engine that served the run's databases (the configured one when none started).
+    engine: &'static str,
+    ok: bool,
+    seconds: f64,
+    steps: Vec<Step>,
+}
+
+#[derive(Default)]
+struct Pipeline {
+    steps: Vec<Step>,
+}
+
+impl Pipeline {
+    /// Runs `step` unless one of `needs` did not succeed; prints its outcome as it ends.
+    fn run(&mut self, name: &'static str, needs: &[&str], step: impl FnOnce() -> Result<String>) {
+        let blocked: Vec<&str> = needs
+            .iter()
+            .copied()
+            .filter(|need| !self.steps.iter().any(|s| s.name == *need && s.status == Status::Ok))
+            .collect();
+        if !blocked.is_empty() {
+            let detail = format!("needs {}", blocked.join(", "));
+            eprintln!("ci: {name}: not run ({detail})");
+            self.steps.push(Step { name, status: Status::NotRun, seconds: 0.0, detail });
+            return;
+        }
+        eprintln!("ci: {name} ...");
+        let start = Instant::now();
+        let outcome = step();
+        let seconds = start.elapsed().as_secs_f64();
+        let (status, detail) = match outcome {
+            Ok(detail) => (Status::Ok, detail),
+            Err(error) => (Status::Failed, format!("{error:#}")),
+        };
+        let word = if status == Status::Ok { "ok" } else { "FAILED" };
+        eprintln!("ci: {name}: {word} ({seconds:.1} s): {detail}");
+        self.steps.push(Step { name, status, seconds, detail });
+    }
+
+    fn ok(&self) -> bool {
+        self.steps.iter().all(|s| s.status == Status::Ok)
+    }
+}
+
+pub fn ci(ctx: &Ctx, json: bool) -> Result<ExitCode> {
+    let start = Instant::now();
+    let may_provision = provision::may_provision(ctx.provision);
+    let run = run_name()?;
+    let env_dir = TempDir::new("ci")?;
+    let mut run_ctx = ctx.with_branch(Branch { name: run.clone(), is_default: false, source: "ci" });
+    run_ctx.config.env_file = env_dir.path().join("ci.env");
+    run_ctx.provision = may_provision;
+    eprintln!("ci: run {run}: databases named for it, dropped at the end");
+
+    let mut pipeline = Pipeline::default();
+    let mut daemon: Option<DockerDaemon> = None;
+    let mut started_server = false;
+    let mut engine_name = ctx.config.engine.name();
+    let mut test_env: Vec<(String, String)> = Vec::new();
+    pipeline.run("prerequisites", &[], || {
+        let (done, started) = prerequisites(ctx, may_provision)?;
+        daemon = started;
+        Ok(done)
+    });
+    pipeline.run("db-up", &[], || {
+        let engine = engine::select(&run_ctx)?;
+        let outcome = engine.up().context("start the PostgreSQL server")?;
+        started_server = outcome != UpOutcome::AlreadyRunning;
+        engine_name = engine.kind().name();
+        Ok(format!("{} server {}", engine.kind().name(), outcome.describe()))
+    });
+    pipeline.run("setup", &["db-up"], || {
+        test_env = super::setup(&run_ctx)?;
+        let names: Vec<String> = run_ctx.databases().iter().map(|d| d.name.to_string()).collect();
+        Ok(names.join(", "))
+    });
+    let sets = checks::read_sets(ctx);
+    pipeline.run("migrations", &[], || migration_files(ctx, &sets));
+    pipeline.run("downs", &["db-up"], || downs(&run_ctx, &sets));
+    pipeline.run("schema", &["db-up"], || declared_schema(&run_ctx));
+    pipeline.run("fmt", &[], || checks::formatting(&ctx.root, false));
+    pipeline.run("tests", &["prerequisites", "setup"], || tests(ctx, &test_env));
+    pipeline.run("clippy", &[], || clippy(ctx));
+    pipeline.run("teardown", &[], || teardown(&run_ctx, started_server, daemon.take()));
+
+    let report = Report {
+        run,
+        engine: engine_name,
+        ok: pipeline.ok(),
+        seconds: start.elapsed().as_secs_f64(),
+        steps: pipeline.steps,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{}", table(&report));
+    }
+    Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// `ci-<the CI's run id, or local>-<random>`: unique even for two jobs of one run on one server.
+fn run_name() -> Result<String> {
+    let id = ["GITHUB_RUN_ID", "CI_PIPELINE_ID", "BUILDKITE_BUILD_NUMBER", "CIRCLE_WORKFLOW_ID"]
+        .iter()
+        .find_map(|var| std::env::var(var).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "local".into());
+    Ok(format!("ci-{id}-{}", crate::credentials::random_hex(3)?))
+}
+
+/// Server binaries, a Docker engine and the test image, as the engine and `[...xtask.ci]` need.
+fn prerequisites(ctx: &Ctx, may: bool) -> Result<(String, Option<DockerDaemon>)> {
+    let wants = &ctx.config.ci;
+    let mut done = Vec::new();
+    if wants.server_binaries || ctx.config.engine == EngineKind::Native {
+        done.push(
+            provision::ensure_postgres_binaries(may)?.unwrap_or_else(|| "server binaries found".into()),
+        );
+    }
+    let mut daemon = None;
+    if wants.docker || test_image(ctx).is_some() || ctx.config.engine == EngineKind::Docker {
+        daemon = provision::ensure_docker_engine(may)?;
+        done.push(match &daemon {
+            Some(started) => format!("started dockerd (pid {})", started.pid()),
+            None => "Docker engine answers".into(),
+        });
+    }
+    if let Some(image) = test_image(ctx) {
+        // The configured script builds the configured image, not one named by XTASK_TEST_IMAGE.
+        let build = wants.test_image_build.as_deref().filter(|_| wants.test_image.as_ref() == Some(&image));
+        let built = provision::ensure_image(&ctx.root, &image, build, may)?;
+        done.push(built.unwrap_or_else(|| format!("{image} present")));
+    }
+    if done.is_empty() {
+        done.push("nothing needed".into());
+    }
+    Ok((done.join("; "), daemon))
+}
+
+/// The image the tests run: XTASK_TEST_IMAGE, else `test-image` in `[workspace.metadata.xtask.ci]`.
+fn test_image(ctx: &Ctx) -> Option<String> {
+    std::env::var("XTASK_TEST_IMAGE").ok().filter(|image| !image.is_empty()).or(ctx
+        .config
+        .ci
+        .test_image
+        .clone())
+}
+
+fn migration_files(ctx: &Ctx, sets: &[checks::MigrationSet]) -> Result<String> {
+    let mut accounts = Vec::new();
+    let mut problems = Vec::new();
+    for set in sets {
+        let logical = &set.database.logical;
+        let checked = checks::names(set).and_then(|names| {
+            let files = set.files.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+            let dir = set.database.migrations_dir(ctx);
+            let history = checks::history(&ctx.root, &ctx.config.default_branches, &dir, files)?;
+            Ok(format!("{names}, {}", history.account))
+        });
+        match checked {
+            Ok(account) => accounts.push(format!("{logical}: {account}")),
+            Err(error) => problems.push(format!("{logical}: {error:#}")),
+        }
+    }
+    if !problems.is_empty() {
+        bail!(problems.join("\n"));
+    }
+    Ok(accounts.join("; "))
+}
+
+/// Every migration's down, by a round trip in a throwaway database.
+fn downs(ctx: &Ctx, sets: &[checks::MigrationSet]) -> Result<String> {
+    let engine = engine::select(ctx)?;
+    let mut accounts = Vec::new();
+    for set in sets {
+        let Ok(files) = &set.files else { continue };
+        let checked = roundtrip::round_trip(ctx, engine.endpoint(), &set.database, files, 0)
+            .with_context(|| set.database.logical.clone())?;
+        let mut account = format!("{}: {} down(s) undo their ups", set.database.logical, checked.downs);
+        if checked.without_down > 0 {
+            account.push_str(&format!(", {} up-only", checked.without_down));
+        }
+        accounts.push(account);
+    }
+    Ok(accounts.join("; "))
+}
+
+fn declared_schema(ctx: &Ctx) -> Result<String> {
+    let declared: Vec<_> = ctx
+        .databases()
+        .into_iter()
+        .filter(|database| ctx.root.join(schema::schema_path(ctx, database)).is_file())
+        .collect();
+    if declared.is_empty() {
+        return Ok("no schema.sql".into());
+    }
+    let engine = engine::select(ctx)?;
+    if !schema::check_databases(ctx, engine.endpoint(), &declared)? {
+        bail!("the migrations do not produce schema.sql (the SQL a migration would need is above)");
+    }
+    Ok(format!("{} declared schema(s) match", declared.len()))
+}
+
+/// The workspace's tests, pointed at the run's databases through the variables setup would write
+/// to .env (the environment wins over .env in the services' test helper).
+fn tests(ctx: &Ctx, env: &[(String, String)]) -> Result<String> {
+    let mut command = duct::cmd!("cargo", "test", "--workspace", "--locked").dir(&ctx.root);
+    for (key, value) in env {
+        command = command.env(key, value);
+    }
+    if let Some(image) = test_image(ctx) {
+        command = command.env("XTASK_TEST_IMAGE", image);
+    }
+    cargo(command, "cargo test --workspace --locked")
+}
+
+fn clippy(ctx: &Ctx) -> Result<String> {
+    let command =
+        duct::cmd!("cargo", "clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings")
+            .dir(&ctx.root);
+    cargo(command, "cargo clippy --workspace --all-targets --locked -- -D warnings")
+}
+
+/// Runs a cargo command with its output on stderr (stdout is kept for the report).
+fn cargo(command: duct::Expression, shown: &str) -> Result<String> {
+    let status = command.stdout_to_stderr().unchecked().run().with_context(|| format!("run {shown}"))?.status;
+    if !status.success() {
+        bail!("`{shown}` failed ({status}); its output is above");
+    }
+    Ok(format!("`{shown}` passed"))
+}
+
+/// Drops the run's databases; stops the server and the Docker engine when this run started them.
+fn teardown(ctx: &Ctx, started_server: bool, daemon: Option<DockerDaemon>) -> Result<String> {
+    let mut done = Vec::new();
+    let engine = engine::select(ctx)?;
+    let running = engine.status().is_ok_and(|s| s.state == engine::ServerState::Running);
+    if running {
+        super::wipe(ctx, None, true)?;
+        done.push(format!("dropped the databases of {}", ctx.branch.name));
+    }
+    if started_server && running {
+        engine.down().context("stop the server this run started")?;
+        done.push("stopped the server it started".into());
+    }
+    if let Some(daemon) = daemon {
+        let pid = daemon.pid();
+        drop(daemon);
+        done.push(format!("stopped dockerd (pid {pid})"));
+    }
+    if done.is_empty() {
+        done.push("nothing to tear down".into());
+    }
+    Ok(done.join("; "))
+}
+
+fn table(report: &Report) -> String {
+    let mut out = format!("ci: run {} ({} engine)\n", report.run, report.engine);
+    out.push_str(&format!("  {:<14} {:<8} {:>8}  {}\n", "step", "status", "time", "detail"));
+    for step in &report.steps {
+        let status = match step.status {
+            Status::Ok => "ok",
+            Status::Failed => "FAILED",
+            Status::NotRun => "not run",
+        };
+        let detail = step.detail.lines().next().unwrap_or_default();
+        out.push_str(&format!(
+            "  {:<14} {:<8} {:>6.1} s  {}\n",
+            step.name,
+            status,
+            step.seconds,
+            truncate(detail, 90)
+        ));
+    }
+    let verdict = if report.ok { "passed" } else { "FAILED" };
+    out.push_str(&format!("ci: {verdict} in {:.1} s", report.seconds));
+    out
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
