@@ -287,7 +287,8 @@ fn foreign_docker_host() -> Option<String> {
     std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty() && h != "unix:///var/run/docker.sock")
 }
 
-fn docker_answers() -> bool {
+/// Whether a Docker engine answers the CLI.
+pub fn docker_answers() -> bool {
     docker_succeeds(&["version", "--format", "{{.Server.Version}}"])
 }
 

@@ -87,15 +87,20 @@ pub fn ci(ctx: &Ctx, json: bool) -> Result<ExitCode> {
     let mut run_ctx = ctx.with_branch(Branch { name: run.clone(), is_default: false, source: "ci" });
     run_ctx.config.env_file = env_dir.path().join("ci.env");
     run_ctx.provision = may_provision;
+    // `auto` picks what `setup` would have picked before this run started a Docker engine for the
+    // tests: the run's databases then need no image that may not be pullable.
+    if ctx.config.engine == EngineKind::Auto && !provision::docker_answers() {
+        run_ctx.config.engine = EngineKind::Native;
+    }
     eprintln!("ci: run {run}: databases named for it, dropped at the end");
 
     let mut pipeline = Pipeline::default();
     let mut daemon: Option<DockerDaemon> = None;
     let mut started_server = false;
-    let mut engine_name = ctx.config.engine.name();
+    let mut engine_name = run_ctx.config.engine.name();
     let mut test_env: Vec<(String, String)> = Vec::new();
     pipeline.run("prerequisites", &[], || {
-        let (done, started) = prerequisites(ctx, may_provision)?;
+        let (done, started) = prerequisites(&run_ctx, may_provision)?;
         daemon = started;
         Ok(done)
     });
