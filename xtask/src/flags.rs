@@ -488,6 +488,25 @@ mod tests {
         }
         assert!(help_text(Some("nope")).is_err());
         assert!(parse_str(&["schema"]).is_err());
+        assert!(matches!(
+            parse_str(&["hooks", "install"]).unwrap().command,
+            Command::Hooks { install: true }
+        ));
+        assert!(matches!(
+            parse_str(&["hooks", "uninstall"]).unwrap().command,
+            Command::Hooks { install: false }
+        ));
+        assert!(parse_str(&["hooks"]).is_err());
+        assert!(parse_str(&["hooks", "reinstall"]).is_err());
+        assert!(matches!(
+            parse_str(&["pre-commit", "--staged"]).unwrap().command,
+            Command::PreCommit { staged: true }
+        ));
+        assert!(parse_str(&["setup", "--staged"]).is_err());
+        assert!(matches!(
+            parse_str(&["ci", "--json", "--provision"]).unwrap(),
+            Args { provision: true, command: Command::Ci { json: true }, .. }
+        ));
         assert!(parse_str(&["schema", "--check", "--write"]).is_err());
         assert!(parse_str(&["migrate", "--manual"]).is_err());
         assert!(matches!(

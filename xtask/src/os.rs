@@ -94,6 +94,24 @@ fn listening_socket_inodes(port: u16) -> Vec<String> {
     inodes
 }
 
+/// A child process that takes Ctrl-C and SIGTERM as usual although this process blocks them
+/// (`scratch::drop_on_signals`): its signal mask is cleared before it starts.
+pub fn signals_unblocked(expression: duct::Expression) -> duct::Expression {
+    use std::os::unix::process::CommandExt;
+    expression.before_spawn(|command| {
+        // SAFETY: between fork and exec only sigemptyset and sigprocmask run; both are async-signal-safe.
+        unsafe {
+            command.pre_exec(|| {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+                Ok(())
+            });
+        }
+        Ok(())
+    })
+}
+
 /// A private directory under the system's temporary directory, removed with everything in it when
 /// dropped.
 pub struct TempDir(std::path::PathBuf);

@@ -46,7 +46,7 @@ pub fn drop_on_signals() {
             for (endpoint, name) in &live {
                 let _ = drop_database(endpoint, name);
             }
-            eprintln!("interrupted: dropped {} throwaway database(s)", live.len());
+            eprintln!("interrupted: dropped {} database(s) this run made", live.len());
             std::process::exit(128 + signal);
         });
     });
@@ -56,6 +56,16 @@ pub fn drop_on_signals() {
 /// exit (its connections are being ended under it, so its errors would mislead).
 pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// Has the signal thread drop `name` too, a database made elsewhere (ci's run databases), until
+/// `forget_on_signal`.
+pub fn drop_on_signal(endpoint: &Endpoint, name: &str) {
+    LIVE.lock().unwrap_or_else(|e| e.into_inner()).push((endpoint.clone(), name.to_owned()));
+}
+
+pub fn forget_on_signal(name: &str) {
+    LIVE.lock().unwrap_or_else(|e| e.into_inner()).retain(|(_, live)| live != name);
 }
 
 /// Waits for the signal thread to end the process, when a signal arrived.

@@ -144,7 +144,8 @@ pub fn applied(endpoint: &Endpoint, database: &Database, files: &[Migration]) ->
 /// files (so what is checked is what gets committed).
 pub fn formatting(root: &Path, staged: bool) -> Result<String> {
     if !staged {
-        let output = duct::cmd!("cargo", "fmt", "--all", "--check", "--", "--color=never")
+        let command = duct::cmd!("cargo", "fmt", "--all", "--check", "--", "--color=never");
+        let output = crate::os::signals_unblocked(command)
             .dir(root)
             .stdout_capture()
             .stderr_capture()

@@ -13,6 +13,7 @@ use crate::config::EngineKind;
 use crate::engine::{self, UpOutcome};
 use crate::os::TempDir;
 use crate::provision::{self, DockerDaemon};
+use crate::scratch;
 use crate::workspace::{Branch, Ctx};
 
 #[derive(Clone, Copy, PartialEq, Eq, Serialize)]
@@ -109,6 +110,12 @@ pub fn ci(ctx: &Ctx, json: bool) -> Result<ExitCode> {
         let outcome = engine.up().context("start the PostgreSQL server")?;
         started_server = outcome != UpOutcome::AlreadyRunning;
         engine_name = engine.kind().name();
+        // From here Ctrl-C, SIGTERM and SIGHUP drop the run's databases (before they exist, too:
+        // a signal during setup) and end the run; children are started with the signals unblocked.
+        for database in run_ctx.databases() {
+            scratch::drop_on_signal(engine.endpoint(), database.name.as_str());
+        }
+        scratch::drop_on_signals();
         Ok(format!("{} server {}", engine.kind().name(), outcome.describe()))
     });
     pipeline.run("setup", &["db-up"], || {
@@ -264,7 +271,12 @@ fn clippy(ctx: &Ctx) -> Result<String> {
 
 /// Runs a cargo command with its output on stderr (stdout is kept for the report).
 fn cargo(command: duct::Expression, shown: &str) -> Result<String> {
-    let status = command.stdout_to_stderr().unchecked().run().with_context(|| format!("run {shown}"))?.status;
+    let status = crate::os::signals_unblocked(command)
+        .stdout_to_stderr()
+        .unchecked()
+        .run()
+        .with_context(|| format!("run {shown}"))?
+        .status;
     if !status.success() {
         bail!("`{shown}` failed ({status}); its output is above");
     }
@@ -278,6 +290,9 @@ fn teardown(ctx: &Ctx, started_server: bool, daemon: Option<DockerDaemon>) -> Re
     let running = engine.status().is_ok_and(|s| s.state == engine::ServerState::Running);
     if running {
         super::wipe(ctx, None, true)?;
+        for database in ctx.databases() {
+            scratch::forget_on_signal(database.name.as_str());
+        }
         done.push(format!("dropped the databases of {}", ctx.branch.name));
     }
     if started_server && running {

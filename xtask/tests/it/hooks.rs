@@ -161,10 +161,7 @@ fn hooks_install_is_idempotent_and_serves_every_worktree() {
 fn ci_tears_down_after_a_failing_step() {
     let p = project();
     // A member crate, so that cargo fmt, test and clippy have something to do.
-    p.service("app", "name = \"app\"");
-    p.write("services/app/src/lib.rs", "#[test]\nfn adds() {\n    assert_eq!(1 + 1, 2);\n}\n");
-    let lock = Command::new("cargo").args(["generate-lockfile", "--offline"]).current_dir(p.path()).output();
-    assert!(lock.unwrap().status.success());
+    member_crate(&p, "assert_eq!(1 + 1, 2);");
     let dir = "migrations/app";
     p.write(&format!("{dir}/{FIRST}_items.up.sql"), "CREATE TABLE items (id int);");
     p.write(&format!("{dir}/{FIRST}_items.down.sql"), "SELECT 1;");
@@ -191,4 +188,75 @@ fn ci_tears_down_after_a_failing_step() {
     assert_eq!(p.server_state(), "stopped");
     p.ok(&["db-up"]);
     assert_eq!(p.databases_on_server_all(), developer_databases);
+}
+
+#[test]
+fn migrate_json_reports_what_it_did() {
+    let p = project();
+    p.ok(&["setup"]);
+    migration(&p, FIRST, "items", "CREATE TABLE items (id int);", "DROP TABLE items;");
+    let json = |out: &str| -> Value { serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}")) };
+    let first: i64 = FIRST.parse().unwrap();
+    let second: i64 = SECOND.parse().unwrap();
+    let out = json(&p.ok(&["migrate", "--json"]))[&p.name].clone();
+    assert_eq!(out, serde_json::json!({"outcome": "applied", "applied": [first]}));
+    let out = json(&p.ok(&["migrate", "--json"]))[&p.name].clone();
+    assert_eq!(out, serde_json::json!({"outcome": "up-to-date"}));
+    migration(&p, SECOND, "more", "CREATE TABLE more (id int);", "DROP TABLE more;");
+    let out = p.run(&["migrate", "--check", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report = json(&String::from_utf8_lossy(&out.stdout))[&p.name].clone();
+    assert_eq!(report, serde_json::json!({"outcome": "check-failed", "pending": [second], "problems": []}));
+    let out = json(&p.ok(&["migrate", "--dry-run", "--json"]))[&p.name].clone();
+    assert_eq!(out, serde_json::json!({"outcome": "dry-run", "pending": [second]}));
+}
+
+/// A workspace member crate whose one test runs `test_body`, with its lock file.
+fn member_crate(p: &Project, test_body: &str) {
+    p.service("app", "name = \"app\"");
+    p.write("services/app/src/lib.rs", &format!("#[test]\nfn check() {{\n    {test_body}\n}}\n"));
+    let lock = Command::new("cargo").args(["generate-lockfile", "--offline"]).current_dir(p.path()).output();
+    assert!(lock.unwrap().status.success());
+}
+
+#[test]
+fn interrupted_ci_drops_its_databases() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::os::unix::process::CommandExt;
+    let p = project();
+    member_crate(&p, "std::thread::sleep(std::time::Duration::from_secs(300));");
+    p.write(&format!("migrations/app/{FIRST}_items.up.sql"), "CREATE TABLE items (id int);");
+    p.write(&format!("migrations/app/{FIRST}_items.down.sql"), "DROP TABLE items;");
+    p.ok(&["db-up"]);
+    let before = p.databases_on_server_all();
+
+    let mut command = Command::new(XTASK);
+    command.arg("ci").current_dir(p.path()).process_group(0);
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("XTASK_")) {
+        command.env_remove(key);
+    }
+    command.envs(p.env.iter().map(|(k, v)| (k, v)));
+    let mut child =
+        command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "ci ended before its tests:\n{seen}");
+        seen.push_str(&line);
+        if line.starts_with("ci: tests ...") {
+            break;
+        }
+    }
+    let databases_during = p.databases_on_server_all();
+    assert!(databases_during.len() > before.len(), "{databases_during:?}");
+    // Ctrl-C reaches the whole foreground process group: xtask and the cargo test under it.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    // SAFETY: signals the process group this test started.
+    assert_eq!(unsafe { libc::kill(-(child.id() as i32), libc::SIGINT) }, 0);
+    let status = child.wait().unwrap();
+    stderr.read_to_string(&mut seen).unwrap();
+    assert_eq!(status.code(), Some(130), "{seen}");
+    contains(&seen, "interrupted: dropped");
+    assert_eq!(p.databases_on_server_all(), before);
 }
