@@ -364,7 +364,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
         return Ok(Args { branch, provision, command: Command::Help { topic } });
     }
     let message = if name == "prepare" { positional.drain(..).reduce(|a, b| a + " " + &b) } else { None };
-    let hooks_action = if name == "hooks" && positional.len() == 1 { positional.pop() } else { None };
+    let hooks_action =
+        if name == "hooks" && !positional.is_empty() { Some(positional.remove(0)) } else { None };
     if let Some(extra) = positional.first() {
         bail!("unexpected argument `{extra}` for `{name}`; see `cargo xtask {name} --help`");
     }

@@ -32,17 +32,37 @@ fn nul_separated(bytes: &[u8]) -> Vec<String> {
         .collect()
 }
 
-/// Where git looks for hooks: `core.hooksPath` when set, else `hooks` in the common git directory,
-/// which every worktree of the repository shares.
-pub fn hooks_dir(root: &Path) -> Result<PathBuf> {
+/// Where git looks for hooks: `hooks` in the common git directory, which every worktree of the
+/// repository shares, or `core.hooksPath` when set (then returned as the second value).
+pub fn hooks_dir(root: &Path) -> Result<(PathBuf, Option<String>)> {
     let common = text(run(root, &["rev-parse", "--path-format=absolute", "--git-common-dir"])?);
-    let configured = run(root, &["config", "--path", "core.hooksPath"]).map(text).unwrap_or_default();
-    Ok(match configured.as_str() {
-        "" => PathBuf::from(common).join("hooks"),
-        path if Path::new(path).is_absolute() => PathBuf::from(path),
-        // A relative hooksPath is relative to the worktree git runs hooks in.
-        path => root.join(path),
-    })
+    // `git config` exits 1 when the key is not set.
+    let configured = match duct::cmd!("git", "config", "--path", "core.hooksPath")
+        .dir(root)
+        .stdout_capture()
+        .stderr_null()
+        .unchecked()
+        .run()
+    {
+        Ok(output) if output.status.success() => text(output.stdout),
+        Ok(_) => String::new(),
+        Err(error) => return Err(error).context("run git config"),
+    };
+    if configured.is_empty() {
+        return Ok((PathBuf::from(common).join("hooks"), None));
+    }
+    let dir = if Path::new(&configured).is_absolute() {
+        PathBuf::from(&configured)
+    } else {
+        // Relative to the top of the worktree git runs the hook in.
+        PathBuf::from(text(run(root, &["rev-parse", "--show-toplevel"])?)).join(&configured)
+    };
+    Ok((dir, Some(configured)))
+}
+
+/// Where `root` is inside its worktree: `""` at the top, else `dir/` (git's `--show-prefix`).
+pub fn prefix(root: &Path) -> Result<String> {
+    Ok(text(run(root, &["rev-parse", "--show-prefix"])?))
 }
 
 /// Staged paths under `dir` that differ from HEAD (added, copied, modified, renamed or deleted).
@@ -51,7 +71,8 @@ pub fn staged_changes(root: &Path, dir: &str) -> Result<Vec<String>> {
     Ok(nul_separated(&out))
 }
 
-/// Copies the staged version of every tracked file under `dirs` into `into`, keeping their paths.
+/// Copies the staged version of every tracked file under `dirs` into `into`, keeping their paths
+/// from the top of the worktree (so `root` is `into/<prefix>` in the copy).
 pub fn checkout_staged(root: &Path, dirs: &[&str], into: &Path) -> Result<()> {
     let mut args = vec!["ls-files", "-z", "--"];
     args.extend(dirs);
@@ -76,9 +97,12 @@ pub fn checkout_staged(root: &Path, dirs: &[&str], into: &Path) -> Result<()> {
 
 /// Staged `.rs` files (added, copied, modified or renamed) and their staged text.
 pub fn staged_rust_files(root: &Path) -> Result<Vec<(String, Vec<u8>)>> {
-    let out = run(root, &["diff", "--cached", "--name-only", "-z", "--diff-filter=ACMR", "--", "*.rs"])?;
+    let out = run(
+        root,
+        &["diff", "--cached", "--name-only", "-z", "--relative", "--diff-filter=ACMR", "--", "*.rs"],
+    )?;
     let paths = nul_separated(&out);
-    let specs: Vec<String> = paths.iter().map(|p| format!(":{p}")).collect();
+    let specs: Vec<String> = paths.iter().map(|p| format!(":./{p}")).collect();
     let blobs = read_blobs(root, &specs)?;
     Ok(paths.into_iter().zip(blobs).filter_map(|(path, blob)| Some((path, blob?))).collect())
 }
@@ -103,14 +127,14 @@ pub fn merge_base_with_head(root: &Path, rev: &str) -> Option<String> {
     run(root, &["merge-base", "HEAD", rev]).ok().map(text).filter(|s| !s.is_empty())
 }
 
-/// The files under `dir` at revision `rev` (repository-relative paths).
+/// The files under `dir` at revision `rev` (paths relative to `root`, as `dir` is).
 pub fn files_at(root: &Path, rev: &str, dir: &str) -> Result<Vec<String>> {
     let out = run(root, &["ls-tree", "-r", "-z", "--name-only", rev, "--", dir])?;
     Ok(nul_separated(&out))
 }
 
-/// The contents of each object named like `REV:path` (or `:path` for the staged one); `None` for
-/// one that does not exist. One git process for them all.
+/// The contents of each object named like `REV:./path` (or `:./path` for the staged one), as
+/// stored (no line-ending conversion); `None` for one that does not exist. One git process for all.
 pub fn read_blobs(root: &Path, specs: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
     if specs.is_empty() {
         return Ok(Vec::new());

@@ -94,6 +94,12 @@ pub fn apply(client: &mut Client, migration: &Migration, durable: bool) -> Resul
 /// Runs a down file and removes the record, in one transaction.
 pub fn revert(client: &mut Client, down_path: &Path, down_sql: &str, version: i64) -> Result<Duration> {
     let start = Instant::now();
+    if down_sql.starts_with(crate::migrations::NO_TRANSACTION) {
+        run_one_by_one(client, down_path, down_sql, "rollback with")?;
+        let forget = format!("DELETE FROM _sqlx_migrations WHERE version = {version}");
+        client.batch_execute(&forget).map_err(PgError::from)?;
+        return Ok(start.elapsed());
+    }
     let prefix = "BEGIN;\nSET LOCAL synchronous_commit = on;\n";
     let query =
         format!("{prefix}{down_sql}\n;DELETE FROM _sqlx_migrations WHERE version = {version};\nCOMMIT");
@@ -120,13 +126,18 @@ pub fn run_file(client: &mut Client, path: &Path, sql: &str) -> Result<()> {
 /// `-- no-transaction` files: each statement on its own, since CREATE INDEX CONCURRENTLY refuses to
 /// run in any transaction block, including the implicit one of a multi-statement query.
 fn run_statements_one_by_one(client: &mut Client, migration: &Migration) -> Result<()> {
-    for (offset, statement) in split_statements(&migration.sql) {
+    run_one_by_one(client, &migration.up, &migration.sql, "migration")
+}
+
+/// A `-- no-transaction` file, each statement on its own (`what` names it in the error).
+fn run_one_by_one(client: &mut Client, path: &Path, sql: &str, what: &str) -> Result<()> {
+    for (offset, statement) in split_statements(sql) {
         if let Err(error) = client.batch_execute(statement) {
-            let rendered = render_statement_error(&error, &migration.up, &migration.sql, offset, statement);
+            let rendered = render_statement_error(&error, path, sql, offset, statement);
             return Err(anyhow!(rendered)).context(format!(
-                "migration {} (-- no-transaction) failed; statements before the failing one stay applied \
-                 and it is not recorded: undo them by hand or make the file safe to re-run",
-                migration.up.display()
+                "{what} {} (-- no-transaction) failed; statements before the failing one stay applied \
+                 and the record is unchanged: undo them by hand or make the file safe to re-run",
+                path.display()
             ));
         }
     }

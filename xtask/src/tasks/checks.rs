@@ -58,13 +58,19 @@ pub fn history(repo: &Path, default_branches: &[String], dir: &Path, files: &[Mi
     let short = default.trim_start_matches("refs/heads/").trim_start_matches("refs/remotes/");
     let dir_text = dir.to_string_lossy().replace('\\', "/");
     let base = git::merge_base_with_head(repo, &default);
+    if base.is_none() && git::merge_base_with_head(repo, "HEAD").is_some() {
+        bail!(
+            "HEAD and {short} have no common history, so the committed migrations cannot be told from new \
+             ones: in a shallow clone run `git fetch --unshallow` (or check out with full history)"
+        );
+    }
     let committed = match &base {
         Some(base) => ups_at(repo, base, &dir_text)?,
         None => BTreeMap::new(),
     };
     let newest_on_default = ups_at(repo, &default, &dir_text)?.keys().max().copied();
     let specs: Vec<String> =
-        committed.values().map(|path| format!("{}:{path}", base.as_deref().unwrap_or_default())).collect();
+        committed.values().map(|path| format!("{}:./{path}", base.as_deref().unwrap_or_default())).collect();
     let texts = git::read_blobs(repo, &specs)?;
     let mut problems = Vec::new();
     for ((version, path), text) in committed.iter().zip(texts) {
@@ -119,8 +125,14 @@ fn ups_at(repo: &Path, rev: &str, dir: &str) -> Result<BTreeMap<i64, String>> {
     Ok(ups)
 }
 
-/// Against this branch's own database: no applied migration changed or removed.
-pub fn applied(endpoint: &Endpoint, database: &Database, files: &[Migration]) -> Result<String> {
+/// Against this branch's own database: no applied migration changed or removed (`elsewhere`:
+/// versions whose files exist though they are not among `files`, e.g. not staged yet).
+pub fn applied(
+    endpoint: &Endpoint,
+    database: &Database,
+    files: &[Migration],
+    elsewhere: &[i64],
+) -> Result<String> {
     let name = database.name.as_str();
     let mut client = match runner::connect(endpoint, name) {
         Ok(client) => client,
@@ -131,8 +143,15 @@ pub fn applied(endpoint: &Endpoint, database: &Database, files: &[Migration]) ->
     };
     let applied = runner::applied(&mut client)?;
     let plan = migrations::plan(files, &applied, true);
-    let problems: Vec<&Problem> =
-        plan.problems.iter().filter(|p| !matches!(p, Problem::OutOfOrder { .. })).collect();
+    let problems: Vec<&Problem> = plan
+        .problems
+        .iter()
+        .filter(|p| match p {
+            Problem::OutOfOrder { .. } => false,
+            Problem::Missing { version, .. } => !elsewhere.contains(version),
+            _ => true,
+        })
+        .collect();
     if !problems.is_empty() {
         let owned: Vec<Problem> = problems.into_iter().cloned().collect();
         bail!(migrations::explain(&owned, name));
@@ -156,25 +175,33 @@ pub fn formatting(root: &Path, staged: bool) -> Result<String> {
             return Ok("cargo fmt --check: formatted".into());
         }
         bail!(
-            "cargo fmt --check found unformatted code; run `cargo fmt`:\n{}",
+            "cargo fmt --check failed (unformatted code, or see its message); run `cargo fmt`:\n{}",
             head(&output.stdout, &output.stderr)
         );
     }
     let files = git::staged_rust_files(root)?;
+    let config =
+        [".rustfmt.toml", "rustfmt.toml"].into_iter().map(|name| root.join(name)).find(|p| p.is_file());
     let mut unformatted = Vec::new();
     for (path, text) in &files {
         let edition = edition_of(root, Path::new(path));
-        let output =
-            duct::cmd!("rustfmt", "--check", "--color=never", "--edition", &edition, "--config-path", root)
-                .dir(root)
-                .stdin_bytes(text.as_slice())
-                .stdout_capture()
-                .stderr_capture()
-                .unchecked()
-                .run()
-                .context("run rustfmt (rustup component add rustfmt)")?;
+        // rustfmt --check exits 0 on stdin whatever it finds: compare its output with the input.
+        let mut args = vec!["--emit", "stdout", "--quiet", "--edition", edition.as_str()];
+        if let Some(config) = &config {
+            args.extend(["--config-path", config.to_str().unwrap_or_default()]);
+        }
+        let output = duct::cmd("rustfmt", &args)
+            .dir(root)
+            .stdin_bytes(text.as_slice())
+            .stdout_capture()
+            .stderr_capture()
+            .unchecked()
+            .run()
+            .context("run rustfmt (rustup component add rustfmt)")?;
         if !output.status.success() {
-            unformatted.push(format!("{path}:\n{}", head(&output.stdout, &output.stderr)));
+            unformatted.push(format!("{path}: rustfmt cannot parse it:\n{}", head(&[], &output.stderr)));
+        } else if output.stdout != *text {
+            unformatted.push(path.clone());
         }
     }
     if !unformatted.is_empty() {

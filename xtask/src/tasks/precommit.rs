@@ -27,7 +27,7 @@ pub fn pre_commit(ctx: &Ctx, staged: bool) -> Result<ExitCode> {
     let start = Instant::now();
     let staged_copy = if staged { Some(staged_files(ctx)?) } else { None };
     let view = match &staged_copy {
-        Some(copy) => ctx.with_root(copy.path().to_path_buf()),
+        Some(copy) => ctx.with_root(copy.path().join(git::prefix(&ctx.root)?)),
         None => ctx.with_root(ctx.root.clone()),
     };
     let touched = !staged || !git::staged_changes(&ctx.root, MIGRATIONS_DIR)?.is_empty();
@@ -68,7 +68,8 @@ fn migration_checks(ctx: &Ctx, view: &Ctx, touched: bool) -> Vec<Line> {
         let Ok(files) = &set.files else { continue };
         let dir = set.database.migrations_dir(view);
         let history = checks::history(&ctx.root, &ctx.config.default_branches, &dir, files);
-        let first_new = history.as_ref().map_or(files.len(), |h| h.first_new);
+        // Without a history, which migrations are new is unknown: their downs are not checked.
+        let first_new = history.as_ref().ok().map(|h| h.first_new);
         lines.push(Line { check: format!("{logical}: history"), outcome: history.map(|h| h.account) });
         new_migrations.push((set, first_new));
     }
@@ -87,30 +88,34 @@ fn migration_checks(ctx: &Ctx, view: &Ctx, touched: bool) -> Vec<Line> {
         }
     };
     for (set, first_new) in new_migrations {
-        lines.extend(database_checks(view, &endpoint, set, first_new));
+        // Applied from the working tree but not staged yet (committing one at a time) is not missing.
+        let elsewhere = working_tree_versions(ctx, &set.database);
+        lines.extend(database_checks(view, &endpoint, set, first_new, &elsewhere));
     }
     lines.extend(schema_check(view, &endpoint));
     lines
 }
 
 /// Against this branch's database, then the round trip of the migrations this branch adds.
-fn database_checks(view: &Ctx, endpoint: &Endpoint, set: &MigrationSet, first_new: usize) -> Vec<Line> {
+fn database_checks(
+    view: &Ctx,
+    endpoint: &Endpoint,
+    set: &MigrationSet,
+    first_new: Option<usize>,
+    elsewhere: &[i64],
+) -> Vec<Line> {
     let logical = &set.database.logical;
     let Ok(files) = &set.files else { return Vec::new() };
     let mut lines = vec![Line {
         check: format!("{logical}: applied"),
-        outcome: checks::applied(endpoint, &set.database, files),
+        outcome: checks::applied(endpoint, &set.database, files, elsewhere),
     }];
+    let Some(first_new) = first_new else { return lines };
     let downs = if first_new == files.len() {
         Ok("no new migration".into())
     } else {
-        roundtrip::round_trip(view, endpoint, &set.database, files, first_new).map(|checked| {
-            let mut account = format!("{} new migration(s): each down undoes its up", checked.downs);
-            if checked.without_down > 0 {
-                account.push_str(&format!(" ({} without a down file)", checked.without_down));
-            }
-            account
-        })
+        roundtrip::round_trip(view, endpoint, &set.database, files, first_new)
+            .map(|checked| format!("{} new migration(s): {}", files.len() - first_new, checked.describe()))
     };
     lines.push(Line { check: format!("{logical}: downs"), outcome: downs });
     lines
@@ -125,14 +130,20 @@ fn schema_check(view: &Ctx, endpoint: &Endpoint) -> Option<Line> {
     if declared.is_empty() {
         return None;
     }
-    let outcome = schema::check_databases(view, endpoint, &declared).and_then(|clean| {
-        if clean {
+    let outcome = schema::check_databases(view, endpoint, &declared).and_then(|differences| {
+        if differences.is_empty() {
             Ok(format!("{} declared schema(s) match their migrations", declared.len()))
         } else {
-            anyhow::bail!("the migrations do not produce schema.sql (the SQL above is what differs)")
+            anyhow::bail!(differences.join("\n"))
         }
     });
     Some(Line { check: "schema".into(), outcome })
+}
+
+fn working_tree_versions(ctx: &Ctx, database: &crate::workspace::Database) -> Vec<i64> {
+    let dir = ctx.root.join(database.migrations_dir(ctx));
+    let names = std::fs::read_dir(dir).into_iter().flatten().flatten();
+    names.filter_map(|entry| crate::migrations::up_version(entry.file_name().to_str()?)).collect()
 }
 
 /// The project's server, started when it is not running (the checks need it).

@@ -14,8 +14,22 @@ use crate::workspace::{Ctx, Database};
 pub struct Checked {
     /// Migrations whose down was run and compared.
     pub downs: usize,
-    /// Up-only migrations (the walk back stops at the newest of them).
-    pub without_down: usize,
+    /// The newest up-only migration, where the walk back stopped, and how many older downs were
+    /// therefore not run.
+    pub stopped_at: Option<(std::path::PathBuf, usize)>,
+}
+
+impl Checked {
+    pub fn describe(&self) -> String {
+        let mut text = format!("{} down(s) undo their ups", self.downs);
+        if let Some((file, unchecked)) = &self.stopped_at {
+            text.push_str(&format!(
+                "; the walk back stops at {}, which has no down file ({unchecked} older down(s) not run)",
+                file.display()
+            ));
+        }
+        text
+    }
 }
 
 /// Round trip of `files[first..]` (the older ones are only applied). An error names the first
@@ -59,10 +73,11 @@ pub fn round_trip(
             format!("{} gives a different schema when applied again after its down", migration.up.display())
         })?;
     }
-    Ok(Checked {
-        downs: checked.len() - reversible,
-        without_down: checked.iter().filter(|m| m.down.is_none()).count(),
-    })
+    let walked_over = &checked[..reversible];
+    let stopped_at = walked_over.last().map(|newest_up_only| {
+        (newest_up_only.up.clone(), walked_over.iter().filter(|m| m.down.is_some()).count())
+    });
+    Ok(Checked { downs: checked.len() - reversible, stopped_at })
 }
 
 fn expect_state(client: &mut Client, expected: &Snapshot, problem: impl Fn() -> String) -> Result<()> {

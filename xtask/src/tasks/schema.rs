@@ -147,12 +147,17 @@ fn verify(current: &mut Built, up: &str, down: &str, declared: &Snapshot) -> Res
 pub fn check(ctx: &Ctx, db: Option<&str>) -> Result<ExitCode> {
     let databases = declared_databases(ctx, db)?;
     let endpoint = server(ctx)?;
-    Ok(if check_databases(ctx, &endpoint, &databases)? { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    let differences = check_databases(ctx, &endpoint, &databases)?;
+    for difference in &differences {
+        println!("schema --check: {difference}");
+    }
+    Ok(if differences.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-/// Whether the migrations of each database produce its schema.sql; prints what differs.
-pub fn check_databases(ctx: &Ctx, endpoint: &Endpoint, databases: &[Database]) -> Result<bool> {
-    let mut clean = true;
+/// For each database whose migrations do not produce its schema.sql, what differs and the SQL a
+/// migration would need.
+pub fn check_databases(ctx: &Ctx, endpoint: &Endpoint, databases: &[Database]) -> Result<Vec<String>> {
+    let mut differences = Vec::new();
     for database in databases {
         let declared_path = schema_path(ctx, database);
         let (current, declared) = build_both(ctx, endpoint, database)?;
@@ -175,13 +180,12 @@ pub fn check_databases(ctx: &Ctx, endpoint: &Endpoint, databases: &[Database]) -
             );
             continue;
         }
-        clean = false;
-        println!(
-            "schema --check: the migrations of {} do not produce {}; a migration would need:\n{}",
+        differences.push(format!(
+            "the migrations of {} do not produce {}; a migration would need:\n{}",
             database.logical,
             declared_path.display(),
-            schema::render(&[], &up)
-        );
+            schema::render(&[], &up).trim_end()
+        ));
         eprintln!(
             "schema --check: {} differs. Write the migration with `cargo xtask prepare \"describe it\"`, \
              or make {} follow the migrations with `cargo xtask schema --write`",
@@ -189,7 +193,7 @@ pub fn check_databases(ctx: &Ctx, endpoint: &Endpoint, databases: &[Database]) -
             declared_path.display()
         );
     }
-    Ok(clean)
+    Ok(differences)
 }
 
 pub fn write(ctx: &Ctx, db: Option<&str>) -> Result<()> {
@@ -238,7 +242,7 @@ pub fn schema_path(ctx: &Ctx, database: &Database) -> PathBuf {
 }
 
 /// The selected databases that have a schema.sql; an error naming the paths when none has.
-pub fn declared_databases(ctx: &Ctx, db: Option<&str>) -> Result<Vec<Database>> {
+fn declared_databases(ctx: &Ctx, db: Option<&str>) -> Result<Vec<Database>> {
     let selected = ctx.select_databases(db)?;
     let (declared, missing): (Vec<Database>, Vec<Database>) =
         selected.into_iter().partition(|database| ctx.root.join(schema_path(ctx, database)).is_file());

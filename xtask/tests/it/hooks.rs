@@ -75,6 +75,9 @@ fn hook_blocks_broken_migrations_and_lets_good_ones_through() {
     p.ok(&["hooks", "install"]);
     let table = "CREATE TABLE items (id bigint PRIMARY KEY, name text NOT NULL);";
     migration(&p, FIRST, "items", table, "DROP TABLE items;");
+    let index_up = "-- no-transaction\nCREATE INDEX CONCURRENTLY items_name_id ON items (name, id);";
+    let index_down = "-- no-transaction\nDROP INDEX CONCURRENTLY items_name_id;";
+    migration(&p, "20250101000001", "index", index_up, index_down);
     p.git(&["add", "-A"]);
     let out = commit(&p, "items");
     assert!(out.status.success(), "a good commit is blocked:\n{}", stderr(&out));
@@ -114,6 +117,13 @@ fn hook_blocks_broken_migrations_and_lets_good_ones_through() {
     p.git(&["rm", "-r", "--cached", "--quiet", &format!("migrations/{}/20240101000000_late.up.sql", p.name)]);
     p.git(&["rm", "--cached", "--quiet", &format!("migrations/{}/20240101000000_late.down.sql", p.name)]);
 
+    // Unformatted Rust code staged (this workspace has no rustfmt.toml).
+    p.write("src/lib.rs", "pub fn  f( ) {}\n");
+    p.git(&["add", "src/lib.rs"]);
+    contains(&blocked(&p, "price"), "staged Rust code is not formatted");
+    p.write("src/lib.rs", "pub fn f() {}\n");
+    p.git(&["add", "src/lib.rs"]);
+
     let out = commit(&p, "price");
     assert!(out.status.success(), "the fixed migration is blocked:\n{}", stderr(&out));
     assert_eq!(commits(&p), 2);
@@ -152,7 +162,7 @@ fn hooks_install_is_idempotent_and_serves_every_worktree() {
     p.ok(&["hooks", "uninstall"]);
     assert!(!hook_path(&p).exists());
     std::fs::write(hook_path(&p), "#!/bin/sh\nexit 0\n").unwrap();
-    contains(&p.fails(&["hooks", "install"]), "was not written by this tool");
+    contains(&p.fails(&["hooks", "install"]), "is not the hook this tool writes");
     contains(&p.ok_err(&["hooks", "uninstall"]).1, "left as it is");
     assert_eq!(std::fs::read_to_string(hook_path(&p)).unwrap(), "#!/bin/sh\nexit 0\n");
 }
