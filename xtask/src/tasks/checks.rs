@@ -159,6 +159,19 @@ pub fn applied(
     Ok(format!("{} applied to {name}, none changed", applied.len()))
 }
 
+/// The migrations produce each database's schema.sql, where there is one.
+pub fn declared_schemas(view: &Ctx, endpoint: &Endpoint) -> Result<String> {
+    let declared = super::schema::with_declared_schema(view, view.databases());
+    if declared.is_empty() {
+        return Ok("no schema.sql".into());
+    }
+    let differences = super::schema::check_databases(view, endpoint, &declared)?;
+    if !differences.is_empty() {
+        bail!(differences.join("\n"));
+    }
+    Ok(format!("{} declared schema(s) match their migrations", declared.len()))
+}
+
 /// `cargo fmt --check` over the workspace, or rustfmt over the staged text of the staged `.rs`
 /// files (so what is checked is what gets committed).
 pub fn formatting(root: &Path, staged: bool) -> Result<String> {

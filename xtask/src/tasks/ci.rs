@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use super::checks;
-use super::{roundtrip, schema};
+use super::roundtrip;
 use crate::config::EngineKind;
 use crate::engine::{self, UpOutcome};
 use crate::os::TempDir;
@@ -233,20 +233,8 @@ fn downs(ctx: &Ctx, sets: &[checks::MigrationSet]) -> Result<String> {
 }
 
 fn declared_schema(ctx: &Ctx) -> Result<String> {
-    let declared: Vec<_> = ctx
-        .databases()
-        .into_iter()
-        .filter(|database| ctx.root.join(schema::schema_path(ctx, database)).is_file())
-        .collect();
-    if declared.is_empty() {
-        return Ok("no schema.sql".into());
-    }
     let engine = engine::select(ctx)?;
-    let differences = schema::check_databases(ctx, engine.endpoint(), &declared)?;
-    if !differences.is_empty() {
-        bail!(differences.join("\n"));
-    }
-    Ok(format!("{} declared schema(s) match", declared.len()))
+    checks::declared_schemas(ctx, engine.endpoint())
 }
 
 /// The workspace's tests, pointed at the run's databases through the variables setup would write

@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 
 use super::checks::{self, MigrationSet};
-use super::{roundtrip, schema};
+use super::roundtrip;
 use crate::conn::Endpoint;
 use crate::engine;
 use crate::git;
@@ -92,7 +92,7 @@ fn migration_checks(ctx: &Ctx, view: &Ctx, touched: bool) -> Vec<Line> {
         let elsewhere = working_tree_versions(ctx, &set.database);
         lines.extend(database_checks(view, &endpoint, set, first_new, &elsewhere));
     }
-    lines.extend(schema_check(view, &endpoint));
+    lines.push(Line { check: "schema".into(), outcome: checks::declared_schemas(view, &endpoint) });
     lines
 }
 
@@ -119,25 +119,6 @@ fn database_checks(
     };
     lines.push(Line { check: format!("{logical}: downs"), outcome: downs });
     lines
-}
-
-fn schema_check(view: &Ctx, endpoint: &Endpoint) -> Option<Line> {
-    let declared: Vec<_> = view
-        .databases()
-        .into_iter()
-        .filter(|database| view.root.join(schema::schema_path(view, database)).is_file())
-        .collect();
-    if declared.is_empty() {
-        return None;
-    }
-    let outcome = schema::check_databases(view, endpoint, &declared).and_then(|differences| {
-        if differences.is_empty() {
-            Ok(format!("{} declared schema(s) match their migrations", declared.len()))
-        } else {
-            anyhow::bail!(differences.join("\n"))
-        }
-    });
-    Some(Line { check: "schema".into(), outcome })
 }
 
 fn working_tree_versions(ctx: &Ctx, database: &crate::workspace::Database) -> Vec<i64> {

@@ -36,11 +36,7 @@ pub fn prepare(ctx: &Ctx, message: &str, db: Option<&str>, manual: bool) -> Resu
             "the migration needs a description with letters or digits, e.g. `cargo xtask prepare \"add users\"`"
         );
     }
-    let declared: Vec<Database> = ctx
-        .select_databases(db)?
-        .into_iter()
-        .filter(|database| ctx.root.join(schema_path(ctx, database)).is_file())
-        .collect();
+    let declared = with_declared_schema(ctx, ctx.select_databases(db)?);
     if manual || declared.is_empty() {
         let database = ctx.database(db)?;
         if !manual {
@@ -239,6 +235,11 @@ pub fn write(ctx: &Ctx, db: Option<&str>) -> Result<()> {
 
 pub fn schema_path(ctx: &Ctx, database: &Database) -> PathBuf {
     database.migrations_dir(ctx).join(SCHEMA_FILE)
+}
+
+/// Those of `databases` that have a schema.sql.
+pub fn with_declared_schema(ctx: &Ctx, databases: Vec<Database>) -> Vec<Database> {
+    databases.into_iter().filter(|database| ctx.root.join(schema_path(ctx, database)).is_file()).collect()
 }
 
 /// The selected databases that have a schema.sql; an error naming the paths when none has.
