@@ -112,6 +112,23 @@ pub fn signals_unblocked(expression: duct::Expression) -> duct::Expression {
     })
 }
 
+/// Runs a command with its output on our stderr (our stdout is kept for reports and JSON) and no
+/// stdin; an error naming `shown` when it fails.
+pub fn run_to_stderr(command: duct::Expression, shown: &str) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let status = command
+        .stdin_null()
+        .stdout_to_stderr()
+        .unchecked()
+        .run()
+        .with_context(|| format!("run {shown}"))?
+        .status;
+    if !status.success() {
+        anyhow::bail!("`{shown}` failed ({status}); its output is above");
+    }
+    Ok(())
+}
+
 /// A private directory under the system's temporary directory, removed with everything in it when
 /// dropped.
 pub struct TempDir(std::path::PathBuf);

@@ -265,17 +265,7 @@ pub fn ensure_image(
     }
     eprintln!("provision: building the image {image} with {script}");
     // Its stdout goes to our stderr: our stdout is kept for JSON output.
-    let status = duct::cmd!(root.join(build_script))
-        .dir(root)
-        .stdin_null()
-        .stdout_to_stderr()
-        .unchecked()
-        .run()
-        .with_context(|| format!("run {script}"))?
-        .status;
-    if !status.success() {
-        bail!("{script} failed ({status}); see its output above");
-    }
+    crate::os::run_to_stderr(duct::cmd!(root.join(build_script)).dir(root), &script.to_string())?;
     if !docker_succeeds(&["image", "inspect", image]) {
         bail!("{script} succeeded but the image {image} does not exist: make the script build {image}");
     }
@@ -327,18 +317,8 @@ fn apt_install(packages: &[&str]) -> Result<()> {
 }
 
 fn apt(args: &[&str]) -> Result<()> {
-    let status = duct::cmd("apt-get", args)
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .stdin_null()
-        .stdout_to_stderr()
-        .unchecked()
-        .run()
-        .context("run apt-get")?
-        .status;
-    if !status.success() {
-        bail!("apt-get {} failed ({status}); see its output above", args.join(" "));
-    }
-    Ok(())
+    let command = duct::cmd("apt-get", args).env("DEBIAN_FRONTEND", "noninteractive");
+    crate::os::run_to_stderr(command, &format!("apt-get {}", args.join(" ")))
 }
 
 #[cfg(test)]

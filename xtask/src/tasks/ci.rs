@@ -257,17 +257,9 @@ fn clippy(ctx: &Ctx) -> Result<String> {
     cargo(command, "cargo clippy --workspace --all-targets --locked -- -D warnings")
 }
 
-/// Runs a cargo command with its output on stderr (stdout is kept for the report).
+/// Runs a cargo command (Ctrl-C reaches it) with its output on stderr.
 fn cargo(command: duct::Expression, shown: &str) -> Result<String> {
-    let status = crate::os::signals_unblocked(command)
-        .stdout_to_stderr()
-        .unchecked()
-        .run()
-        .with_context(|| format!("run {shown}"))?
-        .status;
-    if !status.success() {
-        bail!("`{shown}` failed ({status}); its output is above");
-    }
+    crate::os::run_to_stderr(crate::os::signals_unblocked(command), shown)?;
     Ok(format!("`{shown}` passed"))
 }
 
