@@ -20,6 +20,10 @@ pub struct Label {
     pub database: String,
     pub branch: String,
     pub created: String,
+    /// On a pristine template (see `templates`), the hash of what it was built from. A template's
+    /// `branch` is the default branch for the shared one, else the branch it serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -33,6 +37,10 @@ pub struct ServerDatabase {
 impl ServerDatabase {
     pub fn belongs_to(&self, project: &str) -> bool {
         self.label.as_ref().is_some_and(|l| l.project == project)
+    }
+
+    pub fn is_template(&self) -> bool {
+        self.label.as_ref().is_some_and(|l| l.template.is_some())
     }
 }
 
