@@ -7,11 +7,12 @@
 
 use anyhow::{Context, Result, bail};
 use postgres::Client;
+use postgres::error::SqlState;
 use serde::{Deserialize, Serialize};
 
 use crate::conn::{Endpoint, PgError};
 use crate::credentials::Credentials;
-use crate::naming::{DbName, hex, quote_ident, quote_literal};
+use crate::naming::{hex, quote_ident, quote_literal};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Label {
@@ -47,6 +48,45 @@ impl ServerDatabase {
 pub enum Created {
     New,
     Existing,
+}
+
+/// What a database made by this tool carries: its label and its owner.
+#[derive(Clone, Copy)]
+pub struct NewDatabase<'a> {
+    pub project: &'a str,
+    pub logical: &'a str,
+    pub branch: &'a str,
+    /// The service's login role; `None` leaves the database to the admin user.
+    pub owner: Option<&'a str>,
+    /// For a pristine template, the hash of what it is built from.
+    pub template: Option<&'a str>,
+}
+
+/// A session connected to a database, as `pg_stat_activity` shows it.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub pid: i32,
+    pub user: String,
+    pub application: String,
+    pub client: String,
+    pub since: String,
+}
+
+/// Why a database cannot be copied now: the sessions in it, by name.
+pub fn in_use_message(database: &str, sessions: &[Session]) -> String {
+    let listed: Vec<String> = sessions
+        .iter()
+        .map(|s| {
+            let app = if s.application.is_empty() { String::new() } else { format!(" ({})", s.application) };
+            format!("  pid {} user {}{app} from {} since {}", s.pid, s.user, s.client, s.since)
+        })
+        .collect();
+    format!(
+        "database {database} cannot be copied while others are connected to it (PostgreSQL copies a \
+         database only when nobody uses it); close these sessions, or stop the application using it, \
+         and run again:\n{}",
+        if listed.is_empty() { "  (they ended meanwhile; run again)".to_owned() } else { listed.join("\n") }
+    )
 }
 
 /// One connection to the admin database of a server.
@@ -106,52 +146,170 @@ impl Admin {
         }))
     }
 
-    /// Creates and labels the database unless it exists with the same label already. With an
-    /// `owner` role, the database is that role's and no one else may connect to it (the admin
-    /// user, a superuser, still can).
-    pub fn create(
+    /// Creates and labels the database unless it exists with the same label already: a copy of
+    /// `source` (`CREATE DATABASE ... TEMPLATE`), or empty; `finish` runs on it before it gets its
+    /// name. With an `owner` role, the database is that role's and no one else may connect to it
+    /// (the admin user, a superuser, still can). A copy carries the source's schema and data but
+    /// not its database-level grants and settings, nor its label: those are applied here.
+    pub fn create_from(
         &mut self,
-        name: &DbName,
-        project: &str,
-        logical: &str,
-        branch: &str,
-        owner: Option<&str>,
+        name: &str,
+        new: &NewDatabase<'_>,
+        source: Option<&str>,
+        finish: impl FnOnce(&mut Admin, &str) -> Result<()>,
     ) -> Result<Created> {
         self.with_catalog_lock(|admin| {
-            if let Some(existing) = admin.find(name.as_str())? {
-                check_ownership(&existing, project, logical, branch)?;
-                if let Some(owner) = owner.filter(|o| existing.owner.as_deref() != Some(*o)) {
-                    bail!(
-                        "database {name} belongs to role {}, not to `{logical}`'s role {owner}, so that role \
-                         cannot use its tables: run `cargo xtask wipe --db {logical}` (its data is lost) and \
-                         setup again, or declare `role = \"{}\"`",
-                        existing.owner.as_deref().unwrap_or("?"),
-                        existing.owner.as_deref().unwrap_or("?")
-                    );
-                }
+            if let Some(existing) = admin.find(name)? {
+                check_ownership(&existing, new)?;
                 return Ok(Created::Existing);
             }
             // Made and labelled under a scratch name, then renamed: a crash in between can leave a
-            // stray scratch database, never an unlabelled one under a real branch name.
-            let scratch =
-                format!("_xtask_new_{}_{}", std::process::id(), crate::naming::short_hash(name.as_str()));
-            admin.execute(&format!("CREATE DATABASE {}", quote_ident(&scratch)))?;
-            let finished = admin.label(&scratch, project, logical, branch).and_then(|()| {
-                if let Some(owner) = owner {
+            // stray scratch database, never an unlabelled or half-made one under a real name.
+            let scratch = format!("_xtask_new_{}_{}", std::process::id(), crate::naming::short_hash(name));
+            admin.create_scratch(&scratch, new.owner, source)?;
+            let finished = admin.label(&scratch, new).and_then(|()| {
+                if let Some(owner) = new.owner {
                     admin.restrict_to_owner(&scratch, owner)?;
                 }
+                if let Some(source) = source {
+                    admin.copy_grants_and_settings(source, &scratch)?;
+                }
+                finish(admin, &scratch)?;
                 admin.execute(&format!(
                     "ALTER DATABASE {} RENAME TO {}",
                     quote_ident(&scratch),
-                    quote_ident(name.as_str())
+                    quote_ident(name)
                 ))
             });
             if finished.is_err() {
-                let _ = admin.execute(&format!("DROP DATABASE IF EXISTS {}", quote_ident(&scratch)));
+                let _ =
+                    admin.execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(&scratch)));
             }
             finished.map(|()| Created::New)
         })
         .with_context(|| format!("create database {name}"))
+    }
+
+    fn create_scratch(&mut self, scratch: &str, owner: Option<&str>, source: Option<&str>) -> Result<()> {
+        let mut sql = format!("CREATE DATABASE {}", quote_ident(scratch));
+        if let Some(source) = source {
+            sql.push_str(&format!(" TEMPLATE {}", quote_ident(source)));
+        }
+        if let Some(owner) = owner {
+            sql.push_str(&format!(" OWNER {}", quote_ident(owner)));
+        }
+        match self.client.batch_execute(&sql) {
+            Ok(()) => Ok(()),
+            Err(error) if error.code() == Some(&SqlState::OBJECT_IN_USE) => {
+                let source = source.unwrap_or_default();
+                bail!("{}", in_use_message(source, &self.sessions(source)?))
+            }
+            Err(error) => Err(PgError::from(error).into()),
+        }
+    }
+
+    /// The sessions connected to `database` other than this one.
+    pub fn sessions(&mut self, database: &str) -> Result<Vec<Session>> {
+        let rows = self
+            .client
+            .query(
+                "SELECT pid, coalesce(usename::text, ''), coalesce(application_name, ''), \
+                        coalesce(client_addr::text, 'local socket'), \
+                        to_char(backend_start, 'YYYY-MM-DD HH24:MI:SS') \
+                 FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid() ORDER BY pid",
+                &[&database],
+            )
+            .map_err(PgError::from)?;
+        Ok(rows
+            .iter()
+            .map(|row| Session {
+                pid: row.get(0),
+                user: row.get(1),
+                application: row.get(2),
+                client: row.get(3),
+                since: row.get::<_, Option<String>>(4).unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    /// Database-level grants and `ALTER DATABASE ... SET` settings, which a template copy does not
+    /// carry. A setting's stored text is put back through `set_config` and `SET ... FROM CURRENT`, so
+    /// list values (search_path) keep their exact form.
+    fn copy_grants_and_settings(&mut self, source: &str, target: &str) -> Result<()> {
+        let target_q = quote_ident(target);
+        let grants = self
+            .client
+            .query(
+                "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END, \
+                        a.privilege_type, a.is_grantable \
+                 FROM pg_database d, aclexplode(d.datacl) a \
+                 WHERE d.datname = $1 AND a.grantee <> d.datdba",
+                &[&source],
+            )
+            .map_err(PgError::from)?;
+        for row in grants {
+            let (grantee, privilege, grantable): (String, String, bool) =
+                (row.get(0), row.get(1), row.get(2));
+            let option = if grantable { " WITH GRANT OPTION" } else { "" };
+            // The grantee is quoted by the server (or is PUBLIC); the privilege is a keyword it named.
+            self.execute(&format!("GRANT {privilege} ON DATABASE {target_q} TO {grantee}{option}"))?;
+        }
+        let settings = self
+            .client
+            .query(
+                "SELECT CASE WHEN s.setrole = 0 THEN NULL ELSE quote_ident(pg_get_userbyid(s.setrole)) END, \
+                        split_part(c, '=', 1), substr(c, strpos(c, '=') + 1) \
+                 FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase, \
+                      unnest(s.setconfig) c WHERE d.datname = $1",
+                &[&source],
+            )
+            .map_err(PgError::from)?;
+        for row in settings {
+            let (role, key, value): (Option<String>, String, String) = (row.get(0), row.get(1), row.get(2));
+            let target_clause = match &role {
+                Some(role) => format!("ROLE {role} IN DATABASE {target_q}"),
+                None => format!("DATABASE {target_q}"),
+            };
+            let mut tx = self.client.transaction().map_err(PgError::from)?;
+            tx.execute("SELECT set_config($1, $2, true)", &[&key, &value]).map_err(PgError::from)?;
+            tx.batch_execute(&format!("ALTER {target_clause} SET {} FROM CURRENT", quote_ident(&key)))
+                .map_err(PgError::from)?;
+            tx.commit().map_err(PgError::from)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the template `name` exists, built from exactly `hash`.
+    pub fn template_exists(&mut self, name: &str, hash: &str) -> Result<bool> {
+        let found = self.find(name)?;
+        Ok(found.and_then(|d| d.label).is_some_and(|label| label.template.as_deref() == Some(hash)))
+    }
+
+    /// Drops this project's templates of `logical` labelled with `branch`, except `keep`.
+    pub fn drop_other_templates(
+        &mut self,
+        project: &str,
+        logical: &str,
+        branch: &str,
+        keep: &[&str],
+    ) -> Result<()> {
+        let stale: Vec<String> = self
+            .databases(&[])?
+            .into_iter()
+            .filter(|d| d.is_template() && d.belongs_to(project) && !keep.contains(&d.name.as_str()))
+            .filter(|d| d.label.as_ref().is_some_and(|l| l.database == logical && l.branch == branch))
+            .map(|d| d.name)
+            .collect();
+        for name in stale {
+            self.drop_labelled(&name, project, Some((logical, branch)))?;
+        }
+        Ok(())
+    }
+
+    /// Marks a finished template: nobody may connect to it, so a copy never waits for or fails on a
+    /// session inside it.
+    pub fn close_to_connections(&mut self, database: &str) -> Result<()> {
+        self.execute(&format!("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false", quote_ident(database)))
     }
 
     fn restrict_to_owner(&mut self, database: &str, owner: &str) -> Result<()> {
@@ -272,15 +430,16 @@ impl Admin {
             .with_context(|| format!("drop role {role}: drop the databases it owns or reads first"))
     }
 
-    fn label(&mut self, name: &str, project: &str, logical: &str, branch: &str) -> Result<()> {
+    fn label(&mut self, name: &str, new: &NewDatabase<'_>) -> Result<()> {
         // The server quotes both the identifier and the literal (format %I, %L).
         let row = self
             .client
             .query_one(
-                "SELECT format('COMMENT ON DATABASE %I IS %L', $1::text, json_build_object( \
+                "SELECT format('COMMENT ON DATABASE %I IS %L', $1::text, json_strip_nulls(json_build_object( \
                    'tool', 'xtask', 'project', $2::text, 'database', $3::text, 'branch', $4::text, \
-                   'created', to_char(now() AT TIME ZONE 'utc', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))::text)",
-                &[&name, &project, &logical, &branch],
+                   'created', to_char(now() AT TIME ZONE 'utc', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
+                   'template', $5::text))::text)",
+                &[&name, &new.project, &new.logical, &new.branch, &new.template],
             )
             .map_err(PgError::from)?;
         self.execute(row.get::<_, &str>(0)).context("label database")
@@ -596,9 +755,29 @@ pub fn grant_reads(endpoint: &Endpoint, database: &str, owner: &str, readers: &[
     client.batch_execute(&sql).map_err(PgError::from).with_context(|| format!("grant reads on {database}"))
 }
 
-fn check_ownership(existing: &ServerDatabase, project: &str, logical: &str, branch: &str) -> Result<()> {
+fn check_ownership(existing: &ServerDatabase, new: &NewDatabase<'_>) -> Result<()> {
+    let NewDatabase { project, logical, branch, .. } = *new;
     match &existing.label {
-        Some(l) if l.project == project && l.database == logical && l.branch == branch => Ok(()),
+        Some(l) if l.project == project && l.database == logical && l.template.as_deref() == new.template => {
+            if l.branch != branch && new.template.is_none() {
+                bail!(
+                    "database {} already exists for branch `{}` (not `{branch}`): two branch names map to \
+                     one database name; set XTASK_BRANCH to tell them apart",
+                    existing.name,
+                    l.branch
+                );
+            }
+            if let Some(owner) = new.owner.filter(|o| existing.owner.as_deref() != Some(*o)) {
+                let found = existing.owner.as_deref().unwrap_or("?");
+                bail!(
+                    "database {} belongs to role {found}, not to `{logical}`'s role {owner}, so that role \
+                     cannot use its tables: run `cargo xtask wipe --db {logical}` (its data is lost) and \
+                     setup again, or declare `role = \"{found}\"`",
+                    existing.name
+                );
+            }
+            Ok(())
+        }
         Some(l) => bail!(
             "database {} already exists for project `{}`, database `{}`, branch `{}` \
              (not `{project}`, `{logical}`, `{branch}`): set a distinct `project` in \

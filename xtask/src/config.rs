@@ -47,6 +47,8 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
     env_file: Option<PathBuf>,
+    /// Whether new branch databases are cloned from pristine templates (the default).
+    templates: Option<bool>,
     /// Databases of a project without service crates (or besides them).
     databases: Option<Vec<Declaration>>,
     /// The logical database `DATABASE_URL` points at; the first one when absent.
@@ -103,6 +105,8 @@ pub struct Config {
     pub database_url: Option<String>,
     /// Where `setup` writes the connection URLs: `.env` in the workspace root by default.
     pub env_file: PathBuf,
+    /// New branch databases are cloned from pristine template databases (`templates`).
+    pub templates: bool,
     /// The project's logical databases, the default one (for `DATABASE_URL`) first.
     pub databases: Vec<DatabaseSpec>,
     pub ci: CiConfig,
@@ -316,6 +320,12 @@ fn resolve(file: FileConfig, root: &Path, env: &dyn Fn(&str) -> Option<String>) 
             Some(path) if path.is_relative() => root.join(path),
             Some(path) => path,
             None => root.join(".env"),
+        },
+        templates: match env("XTASK_TEMPLATES").as_deref() {
+            None => file.templates.unwrap_or(true),
+            Some("1" | "true" | "on") => true,
+            Some("0" | "false" | "off") => false,
+            Some(other) => bail!("XTASK_TEMPLATES={other:?}: expected 1 or 0 (true/false, on/off)"),
         },
         databases: Vec::new(),
         ci: file.ci.unwrap_or_default(),

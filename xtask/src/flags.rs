@@ -23,7 +23,10 @@ pub enum Command {
     DbEndpoint {
         db: Option<String>,
     },
-    Setup,
+    /// `setup [--from BRANCH]`.
+    Setup {
+        from: Option<String>,
+    },
     Wipe {
         db: Option<String>,
         force: bool,
@@ -113,7 +116,7 @@ fn command_help(name: &str) -> Option<&'static str> {
     Some(match name {
         "setup" => {
             "\
-cargo xtask setup [--provision] [--branch NAME]
+cargo xtask setup [--from BRANCH] [--provision] [--branch NAME]
 
 Starts the server (creating it when absent), then for each service's database: makes its login role
 (once per project; password kept 0600 in the data directory), creates this branch's database owned by
@@ -121,6 +124,18 @@ that role with CONNECT revoked from PUBLIC (labelled with project, database, bra
 the declared extensions, applies pending migrations and, for a new database, loads the seeds, both as
 the role. Writes DATABASE_URL and <SERVICE>_DATABASE_URL for this branch into .env, keeping every other
 line. A second run changes nothing and says so.
+
+A missing database is copied (CREATE DATABASE ... TEMPLATE) from a pristine template: the migrations
+this branch shares with the default branch, applied once, and the seeds; then only the branch's own
+migrations are applied. A template is named <database>__tpl_<hash> after a hash of its migrations,
+seeds, extensions and role, built on first need and replaced when they change; nobody connects to it.
+Tests copy theirs from the branch's template (services/testdb), named in .env as
+<SERVICE>_TEMPLATE_DATABASE with XTASK_ADMIN_URL. `templates = false` (or XTASK_TEMPLATES=0) turns
+templates off: databases are then migrated from empty.
+
+--from BRANCH: copy BRANCH's databases, data included, instead of starting from the template. Refused
+while anyone is connected to them (the sessions are named), and when this branch has its databases
+already (wipe them first; `wipe --backup` keeps a copy).
 
 --provision: when no Docker engine answers and no PostgreSQL server binaries are found, install them
 (apt-get install postgresql, as root on Debian/Ubuntu) instead of stopping with what to install."
@@ -328,6 +343,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
     let (mut manual, mut write, mut staged) = (false, false, false);
     let mut options = MigrateOptions::default();
     let mut steps: Option<usize> = None;
+    let mut from: Option<String> = None;
     let mut positional: Vec<String> = Vec::new();
     let mut psql_args: Vec<OsString> = Vec::new();
     while let Some(arg) = parser.next()? {
@@ -335,6 +351,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
             Short('h') | Long("help") => help = true,
             Long("branch") => branch = Some(parser.value()?.string()?),
             Long("db") => db = Some(parser.value()?.string()?),
+            Long("from") => from = Some(parser.value()?.string()?),
             Long("json") => json = true,
             Long("force") => force = true,
             Long("provision") => provision = true,
@@ -374,7 +391,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
         "db-down" => Command::DbDown,
         "db-status" => Command::DbStatus { json },
         "db-endpoint" => Command::DbEndpoint { db: db.take() },
-        "setup" => Command::Setup,
+        "setup" => Command::Setup { from: from.take() },
         "wipe" => Command::Wipe { db: db.take(), force },
         "teardown" => Command::Teardown { force },
         "migrate" => Command::Migrate { db: db.take(), options, json },
@@ -425,7 +442,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
     if steps.is_some() {
         bail!("`{name}` does not take --steps");
     }
-    if provision && !matches!(command, Command::Setup | Command::DbUp | Command::Ci { .. }) {
+    if from.is_some() {
+        bail!("`{name}` does not take --from; see `cargo xtask {name} --help`");
+    }
+    if provision && !matches!(command, Command::Setup { .. } | Command::DbUp | Command::Ci { .. }) {
         bail!("`{name}` does not take --provision; see `cargo xtask {name} --help`");
     }
     Ok(Args { branch, provision, command })

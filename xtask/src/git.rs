@@ -133,6 +133,13 @@ pub fn files_at(root: &Path, rev: &str, dir: &str) -> Result<Vec<String>> {
     Ok(nul_separated(&out))
 }
 
+/// The paths under `dir` whose working-tree file differs from revision `rev` (untracked files are
+/// not listed), relative to `root` as `dir` is.
+pub fn changed_since(root: &Path, rev: &str, dir: &str) -> Result<Vec<String>> {
+    let out = run(root, &["diff", "--name-only", "-z", "--relative", "--no-renames", rev, "--", dir])?;
+    Ok(nul_separated(&out))
+}
+
 /// The contents of each object named like `REV:./path` (or `:./path` for the staged one), as
 /// stored (no line-ending conversion); `None` for one that does not exist. One git process for all.
 pub fn read_blobs(root: &Path, specs: &[String]) -> Result<Vec<Option<Vec<u8>>>> {

@@ -70,8 +70,8 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::DbDown => tasks::db_down(&ctx)?,
         Command::DbStatus { json } => tasks::db_status(&ctx, json)?,
         Command::DbEndpoint { db } => tasks::db_endpoint(&ctx, db.as_deref())?,
-        Command::Setup => {
-            tasks::setup(&ctx)?;
+        Command::Setup { from } => {
+            tasks::setup(&ctx, from.as_deref())?;
         }
         Command::Wipe { db, force } => tasks::wipe(&ctx, db.as_deref(), force)?,
         Command::Teardown { force } => tasks::teardown(&ctx, force)?,

@@ -44,6 +44,11 @@ impl DatabaseSpec {
     pub fn env_var(&self) -> String {
         format!("{}_DATABASE_URL", self.logical.to_ascii_uppercase())
     }
+
+    /// The template tests copy their databases from: `ACCOUNTS_TEMPLATE_DATABASE`.
+    pub fn template_var(&self) -> String {
+        format!("{}_TEMPLATE_DATABASE", self.logical.to_ascii_uppercase())
+    }
 }
 
 /// A declaration with the text of the file it came from, to turn spans into line and column.

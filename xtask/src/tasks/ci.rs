@@ -119,7 +119,7 @@ pub fn ci(ctx: &Ctx, json: bool) -> Result<ExitCode> {
         Ok(format!("{} server {}", engine.kind().name(), outcome.describe()))
     });
     pipeline.run("setup", &["db-up"], || {
-        let vars = super::setup(&run_ctx);
+        let vars = super::setup(&run_ctx, None);
         // The URLs carry passwords: the file goes at once, the tests get them in their environment.
         let _ = std::fs::remove_file(&run_ctx.config.env_file);
         test_env = vars?;

@@ -7,6 +7,7 @@ pub mod migrate;
 pub mod precommit;
 pub mod roundtrip;
 pub mod schema;
+pub mod templates;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -16,7 +17,7 @@ use serde::Serialize;
 
 use postgres::error::SqlState;
 
-use crate::admin::{self, Admin, Created, RoleChange, RoleSpec};
+use crate::admin::{self, Admin, Created, NewDatabase, RoleChange, RoleSpec};
 use crate::conn::{Endpoint, PgError};
 use crate::credentials::Credentials;
 use crate::engine::{self, Engine, PsqlLauncher, ServerState};
@@ -80,8 +81,9 @@ fn role_spec<'a>(ctx: &'a Ctx, endpoint: &Endpoint, database: &'a Database, role
     }
 }
 
-/// Returns the variables it wrote to the env file (name, URL with password).
-pub fn setup(ctx: &Ctx) -> Result<Vec<(String, String)>> {
+/// Returns the variables it wrote to the env file (name, URL with password). `from`: copy that
+/// branch's databases instead of the templates.
+pub fn setup(ctx: &Ctx, from: Option<&str>) -> Result<Vec<(String, String)>> {
     let engine = engine::select(ctx)?;
     let outcome = engine.up().context("start the PostgreSQL server")?;
     let mut changes = Vec::new();
@@ -93,9 +95,17 @@ pub fn setup(ctx: &Ctx) -> Result<Vec<(String, String)>> {
     let databases = ctx.databases();
     let mut logins = Vec::new();
     let mut changed_databases = Vec::new();
-    for db in &databases {
+    let sources = match from {
+        Some(branch) => Some(branch_sources(ctx, &mut admin, &databases, branch)?),
+        None => None,
+    };
+    let mut templates = Vec::new();
+    for (index, db) in databases.iter().enumerate() {
         let before = changes.len();
-        logins.push(setup_database(ctx, &mut admin, endpoint, db, &mut changes)?);
+        let source = sources.as_ref().map(|s| s[index].as_str());
+        let (login, template) = setup_database(ctx, &mut admin, endpoint, db, source, &mut changes)?;
+        logins.push(login);
+        templates.extend(template.map(|t| (db.spec.template_var(), t)));
         if changes.len() > before {
             changed_databases.push(db.logical.as_str());
         }
@@ -104,6 +114,10 @@ pub fn setup(ctx: &Ctx) -> Result<Vec<(String, String)>> {
     let mut vars = vec![("DATABASE_URL".to_owned(), logins[0].url(databases[0].name.as_str()))];
     for (db, login) in databases.iter().zip(&logins).filter(|(db, _)| db.spec.role.is_some()) {
         vars.push((db.spec.env_var(), login.url(db.name.as_str())));
+    }
+    if !templates.is_empty() {
+        vars.push(("XTASK_ADMIN_URL".to_owned(), endpoint.url(&endpoint.admin_db)));
+        vars.extend(templates);
     }
     let env_path = &ctx.config.env_file;
     let pairs: Vec<(&str, String)> = vars.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
@@ -130,15 +144,60 @@ pub fn setup(ctx: &Ctx) -> Result<Vec<(String, String)>> {
     Ok(vars)
 }
 
-/// One database: its role, the database itself, its extensions, migrations and (when never
-/// seeded) seeds. Returns the login the service uses.
+/// The databases of `branch` that `--from` copies, one per logical database, checked before
+/// anything changes: each must exist, be this project's, and this branch must have none yet.
+fn branch_sources(ctx: &Ctx, admin: &mut Admin, databases: &[Database], branch: &str) -> Result<Vec<String>> {
+    let source_ctx = ctx.with_branch(crate::workspace::Branch {
+        name: branch.to_owned(),
+        is_default: ctx.config.default_branches.iter().any(|b| b == branch),
+        source: "flag",
+    });
+    if source_ctx.branch.name == ctx.branch.name {
+        bail!("--from {branch} names this branch itself; give another branch to copy");
+    }
+    let on_server = admin.databases(&[])?;
+    let mut sources = Vec::new();
+    for (db, source) in databases.iter().zip(source_ctx.databases()) {
+        let source = source.name.to_string();
+        match on_server.iter().find(|d| d.name == source) {
+            Some(found) if found.belongs_to(&ctx.config.project) => {}
+            Some(_) => bail!(
+                "database {source} is not labelled for project `{}`; it is not copied",
+                ctx.config.project
+            ),
+            None => bail!(
+                "branch `{branch}` has no database {source} to copy: run `cargo xtask setup --branch {branch}` \
+                 first, or check the branch name (`cargo xtask branches` lists them)"
+            ),
+        }
+        if on_server.iter().any(|d| d.name == db.name.as_str()) {
+            bail!(
+                "branch `{}` has its database {} already, so --from would replace its data: run \
+                 `cargo xtask wipe` first (`wipe --backup` keeps a copy), then setup --from {branch}",
+                ctx.branch.name,
+                db.name
+            );
+        }
+        let sessions = admin.sessions(&source)?;
+        if !sessions.is_empty() {
+            bail!("{}", crate::admin::in_use_message(&source, &sessions));
+        }
+        sources.push(source);
+    }
+    Ok(sources)
+}
+
+/// One database: its role, the database itself (copied from `source` or from its template when
+/// missing), its extensions, migrations and (when never seeded) seeds. Returns the login the
+/// service uses and the template tests copy from.
 fn setup_database(
     ctx: &Ctx,
     admin: &mut Admin,
     endpoint: &Endpoint,
     db: &Database,
+    source: Option<&str>,
     changes: &mut Vec<String>,
-) -> Result<Endpoint> {
+) -> Result<(Endpoint, Option<String>)> {
     let role = db.spec.role.as_deref();
     let mut login = endpoint.clone();
     if let Some(role) = role {
@@ -146,9 +205,26 @@ fn setup_database(
         report_role(role, change, changes);
         login = Endpoint { user: role.to_owned(), password, ..endpoint.clone() };
     }
-    let created = admin.create(&db.name, &ctx.config.project, &db.logical, &ctx.branch.name, role)?;
-    if let Created::New = created {
-        changes.push(format!("created database {}", db.name));
+    let template = match ctx.config.templates {
+        true => Some(
+            templates::ensure(ctx, admin, endpoint, db, changes)
+                .with_context(|| format!("build the template of database `{}`", db.logical))?,
+        ),
+        false => None,
+    };
+    let new = NewDatabase {
+        project: &ctx.config.project,
+        logical: &db.logical,
+        branch: &ctx.branch.name,
+        owner: role,
+        template: None,
+    };
+    let copied_from = source.or(template.as_deref());
+    if let Created::New = admin.create_from(db.name.as_str(), &new, copied_from, |_, _| Ok(()))? {
+        changes.push(match copied_from {
+            Some(from) => format!("created database {} as a copy of {from}", db.name),
+            None => format!("created database {}", db.name),
+        });
     }
     if let Some(role) = role {
         let installed = match installed_extensions(&login, db) {
@@ -184,7 +260,7 @@ fn setup_database(
     if migrate::seed_if_never_seeded(ctx, &login, db)? {
         changes.push(format!("loaded the seeds into {}", db.name));
     }
-    Ok(login)
+    Ok((login, template))
 }
 
 fn report_role(role: &str, change: RoleChange, changes: &mut Vec<String>) {

@@ -1,0 +1,220 @@
+//! Pristine template databases: what new branch databases and per-test databases are copied from.
+//!
+//! A template holds one logical database with a set of migrations applied and the seeds loaded. Its
+//! name and label carry a hash of everything that went into it (the migrations, the seeds, the
+//! extensions, the owner), so a template is never stale: changed inputs make another template.
+//! Nobody may connect to a finished one, so copying it never waits on a session.
+//!
+//! Two kinds, both labelled with their hash:
+//! - the shared template: the migrations this branch has in common with the default branch (the
+//!   merge base's files, unchanged here), labelled with the default branch; every branch starting
+//!   from there copies it.
+//! - the branch's template, when the branch adds migrations: the shared one copied, the branch's own
+//!   applied on top. Labelled with the branch, so `prune` drops it with the branch's databases.
+//!
+//! The branch's template is what `setup` copies a missing branch database from and what tests copy
+//! their databases from (`services/testdb`). Building one drops the older templates of the same
+//! logical database and branch.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use sha2::{Digest, Sha256};
+
+use crate::admin::{Admin, NewDatabase};
+use crate::conn::{Endpoint, PgError};
+use crate::migrations::{self, Migration};
+use crate::naming::{hex, quote_ident};
+use crate::seeds::{self, Seed};
+use crate::workspace::{Ctx, Database};
+use crate::{git, runner};
+
+/// Bumped when what a template holds changes shape (the record tables), so old ones are rebuilt.
+const FORMAT: &str = "xtask template 1";
+
+/// What a database's template is made of: the branch's migrations and seeds.
+struct Inputs {
+    migrations: Vec<Migration>,
+    seeds: Vec<Seed>,
+}
+
+/// Makes sure the template of the branch's migrations and seeds exists, building what is missing;
+/// returns its name. `changes` gets a line for each template built.
+pub fn ensure(
+    ctx: &Ctx,
+    admin: &mut Admin,
+    endpoint: &Endpoint,
+    db: &Database,
+    changes: &mut Vec<String>,
+) -> Result<String> {
+    let inputs = Inputs {
+        migrations: migrations::discover(&ctx.root, &db.migrations_dir(ctx))?,
+        seeds: seeds::discover(&ctx.root, &db.seeds_dir(ctx))?,
+    };
+    let full = hash(db, &inputs.migrations, &inputs.seeds);
+    let full_name = name(db, &full);
+    if admin.template_exists(&full_name, &full)? {
+        return Ok(full_name);
+    }
+    let shared_count = shared_prefix(ctx, db, &inputs.migrations);
+    let shared = hash(db, &inputs.migrations[..shared_count], &inputs.seeds);
+    let shared_name = name(db, &shared);
+    let default_branch = default_branch_name(ctx);
+    if !admin.template_exists(&shared_name, &shared)? {
+        let started = Instant::now();
+        eprintln!(
+            "setup: building the template of `{}` ({} migration(s), {} seed file(s)); later branches copy it",
+            db.logical,
+            shared_count,
+            inputs.seeds.len()
+        );
+        let new = template_label(ctx, db, &default_branch, &shared);
+        let migrations = &inputs.migrations[..shared_count];
+        admin.create_from(&shared_name, &new, None, |admin, scratch| {
+            build_from_empty(admin, endpoint, db, scratch, migrations, &inputs.seeds)
+        })?;
+        changes.push(format!("built template {shared_name} in {:.1} s", started.elapsed().as_secs_f64()));
+        admin.drop_other_templates(&ctx.config.project, &db.logical, &default_branch, &[&shared_name])?;
+    }
+    if shared_count == inputs.migrations.len() {
+        return Ok(shared_name);
+    }
+    let extra = &inputs.migrations[shared_count..];
+    let new = template_label(ctx, db, &ctx.branch.name, &full);
+    admin.create_from(&full_name, &new, Some(&shared_name), |admin, scratch| {
+        let mut client = as_owner(endpoint, db, scratch)?;
+        apply(&mut client, extra)?;
+        drop(client);
+        admin.close_to_connections(scratch)
+    })?;
+    changes.push(format!(
+        "built template {full_name}: {shared_name} and this branch's {} migration(s)",
+        extra.len()
+    ));
+    admin.drop_other_templates(
+        &ctx.config.project,
+        &db.logical,
+        &ctx.branch.name,
+        &[&full_name, &shared_name],
+    )?;
+    Ok(full_name)
+}
+
+fn template_label<'a>(ctx: &'a Ctx, db: &'a Database, branch: &'a str, hash: &'a str) -> NewDatabase<'a> {
+    NewDatabase {
+        project: &ctx.config.project,
+        logical: &db.logical,
+        branch,
+        owner: db.spec.role.as_deref(),
+        template: Some(hash),
+    }
+}
+
+/// Extensions first (as the admin user: most need a superuser), then the migrations and the seeds
+/// as the owner, then closed to connections.
+fn build_from_empty(
+    admin: &mut Admin,
+    endpoint: &Endpoint,
+    db: &Database,
+    scratch: &str,
+    migrations: &[Migration],
+    seeds: &[Seed],
+) -> Result<()> {
+    if !db.spec.extensions.is_empty() {
+        crate::admin::enable_extensions(endpoint, scratch, &db.spec.extensions)?;
+    }
+    let mut client = as_owner(endpoint, db, scratch)?;
+    runner::ensure_table(&mut client)?;
+    apply(&mut client, migrations)?;
+    if !seeds.is_empty() {
+        seeds::run(&mut client, seeds)?;
+    }
+    drop(client);
+    admin.close_to_connections(scratch)
+}
+
+/// An admin connection to `database` acting as the database's owner (`SET ROLE`), so what the
+/// migrations create belongs to the service's role, as when it applies them itself, without
+/// needing its password.
+fn as_owner(endpoint: &Endpoint, db: &Database, database: &str) -> Result<postgres::Client> {
+    let mut client = runner::connect(endpoint, database)?;
+    if let Some(role) = &db.spec.role {
+        client.batch_execute(&format!("SET ROLE {}", quote_ident(role))).map_err(PgError::from)?;
+    }
+    Ok(client)
+}
+
+fn apply(client: &mut postgres::Client, migrations: &[Migration]) -> Result<()> {
+    runner::ensure_table(client)?;
+    for (index, migration) in migrations.iter().enumerate() {
+        runner::apply(client, migration, index + 1 == migrations.len())?;
+    }
+    Ok(())
+}
+
+/// How many of the branch's migrations, from the oldest, the default branch has too: present at
+/// the merge base and unchanged since. Without git or a default branch, all of them.
+fn shared_prefix(ctx: &Ctx, db: &Database, files: &[Migration]) -> usize {
+    let Some(base) = git::default_branch(&ctx.root, &ctx.config.default_branches)
+        .ok()
+        .flatten()
+        .and_then(|branch| git::merge_base_with_head(&ctx.root, &branch))
+    else {
+        return files.len();
+    };
+    let dir = db.migrations_dir(ctx).to_string_lossy().into_owned();
+    let (Ok(at_base), Ok(changed)) =
+        (git::files_at(&ctx.root, &base, &dir), git::changed_since(&ctx.root, &base, &dir))
+    else {
+        return files.len();
+    };
+    files
+        .iter()
+        .take_while(|file| {
+            let path = file.up.to_string_lossy();
+            at_base.iter().any(|p| *p == path) && !changed.iter().any(|p| *p == path)
+        })
+        .count()
+}
+
+/// The default branch as git names it here (`main` for `origin/main`), else the configured one.
+fn default_branch_name(ctx: &Ctx) -> String {
+    let found = git::default_branch(&ctx.root, &ctx.config.default_branches).ok().flatten();
+    found
+        .as_deref()
+        .and_then(|r| r.strip_prefix("refs/remotes/origin/").or_else(|| r.strip_prefix("refs/heads/")))
+        .map_or_else(|| ctx.config.default_branches[0].clone(), str::to_owned)
+}
+
+/// SHA-256 over everything a template's content depends on.
+fn hash(db: &Database, migrations: &[Migration], seeds: &[Seed]) -> String {
+    let mut hasher = Sha256::new();
+    let mut field = |bytes: &[u8]| {
+        hasher.update((bytes.len() as u64).to_le_bytes());
+        hasher.update(bytes);
+    };
+    field(FORMAT.as_bytes());
+    field(db.logical.as_bytes());
+    field(db.spec.role.as_deref().unwrap_or_default().as_bytes());
+    for extension in &db.spec.extensions {
+        field(extension.as_bytes());
+    }
+    for migration in migrations {
+        field(&migration.version.to_le_bytes());
+        field(migration.description.as_bytes());
+        field(&migration.checksum);
+        field(&[u8::from(migration.no_transaction)]);
+    }
+    field(b"seeds");
+    for seed in seeds {
+        field(seed.path.to_string_lossy().as_bytes());
+        field(&seed.checksum);
+    }
+    hex(&hasher.finalize())
+}
+
+/// `<base>__tpl_<8 hex digits>`: at most 62 bytes, and no branch database is ever named so (a
+/// hashed branch name has hex digits after its `__`).
+fn name(db: &Database, hash: &str) -> String {
+    format!("{}__tpl_{}", db.spec.base, &hash[..8])
+}
