@@ -1,10 +1,12 @@
-//! The development accounts in seeds/accounts are loaded (`cargo xtask setup` seeds a new database).
+//! The development accounts in seeds/accounts are loaded (`cargo xtask setup` seeds the template each
+//! test database is copied from).
 
 use accounts::Accounts;
 
 #[test]
 fn seeded_accounts_log_in() {
-    let mut accounts = Accounts::connect(&testdb::database_url("accounts")).unwrap();
+    let db = testdb::TestDb::new("accounts");
+    let mut accounts = Accounts::connect(db.url()).unwrap();
     for (email, password, display_name) in [
         ("alice@example.com", "alice-password", Some("Alice")),
         ("bob@example.com", "bob-password", Some("Bob")),

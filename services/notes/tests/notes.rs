@@ -1,15 +1,11 @@
-//! The notes API against the branch's notes database (`cargo xtask setup` creates it).
-//!
-//! The database is shared with earlier runs, the seeds and the other tests running at once, so each test
-//! writes for random account ids of its own and asserts only about them.
+//! The notes API, each test on a database of its own: a copy of the branch's migrated and seeded
+//! template (`testdb::TestDb`), dropped when the test passes.
 
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use notes::{Error, MIGRATOR, Notes};
 use sqlx::{Connection, PgConnection};
+use testdb::TestDb;
 
 /// Runs a test body on a runtime of its own: sqlx needs one, and a pool must not outlive it.
 fn block_on<F: Future>(future: F) -> F::Output {
@@ -17,15 +13,14 @@ fn block_on<F: Future>(future: F) -> F::Output {
     runtime.block_on(future)
 }
 
-async fn connect() -> Notes {
-    Notes::connect(&testdb::database_url("notes")).await.expect("connect to the notes database")
+async fn connect(db: &TestDb) -> Notes {
+    Notes::connect(db.url()).await.expect("connect to the test's notes database")
 }
 
-/// A random account id, far above the seeded accounts 1 and 2, that no other test or run uses.
+/// An account id above the seeded accounts 1 and 2.
 fn unique_account_id() -> i64 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let seed = (std::process::id(), SystemTime::now(), COUNTER.fetch_add(1, Ordering::Relaxed));
-    (RandomState::new().hash_one(seed) >> 2) as i64 + 1_000_000
+    static COUNTER: AtomicI64 = AtomicI64::new(1000);
+    COUNTER.fetch_add(1, Ordering::Relaxed)
 }
 
 fn titles(notes: &[notes::Note]) -> Vec<&str> {
@@ -36,16 +31,17 @@ fn titles(notes: &[notes::Note]) -> Vec<&str> {
 /// versions, same checksums) and find nothing to do.
 #[test]
 fn connect_agrees_with_the_recorded_migrations() {
+    let db = TestDb::new("notes");
     block_on(async {
-        let url = testdb::database_url("notes");
-        connect().await;
-        let mut conn = PgConnection::connect(&url).await.unwrap();
+        let url = db.url();
+        connect(&db).await;
+        let mut conn = PgConnection::connect(url).await.unwrap();
         let recorded =
             "SELECT version, checksum, success, installed_on::text FROM _sqlx_migrations ORDER BY version";
         let before: Vec<(i64, Vec<u8>, bool, String)> =
             sqlx::query_as(recorded).fetch_all(&mut conn).await.unwrap();
 
-        connect().await;
+        connect(&db).await;
         let after: Vec<(i64, Vec<u8>, bool, String)> =
             sqlx::query_as(recorded).fetch_all(&mut conn).await.unwrap();
         assert_eq!(before, after, "a second start-up changed the migration record");
@@ -63,8 +59,9 @@ fn connect_agrees_with_the_recorded_migrations() {
 
 #[test]
 fn create_list_delete() {
+    let db = TestDb::new("notes");
     block_on(async {
-        let notes = connect().await;
+        let notes = connect(&db).await;
         let account = unique_account_id();
         assert_eq!(notes.list(account).await.unwrap(), []);
 
@@ -83,8 +80,9 @@ fn create_list_delete() {
 
 #[test]
 fn a_note_needs_a_title() {
+    let db = TestDb::new("notes");
     block_on(async {
-        let notes = connect().await;
+        let notes = connect(&db).await;
         let account = unique_account_id();
         for title in ["", "   "] {
             let err = notes.create(account, title, "body").await.unwrap_err();
@@ -96,8 +94,9 @@ fn a_note_needs_a_title() {
 
 #[test]
 fn search_ranks_the_best_match_first() {
+    let db = TestDb::new("notes");
     block_on(async {
-        let notes = connect().await;
+        let notes = connect(&db).await;
         let account = unique_account_id();
         notes.create(account, "Shopping", "Milk, bread and coffee.").await.unwrap();
         notes.create(account, "Coffee", "Beans from the roaster: coffee for the whole month.").await.unwrap();
@@ -117,8 +116,9 @@ fn search_ranks_the_best_match_first() {
 
 #[test]
 fn search_sees_only_the_accounts_own_notes() {
+    let db = TestDb::new("notes");
     block_on(async {
-        let notes = connect().await;
+        let notes = connect(&db).await;
         let (alice, bob) = (unique_account_id(), unique_account_id());
         let hers = notes.create(alice, "Passport renewal", "Book an appointment").await.unwrap();
         notes.create(bob, "Passport photos", "Bring two passport photos").await.unwrap();

@@ -1,12 +1,14 @@
-//! The development notes in seeds/notes are loaded (`cargo xtask setup` seeds a new database).
+//! The development notes in seeds/notes are loaded (`cargo xtask setup` seeds the template each
+//! test database is copied from).
 
 use notes::Notes;
 
 #[test]
 fn seeded_notes_are_searchable() {
+    let db = testdb::TestDb::new("notes");
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
-        let notes = Notes::connect(&testdb::database_url("notes")).await.unwrap();
+        let notes = Notes::connect(db.url()).await.unwrap();
         let hint = "not seeded: run `cargo xtask seed`";
 
         let found = notes.search(1, "oranges").await.unwrap();

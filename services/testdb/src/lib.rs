@@ -1,36 +1,180 @@
-//! Test helper shared by the service crates: where is the database a test should run against?
+//! Test helper shared by the service crates: a fresh database for each test.
 //!
-//! `cargo xtask setup` creates this branch's databases and writes one URL per logical database into
-//! the workspace's `.env` (`ACCOUNTS_DATABASE_URL=...`). Tests read it from there, or from the
-//! environment when CI or a developer points them elsewhere.
+//! `cargo xtask setup` creates this branch's databases and a pristine template of each (migrated and
+//! seeded; see `cargo xtask help setup`), and writes into the workspace's `.env` the URL of each
+//! branch database (`ACCOUNTS_DATABASE_URL`), the template's name (`ACCOUNTS_TEMPLATE_DATABASE`) and
+//! the server's admin URL (`XTASK_ADMIN_URL`). [`TestDb::new`] copies the template into a database
+//! of the test's own, so tests run in parallel without seeing each other's rows; it is dropped when
+//! the test passes and kept, with its name printed, when the test fails. The environment wins over
+//! `.env` for each variable (CI sets them for its run).
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// The connection URL of the logical database `database` (as named by a service's
-/// `[package.metadata.xtask.database] name`).
+/// A database of one test's own: a copy of the branch's pristine template, owned by the service's
+/// role, dropped when this value is (unless the test is failing: then it is kept for a look).
+pub struct TestDb {
+    name: String,
+    url: String,
+    admin_url: String,
+}
+
+/// Admin connections kept between tests of one process (a login costs more than the copy's
+/// bookkeeping); each is used by one test at a time.
+static IDLE_ADMINS: Mutex<Vec<postgres::Client>> = Mutex::new(Vec::new());
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+impl TestDb {
+    /// A fresh copy of the template of the logical database `database` (as named by a service's
+    /// `[package.metadata.xtask.database] name`).
+    ///
+    /// # Panics
+    ///
+    /// When `.env` and the environment lack what `cargo xtask setup` writes, when the template is
+    /// gone (the migrations or seeds changed since the last setup), or when the server refuses.
+    pub fn new(database: &str) -> TestDb {
+        let template = variable(&format!("{}_TEMPLATE_DATABASE", database.to_ascii_uppercase()));
+        let service_url = database_url(database);
+        let admin_url = variable("XTASK_ADMIN_URL");
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let suffix = format!("__test_{}_{n}", std::process::id());
+        let base = template.split("__tpl_").next().unwrap_or(&template);
+        let name = format!("{}{suffix}", &base[..base.len().min(63 - suffix.len())]);
+        off_runtime(|| with_admin(&admin_url, |client| copy_template(client, &template, &name)));
+        let url =
+            format!("{}/{name}", service_url.rsplit_once('/').map_or(service_url.as_str(), |(head, _)| head));
+        TestDb { name, url, admin_url }
+    }
+
+    /// The URL to connect to it, as the service's role.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "testdb: kept database {} of the failing test for a look (`cargo xtask connect` style: \
+                 psql on it as the admin); drop it with DROP DATABASE \"{}\"",
+                self.name, self.name
+            );
+            return;
+        }
+        let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
+        off_runtime(|| with_admin(&self.admin_url, |client| client.batch_execute(&sql)));
+    }
+}
+
+/// Copies the template under a scratch-free name: the copy is made, labelled like the template
+/// (with `test: true`, so `teardown` and `prune` know it) and closed to PUBLIC like a branch database.
+fn copy_template(client: &mut postgres::Client, template: &str, name: &str) -> Result<(), postgres::Error> {
+    let row = client.query_opt(
+        "SELECT pg_get_userbyid(datdba)::text, \
+                (shobj_description(oid, 'pg_database')::jsonb - 'template' \
+                 || jsonb_build_object('test', true, 'created', \
+                      to_char(now() AT TIME ZONE 'utc', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')))::text \
+         FROM pg_database WHERE datname = $1",
+        &[&template],
+    )?;
+    let Some(row) = row else {
+        panic!(
+            "the template database {template} does not exist: the migrations or seeds changed since the last \
+             `cargo xtask setup` (or it was dropped); run `cargo xtask setup` again"
+        );
+    };
+    let (owner, label): (String, String) = (row.get(0), row.get(1));
+    client.batch_execute(&format!(
+        "CREATE DATABASE {} TEMPLATE {} OWNER {}",
+        quote_ident(name),
+        quote_ident(template),
+        quote_ident(&owner)
+    ))?;
+    client.batch_execute(&format!(
+        "COMMENT ON DATABASE {} IS {}; REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC",
+        quote_ident(name),
+        quote_literal(&label),
+        quote_ident(name)
+    ))
+}
+
+/// Runs `work` on an idle admin connection (or a new one) and keeps the connection for the next test.
+fn with_admin(admin_url: &str, work: impl FnOnce(&mut postgres::Client) -> Result<(), postgres::Error>) {
+    let idle = IDLE_ADMINS.lock().unwrap_or_else(|e| e.into_inner()).pop();
+    let mut client = match idle.filter(|c| !c.is_closed()) {
+        Some(client) => client,
+        None => postgres::Client::connect(admin_url, postgres::NoTls).unwrap_or_else(|error| {
+            panic!("testdb: cannot log in to the server as its admin (XTASK_ADMIN_URL): {error}; is it running? `cargo xtask setup` starts it")
+        }),
+    };
+    if let Err(error) = work(&mut client) {
+        panic!("testdb: {}", describe(&error));
+    }
+    IDLE_ADMINS.lock().unwrap_or_else(|e| e.into_inner()).push(client);
+}
+
+/// The postgres client runs its own runtime, which tokio forbids inside another (an async test):
+/// the work runs on a thread of its own.
+fn off_runtime<T: Send>(work: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| match scope.spawn(work).join() {
+        Ok(value) => value,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
+}
+
+fn describe(error: &postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{}: {}", db.severity(), db.message()),
+        None => error.to_string(),
+    }
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// The value of `key` from the environment (non-empty) or the workspace's `.env`.
 ///
-/// Looks up `<DATABASE>_DATABASE_URL` (e.g. `ACCOUNTS_DATABASE_URL`): first in the environment, where an
-/// empty value counts as unset, then in the workspace root's `.env`. The process environment is never
-/// modified.
+/// # Panics
+///
+/// When neither has it, saying to run `cargo xtask setup`.
+fn variable(key: &str) -> String {
+    if let Some(value) = std::env::var(key).ok().filter(|v| !v.is_empty()) {
+        return value;
+    }
+    let root = workspace_root();
+    match from_dotenv(&root.join(".env"), key) {
+        Ok(Some(value)) => value,
+        Ok(None) => panic!(
+            "{key} is not set and {}/.env has no such line: run `cargo xtask setup` first (it creates \
+             the databases and their templates and writes .env; with templates off, XTASK_TEMPLATES=0, \
+             there is no template to copy)",
+            root.display()
+        ),
+        Err(err) => panic!("{key} is not set and {}/.env cannot be read: {err}", root.display()),
+    }
+}
+
+/// The connection URL of this branch's database `database`, shared by every test and run (use
+/// [`TestDb`] for a database of the test's own): `<DATABASE>_DATABASE_URL` (e.g.
+/// `ACCOUNTS_DATABASE_URL`) from the environment, where an empty value counts as unset, or from the
+/// workspace root's `.env`. The process environment is never modified.
 ///
 /// # Panics
 ///
 /// When neither has the variable, saying to run `cargo xtask setup`; or when `.env` cannot be read.
 pub fn database_url(database: &str) -> String {
-    let key = env_key(database);
-    if let Some(url) = std::env::var(&key).ok().filter(|url| !url.is_empty()) {
-        return url;
-    }
-    let root = workspace_root();
-    match from_dotenv(&root.join(".env"), &key) {
-        Ok(Some(url)) => url,
-        Ok(None) => panic!(
-            "{key} is not set and {}/.env has no such line: run `cargo xtask setup` first (it creates \
-             the databases and writes .env)",
-            root.display()
-        ),
-        Err(err) => panic!("{key} is not set and {}/.env cannot be read: {err}", root.display()),
-    }
+    variable(&env_key(database))
 }
 
 /// `accounts` → `ACCOUNTS_DATABASE_URL`.
