@@ -13,6 +13,7 @@ mod migrate;
 mod native;
 mod schema;
 mod services;
+mod templates;
 
 /// The scenarios every engine that owns its server must pass, once per engine.
 macro_rules! on_both_engines {
@@ -49,4 +50,6 @@ on_both_engines! {
     services_concurrent_password_renewal => crate::services::concurrent_password_renewal,
     services_examples_pass_their_tests => crate::services::example_services,
     schema_edit_prepare_migrate_check => crate::schema::edit_prepare_migrate_check,
+    templates_copies => crate::templates::copies_from_templates,
+    templates_setup_from => crate::templates::setup_from_another_branch,
 }

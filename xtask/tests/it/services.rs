@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use crate::harness::{Project, contains};
 
 /// Two services like the example ones: accounts (with extensions) and notes.
-fn two_services(engine: &str) -> Project {
+pub fn two_services(engine: &str) -> Project {
     let p = Project::new(engine);
     p.service("accounts", "name = \"accounts\"\nextensions = [\"pgcrypto\", \"citext\"]");
     p.service("notes", "name = \"notes\"");
@@ -328,10 +328,20 @@ pub fn example_services(engine: &str) {
     let env = std::fs::read_to_string(&env_file).unwrap();
     let vars: Vec<(&str, &str)> = env.lines().filter_map(|line| line.split_once('=')).collect();
     let keys: Vec<&str> = vars.iter().map(|(k, _)| *k).collect();
-    assert_eq!(keys, ["DATABASE_URL", "ACCOUNTS_DATABASE_URL", "NOTES_DATABASE_URL"]);
+    assert_eq!(
+        keys,
+        [
+            "DATABASE_URL",
+            "ACCOUNTS_DATABASE_URL",
+            "NOTES_DATABASE_URL",
+            "XTASK_ADMIN_URL",
+            "ACCOUNTS_TEMPLATE_DATABASE",
+            "NOTES_TEMPLATE_DATABASE"
+        ]
+    );
 
     let tests = std::process::Command::new(env!("CARGO"))
-        .args(["test", "--locked", "-p", "accounts", "-p", "notes"])
+        .args(["test", "--locked", "-p", "accounts", "-p", "notes", "-p", "testdb"])
         .current_dir(repo)
         .envs(vars)
         .output()
