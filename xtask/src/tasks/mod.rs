@@ -220,11 +220,17 @@ fn setup_database(
         template: None,
     };
     let copied_from = source.or(template.as_deref());
-    if let Created::New = admin.create_from(db.name.as_str(), &new, copied_from, |_, _| Ok(()))? {
+    let created = admin.create_from(db.name.as_str(), &new, copied_from, |_, _| Ok(()))?;
+    if let Created::New = created {
         changes.push(match copied_from {
             Some(from) => format!("created database {} as a copy of {from}", db.name),
             None => format!("created database {}", db.name),
         });
+        // The template holds exactly these migrations, seeds and extensions (its name says so):
+        // nothing is left to check, and checking would cost a login and a read of every file.
+        if source.is_none() && template.is_some() {
+            return Ok((login, template));
+        }
     }
     if let Some(role) = role {
         let installed = match installed_extensions(&login, db) {

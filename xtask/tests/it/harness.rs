@@ -189,11 +189,16 @@ impl Project {
         postgres::Client::connect(&self.admin_url("postgres"), postgres::NoTls).unwrap()
     }
 
-    /// Every database on the server whose name starts with this project's name.
+    /// Every database on the server whose name starts with this project's name, but its pristine
+    /// templates (`<base>__tpl_<hash>`, see templates.rs).
     pub fn databases_on_server(&self) -> Vec<String> {
         let rows = self
             .admin()
-            .query("SELECT datname FROM pg_database WHERE starts_with(datname, $1) ORDER BY 1", &[&self.name])
+            .query(
+                "SELECT datname FROM pg_database WHERE starts_with(datname, $1) \
+                 AND datname NOT LIKE '%\\_\\_tpl\\_%' ORDER BY 1",
+                &[&self.name],
+            )
             .unwrap();
         rows.iter().map(|r| r.get(0)).collect()
     }
