@@ -346,7 +346,7 @@ branch included); nothing else on the server is touched. The list (name, branch,
 first. A database that clients are connected to is kept and named. Needs a git repository.
 
 --dry-run  print the list; drop nothing
---force    required on an external server that is not on this machine"
+--force    required on an external server that is not on this machine (not with --dry-run)"
         }
         _ => return None,
     })

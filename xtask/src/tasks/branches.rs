@@ -5,12 +5,14 @@
 //! a worktree (a detached worktree by its commit, as a detached HEAD names its databases), or the
 //! branch this run acts for (`--branch`, `XTASK_BRANCH`). Default branches are never pruned.
 
+use std::collections::HashMap;
+
 use anyhow::{Result, bail};
 use serde::Serialize;
 
 use super::schema::civil_from_days;
 use super::{connect_running, human_size, refuse_remote_without_force};
-use crate::admin::LabelledDatabase;
+use crate::admin::{Admin, LabelledDatabase};
 use crate::engine;
 use crate::git::{self, BranchRefs};
 use crate::workspace::Ctx;
@@ -64,48 +66,56 @@ struct Report {
 
 /// The branches git knows, for telling whether the branch of a label still exists.
 struct GitBranches {
-    refs: BranchRefs,
+    /// Branch name to where git has it: `local`, `remote:<remote>`, `worktree`.
+    places: HashMap<String, Vec<String>>,
+    /// The commits checked out in detached worktrees.
+    detached: Vec<String>,
 }
 
 impl GitBranches {
-    /// Where the branch is found: `local`, `remote:<remote>` (every reading of an ambiguous ref, as
-    /// remote names may contain `/`), `worktree`. Empty when it is gone.
-    fn found_in(&self, branch: &str) -> Vec<String> {
-        let mut found = Vec::new();
-        if self.refs.refs.iter().any(|r| r.strip_prefix("refs/heads/") == Some(branch)) {
-            found.push("local".to_owned());
-        }
-        for r in &self.refs.refs {
-            let Some(rest) = r.strip_prefix("refs/remotes/") else { continue };
-            let mut remotes: Vec<&str> = self
-                .refs
-                .remotes
-                .iter()
-                .map(String::as_str)
-                .filter(|remote| rest.strip_prefix(remote).and_then(|n| n.strip_prefix('/')) == Some(branch))
-                .collect();
-            // A remote-tracking ref left behind by a remote no longer configured: its first part.
-            let known = self.refs.remotes.iter().any(|remote| rest.starts_with(&format!("{remote}/")));
-            if !known
-                && let Some((remote, name)) = rest.split_once('/')
-                && name == branch
-            {
-                remotes.push(remote);
+    fn new(refs: BranchRefs) -> GitBranches {
+        let mut places: HashMap<String, Vec<String>> = HashMap::new();
+        let mut add = |branch: &str, place: String| {
+            let found = places.entry(branch.to_owned()).or_default();
+            if !found.contains(&place) {
+                found.push(place);
             }
-            for remote in remotes {
-                let place = format!("remote:{remote}");
-                if !found.contains(&place) {
-                    found.push(place);
+        };
+        for r in &refs.refs {
+            if let Some(branch) = r.strip_prefix("refs/heads/") {
+                add(branch, "local".to_owned());
+            }
+            let Some(rest) = r.strip_prefix("refs/remotes/") else { continue };
+            // Remote names may contain `/`: an ambiguous ref counts for every reading of it.
+            let mut known = false;
+            for remote in &refs.remotes {
+                if let Some(branch) = rest.strip_prefix(remote.as_str()).and_then(|n| n.strip_prefix('/')) {
+                    add(branch, format!("remote:{remote}"));
+                    known = true;
                 }
             }
+            // Left behind by a remote no longer configured: read with its first part as the remote.
+            if !known && let Some((remote, branch)) = rest.split_once('/') {
+                add(branch, format!("remote:{remote}"));
+            }
         }
-        let in_worktree = self.refs.worktrees.iter().any(|w| match (&w.branch, &w.commit) {
-            (Some(checked_out), _) => checked_out == branch,
-            (None, Some(commit)) => names_commit(branch, commit),
-            (None, None) => false,
-        });
-        if in_worktree {
-            found.push("worktree".to_owned());
+        let mut detached = Vec::new();
+        for worktree in refs.worktrees {
+            match (worktree.branch, worktree.commit) {
+                (Some(branch), _) => add(&branch, "worktree".to_owned()),
+                (None, Some(commit)) => detached.push(commit),
+                (None, None) => {}
+            }
+        }
+        GitBranches { places, detached }
+    }
+
+    /// Where the branch is found; empty when it is gone.
+    fn found_in(&self, branch: &str) -> Vec<String> {
+        let mut found = self.places.get(branch).cloned().unwrap_or_default();
+        let worktree = "worktree".to_owned();
+        if !found.contains(&worktree) && self.detached.iter().any(|commit| names_commit(branch, commit)) {
+            found.push(worktree);
         }
         found
     }
@@ -147,8 +157,12 @@ fn row(ctx: &Ctx, git: Option<&GitBranches>, db: LabelledDatabase) -> Row {
 
 /// The project's databases on the running server, sorted for reading: branch databases before
 /// templates, default branches first, then the current one, then by branch and database.
-fn survey(ctx: &Ctx, task: &str, git: Option<&GitBranches>, engine: &dyn engine::Engine) -> Result<Report> {
-    let mut admin = connect_running(engine, task)?;
+fn survey(
+    ctx: &Ctx,
+    admin: &mut Admin,
+    git: Option<&GitBranches>,
+    engine: &dyn engine::Engine,
+) -> Result<Report> {
     let (databases, now) = admin.labelled_databases(&ctx.config.project)?;
     let mut rows: Vec<Row> = databases.into_iter().map(|db| row(ctx, git, db)).collect();
     rows.sort_by(|a, b| {
@@ -169,13 +183,14 @@ fn survey(ctx: &Ctx, task: &str, git: Option<&GitBranches>, engine: &dyn engine:
 }
 
 fn git_branches(ctx: &Ctx) -> Result<Option<GitBranches>> {
-    Ok(git::branch_refs(&ctx.root)?.map(|refs| GitBranches { refs }))
+    Ok(git::branch_refs(&ctx.root)?.map(GitBranches::new))
 }
 
 pub fn branches(ctx: &Ctx, json: bool) -> Result<()> {
     let git = git_branches(ctx)?;
     let engine = engine::select(ctx)?;
-    let report = survey(ctx, "branches", git.as_ref(), engine.as_ref())?;
+    let mut admin = connect_running(engine.as_ref(), "branches")?;
+    let report = survey(ctx, &mut admin, git.as_ref(), engine.as_ref())?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -280,7 +295,8 @@ pub fn prune(ctx: &Ctx, dry_run: bool, force: bool) -> Result<()> {
     if !dry_run {
         refuse_remote_without_force(engine.as_ref(), force, "prune")?;
     }
-    let report = survey(ctx, "prune", Some(&git), engine.as_ref())?;
+    let mut admin = connect_running(engine.as_ref(), "prune")?;
+    let report = survey(ctx, &mut admin, Some(&git), engine.as_ref())?;
     let (in_use, doomed): (Vec<&Row>, Vec<&Row>) =
         report.databases.iter().filter(|r| r.prunable).partition(|r| r.connections > 0);
     if doomed.is_empty() && in_use.is_empty() {
@@ -324,7 +340,6 @@ pub fn prune(ctx: &Ctx, dry_run: bool, force: bool) -> Result<()> {
         eprintln!("prune: --dry-run: nothing dropped");
         return Ok(());
     }
-    let mut admin = connect_running(engine.as_ref(), "prune")?;
     let mut freed = 0;
     for r in &doomed {
         let expected = Some((r.database.as_str(), r.branch.as_str()));
@@ -386,16 +401,14 @@ mod tests {
     use crate::git::WorktreeHead;
 
     fn git(refs: &[&str], remotes: &[&str], worktrees: &[(Option<&str>, Option<&str>)]) -> GitBranches {
-        GitBranches {
-            refs: BranchRefs {
-                refs: refs.iter().map(|s| s.to_string()).collect(),
-                remotes: remotes.iter().map(|s| s.to_string()).collect(),
-                worktrees: worktrees
-                    .iter()
-                    .map(|(b, c)| WorktreeHead { branch: b.map(Into::into), commit: c.map(Into::into) })
-                    .collect(),
-            },
-        }
+        GitBranches::new(BranchRefs {
+            refs: refs.iter().map(|s| s.to_string()).collect(),
+            remotes: remotes.iter().map(|s| s.to_string()).collect(),
+            worktrees: worktrees
+                .iter()
+                .map(|(b, c)| WorktreeHead { branch: b.map(Into::into), commit: c.map(Into::into) })
+                .collect(),
+        })
     }
 
     #[test]
