@@ -795,3 +795,78 @@ fn check_ownership(existing: &ServerDatabase, new: &NewDatabase<'_>) -> Result<(
         ),
     }
 }
+
+/// A database carrying a project's label, with what `branches` and `prune` show of it.
+#[derive(Debug, Clone)]
+pub struct LabelledDatabase {
+    pub name: String,
+    pub label: Label,
+    /// `None` when the admin user may not connect to it.
+    pub size_bytes: Option<i64>,
+    /// The newest modification time of the files in its directory (`base/<oid>`), in seconds since
+    /// the epoch: `None` when the admin user may not read the server's files (not a superuser).
+    pub files_changed: Option<i64>,
+    /// Client sessions connected to it now (not this one, not background workers).
+    pub connections: i64,
+}
+
+impl Admin {
+    /// Every database labelled for `project` (templates too), and the server's clock (seconds since
+    /// the epoch) to measure ages against. Two statements, whatever the number of databases: the
+    /// label is matched in SQL only loosely (a comment need not be JSON), then exactly here.
+    pub fn labelled_databases(&mut self, project: &str) -> Result<(Vec<LabelledDatabase>, i64)> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT has_function_privilege('pg_catalog.pg_ls_dir(text, boolean, boolean)', 'EXECUTE') \
+                    AND has_function_privilege('pg_catalog.pg_stat_file(text, boolean)', 'EXECUTE'), \
+                        extract(epoch FROM now())::bigint",
+                &[],
+            )
+            .map_err(PgError::from)
+            .context("ask whether the server's files may be read")?;
+        let (can_read_files, now): (bool, i64) = (row.get(0), row.get(1));
+        // Execute permission is checked when a statement starts, even on a branch never taken:
+        // the file functions are only written into the statement when they may be called.
+        let files_changed = if can_read_files {
+            "(SELECT extract(epoch FROM max((pg_stat_file('base/' || d.oid || '/' || f, true)).modification)) \
+             FROM pg_ls_dir('base/' || d.oid, true, false) AS f)::bigint"
+        } else {
+            "NULL::bigint"
+        };
+        let quoted_project = serde_json::to_string(project)?;
+        let rows = self
+            .client
+            .query(
+                &format!(
+                    "SELECT d.datname::text, shobj_description(d.oid, 'pg_database'), \
+                            CASE WHEN has_database_privilege(d.oid, 'CONNECT') \
+                                 THEN pg_database_size(d.oid) END, \
+                            coalesce(a.sessions, 0), {files_changed} \
+                     FROM pg_database d \
+                     LEFT JOIN (SELECT datid, count(*) AS sessions FROM pg_stat_activity \
+                                WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() \
+                                GROUP BY datid) a ON a.datid = d.oid \
+                     WHERE strpos(shobj_description(d.oid, 'pg_database'), $1) > 0 \
+                     ORDER BY d.datname"
+                ),
+                &[&quoted_project],
+            )
+            .map_err(PgError::from)
+            .context("list the project's databases")?;
+        let databases = rows
+            .iter()
+            .filter_map(|row| {
+                let label = Label::parse(row.get(1)).filter(|l| l.project == project)?;
+                Some(LabelledDatabase {
+                    name: row.get(0),
+                    label,
+                    size_bytes: row.get(2),
+                    files_changed: row.get(4),
+                    connections: row.get(3),
+                })
+            })
+            .collect();
+        Ok((databases, now))
+    }
+}

@@ -75,6 +75,13 @@ pub enum Command {
     Ci {
         json: bool,
     },
+    Branches {
+        json: bool,
+    },
+    Prune {
+        dry_run: bool,
+        force: bool,
+    },
 }
 
 pub use crate::tasks::migrate::MigrateOptions;
@@ -103,6 +110,8 @@ COMMANDS:
     pre-commit    the checks worth running on every commit (--staged: what is staged; the git hook)
     hooks         install / uninstall: the git pre-commit hook, for every worktree
     ci            the whole pipeline on databases of its own: setup, downs, schema, fmt, tests, clippy
+    branches      every database of the project: branch, size, age, last write, branch still in git?
+    prune         drop the databases of branches gone from git (--dry-run: only list them)
     help          this text, or `cargo xtask help <COMMAND>`
 
 OPTIONS (every command):
@@ -320,6 +329,40 @@ and duration (--json: one JSON object, see README.md); exits 1 when any step fai
               root on Debian; CI=true implies it. Without it a missing prerequisite fails its step
               with the command that would provide it."
         }
+        "branches" => {
+            "\
+cargo xtask branches [--json]
+
+Lists every database on the server labelled for this project, templates apart: its branch, whether
+that branch still exists in git, the logical database, name, size, when it was created (from its
+label), its last write and the clients connected now. The current branch and the default branches
+are marked, and so is what `prune` would drop.
+
+A branch exists when it is a local branch, a remote-tracking branch of any remote (as of the last
+`git fetch`), checked out in a worktree (a detached one by its short commit), or the branch this run
+acts for (--branch, XTASK_BRANCH). Outside a git repository that is unknown.
+
+\"last write\" is the newest modification time of the database's files on the server: PostgreSQL
+keeps no time of last use. Writes reach the files at the next checkpoint (minutes later at most),
+reading leaves no trace; it needs an admin user that may read the server's files (a superuser),
+else it shows `-`. \"connected\" counts the client sessions on the database now.
+
+--json   print one JSON object instead (see README.md)"
+        }
+        "prune" => {
+            "\
+cargo xtask prune [--dry-run] [--force]
+
+Drops the databases of this project whose branch no longer exists in git: no local branch, no
+remote-tracking branch (run `git fetch --prune` first to forget branches deleted on the remote),
+not checked out in any worktree, and not the branch this run acts for. The default branches' are
+never dropped, and only databases carrying this project's label (templates labelled with a gone
+branch included); nothing else on the server is touched. The list (name, branch, size) is printed
+first. A database that clients are connected to is kept and named. Needs a git repository.
+
+--dry-run  print the list; drop nothing
+--force    required on an external server that is not on this machine (not with --dry-run)"
+        }
         _ => return None,
     })
 }
@@ -419,6 +462,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
             _ => bail!("hooks takes `install` or `uninstall`; see `cargo xtask hooks --help`"),
         },
         "ci" => Command::Ci { json },
+        "branches" => Command::Branches { json },
+        "prune" => Command::Prune { dry_run: std::mem::take(&mut options.dry_run), force },
         "connect" => Command::Connect { db: db.take(), psql_args },
         other => bail!("unknown command `{other}`; run `cargo xtask help` for the list"),
     };
@@ -454,9 +499,14 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
 fn reject_unused(name: &str, command: &Command, db: bool, json: bool, force: bool) -> Result<()> {
     let takes_json = matches!(
         command,
-        Command::DbStatus { .. } | Command::Migrations { .. } | Command::Migrate { .. } | Command::Ci { .. }
+        Command::DbStatus { .. }
+            | Command::Migrations { .. }
+            | Command::Migrate { .. }
+            | Command::Ci { .. }
+            | Command::Branches { .. }
     );
-    let takes_force = matches!(command, Command::Wipe { .. } | Command::Teardown { .. });
+    let takes_force =
+        matches!(command, Command::Wipe { .. } | Command::Teardown { .. } | Command::Prune { .. });
     for (given, allowed, flag) in
         [(db, false, "--db"), (json, takes_json, "--json"), (force, takes_force, "--force")]
     {
@@ -518,6 +568,16 @@ mod tests {
             Command::Hooks { install: false }
         ));
         assert!(parse_str(&["hooks"]).is_err());
+        assert!(matches!(
+            parse_str(&["prune", "--dry-run", "--force"]).unwrap().command,
+            Command::Prune { dry_run: true, force: true }
+        ));
+        assert!(matches!(
+            parse_str(&["branches", "--json"]).unwrap().command,
+            Command::Branches { json: true }
+        ));
+        assert!(parse_str(&["branches", "--dry-run"]).is_err());
+        assert!(parse_str(&["prune", "--json"]).is_err());
         assert!(parse_str(&["hooks", "reinstall"]).is_err());
         assert!(matches!(
             parse_str(&["pre-commit", "--staged"]).unwrap().command,
@@ -552,6 +612,8 @@ mod tests {
             "pre-commit",
             "hooks",
             "ci",
+            "branches",
+            "prune",
         ] {
             assert!(help_text(Some(name)).is_ok(), "{name}");
             assert!(HELP.contains(name), "{name}");

@@ -173,3 +173,94 @@ pub fn read_blobs(root: &Path, specs: &[String]) -> Result<Vec<Option<Vec<u8>>>>
     }
     Ok(blobs)
 }
+
+/// The branch refs of a repository, as `branches` and `prune` read them: every local and
+/// remote-tracking ref, the configured remotes, and what each worktree has checked out.
+#[derive(Debug, Default)]
+pub struct BranchRefs {
+    /// Full names under `refs/heads/` and `refs/remotes/`.
+    pub refs: Vec<String>,
+    /// `git remote`: names may contain `/`, so a remote-tracking ref is split with them.
+    pub remotes: Vec<String>,
+    pub worktrees: Vec<WorktreeHead>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct WorktreeHead {
+    /// The branch checked out (without `refs/heads/`; it may be unborn), `None` when detached.
+    pub branch: Option<String>,
+    /// The full commit checked out, when there is one.
+    pub commit: Option<String>,
+}
+
+/// The repository's branch refs, or `None` when `root` is not inside a git repository.
+pub fn branch_refs(root: &Path) -> Result<Option<BranchRefs>> {
+    let probe = duct::cmd!("git", "rev-parse", "--git-dir")
+        .dir(root)
+        .stdout_null()
+        .stderr_null()
+        .unchecked()
+        .run()
+        .context("run git: is it installed?")?;
+    if !probe.status.success() {
+        return Ok(None);
+    }
+    let refs = text(run(root, &["for-each-ref", "--format=%(refname)", "refs/heads", "refs/remotes"])?);
+    let remotes = text(run(root, &["remote"])?);
+    let worktrees = text(run(root, &["worktree", "list", "--porcelain"])?);
+    Ok(Some(BranchRefs {
+        refs: refs.lines().map(str::to_owned).collect(),
+        remotes: remotes.lines().map(str::to_owned).collect(),
+        worktrees: parse_worktrees(&worktrees),
+    }))
+}
+
+/// `git worktree list --porcelain`: one record per worktree, starting with its `worktree <path>`
+/// line (without `-z`, which git learnt only in 2.36; no other field can hold a newline). A bare
+/// repository has no HEAD of its own and is left out.
+fn parse_worktrees(porcelain: &str) -> Vec<WorktreeHead> {
+    let mut heads = Vec::new();
+    let mut current: Option<(WorktreeHead, bool)> = None;
+    for line in porcelain.lines() {
+        if line.starts_with("worktree ") {
+            heads.extend(current.take().filter(|(_, bare)| !bare).map(|(head, _)| head));
+            current = Some((WorktreeHead::default(), false));
+        } else if let Some((head, bare)) = current.as_mut() {
+            if let Some(commit) = line.strip_prefix("HEAD ") {
+                // An unborn branch shows a HEAD of zeros.
+                head.commit = Some(commit.to_owned()).filter(|c| c.bytes().any(|b| b != b'0'));
+            } else if let Some(branch) = line.strip_prefix("branch ") {
+                head.branch = Some(branch.strip_prefix("refs/heads/").unwrap_or(branch).to_owned());
+            } else if line == "bare" {
+                *bare = true;
+            }
+        }
+    }
+    heads.extend(current.filter(|(_, bare)| !bare).map(|(head, _)| head));
+    heads
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worktrees_from_porcelain() {
+        let porcelain = "worktree /r\nHEAD 0123abcd\nbranch refs/heads/main\n\n\
+                         worktree /r-detached\nHEAD 4567cdef\ndetached\n\n\
+                         worktree /r-new\nHEAD 0000000000\nbranch refs/heads/feat/new\nprunable gitdir file points to non-existent location\n\n\
+                         worktree /bare\nbare\n";
+        let head = |branch: Option<&str>, commit: Option<&str>| WorktreeHead {
+            branch: branch.map(Into::into),
+            commit: commit.map(Into::into),
+        };
+        assert_eq!(
+            parse_worktrees(porcelain),
+            [
+                head(Some("main"), Some("0123abcd")),
+                head(None, Some("4567cdef")),
+                head(Some("feat/new"), None)
+            ]
+        );
+    }
+}

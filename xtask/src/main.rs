@@ -93,6 +93,8 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Hooks { install: true } => tasks::hooks::install(&ctx)?,
         Command::Hooks { install: false } => tasks::hooks::uninstall(&ctx)?,
         Command::Ci { json } => return tasks::ci::ci(&ctx, json),
+        Command::Branches { json } => tasks::branches::branches(&ctx, json)?,
+        Command::Prune { dry_run, force } => tasks::branches::prune(&ctx, dry_run, force)?,
     }
     Ok(ExitCode::SUCCESS)
 }

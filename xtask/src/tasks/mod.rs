@@ -1,5 +1,6 @@
 //! The tasks: thin orchestration of engine, admin and .env work, one function per command.
 
+pub mod branches;
 pub mod checks;
 pub mod ci;
 pub mod hooks;

@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod branches;
 mod docker;
 mod errors;
 mod external;
@@ -52,4 +53,5 @@ on_both_engines! {
     schema_edit_prepare_migrate_check => crate::schema::edit_prepare_migrate_check,
     templates_copies => crate::templates::copies_from_templates,
     templates_setup_from => crate::templates::setup_from_another_branch,
+    prune_gone_branches => crate::branches::prune_gone_branches,
 }
