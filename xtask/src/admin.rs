@@ -358,6 +358,61 @@ impl Admin {
     }
 }
 
+/// Restores (`cargo xtask restore`): a database made exactly like a branch database under a scratch
+/// name, filled, then put in the branch database's place.
+impl Admin {
+    /// Creates `scratch` labelled as `logical` of `branch` and, with an `owner`, given to that role
+    /// with CONNECT revoked from PUBLIC, as `create` makes a branch database; dropped again when a
+    /// step fails.
+    pub fn create_labelled_scratch(
+        &mut self,
+        scratch: &str,
+        project: &str,
+        logical: &str,
+        branch: &str,
+        owner: Option<&str>,
+    ) -> Result<()> {
+        self.with_catalog_lock(|admin| {
+            admin.execute(&format!("CREATE DATABASE {}", quote_ident(scratch)))?;
+            let finished = admin.label(scratch, project, logical, branch).and_then(|()| match owner {
+                Some(owner) => admin.restrict_to_owner(scratch, owner),
+                None => Ok(()),
+            });
+            if finished.is_err() {
+                let _ = admin.execute(&format!("DROP DATABASE IF EXISTS {}", quote_ident(scratch)));
+            }
+            finished
+        })
+        .with_context(|| format!("create database {scratch}"))
+    }
+
+    /// Drops `name` when it is this project's `expected` (logical database, branch) and renames
+    /// `scratch`, labelled the same, into its place, under the catalog lock. When `name` cannot be
+    /// dropped, `scratch` is dropped instead and `name` is untouched.
+    pub fn replace_labelled(
+        &mut self,
+        scratch: &str,
+        name: &str,
+        project: &str,
+        expected: (&str, &str),
+    ) -> Result<()> {
+        self.with_catalog_lock(|admin| {
+            if let Err(error) = admin.drop_labelled(name, project, Some(expected)) {
+                let _ = admin.drop_labelled(scratch, project, Some(expected));
+                return Err(error);
+            }
+            admin
+                .execute(&format!("ALTER DATABASE {} RENAME TO {}", quote_ident(scratch), quote_ident(name)))
+                .with_context(|| {
+                    format!(
+                        "database {name} was dropped and its replacement is database {scratch}: rename it \
+                         (ALTER DATABASE \"{scratch}\" RENAME TO \"{name}\") as the server's admin"
+                    )
+                })
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RoleChange {
     None,

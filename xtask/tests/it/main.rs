@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod backup;
 mod docker;
 mod errors;
 mod external;
@@ -49,4 +50,5 @@ on_both_engines! {
     services_concurrent_password_renewal => crate::services::concurrent_password_renewal,
     services_examples_pass_their_tests => crate::services::example_services,
     schema_edit_prepare_migrate_check => crate::schema::edit_prepare_migrate_check,
+    backup_round_trip => crate::backup::round_trip,
 }
