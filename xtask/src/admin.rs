@@ -517,6 +517,53 @@ impl Admin {
     }
 }
 
+/// Restores (`cargo xtask restore`): a database made exactly like a branch database under a scratch
+/// name, filled, then put in the branch database's place.
+impl Admin {
+    /// Creates `scratch` labelled and owned as `new` says, as `create_from` makes a branch database
+    /// (but under the scratch name); dropped again when a step fails.
+    pub fn create_labelled_scratch(&mut self, scratch: &str, new: &NewDatabase<'_>) -> Result<()> {
+        self.with_catalog_lock(|admin| {
+            admin.create_scratch(scratch, new.owner, None)?;
+            let finished = admin.label(scratch, new).and_then(|()| match new.owner {
+                Some(owner) => admin.restrict_to_owner(scratch, owner),
+                None => Ok(()),
+            });
+            if finished.is_err() {
+                let _ = admin.execute(&format!("DROP DATABASE IF EXISTS {}", quote_ident(scratch)));
+            }
+            finished
+        })
+        .with_context(|| format!("create database {scratch}"))
+    }
+
+    /// Drops `name` when it is this project's `expected` (logical database, branch) and renames
+    /// `scratch`, labelled the same, into its place, under the catalog lock. When `name` cannot be
+    /// dropped, `scratch` is dropped instead and `name` is untouched.
+    pub fn replace_labelled(
+        &mut self,
+        scratch: &str,
+        name: &str,
+        project: &str,
+        expected: (&str, &str),
+    ) -> Result<()> {
+        self.with_catalog_lock(|admin| {
+            if let Err(error) = admin.drop_labelled(name, project, Some(expected)) {
+                let _ = admin.drop_labelled(scratch, project, Some(expected));
+                return Err(error);
+            }
+            admin
+                .execute(&format!("ALTER DATABASE {} RENAME TO {}", quote_ident(scratch), quote_ident(name)))
+                .with_context(|| {
+                    format!(
+                        "database {name} was dropped and its replacement is database {scratch}: rename it \
+                         (ALTER DATABASE \"{scratch}\" RENAME TO \"{name}\") as the server's admin"
+                    )
+                })
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RoleChange {
     None,

@@ -1,6 +1,7 @@
 //! The command line, parsed once into typed options (lexopt: a fraction of clap's compile time).
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use lexopt::prelude::*;
@@ -30,8 +31,18 @@ pub enum Command {
     Wipe {
         db: Option<String>,
         force: bool,
+        /// `--backup`: dump each database before dropping it.
+        backup: bool,
     },
     Teardown {
+        force: bool,
+    },
+    Backup {
+        db: Option<String>,
+    },
+    Restore {
+        file: PathBuf,
+        db: Option<String>,
         force: bool,
     },
     Connect {
@@ -96,6 +107,8 @@ COMMANDS:
     setup         server up; each service's role, database, extensions, migrations, seeds; .env
     wipe          drop this branch's databases (the server keeps running)
     teardown      remove the server and every database and role of the project, all branches
+    backup        pg_dump this branch's databases into backups/ (--db NAME)
+    restore       restore a backup FILE into this branch's database, backing up what is there first
     db-up         start the project's server (create it if absent); idempotent
     db-down       stop the server; its data is kept
     db-status     engine, server state, endpoint, branch and this branch's databases
@@ -151,11 +164,14 @@ already (wipe them first; `wipe --backup` keeps a copy).
         }
         "wipe" => {
             "\
-cargo xtask wipe [--db NAME] [--force] [--branch NAME]
+cargo xtask wipe [--db NAME] [--backup] [--force] [--branch NAME]
 
 Drops this branch's databases (or only --db NAME), ending their open connections first. Only databases
 carrying this project's label are dropped; the server keeps running. On an external server that is not
-on this machine, --force is required."
+on this machine, --force is required.
+
+--backup   first back up each database that exists, as `cargo xtask backup` does; when a backup
+           fails, nothing is dropped"
         }
         "teardown" => {
             "\
@@ -165,6 +181,32 @@ Removes the server and every database of the project, on all branches: docker re
 its volume; native stops the cluster and deletes its data directory; external drops every database and
 role labelled with this project (--force is required when the host is not this machine). The roles'
 saved passwords are deleted too."
+        }
+        "backup" => {
+            "\
+cargo xtask backup [--db NAME] [--branch NAME]
+
+Writes each of this branch's databases (or only --db NAME) with pg_dump --format=custom, as the admin
+user, to backups/<db>--<branch>--<UTC YYYYMMDDTHHMMSSZ>.dump under the workspace root (a later backup
+in the same second gets -2, -3, ...), and prints each path on stdout, with the size on stderr.
+backups/ gets a .gitignore of its own, so git ignores it. The file appears only once the dump
+succeeded. pg_dump runs inside the container for docker and from the cluster's own binaries for
+native, so its version matches the server; for an external server it is the newest pg_dump on this
+machine, which must not be older than the server. The password reaches pg_dump in its environment."
+        }
+        "restore" => {
+            "\
+cargo xtask restore FILE [--db NAME] [--force] [--branch NAME]
+
+Restores FILE (written by `cargo xtask backup`, or any pg_dump --format=custom archive) into this
+branch's database: --db NAME, else the database FILE's name starts with (<db>--...), else the default
+one. First the current database, when it exists, is backed up (its path is printed). The archive is
+restored with pg_restore --single-transaction --exit-on-error into a new database made and labelled
+like a branch database, keeping the owners of its objects (the project's roles: run setup first); only
+when that succeeded is the current database dropped (its connections are ended) and the new one
+renamed into its place. When the restore fails, the current database is untouched and pg_restore's
+message is shown. A FILE that is missing or is not a custom-format archive changes nothing. On an
+external server that is not on this machine, --force is required."
         }
         "db-up" => {
             "\
@@ -384,6 +426,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
     let mut db = None;
     let (mut json, mut force, mut help, mut provision) = (false, false, false, false);
     let (mut manual, mut write, mut staged) = (false, false, false);
+    let mut backup = false;
+    let mut file: Option<PathBuf> = None;
     let mut options = MigrateOptions::default();
     let mut steps: Option<usize> = None;
     let mut from: Option<String> = None;
@@ -402,6 +446,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
             Long("manual") => manual = true,
             Long("write") => write = true,
             Long("staged") => staged = true,
+            Long("backup") => backup = true,
             Long("dry-run") => options.dry_run = true,
             Long("allow-out-of-order") => options.allow_out_of_order = true,
             Long("steps") => {
@@ -412,6 +457,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
             }
             Value(value) if name.is_none() => name = Some(value.string()?),
             Value(value) if name.as_deref() == Some("connect") => psql_args.push(value),
+            Value(value) if name.as_deref() == Some("restore") && file.is_none() => {
+                file = Some(PathBuf::from(value))
+            }
             Value(value) => positional.push(value.string()?),
             _ => return Err(arg.unexpected().into()),
         }
@@ -435,8 +483,16 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
         "db-status" => Command::DbStatus { json },
         "db-endpoint" => Command::DbEndpoint { db: db.take() },
         "setup" => Command::Setup { from: from.take() },
-        "wipe" => Command::Wipe { db: db.take(), force },
+        "wipe" => Command::Wipe { db: db.take(), force, backup },
         "teardown" => Command::Teardown { force },
+        "backup" => Command::Backup { db: db.take() },
+        "restore" => Command::Restore {
+            file: file.take().ok_or_else(|| {
+                anyhow::anyhow!("restore needs the backup file: cargo xtask restore backups/<file>.dump")
+            })?,
+            db: db.take(),
+            force,
+        },
         "migrate" => Command::Migrate { db: db.take(), options, json },
         "rollback" => Command::Rollback { db: db.take(), steps: steps.take().unwrap_or(1) },
         "migrations" => Command::Migrations { db: db.take(), json },
@@ -474,6 +530,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
     if write && !matches!(command, Command::Schema { .. }) {
         bail!("`{name}` does not take --write; see `cargo xtask {name} --help`");
     }
+    if backup && !matches!(command, Command::Wipe { .. }) {
+        bail!("`{name}` does not take --backup; see `cargo xtask {name} --help`");
+    }
     if staged && !matches!(command, Command::PreCommit { .. }) {
         bail!("`{name}` does not take --staged; see `cargo xtask {name} --help`");
     }
@@ -505,8 +564,10 @@ fn reject_unused(name: &str, command: &Command, db: bool, json: bool, force: boo
             | Command::Ci { .. }
             | Command::Branches { .. }
     );
-    let takes_force =
-        matches!(command, Command::Wipe { .. } | Command::Teardown { .. } | Command::Prune { .. });
+    let takes_force = matches!(
+        command,
+        Command::Wipe { .. } | Command::Teardown { .. } | Command::Prune { .. } | Command::Restore { .. }
+    );
     for (given, allowed, flag) in
         [(db, false, "--db"), (json, takes_json, "--json"), (force, takes_force, "--force")]
     {
@@ -528,7 +589,9 @@ mod tests {
     #[test]
     fn commands_and_options() {
         let a = parse_str(&["wipe", "--db", "app", "--branch", "feat/x", "--force"]).unwrap();
-        assert!(matches!(a.command, Command::Wipe { db: Some(ref d), force: true } if d == "app"));
+        assert!(
+            matches!(a.command, Command::Wipe { db: Some(ref d), force: true, backup: false } if d == "app")
+        );
         assert_eq!(a.branch.as_deref(), Some("feat/x"));
         assert!(matches!(
             parse_str(&["db-status", "--json"]).unwrap().command,
@@ -536,6 +599,31 @@ mod tests {
         ));
         assert!(matches!(parse_str(&[]).unwrap().command, Command::Help { topic: None }));
         assert!(matches!(parse_str(&["setup", "--help"]).unwrap().command, Command::Help { topic: Some(_) }));
+    }
+
+    #[test]
+    fn backup_restore_and_wipe_backup() {
+        assert!(matches!(
+            parse_str(&["backup", "--db", "shop"]).unwrap().command,
+            Command::Backup { db: Some(ref d) } if d == "shop"
+        ));
+        assert!(matches!(
+            parse_str(&["wipe", "--backup"]).unwrap().command,
+            Command::Wipe { backup: true, .. }
+        ));
+        let a = parse_str(&["restore", "backups/shop--main--20260101T000000Z.dump", "--force"]).unwrap();
+        let Command::Restore { file, db: None, force: true } = a.command else { panic!() };
+        assert_eq!(file, PathBuf::from("backups/shop--main--20260101T000000Z.dump"));
+        for args in [
+            &["restore"][..],
+            &["restore", "a.dump", "b.dump"],
+            &["backup", "--force"],
+            &["backup", "extra"],
+            &["setup", "--backup"],
+            &["restore", "a.dump", "--backup"],
+        ] {
+            assert!(parse_str(args).is_err(), "{args:?}");
+        }
     }
 
     #[test]
@@ -602,6 +690,8 @@ mod tests {
             "setup",
             "wipe",
             "teardown",
+            "backup",
+            "restore",
             "db-up",
             "db-down",
             "db-status",

@@ -73,8 +73,10 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Setup { from } => {
             tasks::setup(&ctx, from.as_deref())?;
         }
-        Command::Wipe { db, force } => tasks::wipe(&ctx, db.as_deref(), force)?,
+        Command::Wipe { db, force, backup } => tasks::wipe(&ctx, db.as_deref(), force, backup)?,
         Command::Teardown { force } => tasks::teardown(&ctx, force)?,
+        Command::Backup { db } => tasks::backup::backup(&ctx, db.as_deref())?,
+        Command::Restore { file, db, force } => tasks::backup::restore(&ctx, &file, db.as_deref(), force)?,
         Command::Connect { db, psql_args } => {
             return tasks::connect(&ctx, db.as_deref(), &psql_args);
         }

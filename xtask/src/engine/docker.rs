@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 use xshell::{Shell, cmd};
 
-use super::{Engine, PsqlLauncher, ServerState, Status, UpOutcome, tail};
+use super::{ClientProgram, ClientTool, Engine, ServerState, Status, UpOutcome, tail};
 use crate::config::{Config, EngineKind};
 use crate::conn::{Endpoint, ReadyWatch, wait_ready};
 use crate::os;
@@ -391,10 +391,14 @@ impl Engine for Docker {
         Ok(())
     }
 
-    fn psql(&self) -> Result<PsqlLauncher> {
-        Ok(match super::find_host_psql() {
-            Ok(path) => PsqlLauncher::Host(path),
-            Err(_) => PsqlLauncher::DockerExec { container: self.container.clone() },
+    /// psql from this machine when there is one; pg_dump and pg_restore always from the container,
+    /// whose versions match the server (a host pg_dump refuses a newer server, and its archives
+    /// may be too new for the server's pg_restore).
+    fn client_tool(&self, program: ClientProgram) -> Result<ClientTool> {
+        let exec = ClientTool::DockerExec { container: self.container.clone(), program };
+        Ok(match program {
+            ClientProgram::Psql => super::find_client("psql").map(ClientTool::Host).unwrap_or(exec),
+            ClientProgram::PgDump | ClientProgram::PgRestore => exec,
         })
     }
 }

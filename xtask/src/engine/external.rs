@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use super::{Engine, PsqlLauncher, ServerState, Status, UpOutcome};
+use super::{ClientProgram, ClientTool, Engine, ServerState, Status, UpOutcome};
 use crate::config::{Config, EngineKind};
 use crate::conn::{Endpoint, ReadyWatch, wait_ready};
 
@@ -66,7 +66,8 @@ impl Engine for External {
         bail!("an external server is never removed by xtask")
     }
 
-    fn psql(&self) -> Result<PsqlLauncher> {
-        super::find_host_psql().map(PsqlLauncher::Host)
+    /// The newest client on this machine: pg_dump refuses a server newer than itself.
+    fn client_tool(&self, program: ClientProgram) -> Result<ClientTool> {
+        super::find_client(program.name()).map(ClientTool::Host)
     }
 }

@@ -4,6 +4,7 @@ mod docker;
 mod external;
 mod native;
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
@@ -13,7 +14,7 @@ use crate::config::EngineKind;
 use crate::conn::Endpoint;
 use crate::workspace::Ctx;
 
-pub use native::{INSTALL_HINT, find_client as find_host_psql};
+pub use native::{INSTALL_HINT, find_client};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -53,12 +54,72 @@ impl UpOutcome {
     }
 }
 
-/// How `connect` starts psql.
-pub enum PsqlLauncher {
-    /// A psql binary on this machine, given the endpoint through libpq's environment.
+/// A PostgreSQL client program, run against the project's server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientProgram {
+    Psql,
+    PgDump,
+    PgRestore,
+}
+
+impl ClientProgram {
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientProgram::Psql => "psql",
+            ClientProgram::PgDump => "pg_dump",
+            ClientProgram::PgRestore => "pg_restore",
+        }
+    }
+}
+
+/// Where a client program runs.
+pub enum ClientTool {
+    /// A binary on this machine, given the endpoint through libpq's environment.
     Host(PathBuf),
-    /// `docker exec -it` into the container, for machines without a psql client.
-    DockerExec { container: String },
+    /// `docker exec -i` into the container: the server's own client, whatever this machine has.
+    DockerExec { container: String, program: ClientProgram },
+}
+
+impl ClientTool {
+    /// The program logged in as `login` on database `db` (libpq's environment), with `args`; stdio
+    /// is inherited until the caller redirects it. The password is only ever in the environment:
+    /// `docker exec --env PGPASSWORD` without a value hands docker's own variable over.
+    /// `terminal`: docker allocates a terminal (an interactive psql).
+    pub fn command(&self, login: &Endpoint, db: &str, args: &[OsString], terminal: bool) -> duct::Expression {
+        match self {
+            ClientTool::Host(path) => {
+                let mut command = duct::cmd(path, args);
+                for (key, value) in login.libpq_env(db) {
+                    command = command.env(key, value);
+                }
+                command
+            }
+            ClientTool::DockerExec { container, program } => {
+                let mut exec: Vec<OsString> = vec!["exec".into(), if terminal { "-it" } else { "-i" }.into()];
+                for setting in [
+                    "PGHOST=127.0.0.1".to_owned(),
+                    format!("PGUSER={}", login.user),
+                    format!("PGDATABASE={db}"),
+                    "PGPASSWORD".to_owned(),
+                ] {
+                    exec.extend(["--env".into(), setting.into()]);
+                }
+                exec.extend([container.into(), program.name().into()]);
+                exec.extend(args.iter().cloned());
+                duct::cmd("docker", exec).env("PGPASSWORD", &login.password)
+            }
+        }
+    }
+
+    /// What runs, for messages: the binary's path, or the program in the container.
+    pub fn describe(&self) -> String {
+        match self {
+            ClientTool::Host(path) => path.display().to_string(),
+            ClientTool::DockerExec { container, program } => {
+                format!("{} in container {container}", program.name())
+            }
+        }
+    }
 }
 
 pub trait Engine {
@@ -72,7 +133,8 @@ pub trait Engine {
     fn status(&self) -> Result<Status>;
     /// Removes the server and all its data. Not called for the external engine.
     fn destroy(&self) -> Result<()>;
-    fn psql(&self) -> Result<PsqlLauncher>;
+    /// How to run a client program against this server.
+    fn client_tool(&self, program: ClientProgram) -> Result<ClientTool>;
 }
 
 /// The engine the configuration asks for; `auto` is docker when a Docker engine answers, else native

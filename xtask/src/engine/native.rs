@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use super::{Engine, PsqlLauncher, ServerState, Status, UpOutcome, tail};
+use super::{ClientProgram, ClientTool, Engine, ServerState, Status, UpOutcome, tail};
 use crate::config::{Config, EngineKind};
 use crate::conn::{Endpoint, ReadyWatch, wait_ready};
 use crate::os;
@@ -346,14 +346,15 @@ impl Engine for Native {
         Ok(())
     }
 
-    fn psql(&self) -> Result<PsqlLauncher> {
+    /// The cluster's own client (the server's major version), else the newest on this machine.
+    fn client_tool(&self, program: ClientProgram) -> Result<ClientTool> {
         if let Ok(bins) = self.binaries() {
-            let psql = bins.dir.join("psql");
-            if psql.exists() {
-                return Ok(PsqlLauncher::Host(psql));
+            let path = bins.dir.join(program.name());
+            if path.exists() {
+                return Ok(ClientTool::Host(path));
             }
         }
-        find_client().map(PsqlLauncher::Host)
+        find_client(program.name()).map(ClientTool::Host)
     }
 }
 
@@ -503,19 +504,22 @@ fn major_of_dir(dir: &Path) -> Option<u32> {
     version.split('.').next()?.parse().ok()
 }
 
-/// A psql client: a versioned binary first (Debian's /usr/bin/psql is a slower Perl wrapper).
-pub fn find_client() -> Result<PathBuf> {
+/// A client program (psql, pg_dump, pg_restore): the newest versioned binary first (Debian's
+/// /usr/bin/psql is a slower Perl wrapper), else the one on PATH.
+pub fn find_client(program: &str) -> Result<PathBuf> {
     let mut versioned: Vec<Binaries> = known_bin_dirs()
         .into_iter()
-        .filter(|dir| dir.join("psql").exists())
+        .filter(|dir| dir.join(program).exists())
         .filter_map(|dir| major_of_dir(&dir).map(|major| Binaries { dir, major }))
         .collect();
     versioned.sort_by_key(|b| std::cmp::Reverse(b.major));
     if let Some(bins) = versioned.into_iter().next() {
-        return Ok(bins.dir.join("psql"));
+        return Ok(bins.dir.join(program));
     }
-    which::which("psql").context(
-        "psql was not found: install the PostgreSQL client (Debian/Ubuntu: sudo apt-get install \
-         postgresql-client; Fedora: sudo dnf install postgresql; macOS: brew install libpq)",
-    )
+    which::which(program).with_context(|| {
+        format!(
+            "{program} was not found: install the PostgreSQL client (Debian/Ubuntu: sudo apt-get install \
+             postgresql-client; Fedora: sudo dnf install postgresql; macOS: brew install libpq)"
+        )
+    })
 }

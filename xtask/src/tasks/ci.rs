@@ -269,7 +269,8 @@ fn teardown(ctx: &Ctx, started_server: bool, daemon: Option<DockerDaemon>) -> Re
     let engine = engine::select(ctx)?;
     let running = engine.status().is_ok_and(|s| s.state == engine::ServerState::Running);
     if running {
-        super::wipe(ctx, None, true)?;
+        // Forced (the run's own databases, on any host), not backed up.
+        super::wipe(ctx, None, true, false)?;
         for database in ctx.databases() {
             scratch::forget_on_signal(database.name.as_str());
         }

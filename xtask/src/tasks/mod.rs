@@ -1,5 +1,6 @@
 //! The tasks: thin orchestration of engine, admin and .env work, one function per command.
 
+pub mod backup;
 pub mod branches;
 pub mod checks;
 pub mod ci;
@@ -21,7 +22,7 @@ use postgres::error::SqlState;
 use crate::admin::{self, Admin, Created, NewDatabase, RoleChange, RoleSpec};
 use crate::conn::{Endpoint, PgError};
 use crate::credentials::Credentials;
-use crate::engine::{self, Engine, PsqlLauncher, ServerState};
+use crate::engine::{self, ClientProgram, Engine, ServerState};
 use crate::workspace::{Ctx, Database};
 use crate::{config::EngineKind, dotenv};
 
@@ -294,32 +295,50 @@ fn grant_declared_reads(
     changes: &mut Vec<String>,
 ) -> Result<()> {
     for read in databases {
-        let Some(owner) = &read.spec.role else { continue };
-        let readers: Vec<&str> = databases
-            .iter()
-            .filter(|d| d.spec.reads.contains(&read.logical))
-            .filter_map(|d| d.spec.role.as_deref())
-            .collect();
-        let mut newly = false;
-        for reader in &readers {
-            newly |= admin.grant_connect(read.name.as_str(), reader)?;
-        }
-        if readers.is_empty() {
-            continue;
-        }
-        admin::grant_reads(endpoint, read.name.as_str(), owner, &readers)?;
-        if newly || changed.contains(&read.logical.as_str()) {
+        let (readers, newly) = grant_reads_of(admin, endpoint, databases, read, read.name.as_str())?;
+        if !readers.is_empty() && (newly || changed.contains(&read.logical.as_str())) {
             changes.push(format!("{} may read {}", readers.join(", "), read.name));
         }
     }
     Ok(())
 }
 
-pub fn wipe(ctx: &Ctx, db: Option<&str>, force: bool) -> Result<()> {
+/// Lets the roles declared to read `read` connect to `name` (its database, or a copy being made
+/// to replace it) and SELECT its tables. Returns the readers and whether one could not connect
+/// before.
+fn grant_reads_of<'a>(
+    admin: &mut Admin,
+    endpoint: &Endpoint,
+    databases: &'a [Database],
+    read: &Database,
+    name: &str,
+) -> Result<(Vec<&'a str>, bool)> {
+    let Some(owner) = &read.spec.role else { return Ok((Vec::new(), false)) };
+    let readers: Vec<&str> = databases
+        .iter()
+        .filter(|d| d.spec.reads.contains(&read.logical))
+        .filter_map(|d| d.spec.role.as_deref())
+        .collect();
+    let mut newly = false;
+    for reader in &readers {
+        newly |= admin.grant_connect(name, reader)?;
+    }
+    if !readers.is_empty() {
+        admin::grant_reads(endpoint, name, owner, &readers)?;
+    }
+    Ok((readers, newly))
+}
+
+/// `backup`: every database is dumped before the first is dropped, so a failed dump drops nothing.
+pub fn wipe(ctx: &Ctx, db: Option<&str>, force: bool, backup: bool) -> Result<()> {
     let engine = engine::select(ctx)?;
     refuse_remote_without_force(engine.as_ref(), force, "wipe")?;
     let mut admin = connect_running(engine.as_ref(), "wipe")?;
-    for database in ctx.select_databases(db)? {
+    let databases = ctx.select_databases(db)?;
+    if backup {
+        backup::back_up_existing(ctx, engine.as_ref(), &mut admin, &databases, "wipe")?;
+    }
+    for database in databases {
         let expected = Some((database.logical.as_str(), ctx.branch.name.as_str()));
         if admin.drop_labelled(database.name.as_str(), &ctx.config.project, expected)? {
             eprintln!("wipe: dropped database {}", database.name);
@@ -377,25 +396,14 @@ pub fn connect(ctx: &Ctx, db: Option<&str>, psql_args: &[std::ffi::OsString]) ->
     let name = database.name.as_str();
     connect_running(engine.as_ref(), "connect")?;
     let login = database_login(ctx, engine.endpoint(), &database)?;
-    let endpoint = &login;
-    let status = match engine.psql()? {
-        PsqlLauncher::Host(psql) => std::process::Command::new(&psql)
-            .args(psql_args)
-            .envs(endpoint.libpq_env(name))
-            .status()
-            .with_context(|| format!("run {}", psql.display()))?,
-        PsqlLauncher::DockerExec { container } => {
-            let tty = if std::io::stdin().is_terminal() { "-it" } else { "-i" };
-            // `--env PGPASSWORD` without a value hands docker's own variable over: not on any command line.
-            std::process::Command::new("docker")
-                .env("PGPASSWORD", &endpoint.password)
-                .args(["exec", tty, "--env", "PGPASSWORD", &container])
-                .args(["psql", "--host", "127.0.0.1", "--username", &endpoint.user, "--dbname", name])
-                .args(psql_args)
-                .status()
-                .context("run docker exec psql")?
-        }
-    };
+    let terminal = std::io::stdin().is_terminal();
+    let psql = engine.client_tool(ClientProgram::Psql)?;
+    let status = psql
+        .command(&login, name, psql_args, terminal)
+        .unchecked()
+        .run()
+        .with_context(|| format!("run {}", psql.describe()))?
+        .status;
     Ok(ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8))
 }
 

@@ -376,7 +376,7 @@ fn write_pair(
 }
 
 /// The current UTC time as `YYYYMMDDHHMMSS`.
-fn utc_timestamp_version() -> i64 {
+pub(super) fn utc_timestamp_version() -> i64 {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

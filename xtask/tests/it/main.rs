@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod backup;
 mod branches;
 mod docker;
 mod errors;
@@ -54,4 +55,5 @@ on_both_engines! {
     templates_copies => crate::templates::copies_from_templates,
     templates_setup_from => crate::templates::setup_from_another_branch,
     prune_gone_branches => crate::branches::prune_gone_branches,
+    backup_round_trip => crate::backup::round_trip,
 }

@@ -1,0 +1,439 @@
+//! Backups of this branch's databases: `backup` dumps them into backups/ (pg_dump's custom format),
+//! `restore` puts one back after backing up what is there, `wipe --backup` dumps before dropping.
+//!
+//! pg_dump and pg_restore run where the engine says (`Engine::client_tool`): the native cluster's
+//! own binaries, inside the container for docker, the newest on this machine for an external
+//! server. They log in as the admin user, the password in their environment only.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use super::{connect_running, grant_reads_of, human_size, refuse_remote_without_force};
+use crate::admin::Admin;
+use crate::engine::{self, ClientProgram, ClientTool, Engine};
+use crate::workspace::{Ctx, Database};
+use crate::{os, scratch};
+
+/// Where backups go, under the workspace root.
+const DIR: &str = "backups";
+/// The first bytes of every pg_dump archive in custom format.
+const MAGIC: &[u8] = b"PGDMP";
+/// Longest branch part of a file name; a longer one is cut and marked with a hash of the branch.
+const MAX_SLUG_BYTES: usize = 60;
+
+/// A backup written to disk.
+pub struct Backup {
+    pub path: PathBuf,
+    pub size: u64,
+}
+
+/// `cargo xtask backup [--db NAME]`: one file per database, each path on stdout.
+pub fn backup(ctx: &Ctx, db: Option<&str>) -> Result<()> {
+    let engine = engine::select(ctx)?;
+    let mut admin = connect_running(engine.as_ref(), "backup")?;
+    let databases = ctx.select_databases(db)?;
+    let existing = existing_names(&mut admin)?;
+    if let Some(missing) = databases.iter().find(|d| !existing.contains(&d.name.to_string())) {
+        bail!(
+            "database {} (`{}` of branch `{}`) does not exist, so there is nothing to back up: run \
+             `cargo xtask setup` to create it",
+            missing.name,
+            missing.logical,
+            ctx.branch.name
+        );
+    }
+    for database in &databases {
+        let backup = dump(ctx, engine.as_ref(), database)?;
+        report("backup", database, &backup);
+        println!("{}", backup.path.display());
+    }
+    Ok(())
+}
+
+/// Backs up each of `databases` that exists before `task` changes it; the first failure stops
+/// `task` before anything has changed.
+pub(super) fn back_up_existing(
+    ctx: &Ctx,
+    engine: &dyn Engine,
+    admin: &mut Admin,
+    databases: &[Database],
+    task: &str,
+) -> Result<Vec<Backup>> {
+    let existing = existing_names(admin)?;
+    let mut written = Vec::new();
+    for database in databases.iter().filter(|d| existing.contains(&d.name.to_string())) {
+        let backup = dump(ctx, engine, database).with_context(|| {
+            format!(
+                "{task} stopped before changing anything: the backup of database {} failed",
+                database.name
+            )
+        })?;
+        report(task, database, &backup);
+        written.push(backup);
+    }
+    Ok(written)
+}
+
+/// `cargo xtask restore FILE [--db NAME] [--force]`: the archive is restored into a new database,
+/// made and labelled like the branch database, which replaces the branch database only once the
+/// restore has succeeded; the branch database is backed up first.
+pub fn restore(ctx: &Ctx, file: &Path, db: Option<&str>, force: bool) -> Result<()> {
+    check_archive(file)?;
+    let database = restore_target(ctx, file, db)?;
+    let engine = engine::select(ctx)?;
+    refuse_remote_without_force(engine.as_ref(), force, "restore")?;
+    let mut admin = connect_running(engine.as_ref(), "restore")?;
+    let (project, branch) = (ctx.config.project.as_str(), ctx.branch.name.as_str());
+    let name = database.name.as_str();
+    if let Some(role) = &database.spec.role
+        && !admin.project_roles(project)?.contains(role)
+    {
+        bail!(
+            "role {role}, which owns database `{}`, is not on the server as this project's role: run \
+             `cargo xtask setup` first (it makes the project's roles, which the restored objects belong to)",
+            database.logical
+        );
+    }
+    eprintln!(
+        "restore: {} into database {name} (`{}` of branch `{branch}`)",
+        file.display(),
+        database.logical
+    );
+    back_up_existing(ctx, engine.as_ref(), &mut admin, std::slice::from_ref(&database), "restore")?;
+
+    let scratch_name =
+        format!("_xtask_restore_{}_{}", std::process::id(), crate::credentials::random_hex(4)?);
+    // From here Ctrl-C, SIGTERM and SIGHUP drop the half-restored copy; pg_restore is started with
+    // the signals unblocked, so it stops too.
+    scratch::drop_on_signal(engine.endpoint(), &scratch_name);
+    scratch::drop_on_signals();
+    let expected = (database.logical.as_str(), branch);
+    let all = ctx.databases();
+    let filled = admin
+        .create_labelled_scratch(
+            &scratch_name,
+            &crate::admin::NewDatabase {
+                project,
+                logical: &database.logical,
+                branch,
+                owner: database.spec.role.as_deref(),
+                template: None,
+            },
+        )
+        .and_then(|()| run_pg_restore(engine.as_ref(), file, &scratch_name))
+        // pg_dump (without --create) does not carry database-level grants: CONNECT for the readers.
+        .and_then(|()| grant_reads_of(&mut admin, engine.endpoint(), &all, &database, &scratch_name))
+        .map(|_| ());
+    if let Err(error) = filled {
+        if let Err(dropped) = admin.drop_labelled(&scratch_name, project, Some(expected)) {
+            eprintln!("warning: could not drop database {scratch_name}: {dropped:#}");
+        }
+        scratch::forget_on_signal(&scratch_name);
+        return Err(error.context(format!(
+            "restore {} into database {name} failed; {name} is unchanged",
+            file.display()
+        )));
+    }
+    // The swap is not undone by a signal: at worst the restored copy stays under its scratch name.
+    scratch::forget_on_signal(&scratch_name);
+    admin
+        .replace_labelled(&scratch_name, name, project, expected)
+        .with_context(|| format!("restore {} into database {name}", file.display()))?;
+    eprintln!("restore: database {name} now holds {}", file.display());
+    Ok(())
+}
+
+/// Dumps `database` into backups/: written under a temporary name, synced, then given its final
+/// name, so a failed dump leaves no file and a backup is never overwritten.
+fn dump(ctx: &Ctx, engine: &dyn Engine, database: &Database) -> Result<Backup> {
+    let dir = backups_dir(&ctx.root)?;
+    let stem = file_stem(&database.logical, &ctx.branch.name, &utc_stamp());
+    let partial = dir.join(format!(".{stem}.partial-{}", std::process::id()));
+    let file = create_private(&partial)?;
+    let written = run_pg_dump(engine, database.name.as_str(), file)
+        .and_then(|()| {
+            File::open(&partial)
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("sync {}", partial.display()))
+        })
+        .and_then(|()| publish(&partial, &dir, &stem));
+    let _ = std::fs::remove_file(&partial);
+    let path = written?;
+    let size = std::fs::metadata(&path).with_context(|| format!("read {}", path.display()))?.len();
+    Ok(Backup { path, size })
+}
+
+fn run_pg_dump(engine: &dyn Engine, name: &str, file: File) -> Result<()> {
+    let tool = engine.client_tool(ClientProgram::PgDump)?;
+    let args: Vec<OsString> =
+        ["--format=custom", "--no-password", "--dbname", name].into_iter().map(OsString::from).collect();
+    let output = tool
+        .command(engine.endpoint(), name, &args, false)
+        .stdin_null()
+        .stdout_file(file)
+        .stderr_capture()
+        .unchecked()
+        .run()
+        .with_context(|| format!("run {}", tool.describe()))?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        bail!(
+            "{} failed ({}) on database {name}:\n{}{}",
+            tool.describe(),
+            output.status,
+            stderr.trim_end(),
+            advice(&tool, &stderr)
+        );
+    }
+    if !stderr.trim().is_empty() {
+        eprintln!("{}", stderr.trim_end());
+    }
+    Ok(())
+}
+
+fn run_pg_restore(engine: &dyn Engine, file: &Path, into: &str) -> Result<()> {
+    let tool = engine.client_tool(ClientProgram::PgRestore)?;
+    let archive = File::open(file).with_context(|| format!("read {}", file.display()))?;
+    let args: Vec<OsString> = ["--exit-on-error", "--single-transaction", "--no-password", "--dbname", into]
+        .into_iter()
+        .map(OsString::from)
+        .collect();
+    let output = os::signals_unblocked(tool.command(engine.endpoint(), into, &args, false))
+        .stdin_file(archive)
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .run()
+        .with_context(|| format!("run {}", tool.describe()))?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        bail!(
+            "{} failed ({}):\n{}{}",
+            tool.describe(),
+            output.status,
+            stderr.trim_end(),
+            advice(&tool, &stderr)
+        );
+    }
+    if !stderr.trim().is_empty() {
+        eprintln!("{}", stderr.trim_end());
+    }
+    Ok(())
+}
+
+/// What to do about the usual failures of pg_dump and pg_restore.
+fn advice(tool: &ClientTool, stderr: &str) -> String {
+    let client = tool.describe();
+    if stderr.contains("server version mismatch") {
+        format!(
+            "\n{client} is older than the server and refuses to dump it: install the PostgreSQL client of \
+             the server's major version or newer (Debian/Ubuntu: apt-get install postgresql-client-<major>, \
+             from apt.postgresql.org when the distribution lacks it; macOS: brew install postgresql@<major>)"
+        )
+    } else if stderr.contains("unsupported version") && stderr.contains("file header") {
+        format!(
+            "\nthe file was written by a newer pg_dump than {client} can read: restore it on a server of \
+             that version, or back up again with this project's engine"
+        )
+    } else if stderr.contains("role \"") && stderr.contains("does not exist") {
+        "\nthe dump's objects belong to roles missing here: run `cargo xtask setup` first (it makes the \
+         project's roles)"
+            .to_owned()
+    } else {
+        String::new()
+    }
+}
+
+fn report(task: &str, database: &Database, backup: &Backup) {
+    let size = human_size(i64::try_from(backup.size).unwrap_or(i64::MAX));
+    eprintln!("{task}: backed up database {} ({size}) to {}", database.name, backup.path.display());
+}
+
+fn existing_names(admin: &mut Admin) -> Result<Vec<String>> {
+    Ok(admin.databases(&[])?.into_iter().map(|d| d.name).collect())
+}
+
+/// `<root>/backups`, with a `.gitignore` that keeps it and everything in it out of git.
+fn backups_dir(root: &Path) -> Result<PathBuf> {
+    let dir = root.join(DIR);
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let ignore = dir.join(".gitignore");
+    if !ignore.exists() {
+        std::fs::write(&ignore, "# Database backups written by `cargo xtask backup`: never committed.\n*\n")
+            .with_context(|| format!("write {}", ignore.display()))?;
+    }
+    Ok(dir)
+}
+
+/// A new file readable by its owner only: a dump holds the database's data.
+fn create_private(path: &Path) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("create {}", path.display()))
+}
+
+/// Gives the finished dump its name, `<stem>.dump`, or `<stem>-2.dump` and so on when a backup of
+/// the same second has it: a hard link never replaces an existing file.
+fn publish(partial: &Path, dir: &Path, stem: &str) -> Result<PathBuf> {
+    for n in 1..1000 {
+        let name = if n == 1 { format!("{stem}.dump") } else { format!("{stem}-{n}.dump") };
+        let path = dir.join(name);
+        match std::fs::hard_link(partial, &path) {
+            Ok(()) => return Ok(path),
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(error) => return Err(error).with_context(|| format!("create {}", path.display())),
+        }
+    }
+    bail!("{} holds 999 backups named {stem}-N.dump already", dir.display())
+}
+
+/// `<logical>--<branch>--<UTC time>`, the branch made safe for a file name.
+fn file_stem(logical: &str, branch: &str, stamp: &str) -> String {
+    format!("{logical}--{}--{stamp}", branch_slug(branch))
+}
+
+/// The branch with every character outside `[A-Za-z0-9._-]` replaced by `_`; a long one is cut
+/// and gets a hash of the whole branch name.
+fn branch_slug(branch: &str) -> String {
+    let slug: String = branch
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' })
+        .collect();
+    if slug.len() <= MAX_SLUG_BYTES {
+        return slug;
+    }
+    // All ASCII by now, so any byte index is a character boundary.
+    format!("{}-{}", &slug[..MAX_SLUG_BYTES - 9], crate::naming::short_hash(branch))
+}
+
+/// The current UTC time as `YYYYMMDDTHHMMSSZ`.
+fn utc_stamp() -> String {
+    stamp_of(super::schema::utc_timestamp_version())
+}
+
+fn stamp_of(version: i64) -> String {
+    let digits = format!("{version:014}");
+    format!("{}T{}Z", &digits[..8], &digits[8..])
+}
+
+/// `--db`, else the logical database the file's name starts with (`<logical>--`), else the
+/// project's first.
+fn restore_target(ctx: &Ctx, file: &Path, db: Option<&str>) -> Result<Database> {
+    let named = logical_in_name(file);
+    if db.is_some() {
+        let database = ctx.database(db)?;
+        if let Some(other) = named.filter(|l| *l != database.logical && ctx.select_databases(Some(l)).is_ok())
+        {
+            eprintln!(
+                "restore: warning: {} is named as a backup of `{other}`; restoring it into `{}` as asked",
+                file.display(),
+                database.logical
+            );
+        }
+        return Ok(database);
+    }
+    let all = ctx.databases();
+    Ok(named.and_then(|l| all.iter().find(|d| d.logical == l)).unwrap_or(&all[0]).clone())
+}
+
+fn logical_in_name(file: &Path) -> Option<&str> {
+    file.file_name()?.to_str()?.split_once("--").map(|(logical, _)| logical)
+}
+
+/// Refuses, before anything changes, a path that is missing, unreadable, or not a pg_dump archive
+/// in custom format.
+fn check_archive(file: &Path) -> Result<()> {
+    let shown = file.display();
+    let metadata = std::fs::metadata(file).with_context(|| {
+        format!("cannot read {shown}: give the path of a file written by `cargo xtask backup` (in backups/)")
+    })?;
+    if !metadata.is_file() {
+        bail!("{shown} is not a file: give the path of a file written by `cargo xtask backup` (in backups/)");
+    }
+    let mut head = Vec::with_capacity(MAGIC.len());
+    File::open(file)
+        .and_then(|f| f.take(MAGIC.len() as u64).read_to_end(&mut head))
+        .with_context(|| format!("cannot read {shown}"))?;
+    if head != MAGIC {
+        bail!(
+            "{shown} is not a pg_dump archive in custom format (it does not begin with PGDMP): give a file \
+             written by `cargo xtask backup` or `pg_dump --format=custom`"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_carry_database_branch_and_time() {
+        assert_eq!(stamp_of(20260301090705), "20260301T090705Z");
+        assert_eq!(file_stem("shop", "main", "20260301T090705Z"), "shop--main--20260301T090705Z");
+        assert_eq!(branch_slug("feature/Login-Page.v2"), "feature_Login-Page.v2");
+        assert_eq!(branch_slug("x'; rm -rf /; \"q\" ü名"), "x___rm_-rf_____q____");
+        let long = "very-long/".repeat(30);
+        let slug = branch_slug(&long);
+        assert_eq!(slug.len(), MAX_SLUG_BYTES);
+        assert!(slug.ends_with(&crate::naming::short_hash(&long)), "{slug}");
+        assert_ne!(slug, branch_slug(&"very-long/".repeat(31)));
+    }
+
+    #[test]
+    fn the_logical_database_comes_from_the_file_name() {
+        assert_eq!(
+            logical_in_name(Path::new("backups/shop--feature_x--20260301T090705Z.dump")),
+            Some("shop")
+        );
+        assert_eq!(logical_in_name(Path::new("/tmp/a--b--c/notes--main--1.dump")), Some("notes"));
+        assert_eq!(logical_in_name(Path::new("backups/anything.dump")), None);
+    }
+
+    #[test]
+    fn publishing_never_overwrites() {
+        let dir = os::TempDir::new("backup-test").unwrap();
+        let mut published = Vec::new();
+        for content in ["one", "two", "three"] {
+            let partial = dir.path().join(".partial");
+            std::fs::write(&partial, content).unwrap();
+            published.push(publish(&partial, dir.path(), "db--main--20260301T090705Z").unwrap());
+            std::fs::remove_file(&partial).unwrap();
+        }
+        let names: Vec<_> = published.iter().map(|p| p.file_name().unwrap().to_str().unwrap()).collect();
+        assert_eq!(
+            names,
+            [
+                "db--main--20260301T090705Z.dump",
+                "db--main--20260301T090705Z-2.dump",
+                "db--main--20260301T090705Z-3.dump"
+            ]
+        );
+        let contents: Vec<_> = published.iter().map(|p| std::fs::read_to_string(p).unwrap()).collect();
+        assert_eq!(contents, ["one", "two", "three"]);
+    }
+
+    #[test]
+    fn archives_are_checked_before_anything_changes() {
+        let dir = os::TempDir::new("backup-test").unwrap();
+        let missing = dir.path().join("missing.dump");
+        assert!(format!("{:#}", check_archive(&missing).unwrap_err()).contains("cannot read"));
+        assert!(format!("{:#}", check_archive(dir.path()).unwrap_err()).contains("not a file"));
+        for garbage in [&b""[..], b"PGD", b"SELECT 1;\n", b"\x1f\x8b\x08compressed"] {
+            let file = dir.path().join("garbage.dump");
+            std::fs::write(&file, garbage).unwrap();
+            assert!(format!("{:#}", check_archive(&file).unwrap_err()).contains("not a pg_dump archive"));
+        }
+        let file = dir.path().join("ok.dump");
+        std::fs::write(&file, b"PGDMP\x01\x0e\x00").unwrap();
+        check_archive(&file).unwrap();
+    }
+}
