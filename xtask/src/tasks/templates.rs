@@ -57,47 +57,87 @@ pub fn ensure(
         return Ok(full_name);
     }
     let shared_count = shared_prefix(ctx, db, &inputs.migrations);
-    let shared = hash(db, &inputs.migrations[..shared_count], &inputs.seeds);
-    let shared_name = name(db, &shared);
-    let default_branch = default_branch_name(ctx);
-    if !admin.template_exists(&shared_name, &shared)? {
-        let started = Instant::now();
-        eprintln!(
-            "setup: building the template of `{}` ({} migration(s), {} seed file(s)); later branches copy it",
-            db.logical,
-            shared_count,
-            inputs.seeds.len()
-        );
-        let new = template_label(ctx, db, &default_branch, &shared);
-        let migrations = &inputs.migrations[..shared_count];
-        admin.create_from(&shared_name, &new, None, |admin, scratch| {
-            build_from_empty(admin, endpoint, db, scratch, migrations, &inputs.seeds)
-        })?;
-        changes.push(format!("built template {shared_name} in {:.1} s", started.elapsed().as_secs_f64()));
-        admin.drop_other_templates(&ctx.config.project, &db.logical, &default_branch, &[&shared_name])?;
+    let all = inputs.migrations.len();
+    let shared = match ensure_shared(ctx, admin, endpoint, db, &inputs, shared_count, changes) {
+        Ok(shared) if shared_count == all => return Ok(shared),
+        Ok(shared) => Some(shared),
+        // The branch's seeds may need its own migrations; then they go in after all of them.
+        Err(error) => {
+            eprintln!(
+                "setup: the shared template of `{}` could not be built ({error:#}); building this branch's \
+                 from empty instead",
+                db.logical
+            );
+            None
+        }
+    };
+    let new = template_label(ctx, db, &ctx.branch.name, &full);
+    let mut keep = vec![full_name.as_str()];
+    match &shared {
+        Some(shared_name) => {
+            let extra = &inputs.migrations[shared_count..];
+            admin.create_from(&full_name, &new, Some(shared_name), |admin, scratch| {
+                let mut client = as_owner(endpoint, db, scratch)?;
+                apply(&mut client, extra)?;
+                drop(client);
+                admin.close_to_connections(scratch)
+            })?;
+            changes.push(format!(
+                "built template {full_name}: {shared_name} and this branch's {} migration(s)",
+                extra.len()
+            ));
+            keep.push(shared_name);
+        }
+        None => build(admin, endpoint, db, (&full_name, &new), (&inputs.migrations, &inputs.seeds), changes)?,
     }
-    if shared_count == inputs.migrations.len() {
+    admin.drop_other_templates(&ctx.config.project, &db.logical, &ctx.branch.name, &keep)?;
+    Ok(full_name)
+}
+
+/// The template of the migrations shared with the default branch, built when missing; its name.
+fn ensure_shared(
+    ctx: &Ctx,
+    admin: &mut Admin,
+    endpoint: &Endpoint,
+    db: &Database,
+    inputs: &Inputs,
+    shared_count: usize,
+    changes: &mut Vec<String>,
+) -> Result<String> {
+    let migrations = &inputs.migrations[..shared_count];
+    let shared = hash(db, migrations, &inputs.seeds);
+    let shared_name = name(db, &shared);
+    if admin.template_exists(&shared_name, &shared)? {
         return Ok(shared_name);
     }
-    let extra = &inputs.migrations[shared_count..];
-    let new = template_label(ctx, db, &ctx.branch.name, &full);
-    admin.create_from(&full_name, &new, Some(&shared_name), |admin, scratch| {
-        let mut client = as_owner(endpoint, db, scratch)?;
-        apply(&mut client, extra)?;
-        drop(client);
-        admin.close_to_connections(scratch)
+    let default_branch = default_branch_name(ctx);
+    let new = template_label(ctx, db, &default_branch, &shared);
+    build(admin, endpoint, db, (&shared_name, &new), (migrations, &inputs.seeds), changes)?;
+    admin.drop_other_templates(&ctx.config.project, &db.logical, &default_branch, &[&shared_name])?;
+    Ok(shared_name)
+}
+
+/// Builds a template of `migrations` and `seeds` from empty, saying so first: it is the one slow step.
+fn build(
+    admin: &mut Admin,
+    endpoint: &Endpoint,
+    db: &Database,
+    (name, new): (&str, &NewDatabase<'_>),
+    (migrations, seeds): (&[Migration], &[Seed]),
+    changes: &mut Vec<String>,
+) -> Result<()> {
+    let started = Instant::now();
+    eprintln!(
+        "setup: building the template of `{}` ({} migration(s), {} seed file(s)); later branches copy it",
+        db.logical,
+        migrations.len(),
+        seeds.len()
+    );
+    admin.create_from(name, new, None, |admin, scratch| {
+        build_from_empty(admin, endpoint, db, scratch, migrations, seeds)
     })?;
-    changes.push(format!(
-        "built template {full_name}: {shared_name} and this branch's {} migration(s)",
-        extra.len()
-    ));
-    admin.drop_other_templates(
-        &ctx.config.project,
-        &db.logical,
-        &ctx.branch.name,
-        &[&full_name, &shared_name],
-    )?;
-    Ok(full_name)
+    changes.push(format!("built template {name} in {:.1} s", started.elapsed().as_secs_f64()));
+    Ok(())
 }
 
 fn template_label<'a>(ctx: &'a Ctx, db: &'a Database, branch: &'a str, hash: &'a str) -> NewDatabase<'a> {

@@ -125,6 +125,20 @@ pub fn copies_from_templates(engine: &str) {
                    WHERE table_name = 'users'";
     assert_eq!(rows(&p, &plain, columns), rows(&p, &feature2, columns));
     assert_eq!(rows(&p, &plain, columns), ["id,email,hash,nick,age"]);
+
+    // Seeds that need the branch's own migration: the shared template cannot take them, so the
+    // branch's template is built from empty, seeds last.
+    p.write("migrations/accounts/20240101000004_team.up.sql", "ALTER TABLE users ADD COLUMN team text;");
+    p.write(
+        "seeds/accounts/01_users.sql",
+        "INSERT INTO users (id, email, team) VALUES (1, 'Alice@example.com', 'red');",
+    );
+    p.set("XTASK_BRANCH", "seedy");
+    let (_, err) = p.ok_err(&["setup"]);
+    contains(&err, "the shared template of `accounts` could not be built");
+    contains(&err, "building the template of `accounts` (4 migration(s), 1 seed file(s))");
+    let seedy = format!("{accounts}_seedy");
+    assert_eq!(rows(&p, &seedy, "SELECT email::text || ' ' || team FROM users"), ["Alice@example.com red"]);
 }
 
 pub fn setup_from_another_branch(engine: &str) {
