@@ -98,6 +98,9 @@ pub fn ci(ctx: &Ctx, json: bool) -> Result<ExitCode> {
     let mut pipeline = Pipeline::default();
     let mut daemon: Option<DockerDaemon> = None;
     let mut started_server = false;
+    // Templates on the server before the run: those the run builds are its own and go at teardown.
+    let mut templates_before: Vec<String> = Vec::new();
+    let mut templates_built: Vec<String> = Vec::new();
     let mut engine_name = run_ctx.config.engine.name();
     let mut test_env: Vec<(String, String)> = Vec::new();
     pipeline.run("prerequisites", &[], || {
@@ -116,6 +119,7 @@ pub fn ci(ctx: &Ctx, json: bool) -> Result<ExitCode> {
             scratch::drop_on_signal(engine.endpoint(), database.name.as_str());
         }
         scratch::drop_on_signals();
+        templates_before = project_templates(&run_ctx)?;
         Ok(format!("{} server {}", engine.kind().name(), outcome.describe()))
     });
     pipeline.run("setup", &["db-up"], || {
@@ -123,6 +127,12 @@ pub fn ci(ctx: &Ctx, json: bool) -> Result<ExitCode> {
         // The URLs carry passwords: the file goes at once, the tests get them in their environment.
         let _ = std::fs::remove_file(&run_ctx.config.env_file);
         test_env = vars?;
+        let engine = engine::select(&run_ctx)?;
+        templates_built = project_templates(&run_ctx)?;
+        templates_built.retain(|t| !templates_before.contains(t));
+        for template in &templates_built {
+            scratch::drop_on_signal(engine.endpoint(), template);
+        }
         let names: Vec<String> = run_ctx.databases().iter().map(|d| d.name.to_string()).collect();
         Ok(names.join(", "))
     });
@@ -133,7 +143,7 @@ pub fn ci(ctx: &Ctx, json: bool) -> Result<ExitCode> {
     pipeline.run("fmt", &[], || checks::formatting(&ctx.root, false));
     pipeline.run("tests", &["prerequisites", "setup"], || tests(ctx, &test_env));
     pipeline.run("clippy", &[], || clippy(ctx));
-    pipeline.run("teardown", &[], || teardown(&run_ctx, started_server, daemon.take()));
+    pipeline.run("teardown", &[], || teardown(&run_ctx, &templates_built, started_server, daemon.take()));
 
     let report = Report {
         run,
@@ -263,8 +273,14 @@ fn cargo(command: duct::Expression, shown: &str) -> Result<String> {
     Ok(format!("`{shown}` passed"))
 }
 
-/// Drops the run's databases; stops the server and the Docker engine when this run started them.
-fn teardown(ctx: &Ctx, started_server: bool, daemon: Option<DockerDaemon>) -> Result<String> {
+/// Drops the run's databases and the templates it built; stops the server and the Docker engine
+/// when this run started them.
+fn teardown(
+    ctx: &Ctx,
+    templates: &[String],
+    started_server: bool,
+    daemon: Option<DockerDaemon>,
+) -> Result<String> {
     let mut done = Vec::new();
     let engine = engine::select(ctx)?;
     let running = engine.status().is_ok_and(|s| s.state == engine::ServerState::Running);
@@ -275,6 +291,14 @@ fn teardown(ctx: &Ctx, started_server: bool, daemon: Option<DockerDaemon>) -> Re
             scratch::forget_on_signal(database.name.as_str());
         }
         done.push(format!("dropped the databases of {}", ctx.branch.name));
+        let mut admin = crate::admin::Admin::connect(engine.endpoint())?;
+        for template in templates {
+            admin.drop_labelled(template, &ctx.config.project, None)?;
+            scratch::forget_on_signal(template);
+        }
+        if !templates.is_empty() {
+            done.push(format!("dropped the {} template(s) it built", templates.len()));
+        }
     }
     if started_server && running {
         engine.down().context("stop the server this run started")?;
@@ -289,6 +313,18 @@ fn teardown(ctx: &Ctx, started_server: bool, daemon: Option<DockerDaemon>) -> Re
         done.push("nothing to tear down".into());
     }
     Ok(done.join("; "))
+}
+
+/// This project's template databases on the server.
+fn project_templates(ctx: &Ctx) -> Result<Vec<String>> {
+    let engine = engine::select(ctx)?;
+    let mut admin = crate::admin::Admin::connect(engine.endpoint())?;
+    Ok(admin
+        .databases(&[])?
+        .into_iter()
+        .filter(|d| d.is_template() && d.belongs_to(&ctx.config.project))
+        .map(|d| d.name)
+        .collect())
 }
 
 fn table(report: &Report) -> String {

@@ -18,7 +18,7 @@
 
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
 use crate::admin::{Admin, NewDatabase};
@@ -61,6 +61,7 @@ pub fn ensure(
     let shared = match ensure_shared(ctx, admin, endpoint, db, &inputs, shared_count, changes) {
         Ok(shared) if shared_count == all => return Ok(shared),
         Ok(shared) => Some(shared),
+        Err(error) if shared_count == all => return Err(error),
         // The branch's seeds may need its own migrations; then they go in after all of them.
         Err(error) => {
             eprintln!(
@@ -136,7 +137,11 @@ fn build(
     admin.create_from(name, new, None, |admin, scratch| {
         build_from_empty(admin, endpoint, db, scratch, migrations, seeds)
     })?;
-    changes.push(format!("built template {name} in {:.1} s", started.elapsed().as_secs_f64()));
+    let extensions = match db.spec.extensions.as_slice() {
+        [] => String::new(),
+        declared => format!(" with extension(s) {}", declared.join(", ")),
+    };
+    changes.push(format!("built template {name}{extensions} in {:.1} s", started.elapsed().as_secs_f64()));
     Ok(())
 }
 
@@ -161,7 +166,9 @@ fn build_from_empty(
     seeds: &[Seed],
 ) -> Result<()> {
     if !db.spec.extensions.is_empty() {
-        crate::admin::enable_extensions(endpoint, scratch, &db.spec.extensions)?;
+        crate::admin::enable_extensions(endpoint, scratch, &db.spec.extensions).with_context(|| {
+            format!("database `{}` (declared in {})", db.logical, db.spec.declared_in.display())
+        })?;
     }
     let mut client = as_owner(endpoint, db, scratch)?;
     runner::ensure_table(&mut client)?;

@@ -230,6 +230,13 @@ fn scenario(p: &Project, admin_url: &str) {
     p.ok(&["wipe"]);
     p.ok(&["wipe", "--branch", "feature/Bk 1"]);
     let mut admin = postgres::Client::connect(admin_url, postgres::NoTls).unwrap();
+    // The roles own the templates too: those go first.
+    let pattern = format!("{}%\\_\\_tpl\\_%", p.name);
+    for row in
+        admin.query("SELECT datname::text FROM pg_database WHERE datname LIKE $1", &[&pattern]).unwrap()
+    {
+        admin.batch_execute(&format!("DROP DATABASE \"{}\"", row.get::<_, String>(0))).unwrap();
+    }
     admin.batch_execute(&format!("DROP ROLE \"{0}_shop\"; DROP ROLE \"{0}_audit\"", p.name)).unwrap();
     let err = p.fails(&["restore", wiped.to_str().unwrap()]);
     contains(&err, &format!("role {}_shop", p.name));

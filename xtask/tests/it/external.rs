@@ -85,7 +85,7 @@ fn external_engine_services_and_their_roles() {
     p.ok(&["wipe", "--branch", "feature/a"]);
     assert_eq!(roles(&p).len(), 2, "wipe keeps the roles");
     let (_, err) = p.ok_err(&["teardown"]);
-    contains(&err, "2 database(s) and 2 role(s)");
+    contains(&err, "4 database(s) and 2 role(s)"); // each service's branch database and template
     assert!(p.databases_on_server().is_empty());
     assert!(roles(&p).is_empty());
     assert!(postgres::Client::connect(url.trim(), postgres::NoTls).is_err(), "the role is gone");

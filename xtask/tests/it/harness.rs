@@ -205,6 +205,19 @@ impl Project {
 }
 
 impl Project {
+    /// This project's pristine templates on the server.
+    pub fn templates_on_server(&self) -> Vec<String> {
+        let rows = self
+            .admin()
+            .query(
+                "SELECT datname FROM pg_database WHERE starts_with(datname, $1) \
+                 AND datname LIKE '%\\_\\_tpl\\_%' ORDER BY 1",
+                &[&self.name],
+            )
+            .unwrap();
+        rows.iter().map(|r| r.get(0)).collect()
+    }
+
     /// Every database on the server, this project's or not.
     pub fn databases_on_server_all(&self) -> Vec<String> {
         let rows = self.admin().query("SELECT datname FROM pg_database ORDER BY 1", &[]).unwrap();
