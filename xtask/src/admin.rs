@@ -25,6 +25,13 @@ pub struct Label {
     /// `branch` is the default branch for the shared one, else the branch it serves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
+    /// On a shared template, the commit its migrations come from (the merge base with the default
+    /// branch); `None` on a branch's own template and without git.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// On a test's own copy (`services/testdb`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub test: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -60,6 +67,8 @@ pub struct NewDatabase<'a> {
     pub owner: Option<&'a str>,
     /// For a pristine template, the hash of what it is built from.
     pub template: Option<&'a str>,
+    /// For a shared template, the commit its migrations come from.
+    pub base: Option<&'a str>,
 }
 
 /// A session connected to a database, as `pg_stat_activity` shows it.
@@ -158,36 +167,47 @@ impl Admin {
         source: Option<&str>,
         finish: impl FnOnce(&mut Admin, &str) -> Result<()>,
     ) -> Result<Created> {
-        self.with_catalog_lock(|admin| {
-            if let Some(existing) = admin.find(name)? {
-                check_ownership(&existing, new)?;
-                return Ok(Created::Existing);
+        if let Some(existing) = self.find(name)? {
+            check_ownership(&existing, new)?;
+            return Ok(Created::Existing);
+        }
+        // Made and finished under a scratch name, then renamed under the catalog lock: a crash can
+        // leave a stray scratch database, never an unlabelled or half-made one under a real name,
+        // and a long `finish` (a template's migrations) holds up nobody else's work.
+        let scratch = format!(
+            "_xtask_new_{}_{}_{}",
+            std::process::id(),
+            crate::naming::short_hash(name),
+            crate::credentials::random_hex(4)?
+        );
+        let built = self.create_scratch(&scratch, new.owner, source).and_then(|()| {
+            self.label(&scratch, new)?;
+            if let Some(owner) = new.owner {
+                self.restrict_to_owner(&scratch, owner)?;
             }
-            // Made and labelled under a scratch name, then renamed: a crash in between can leave a
-            // stray scratch database, never an unlabelled or half-made one under a real name.
-            let scratch = format!("_xtask_new_{}_{}", std::process::id(), crate::naming::short_hash(name));
-            admin.create_scratch(&scratch, new.owner, source)?;
-            let finished = admin.label(&scratch, new).and_then(|()| {
-                if let Some(owner) = new.owner {
-                    admin.restrict_to_owner(&scratch, owner)?;
-                }
-                if let Some(source) = source {
-                    admin.copy_grants_and_settings(source, &scratch)?;
-                }
-                finish(admin, &scratch)?;
-                admin.execute(&format!(
-                    "ALTER DATABASE {} RENAME TO {}",
-                    quote_ident(&scratch),
-                    quote_ident(name)
-                ))
-            });
-            if finished.is_err() {
-                let _ =
-                    admin.execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(&scratch)));
+            if let Some(source) = source {
+                self.copy_grants_and_settings(source, &scratch)?;
             }
-            finished.map(|()| Created::New)
-        })
-        .with_context(|| format!("create database {name}"))
+            finish(self, &scratch)
+        });
+        let published = built.and_then(|()| {
+            self.with_catalog_lock(|admin| match admin.find(name)? {
+                // Another process made it meanwhile: theirs stays, ours goes.
+                Some(existing) => check_ownership(&existing, new).map(|()| Created::Existing),
+                None => {
+                    admin.execute(&format!(
+                        "ALTER DATABASE {} RENAME TO {}",
+                        quote_ident(&scratch),
+                        quote_ident(name)
+                    ))?;
+                    Ok(Created::New)
+                }
+            })
+        });
+        if !matches!(published, Ok(Created::New)) {
+            let _ = self.execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(&scratch)));
+        }
+        published.with_context(|| format!("create database {name}"))
     }
 
     fn create_scratch(&mut self, scratch: &str, owner: Option<&str>, source: Option<&str>) -> Result<()> {
@@ -201,7 +221,7 @@ impl Admin {
         match self.client.batch_execute(&sql) {
             Ok(()) => Ok(()),
             Err(error) if error.code() == Some(&SqlState::OBJECT_IN_USE) => {
-                let source = source.unwrap_or_default();
+                let source = source.unwrap_or("template1");
                 bail!("{}", in_use_message(source, &self.sessions(source)?))
             }
             Err(error) => Err(PgError::from(error).into()),
@@ -216,7 +236,8 @@ impl Admin {
                 "SELECT pid, coalesce(usename::text, ''), coalesce(application_name, ''), \
                         coalesce(client_addr::text, 'local socket'), \
                         to_char(backend_start, 'YYYY-MM-DD HH24:MI:SS') \
-                 FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid() ORDER BY pid",
+                 FROM pg_stat_activity \
+                 WHERE datname = $1 AND pid <> pg_backend_pid() AND backend_type = 'client backend' ORDER BY pid",
                 &[&database],
             )
             .map_err(PgError::from)?;
@@ -235,7 +256,7 @@ impl Admin {
     /// Database-level grants and `ALTER DATABASE ... SET` settings, which a template copy does not
     /// carry. A setting's stored text is put back through `set_config` and `SET ... FROM CURRENT`, so
     /// list values (search_path) keep their exact form.
-    fn copy_grants_and_settings(&mut self, source: &str, target: &str) -> Result<()> {
+    pub fn copy_grants_and_settings(&mut self, source: &str, target: &str) -> Result<()> {
         let target_q = quote_ident(target);
         let grants = self
             .client
@@ -285,25 +306,15 @@ impl Admin {
         Ok(found.and_then(|d| d.label).is_some_and(|label| label.template.as_deref() == Some(hash)))
     }
 
-    /// Drops this project's templates of `logical` labelled with `branch`, except `keep`.
-    pub fn drop_other_templates(
-        &mut self,
-        project: &str,
-        logical: &str,
-        branch: &str,
-        keep: &[&str],
-    ) -> Result<()> {
-        let stale: Vec<String> = self
+    /// This project's templates of `logical`, with their labels.
+    pub fn templates_of(&mut self, project: &str, logical: &str) -> Result<Vec<(String, Label)>> {
+        Ok(self
             .databases(&[])?
             .into_iter()
-            .filter(|d| d.is_template() && d.belongs_to(project) && !keep.contains(&d.name.as_str()))
-            .filter(|d| d.label.as_ref().is_some_and(|l| l.database == logical && l.branch == branch))
-            .map(|d| d.name)
-            .collect();
-        for name in stale {
-            self.drop_labelled(&name, project, Some((logical, branch)))?;
-        }
-        Ok(())
+            .filter(|d| d.is_template() && d.belongs_to(project))
+            .filter_map(|d| Some((d.name, d.label?)))
+            .filter(|(_, label)| label.database == logical)
+            .collect())
     }
 
     /// Marks a finished template: nobody may connect to it, so a copy never waits for or fails on a
@@ -438,8 +449,8 @@ impl Admin {
                 "SELECT format('COMMENT ON DATABASE %I IS %L', $1::text, json_strip_nulls(json_build_object( \
                    'tool', 'xtask', 'project', $2::text, 'database', $3::text, 'branch', $4::text, \
                    'created', to_char(now() AT TIME ZONE 'utc', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
-                   'template', $5::text))::text)",
-                &[&name, &new.project, &new.logical, &new.branch, &new.template],
+                   'template', $5::text, 'base', $6::text))::text)",
+                &[&name, &new.project, &new.logical, &new.branch, &new.template, &new.base],
             )
             .map_err(PgError::from)?;
         self.execute(row.get::<_, &str>(0)).context("label database")
@@ -520,23 +531,6 @@ impl Admin {
 /// Restores (`cargo xtask restore`): a database made exactly like a branch database under a scratch
 /// name, filled, then put in the branch database's place.
 impl Admin {
-    /// Creates `scratch` labelled and owned as `new` says, as `create_from` makes a branch database
-    /// (but under the scratch name); dropped again when a step fails.
-    pub fn create_labelled_scratch(&mut self, scratch: &str, new: &NewDatabase<'_>) -> Result<()> {
-        self.with_catalog_lock(|admin| {
-            admin.create_scratch(scratch, new.owner, None)?;
-            let finished = admin.label(scratch, new).and_then(|()| match new.owner {
-                Some(owner) => admin.restrict_to_owner(scratch, owner),
-                None => Ok(()),
-            });
-            if finished.is_err() {
-                let _ = admin.execute(&format!("DROP DATABASE IF EXISTS {}", quote_ident(scratch)));
-            }
-            finished
-        })
-        .with_context(|| format!("create database {scratch}"))
-    }
-
     /// Drops `name` when it is this project's `expected` (logical database, branch) and renames
     /// `scratch`, labelled the same, into its place, under the catalog lock. When `name` cannot be
     /// dropped, `scratch` is dropped instead and `name` is untouched.

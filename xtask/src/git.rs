@@ -127,6 +127,12 @@ pub fn merge_base_with_head(root: &Path, rev: &str) -> Option<String> {
     run(root, &["merge-base", "HEAD", rev]).ok().map(text).filter(|s| !s.is_empty())
 }
 
+/// Whether commit `ancestor` is `descendant` or one of its ancestors; `false` when git cannot say
+/// (an unknown commit, no repository).
+pub fn is_ancestor(root: &Path, ancestor: &str, descendant: &str) -> bool {
+    run(root, &["merge-base", "--is-ancestor", ancestor, descendant]).is_ok()
+}
+
 /// The files under `dir` at revision `rev` (paths relative to `root`, as `dir` is).
 pub fn files_at(root: &Path, rev: &str, dir: &str) -> Result<Vec<String>> {
     let out = run(root, &["ls-tree", "-r", "-z", "--name-only", rev, "--", dir])?;

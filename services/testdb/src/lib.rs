@@ -57,6 +57,9 @@ impl TestDb {
     }
 }
 
+/// A test that fails by panicking (`assert!`, `unwrap`) keeps its database; one that returns an
+/// `Err` does not (the value cannot tell), so tests that return `Result` should `unwrap` what
+/// must hold.
 impl Drop for TestDb {
     fn drop(&mut self) {
         if std::thread::panicking() {
@@ -72,12 +75,13 @@ impl Drop for TestDb {
     }
 }
 
-/// Copies the template under a scratch-free name: the copy is made, labelled like the template
-/// (with `test: true`, so `teardown` and `prune` know it) and closed to PUBLIC like a branch database.
+/// Copies the template: the copy is labelled like the template (with `test: true`, so `teardown`
+/// drops it and `prune` drops it once no one is connected) and closed to PUBLIC like a branch
+/// database.
 fn copy_template(client: &mut postgres::Client, template: &str, name: &str) -> Result<(), postgres::Error> {
     let row = client.query_opt(
         "SELECT pg_get_userbyid(datdba)::text, \
-                (shobj_description(oid, 'pg_database')::jsonb - 'template' \
+                (shobj_description(oid, 'pg_database')::jsonb - 'template' - 'base' \
                  || jsonb_build_object('test', true, 'created', \
                       to_char(now() AT TIME ZONE 'utc', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')))::text \
          FROM pg_database WHERE datname = $1",

@@ -113,19 +113,21 @@ pub fn restore(ctx: &Ctx, file: &Path, db: Option<&str>, force: bool) -> Result<
     scratch::drop_on_signals();
     let expected = (database.logical.as_str(), branch);
     let all = ctx.databases();
+    let new = crate::admin::NewDatabase {
+        project,
+        logical: &database.logical,
+        branch,
+        owner: database.spec.role.as_deref(),
+        template: None,
+        base: None,
+    };
     let filled = admin
-        .create_labelled_scratch(
-            &scratch_name,
-            &crate::admin::NewDatabase {
-                project,
-                logical: &database.logical,
-                branch,
-                owner: database.spec.role.as_deref(),
-                template: None,
-            },
-        )
-        .and_then(|()| run_pg_restore(engine.as_ref(), file, &scratch_name))
-        // pg_dump (without --create) does not carry database-level grants: CONNECT for the readers.
+        .create_from(&scratch_name, &new, None, |_, _| Ok(()))
+        .and_then(|_| run_pg_restore(engine.as_ref(), file, &scratch_name))
+        // pg_dump (without --create) carries neither database-level grants nor `ALTER DATABASE
+        // ... SET` settings: the current database's are copied (none when it does not exist), and
+        // CONNECT for the declared readers.
+        .and_then(|()| admin.copy_grants_and_settings(name, &scratch_name))
         .and_then(|()| grant_reads_of(&mut admin, engine.endpoint(), &all, &database, &scratch_name))
         .map(|_| ());
     if let Err(error) = filled {

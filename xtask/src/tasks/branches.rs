@@ -43,7 +43,10 @@ struct Row {
     last_write: Option<String>,
     /// Client sessions connected to it now.
     connections: i64,
-    /// Its branch is gone from git and is not a default branch: `prune` drops it (unless in use).
+    /// A test's own copy (`services/testdb`), left by a failing test.
+    test: bool,
+    /// Its branch is gone from git and is not a default branch, or it is a test's copy: `prune`
+    /// drops it (unless in use).
     prunable: bool,
     #[serde(skip)]
     created_epoch: Option<i64>,
@@ -137,7 +140,8 @@ fn row(ctx: &Ctx, git: Option<&GitBranches>, db: LabelledDatabase) -> Row {
     let found_in = git.map(|g| g.found_in(&label.branch)).unwrap_or_default();
     let branch_exists = git.map(|_| current || !found_in.is_empty());
     Row {
-        prunable: branch_exists == Some(false) && !default,
+        prunable: (branch_exists == Some(false) && !default) || label.test,
+        test: label.test,
         created_epoch: parse_utc(&label.created),
         last_write_epoch: db.files_changed,
         last_write: db.files_changed.map(format_utc),
@@ -213,6 +217,9 @@ fn print_table(report: &Report) {
             Some(false) => "gone".into(),
         };
         let mut notes = Vec::new();
+        if r.test {
+            notes.push("a failed test's copy".to_owned());
+        }
         if r.current {
             notes.push("current".to_owned());
         }

@@ -98,9 +98,9 @@ pub fn ci(ctx: &Ctx, json: bool) -> Result<ExitCode> {
     let mut pipeline = Pipeline::default();
     let mut daemon: Option<DockerDaemon> = None;
     let mut started_server = false;
-    // Templates on the server before the run: those the run builds are its own and go at teardown.
-    let mut templates_before: Vec<String> = Vec::new();
-    let mut templates_built: Vec<String> = Vec::new();
+    // The templates of the run's branch (its migrations beyond the default branch's): they go at
+    // teardown. Shared templates stay, as after any setup: other runs may be copying them.
+    let mut run_templates: Vec<String> = Vec::new();
     let mut engine_name = run_ctx.config.engine.name();
     let mut test_env: Vec<(String, String)> = Vec::new();
     pipeline.run("prerequisites", &[], || {
@@ -119,7 +119,6 @@ pub fn ci(ctx: &Ctx, json: bool) -> Result<ExitCode> {
             scratch::drop_on_signal(engine.endpoint(), database.name.as_str());
         }
         scratch::drop_on_signals();
-        templates_before = project_templates(&run_ctx)?;
         Ok(format!("{} server {}", engine.kind().name(), outcome.describe()))
     });
     pipeline.run("setup", &["db-up"], || {
@@ -128,9 +127,8 @@ pub fn ci(ctx: &Ctx, json: bool) -> Result<ExitCode> {
         let _ = std::fs::remove_file(&run_ctx.config.env_file);
         test_env = vars?;
         let engine = engine::select(&run_ctx)?;
-        templates_built = project_templates(&run_ctx)?;
-        templates_built.retain(|t| !templates_before.contains(t));
-        for template in &templates_built {
+        run_templates = branch_templates(&run_ctx)?;
+        for template in &run_templates {
             scratch::drop_on_signal(engine.endpoint(), template);
         }
         let names: Vec<String> = run_ctx.databases().iter().map(|d| d.name.to_string()).collect();
@@ -143,7 +141,7 @@ pub fn ci(ctx: &Ctx, json: bool) -> Result<ExitCode> {
     pipeline.run("fmt", &[], || checks::formatting(&ctx.root, false));
     pipeline.run("tests", &["prerequisites", "setup"], || tests(ctx, &test_env));
     pipeline.run("clippy", &[], || clippy(ctx));
-    pipeline.run("teardown", &[], || teardown(&run_ctx, &templates_built, started_server, daemon.take()));
+    pipeline.run("teardown", &[], || teardown(&run_ctx, &run_templates, started_server, daemon.take()));
 
     let report = Report {
         run,
@@ -273,7 +271,7 @@ fn cargo(command: duct::Expression, shown: &str) -> Result<String> {
     Ok(format!("`{shown}` passed"))
 }
 
-/// Drops the run's databases and the templates it built; stops the server and the Docker engine
+/// Drops the run's databases and its branch's templates; stops the server and the Docker engine
 /// when this run started them.
 fn teardown(
     ctx: &Ctx,
@@ -297,7 +295,7 @@ fn teardown(
             scratch::forget_on_signal(template);
         }
         if !templates.is_empty() {
-            done.push(format!("dropped the {} template(s) it built", templates.len()));
+            done.push(format!("dropped the run's {} template(s)", templates.len()));
         }
     }
     if started_server && running {
@@ -315,16 +313,16 @@ fn teardown(
     Ok(done.join("; "))
 }
 
-/// This project's template databases on the server.
-fn project_templates(ctx: &Ctx) -> Result<Vec<String>> {
+/// The templates labelled with this (run's) branch.
+fn branch_templates(ctx: &Ctx) -> Result<Vec<String>> {
     let engine = engine::select(ctx)?;
     let mut admin = crate::admin::Admin::connect(engine.endpoint())?;
-    Ok(admin
-        .databases(&[])?
-        .into_iter()
-        .filter(|d| d.is_template() && d.belongs_to(&ctx.config.project))
-        .map(|d| d.name)
-        .collect())
+    let mut names = Vec::new();
+    for db in ctx.databases() {
+        let templates = admin.templates_of(&ctx.config.project, &db.logical)?;
+        names.extend(templates.into_iter().filter(|(_, l)| l.branch == ctx.branch.name).map(|(n, _)| n));
+    }
+    Ok(names)
 }
 
 fn table(report: &Report) -> String {

@@ -220,6 +220,7 @@ fn setup_database(
         branch: &ctx.branch.name,
         owner: role,
         template: None,
+        base: None,
     };
     let copied_from = source.or(template.as_deref());
     let created = admin.create_from(db.name.as_str(), &new, copied_from, |_, _| Ok(()))?;

@@ -21,7 +21,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::admin::{Admin, NewDatabase};
+use crate::admin::{Admin, Created, NewDatabase};
 use crate::conn::{Endpoint, PgError};
 use crate::migrations::{self, Migration};
 use crate::naming::{hex, quote_ident};
@@ -56,9 +56,17 @@ pub fn ensure(
     if admin.template_exists(&full_name, &full)? {
         return Ok(full_name);
     }
-    let shared_count = shared_prefix(ctx, db, &inputs.migrations);
+    let (shared_count, base) = shared_prefix(ctx, db, &inputs.migrations);
     let all = inputs.migrations.len();
-    let shared = match ensure_shared(ctx, admin, endpoint, db, &inputs, shared_count, changes) {
+    let shared = match ensure_shared(
+        ctx,
+        admin,
+        endpoint,
+        db,
+        &inputs,
+        (shared_count, base.as_deref()),
+        changes,
+    ) {
         Ok(shared) if shared_count == all => return Ok(shared),
         Ok(shared) => Some(shared),
         Err(error) if shared_count == all => return Err(error),
@@ -72,26 +80,33 @@ pub fn ensure(
             None
         }
     };
-    let new = template_label(ctx, db, &ctx.branch.name, &full);
+    let new = template_label(ctx, db, &ctx.branch.name, &full, None);
     let mut keep = vec![full_name.as_str()];
     match &shared {
         Some(shared_name) => {
             let extra = &inputs.migrations[shared_count..];
-            admin.create_from(&full_name, &new, Some(shared_name), |admin, scratch| {
+            let created = admin.create_from(&full_name, &new, Some(shared_name), |admin, scratch| {
                 let mut client = as_owner(endpoint, db, scratch)?;
                 apply(&mut client, extra)?;
                 drop(client);
                 admin.close_to_connections(scratch)
             })?;
-            changes.push(format!(
-                "built template {full_name}: {shared_name} and this branch's {} migration(s)",
-                extra.len()
-            ));
+            if let Created::New = created {
+                changes.push(format!(
+                    "built template {full_name}: {shared_name} and this branch's {} migration(s)",
+                    extra.len()
+                ));
+            }
             keep.push(shared_name);
         }
         None => build(admin, endpoint, db, (&full_name, &new), (&inputs.migrations, &inputs.seeds), changes)?,
     }
-    admin.drop_other_templates(&ctx.config.project, &db.logical, &ctx.branch.name, &keep)?;
+    // The branch's older templates; shared ones (with a base) are never this branch's to drop.
+    for (name, label) in admin.templates_of(&ctx.config.project, &db.logical)? {
+        if label.branch == ctx.branch.name && label.base.is_none() && !keep.contains(&name.as_str()) {
+            admin.drop_labelled(&name, &ctx.config.project, None)?;
+        }
+    }
     Ok(full_name)
 }
 
@@ -102,7 +117,7 @@ fn ensure_shared(
     endpoint: &Endpoint,
     db: &Database,
     inputs: &Inputs,
-    shared_count: usize,
+    (shared_count, base): (usize, Option<&str>),
     changes: &mut Vec<String>,
 ) -> Result<String> {
     let migrations = &inputs.migrations[..shared_count];
@@ -112,10 +127,35 @@ fn ensure_shared(
         return Ok(shared_name);
     }
     let default_branch = default_branch_name(ctx);
-    let new = template_label(ctx, db, &default_branch, &shared);
+    let new = template_label(ctx, db, &default_branch, &shared, base);
     build(admin, endpoint, db, (&shared_name, &new), (migrations, &inputs.seeds), changes)?;
-    admin.drop_other_templates(&ctx.config.project, &db.logical, &default_branch, &[&shared_name])?;
+    drop_superseded(ctx, admin, db, (&default_branch, base), &shared_name)?;
     Ok(shared_name)
+}
+
+/// Drops the shared templates that this one replaces: those built from an older commit of the
+/// default branch (an ancestor of `base`). Branches started from an older commit may still copy
+/// theirs; it goes once a newer one is built, so two branches never take turns rebuilding. Without
+/// git, every other shared template is replaced.
+fn drop_superseded(
+    ctx: &Ctx,
+    admin: &mut Admin,
+    db: &Database,
+    (default_branch, base): (&str, Option<&str>),
+    keep: &str,
+) -> Result<()> {
+    for (name, label) in admin.templates_of(&ctx.config.project, &db.logical)? {
+        let superseded = match (base, label.base.as_deref()) {
+            _ if name == keep || label.branch != default_branch => false,
+            (Some(ours), Some(theirs)) => theirs != ours && git::is_ancestor(&ctx.root, theirs, ours),
+            (None, None) => true,
+            _ => false,
+        };
+        if superseded {
+            admin.drop_labelled(&name, &ctx.config.project, None)?;
+        }
+    }
+    Ok(())
 }
 
 /// Builds a template of `migrations` and `seeds` from empty, saying so first: it is the one slow step.
@@ -134,9 +174,13 @@ fn build(
         migrations.len(),
         seeds.len()
     );
-    admin.create_from(name, new, None, |admin, scratch| {
+    let created = admin.create_from(name, new, None, |admin, scratch| {
         build_from_empty(admin, endpoint, db, scratch, migrations, seeds)
     })?;
+    // Another setup built it while this one waited for the catalog lock.
+    if let Created::Existing = created {
+        return Ok(());
+    }
     let extensions = match db.spec.extensions.as_slice() {
         [] => String::new(),
         declared => format!(" with extension(s) {}", declared.join(", ")),
@@ -145,13 +189,20 @@ fn build(
     Ok(())
 }
 
-fn template_label<'a>(ctx: &'a Ctx, db: &'a Database, branch: &'a str, hash: &'a str) -> NewDatabase<'a> {
+fn template_label<'a>(
+    ctx: &'a Ctx,
+    db: &'a Database,
+    branch: &'a str,
+    hash: &'a str,
+    base: Option<&'a str>,
+) -> NewDatabase<'a> {
     NewDatabase {
         project: &ctx.config.project,
         logical: &db.logical,
         branch,
         owner: db.spec.role.as_deref(),
         template: Some(hash),
+        base,
     }
 }
 
@@ -171,7 +222,6 @@ fn build_from_empty(
         })?;
     }
     let mut client = as_owner(endpoint, db, scratch)?;
-    runner::ensure_table(&mut client)?;
     apply(&mut client, migrations)?;
     if !seeds.is_empty() {
         seeds::run(&mut client, seeds)?;
@@ -199,29 +249,31 @@ fn apply(client: &mut postgres::Client, migrations: &[Migration]) -> Result<()> 
     Ok(())
 }
 
-/// How many of the branch's migrations, from the oldest, the default branch has too: present at
-/// the merge base and unchanged since. Without git or a default branch, all of them.
-fn shared_prefix(ctx: &Ctx, db: &Database, files: &[Migration]) -> usize {
+/// How many of the branch's migrations, from the oldest, the default branch has too (present at
+/// the merge base and unchanged since), and the merge base. Without git or a default branch, all
+/// of them and no commit.
+fn shared_prefix(ctx: &Ctx, db: &Database, files: &[Migration]) -> (usize, Option<String>) {
     let Some(base) = git::default_branch(&ctx.root, &ctx.config.default_branches)
         .ok()
         .flatten()
         .and_then(|branch| git::merge_base_with_head(&ctx.root, &branch))
     else {
-        return files.len();
+        return (files.len(), None);
     };
     let dir = db.migrations_dir(ctx).to_string_lossy().into_owned();
     let (Ok(at_base), Ok(changed)) =
         (git::files_at(&ctx.root, &base, &dir), git::changed_since(&ctx.root, &base, &dir))
     else {
-        return files.len();
+        return (files.len(), None);
     };
-    files
+    let count = files
         .iter()
         .take_while(|file| {
             let path = file.up.to_string_lossy();
             at_base.iter().any(|p| *p == path) && !changed.iter().any(|p| *p == path)
         })
-        .count()
+        .count();
+    (count, Some(base))
 }
 
 /// The default branch as git names it here (`main` for `origin/main`), else the configured one.

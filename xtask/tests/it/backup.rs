@@ -129,8 +129,24 @@ fn scenario(p: &Project, admin_url: &str) {
     let changed = rows(p);
     assert_ne!(changed, before);
 
+    let mut admin = postgres::Client::connect(admin_url, postgres::NoTls).unwrap();
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{shop_db}\" SET statement_timeout = '9s'; \
+             ALTER DATABASE \"{shop_db}\" SET search_path = \"$user\", public, extra"
+        ))
+        .unwrap();
+    let settings = |admin: &mut postgres::Client| -> Vec<String> {
+        let sql = "SELECT unnest(setconfig) FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase \
+                   WHERE d.datname = $1 ORDER BY 1";
+        admin.query(sql, &[&shop_db]).unwrap().iter().map(|r| r.get(0)).collect()
+    };
+    let settings_before = settings(&mut admin);
+    assert_eq!(settings_before.len(), 2);
+
     let (out, err) = p.ok_err(&["restore", dump.to_str().unwrap()]);
     assert_eq!(rows(p), before, "restored row by row");
+    assert_eq!(settings(&mut admin), settings_before, "the database's settings stay");
     let safety = backed_up(&err, "restore:");
     assert!(safety.is_file() && safety != dump, "{}", safety.display());
     assert_named(&safety, "shop", "main");

@@ -268,5 +268,20 @@ fn interrupted_ci_drops_its_databases() {
     stderr.read_to_string(&mut seen).unwrap();
     assert_eq!(status.code(), Some(130), "{seen}");
     contains(&seen, "interrupted: dropped");
-    assert_eq!(p.databases_on_server_all(), before);
+    // The shared template the run built stays (as after any setup: the next branch copies it).
+    let after: Vec<String> =
+        p.databases_on_server_all().into_iter().filter(|d| !d.contains("__tpl_")).collect();
+    assert_eq!(after, before);
+    let branches: Vec<String> = p
+        .admin()
+        .query(
+            "SELECT shobj_description(oid, 'pg_database')::json->>'branch' FROM pg_database \
+             WHERE datname LIKE '%\\_\\_tpl\\_%'",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(branches.iter().all(|b| b == "main"), "only shared templates are left: {branches:?}");
 }

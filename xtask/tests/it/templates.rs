@@ -211,3 +211,44 @@ pub fn setup_from_another_branch(engine: &str) {
     contains(&p.fails(&["setup", "--from", "nowhere"]), "branch `nowhere` has no database");
     contains(&p.fails(&["setup", "--from", "copy"]), "names this branch itself");
 }
+
+/// A branch started before the default branch's newest migration keeps its own shared template; a
+/// newer one built on main replaces it once, and from then on the two live side by side instead of
+/// evicting each other on every setup.
+#[test]
+fn shared_templates_of_older_bases_do_not_evict_each_other() {
+    let p = two_services("native");
+    commit_all(&p, "two services");
+    let first = p.git(&["rev-parse", "HEAD"]).trim().to_owned();
+    p.write("migrations/accounts/20240101000002_nick.up.sql", "ALTER TABLE users ADD COLUMN nick text;");
+    commit_all(&p, "nick");
+    let trees = tempfile::tempdir().unwrap();
+    let old = trees.path().join("old");
+    p.git(&["worktree", "add", "--quiet", "-b", "old", old.to_str().unwrap(), &first]);
+    let env_template = |dir: &std::path::Path| -> String {
+        let env = std::fs::read_to_string(dir.join(".env")).unwrap();
+        env.lines().find_map(|l| l.strip_prefix("ACCOUNTS_TEMPLATE_DATABASE=")).unwrap().to_owned()
+    };
+    let setup_in = |dir: &std::path::Path| -> String {
+        let out = p.run_in(dir, &["setup"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+
+    let err = setup_in(&old);
+    contains(&err, "building the template of `accounts` (1 migration(s)");
+    let err = setup_in(p.path());
+    contains(&err, "building the template of `accounts` (2 migration(s)");
+    // main's is newer: the old branch's (built from an ancestor of main) made way, once.
+    let err = setup_in(&old);
+    contains(&err, "building the template of `accounts` (1 migration(s)");
+    for _ in 0..2 {
+        for dir in [p.path(), old.as_path()] {
+            let err = setup_in(dir);
+            assert!(!err.contains("building the template"), "{err}");
+        }
+    }
+    let templates = templates(&p);
+    assert!(templates.contains(&env_template(p.path())), "{templates:?}");
+    assert!(templates.contains(&env_template(&old)), "{templates:?}");
+}
