@@ -103,8 +103,12 @@ pub struct Admin {
     client: Client,
 }
 
-/// Serialises create, drop and clone across every xtask process on the server. Advisory locks are
-/// per database, so the lock is always taken in the maintenance database the admin connects to.
+/// Databases being made are named so until they are finished and renamed.
+const SCRATCH_PREFIX: &str = "_xtask_new_";
+
+/// Serialises publishing, dropping and renaming across every xtask process on the server. Advisory
+/// locks are per database, so the lock is always taken in the maintenance database the admin
+/// connects to.
 const CATALOG_LOCK_KEY: i64 = 0x7874_6173_6b5f_6462; // "xtask_db"
 
 impl Admin {
@@ -175,7 +179,7 @@ impl Admin {
         // leave a stray scratch database, never an unlabelled or half-made one under a real name,
         // and a long `finish` (a template's migrations) holds up nobody else's work.
         let scratch = format!(
-            "_xtask_new_{}_{}_{}",
+            "{SCRATCH_PREFIX}{}_{}_{}",
             std::process::id(),
             crate::naming::short_hash(name),
             crate::credentials::random_hex(4)?
@@ -306,12 +310,13 @@ impl Admin {
         Ok(found.and_then(|d| d.label).is_some_and(|label| label.template.as_deref() == Some(hash)))
     }
 
-    /// This project's templates of `logical`, with their labels.
+    /// This project's finished templates of `logical`, with their labels (not those still being
+    /// built under a scratch name by some process).
     pub fn templates_of(&mut self, project: &str, logical: &str) -> Result<Vec<(String, Label)>> {
         Ok(self
             .databases(&[])?
             .into_iter()
-            .filter(|d| d.is_template() && d.belongs_to(project))
+            .filter(|d| d.is_template() && d.belongs_to(project) && !d.name.starts_with(SCRATCH_PREFIX))
             .filter_map(|d| Some((d.name, d.label?)))
             .filter(|(_, label)| label.database == logical)
             .collect())
