@@ -173,28 +173,8 @@ fn run_pg_dump(engine: &dyn Engine, name: &str, file: File) -> Result<()> {
     let tool = engine.client_tool(ClientProgram::PgDump)?;
     let args: Vec<OsString> =
         ["--format=custom", "--no-password", "--dbname", name].into_iter().map(OsString::from).collect();
-    let output = tool
-        .command(engine.endpoint(), name, &args, false)
-        .stdin_null()
-        .stdout_file(file)
-        .stderr_capture()
-        .unchecked()
-        .run()
-        .with_context(|| format!("run {}", tool.describe()))?;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    if !output.status.success() {
-        bail!(
-            "{} failed ({}) on database {name}:\n{}{}",
-            tool.describe(),
-            output.status,
-            stderr.trim_end(),
-            advice(&tool, &stderr)
-        );
-    }
-    if !stderr.trim().is_empty() {
-        eprintln!("{}", stderr.trim_end());
-    }
-    Ok(())
+    let command = tool.command(engine.endpoint(), name, &args, false).stdin_null().stdout_file(file);
+    run_client(&tool, command, name)
 }
 
 fn run_pg_restore(engine: &dyn Engine, file: &Path, into: &str) -> Result<()> {
@@ -204,21 +184,25 @@ fn run_pg_restore(engine: &dyn Engine, file: &Path, into: &str) -> Result<()> {
         .into_iter()
         .map(OsString::from)
         .collect();
-    let output = os::signals_unblocked(tool.command(engine.endpoint(), into, &args, false))
+    let command = os::signals_unblocked(tool.command(engine.endpoint(), into, &args, false))
         .stdin_file(archive)
-        .stdout_capture()
-        .stderr_capture()
-        .unchecked()
-        .run()
-        .with_context(|| format!("run {}", tool.describe()))?;
+        .stdout_capture();
+    run_client(&tool, command, into)
+}
+
+/// Runs pg_dump or pg_restore on `database`: a failure carries the tool's message and advice; its
+/// warnings are shown.
+fn run_client(tool: &ClientTool, command: duct::Expression, database: &str) -> Result<()> {
+    let output =
+        command.stderr_capture().unchecked().run().with_context(|| format!("run {}", tool.describe()))?;
     let stderr = String::from_utf8_lossy(&output.stderr);
     if !output.status.success() {
         bail!(
-            "{} failed ({}):\n{}{}",
+            "{} failed ({}) on database {database}:\n{}{}",
             tool.describe(),
             output.status,
             stderr.trim_end(),
-            advice(&tool, &stderr)
+            advice(tool, &stderr)
         );
     }
     if !stderr.trim().is_empty() {
