@@ -103,7 +103,7 @@ pub struct Admin {
     client: Client,
 }
 
-/// Databases being made are named so until they are finished and renamed.
+/// Databases being made are named so until they are finished and renamed (see `scratch`).
 const SCRATCH_PREFIX: &str = "_xtask_new_";
 
 /// Serialises publishing, dropping and renaming across every xtask process on the server. Advisory
@@ -184,6 +184,7 @@ impl Admin {
             crate::naming::short_hash(name),
             crate::credentials::random_hex(4)?
         );
+        crate::scratch::hold(&mut self.client, &scratch)?;
         let built = self.create_scratch(&scratch, new.owner, source).and_then(|()| {
             self.label(&scratch, new)?;
             if let Some(owner) = new.owner {
@@ -211,6 +212,7 @@ impl Admin {
         if !matches!(published, Ok(Created::New)) {
             let _ = self.execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(&scratch)));
         }
+        crate::scratch::release(&mut self.client, &scratch)?;
         published.with_context(|| format!("create database {name}"))
     }
 
@@ -308,6 +310,20 @@ impl Admin {
     pub fn template_exists(&mut self, name: &str, hash: &str) -> Result<bool> {
         let found = self.find(name)?;
         Ok(found.and_then(|d| d.label).is_some_and(|label| label.template.as_deref() == Some(hash)))
+    }
+
+    /// Drops the scratch databases of processes that are gone (see `scratch::sweep`).
+    pub fn sweep_leftovers(&mut self) -> Result<Vec<String>> {
+        crate::scratch::sweep(&mut self.client).context("drop the scratch databases of ended runs")
+    }
+
+    /// Marks a scratch database as in use by this process (see `scratch`).
+    pub fn hold_scratch(&mut self, name: &str) -> Result<()> {
+        crate::scratch::hold(&mut self.client, name)
+    }
+
+    pub fn release_scratch(&mut self, name: &str) -> Result<()> {
+        crate::scratch::release(&mut self.client, name)
     }
 
     /// This project's finished templates of `logical`, with their labels (not those still being

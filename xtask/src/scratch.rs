@@ -1,10 +1,18 @@
 //! Throwaway databases (for `prepare` and `schema`): made on the project's server, and dropped when
 //! dropped, on error, and on Ctrl-C, SIGTERM or SIGHUP.
+//!
+//! Every database this tool makes for a while is named `_xtask_<purpose>_...` (throwaway ones, and
+//! branch databases and templates until they are finished and renamed). Its maker holds an advisory
+//! lock keyed by the name, in the maintenance database, for as long as it exists; the server releases
+//! it when the maker's connection ends, however the process ended. So a `_xtask_` database whose lock
+//! can be taken was left by a process that is gone (killed, crashed, its machine lost): [`sweep`]
+//! drops those.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, Once};
 
 use anyhow::{Context, Result};
+use postgres::Client;
 
 use crate::conn::{Endpoint, PgError};
 use crate::naming::quote_ident;
@@ -16,10 +24,64 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 /// Set once a signal arrived: the main thread must then write nothing and report nothing.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
+/// The names of databases being made or used for a while.
+pub const PREFIX: &str = "_xtask_";
+
+/// The advisory locks' first key: "xtsc".
+const LOCK_CLASS: i32 = 0x7874_7363;
+
+fn lock_id(name: &str) -> i32 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(name.as_bytes());
+    i32::from_le_bytes([digest[0], digest[1], digest[2], digest[3]])
+}
+
+/// Marks `name` as in use by this process until [`release`] or the end of `admin`'s session.
+pub fn hold(admin: &mut Client, name: &str) -> Result<()> {
+    admin
+        .execute("SELECT pg_advisory_lock($1, $2)", &[&LOCK_CLASS, &lock_id(name)])
+        .map_err(PgError::from)
+        .with_context(|| format!("mark {name} as in use"))?;
+    Ok(())
+}
+
+pub fn release(admin: &mut Client, name: &str) -> Result<()> {
+    admin
+        .execute("SELECT pg_advisory_unlock($1, $2)", &[&LOCK_CLASS, &lock_id(name)])
+        .map_err(PgError::from)?;
+    Ok(())
+}
+
+/// Drops the `_xtask_` databases whose makers are gone: their lock is free and nobody is connected
+/// (a database in use is left alone, whoever uses it). Returns their names.
+pub fn sweep(admin: &mut Client) -> Result<Vec<String>> {
+    let rows = admin
+        .query("SELECT datname::text FROM pg_database WHERE starts_with(datname, $1) ORDER BY 1", &[&PREFIX])
+        .map_err(PgError::from)?;
+    let mut dropped = Vec::new();
+    for name in rows.iter().map(|row| row.get::<_, String>(0)) {
+        let free: bool = admin
+            .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&LOCK_CLASS, &lock_id(&name)])
+            .map_err(PgError::from)?
+            .get(0);
+        if !free {
+            continue;
+        }
+        // Without FORCE: a session inside means someone still uses it after all.
+        if admin.batch_execute(&format!("DROP DATABASE IF EXISTS {}", quote_ident(&name))).is_ok() {
+            dropped.push(name.clone());
+        }
+        release(admin, &name)?;
+    }
+    Ok(dropped)
+}
+
 /// A throwaway database, dropped with this value.
 pub struct Scratch {
     endpoint: Endpoint,
     pub name: String,
+    /// The admin session holding the database's in-use lock.
+    admin: Client,
 }
 
 /// Routes Ctrl-C, SIGTERM and SIGHUP to a thread that drops the live throwaway databases and
@@ -84,6 +146,7 @@ impl Scratch {
         let token = crate::credentials::random_hex(4)?;
         let name = format!("_xtask_{purpose}_{}_{n}_{token}", std::process::id());
         let mut admin = endpoint.connect(&endpoint.admin_db)?;
+        hold(&mut admin, &name)?;
         // Registered first: a signal during CREATE DATABASE still finds it.
         LIVE.lock().unwrap_or_else(|e| e.into_inner()).push((endpoint.clone(), name.clone()));
         if let Err(error) = admin.batch_execute(&format!("CREATE DATABASE {}", quote_ident(&name))) {
@@ -92,7 +155,7 @@ impl Scratch {
             return Err(PgError::from(error))
                 .with_context(|| format!("create the throwaway database {name}"));
         }
-        Ok(Scratch { endpoint: endpoint.clone(), name })
+        Ok(Scratch { endpoint: endpoint.clone(), name, admin })
     }
 }
 
@@ -101,7 +164,11 @@ impl Drop for Scratch {
         if interrupted() {
             return;
         }
-        let dropped = drop_database(&self.endpoint, &self.name);
+        let dropped = self
+            .admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(&self.name)))
+            .map_err(|e| anyhow::Error::from(PgError::from(e)))
+            .or_else(|_| drop_database(&self.endpoint, &self.name));
         LIVE.lock().unwrap_or_else(|e| e.into_inner()).retain(|(_, name)| *name != self.name);
         if let Err(error) = dropped {
             eprintln!(

@@ -111,6 +111,8 @@ pub fn restore(ctx: &Ctx, file: &Path, db: Option<&str>, force: bool) -> Result<
     // the signals unblocked, so it stops too.
     scratch::drop_on_signal(engine.endpoint(), &scratch_name);
     scratch::drop_on_signals();
+    // In use until the swap: a `setup` meanwhile must not take it for a leftover.
+    admin.hold_scratch(&scratch_name)?;
     let expected = (database.logical.as_str(), branch);
     let all = ctx.databases();
     let new = crate::admin::NewDatabase {
@@ -145,6 +147,7 @@ pub fn restore(ctx: &Ctx, file: &Path, db: Option<&str>, force: bool) -> Result<
     admin
         .replace_labelled(&scratch_name, name, project, expected)
         .with_context(|| format!("restore {} into database {name}", file.display()))?;
+    admin.release_scratch(&scratch_name)?;
     eprintln!("restore: database {name} now holds {}", file.display());
     Ok(())
 }

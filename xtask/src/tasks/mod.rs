@@ -94,6 +94,10 @@ pub fn setup(ctx: &Ctx, from: Option<&str>) -> Result<Vec<(String, String)>> {
     }
     let endpoint = engine.endpoint();
     let mut admin = Admin::connect(endpoint)?;
+    let swept = admin.sweep_leftovers()?;
+    if !swept.is_empty() {
+        changes.push(format!("dropped what ended runs left unfinished: {}", swept.join(", ")));
+    }
     let databases = ctx.databases();
     let mut logins = Vec::new();
     let mut changed_databases = Vec::new();

@@ -11,6 +11,7 @@ mod errors;
 mod external;
 mod hooks;
 mod lifecycle;
+mod load;
 mod migrate;
 mod native;
 mod schema;
@@ -55,5 +56,6 @@ on_both_engines! {
     templates_copies => crate::templates::copies_from_templates,
     templates_setup_from => crate::templates::setup_from_another_branch,
     prune_gone_branches => crate::branches::prune_gone_branches,
+    leftovers_swept => crate::load::leftovers_of_ended_runs_are_swept,
     backup_round_trip => crate::backup::round_trip,
 }
