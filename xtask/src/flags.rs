@@ -85,6 +85,8 @@ pub enum Command {
     },
     Ci {
         json: bool,
+        /// Also the long cases of the test suite (the `#[ignore]`d fault and load tests).
+        long: bool,
     },
     Branches {
         json: bool,
@@ -350,7 +352,7 @@ uninstall removes the hook only when this tool wrote it. Teams using the pre-com
         }
         "ci" => {
             "\
-cargo xtask ci [--provision] [--json]
+cargo xtask ci [--provision] [--long] [--json]
 
 The whole pipeline, on databases of its own named for the CI run (ci-<run id>-<random>), never a
 developer's branch databases. Steps, in order:
@@ -361,7 +363,7 @@ developer's branch databases. Steps, in order:
   downs          every migration's down, by a round trip in a throwaway database
   schema         the migrations produce each schema.sql
   fmt, tests     cargo fmt --check; cargo test --workspace --locked with <DB>_DATABASE_URL set to
-                 the run's databases
+                 the run's databases (--long: `-- --include-ignored`, the long fault and load cases)
   clippy         cargo clippy --workspace --all-targets --locked -- -D warnings
   teardown       drops the run's databases, stops what the run started; runs whatever failed
 A step whose prerequisite step failed is reported as not run. Prints a table of steps, their status
@@ -431,6 +433,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
     let mut options = MigrateOptions::default();
     let mut steps: Option<usize> = None;
     let mut from: Option<String> = None;
+    let mut long = false;
     let mut positional: Vec<String> = Vec::new();
     let mut psql_args: Vec<OsString> = Vec::new();
     while let Some(arg) = parser.next()? {
@@ -439,6 +442,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
             Long("branch") => branch = Some(parser.value()?.string()?),
             Long("db") => db = Some(parser.value()?.string()?),
             Long("from") => from = Some(parser.value()?.string()?),
+            Long("long") => long = true,
             Long("json") => json = true,
             Long("force") => force = true,
             Long("provision") => provision = true,
@@ -517,7 +521,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
             Some("uninstall") => Command::Hooks { install: false },
             _ => bail!("hooks takes `install` or `uninstall`; see `cargo xtask hooks --help`"),
         },
-        "ci" => Command::Ci { json },
+        "ci" => Command::Ci { json, long: std::mem::take(&mut long) },
         "branches" => Command::Branches { json },
         "prune" => Command::Prune { dry_run: std::mem::take(&mut options.dry_run), force },
         "connect" => Command::Connect { db: db.take(), psql_args },
@@ -548,6 +552,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
     }
     if from.is_some() {
         bail!("`{name}` does not take --from; see `cargo xtask {name} --help`");
+    }
+    if long {
+        bail!("`{name}` does not take --long; see `cargo xtask {name} --help`");
     }
     if provision && !matches!(command, Command::Setup { .. } | Command::DbUp | Command::Ci { .. }) {
         bail!("`{name}` does not take --provision; see `cargo xtask {name} --help`");
@@ -674,8 +681,13 @@ mod tests {
         assert!(parse_str(&["setup", "--staged"]).is_err());
         assert!(matches!(
             parse_str(&["ci", "--json", "--provision"]).unwrap(),
-            Args { provision: true, command: Command::Ci { json: true }, .. }
+            Args { provision: true, command: Command::Ci { json: true, long: false }, .. }
         ));
+        assert!(matches!(
+            parse_str(&["ci", "--long"]).unwrap().command,
+            Command::Ci { json: false, long: true }
+        ));
+        assert!(parse_str(&["setup", "--long"]).is_err());
         assert!(parse_str(&["schema", "--check", "--write"]).is_err());
         assert!(parse_str(&["migrate", "--manual"]).is_err());
         assert!(matches!(

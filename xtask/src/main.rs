@@ -94,7 +94,7 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::PreCommit { staged } => return tasks::precommit::pre_commit(&ctx, staged),
         Command::Hooks { install: true } => tasks::hooks::install(&ctx)?,
         Command::Hooks { install: false } => tasks::hooks::uninstall(&ctx)?,
-        Command::Ci { json } => return tasks::ci::ci(&ctx, json),
+        Command::Ci { json, long } => return tasks::ci::ci(&ctx, json, long),
         Command::Branches { json } => tasks::branches::branches(&ctx, json)?,
         Command::Prune { dry_run, force } => tasks::branches::prune(&ctx, dry_run, force)?,
     }

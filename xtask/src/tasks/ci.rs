@@ -80,7 +80,7 @@ impl Pipeline {
     }
 }
 
-pub fn ci(ctx: &Ctx, json: bool) -> Result<ExitCode> {
+pub fn ci(ctx: &Ctx, json: bool, long: bool) -> Result<ExitCode> {
     let start = Instant::now();
     let may_provision = provision::may_provision(ctx.provision);
     let run = run_name()?;
@@ -139,7 +139,7 @@ pub fn ci(ctx: &Ctx, json: bool) -> Result<ExitCode> {
     pipeline.run("downs", &["db-up"], || downs(&run_ctx, &sets));
     pipeline.run("schema", &["db-up"], || declared_schema(&run_ctx));
     pipeline.run("fmt", &[], || checks::formatting(&ctx.root, false));
-    pipeline.run("tests", &["prerequisites", "setup"], || tests(ctx, &test_env));
+    pipeline.run("tests", &["prerequisites", "setup"], || tests(ctx, &test_env, long));
     pipeline.run("clippy", &[], || clippy(ctx));
     pipeline.run("teardown", &[], || teardown(&run_ctx, &run_templates, started_server, daemon.take()));
 
@@ -247,15 +247,20 @@ fn declared_schema(ctx: &Ctx) -> Result<String> {
 
 /// The workspace's tests, pointed at the run's databases through the variables setup would write
 /// to .env (the environment wins over .env in the services' test helper).
-fn tests(ctx: &Ctx, env: &[(String, String)]) -> Result<String> {
-    let mut command = duct::cmd!("cargo", "test", "--workspace", "--locked").dir(&ctx.root);
+fn tests(ctx: &Ctx, env: &[(String, String)], long: bool) -> Result<String> {
+    let mut args = vec!["test", "--workspace", "--locked"];
+    if long {
+        args.extend(["--", "--include-ignored"]);
+    }
+    let shown = format!("cargo {}", args.join(" "));
+    let mut command = duct::cmd("cargo", &args).dir(&ctx.root);
     for (key, value) in env {
         command = command.env(key, value);
     }
     if let Some(image) = test_image(ctx) {
         command = command.env("XTASK_TEST_IMAGE", image);
     }
-    cargo(command, "cargo test --workspace --locked")
+    cargo(command, &shown)
 }
 
 fn clippy(ctx: &Ctx) -> Result<String> {
