@@ -168,7 +168,11 @@ pub struct PgError {
 
 impl From<postgres::Error> for PgError {
     fn from(error: postgres::Error) -> PgError {
-        PgError { code: error.code().cloned(), lost: connection_lost(&error), text: describe_pg_error(&error) }
+        PgError {
+            code: error.code().cloned(),
+            lost: connection_lost(&error),
+            text: describe_pg_error(&error),
+        }
     }
 }
 

@@ -82,7 +82,12 @@ fn server_went_away(error: anyhow::Error, doing: &str, again: &str) -> anyhow::E
     ))
 }
 
-fn migrate_one(ctx: &Ctx, endpoint: &Endpoint, database: &Database, options: MigrateOptions) -> Result<Migrated> {
+fn migrate_one(
+    ctx: &Ctx,
+    endpoint: &Endpoint,
+    database: &Database,
+    options: MigrateOptions,
+) -> Result<Migrated> {
     let dir = database.migrations_dir(ctx);
     let name = database.name.as_str();
     // Reading the files overlaps the login and the query: together they are a no-op run's cost.
