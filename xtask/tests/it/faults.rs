@@ -372,3 +372,44 @@ fn wait_bounded(mut child: Child, limit: Duration) -> Output {
     }
     child.wait_with_output().unwrap()
 }
+
+/// xtask killed while the server copies a template into a new branch database (`CREATE DATABASE
+/// ... TEMPLATE`, made slow by a template of some 100 MB): the copy finishes or not under its
+/// scratch name, never under the branch's, and the next setup makes the branch's database.
+pub fn kill_during_template_copy(engine: &str) {
+    let p = Project::new(engine);
+    migration(&p, 1, "big", "CREATE TABLE big (id int PRIMARY KEY, filler text NOT NULL);");
+    p.write(
+        &format!("seeds/{}/01_big.sql", p.name),
+        "INSERT INTO big SELECT g, repeat('x', 200) FROM generate_series(1, 400000) g;",
+    );
+    p.ok(&["setup"]);
+    let feature = branch_db(&p, "feature");
+    let mut child = spawn(&p, &["setup", "--branch", "feature"]);
+    let copying = "query LIKE 'CREATE DATABASE%TEMPLATE%' AND state = 'active'";
+    wait_for_session(&p, &mut child, copying);
+    let killed = kill_9(child);
+    assert!(!p.databases_on_server().contains(&feature), "no copy under the branch's name");
+    assert_only_scratch_of(&p, killed);
+
+    let (_, err) = p.ok_err(&["setup", "--branch", "feature"]);
+    contains(&err, &format!("created database {feature} as a copy of"));
+    let rows: i64 = connect(&p, &feature).query_one("SELECT count(*) FROM big", &[]).unwrap().get(0);
+    assert_eq!(rows, 400000);
+    assert_only_scratch_of(&p, killed);
+    assert_no_locks(&p);
+}
+
+mod long {
+    #[test]
+    #[ignore = "long: cargo xtask ci --long runs it"]
+    fn native_kill_during_template_copy() {
+        super::kill_during_template_copy("native")
+    }
+
+    #[test]
+    #[ignore = "long: cargo xtask ci --long runs it"]
+    fn docker_kill_during_template_copy() {
+        super::kill_during_template_copy("docker")
+    }
+}
