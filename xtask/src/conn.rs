@@ -161,12 +161,18 @@ fn percent_encode(text: &str) -> String {
 #[derive(Debug)]
 pub struct PgError {
     pub code: Option<SqlState>,
+    /// The connection was lost under a statement (see [`connection_lost`]).
+    pub lost: bool,
     text: String,
 }
 
 impl From<postgres::Error> for PgError {
     fn from(error: postgres::Error) -> PgError {
-        PgError { code: error.code().cloned(), text: describe_pg_error(&error) }
+        PgError {
+            code: error.code().cloned(),
+            lost: connection_lost(&error),
+            text: describe_pg_error(&error),
+        }
     }
 }
 
@@ -183,6 +189,28 @@ impl PgError {
     pub fn code_in(error: &anyhow::Error) -> Option<&SqlState> {
         error.chain().find_map(|e| e.downcast_ref::<PgError>()).and_then(|e| e.code.as_ref())
     }
+
+    /// Whether an error chain ends in a lost connection.
+    pub fn lost_in(error: &anyhow::Error) -> bool {
+        error.chain().any(|e| e.downcast_ref::<PgError>().is_some_and(|e| e.lost))
+    }
+}
+
+/// Whether an established connection went away (the server stopped, crashed or was killed, the
+/// session was terminated, the network dropped), as opposed to a statement failing or a login
+/// being refused. Then nothing more can be sent on it, and what was in flight either committed
+/// whole or not at all.
+pub fn connection_lost(error: &postgres::Error) -> bool {
+    if error.is_closed() {
+        return true;
+    }
+    if let Some(code) = error.code() {
+        // Class 57P: the server ended the session (shutdown, crash, pg_terminate_backend).
+        return [SqlState::ADMIN_SHUTDOWN, SqlState::CRASH_SHUTDOWN].contains(code);
+    }
+    // An I/O error on a session (reset, broken pipe); the driver names a failed login otherwise.
+    let io = std::error::Error::source(error).is_some_and(|s| s.is::<std::io::Error>());
+    io && !error.to_string().starts_with("error connecting")
 }
 
 /// A server error in full: severity, message, DETAIL and HINT.

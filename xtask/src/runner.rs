@@ -3,7 +3,10 @@
 //! Each migration and its record commit together in one round trip (`BEGIN; <file>; INSERT; COMMIT`).
 //! Commits are asynchronous except the last of a run, which flushes them all: a crash may lose the
 //! newest migrations, never half of one. Runners serialise on sqlx's advisory lock for the database,
-//! held on a connection of its own and never inside a migration's transaction.
+//! held by the session that applies the migrations (outside their transactions): a runner killed
+//! mid-migration keeps the others out until the server has finished or rolled back what it sent,
+//! so the next run never races the orphaned statement. Sessions ask the server (PostgreSQL 14+) to
+//! notice a vanished client within a second and roll back its open transaction.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -29,7 +32,16 @@ const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS _sqlx_migrations (
 /// Opens a work connection to a branch database, set up for applying migrations. The settings
 /// travel with the login, so a no-op run pays no extra round trip for them.
 pub fn connect(endpoint: &Endpoint, db: &str) -> Result<Client> {
-    endpoint.connect_with(db, Some("-c standard_conforming_strings=on -c synchronous_commit=off"))
+    const SETTINGS: &str = "-c standard_conforming_strings=on -c synchronous_commit=off";
+    // Without it, a migration whose client was killed runs on to its end and commits.
+    const CHECK: &str = " -c client_connection_check_interval=1000";
+    match endpoint.connect_with(db, Some(&format!("{SETTINGS}{CHECK}"))) {
+        // PostgreSQL 13 and older do not know the setting and refuse the login.
+        Err(error) if PgError::code_in(&error) == Some(&SqlState::UNDEFINED_OBJECT) => {
+            endpoint.connect_with(db, Some(SETTINGS))
+        }
+        other => other,
+    }
 }
 
 /// The recorded migrations; none when the table does not exist yet.
@@ -81,6 +93,13 @@ pub fn apply(client: &mut Client, migration: &Migration, durable: bool) -> Resul
     let prefix = format!("BEGIN;\n{durability}");
     let query = format!("{prefix}{}\n;{record};\nCOMMIT", migration.sql);
     if let Err(error) = client.batch_execute(&query) {
+        if crate::conn::connection_lost(&error) {
+            return Err(PgError::from(error)).context(format!(
+                "the connection to the server was lost while migration {} ran: it commits together with \
+                 its record, so it is applied whole or not at all",
+                migration.up.display()
+            ));
+        }
         let _ = client.batch_execute("ROLLBACK");
         let rendered = locate(client, &[], &error, &migration.up, &migration.sql, prefix.chars().count());
         return Err(anyhow!(rendered)).context(format!(
@@ -104,6 +123,13 @@ pub fn revert(client: &mut Client, down_path: &Path, down_sql: &str, version: i6
     let query =
         format!("{prefix}{down_sql}\n;DELETE FROM _sqlx_migrations WHERE version = {version};\nCOMMIT");
     if let Err(error) = client.batch_execute(&query) {
+        if crate::conn::connection_lost(&error) {
+            return Err(PgError::from(error)).context(format!(
+                "the connection to the server was lost while {} ran: it commits together with the \
+                 removal of its record, so it is rolled back whole or not at all",
+                down_path.display()
+            ));
+        }
         let _ = client.batch_execute("ROLLBACK");
         let rendered = locate(client, &[], &error, down_path, down_sql, prefix.chars().count());
         return Err(anyhow!(rendered))
@@ -197,6 +223,9 @@ pub fn locate(
     if has_position(error) {
         return render_error(error, path, sql, prefix_chars);
     }
+    if crate::conn::connection_lost(error) {
+        return render_at(error, path, sql, None);
+    }
     match replay(client, prelude, sql) {
         Some((offset, statement, replayed)) => {
             render_statement_error(&replayed, path, sql, offset, statement)
@@ -263,38 +292,34 @@ fn crc32(bytes: &[u8]) -> u32 {
     !crc
 }
 
-/// A session advisory lock held on its own connection for as long as this value lives.
-pub struct MigrationLock {
-    _client: Client,
-}
-
-impl MigrationLock {
-    /// Polls `pg_try_advisory_lock`, naming the holder once waiting takes more than a second.
-    pub fn acquire(endpoint: &Endpoint, database: &str, timeout: Duration) -> Result<MigrationLock> {
-        let mut client = endpoint.connect(database)?;
-        let key = lock_key(database);
-        let start = Instant::now();
-        let mut announced = false;
-        loop {
-            let row = client.query_one("SELECT pg_try_advisory_lock($1)", &[&key]).map_err(PgError::from)?;
-            if row.get::<_, bool>(0) {
-                return Ok(MigrationLock { _client: client });
-            }
-            let waited = start.elapsed();
-            if waited >= timeout || (!announced && waited >= Duration::from_secs(1)) {
-                let holder = lock_holder(&mut client, key).unwrap_or_else(|| "another session".into());
-                if waited >= timeout {
-                    bail!(
-                        "the migration lock on {database} is still held by {holder} after {} s: wait for \
-                         it to finish, or end that session (SELECT pg_terminate_backend(PID))",
-                        timeout.as_secs()
-                    );
-                }
-                eprintln!("waiting for the migration lock on {database}, held by {holder}");
-                announced = true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+/// Takes the migration lock on `client`'s session, polling `pg_try_advisory_lock` and naming the
+/// holder once waiting takes more than a second. It is held until the session ends.
+pub fn lock(client: &mut Client, database: &str, timeout: Duration) -> Result<()> {
+    let key = lock_key(database);
+    let start = Instant::now();
+    let mut announced = false;
+    loop {
+        let row = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+            .map_err(PgError::from)
+            .context("take the migration lock")?;
+        if row.get::<_, bool>(0) {
+            return Ok(());
         }
+        let waited = start.elapsed();
+        if waited >= timeout || (!announced && waited >= Duration::from_secs(1)) {
+            let holder = lock_holder(client, key).unwrap_or_else(|| "another session".into());
+            if waited >= timeout {
+                bail!(
+                    "the migration lock on {database} is still held by {holder} after {} s: wait for \
+                     it to finish, or end that session (SELECT pg_terminate_backend(PID))",
+                    timeout.as_secs()
+                );
+            }
+            eprintln!("waiting for the migration lock on {database}, held by {holder}");
+            announced = true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -46,6 +46,13 @@ pub fn run(client: &mut Client, seeds: &[Seed]) -> Result<()> {
     if let Some((index, error)) = failure {
         drop(tx);
         let seed = &seeds[index];
+        if crate::conn::connection_lost(&error) {
+            return Err(PgError::from(error)).context(format!(
+                "the connection to the server was lost while seed {} ran: the seeds load in one \
+                 transaction, so none of them is left behind",
+                seed.path.display()
+            ));
+        }
         let earlier: Vec<&str> = seeds[..index].iter().map(|s| s.sql.as_str()).collect();
         let located = crate::runner::locate(client, &earlier, &error, &seed.path, &seed.sql, 0);
         return Err(anyhow!(located)).context(format!(
@@ -66,7 +73,7 @@ pub fn run(client: &mut Client, seeds: &[Seed]) -> Result<()> {
         Ok(())
     };
     record(&mut tx).map_err(PgError::from).context("record the seeds")?;
-    tx.commit().map_err(PgError::from)?;
+    tx.commit().map_err(PgError::from).context("commit the seeds")?;
     Ok(())
 }
 

@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::conn::{Endpoint, PgError};
 use crate::engine;
 use crate::migrations::{self, Migration, State};
-use crate::runner::{self, MigrationLock};
+use crate::runner;
 use crate::seeds;
 use crate::workspace::{Ctx, Database};
 use postgres::error::SqlState;
@@ -66,6 +66,28 @@ pub fn migrate_database(
     database: &Database,
     options: MigrateOptions,
 ) -> Result<Migrated> {
+    migrate_one(ctx, endpoint, database, options).map_err(|error| {
+        server_went_away(error, &format!("migrating {}", database.name), "cargo xtask migrate")
+    })
+}
+
+/// An error that lost its connection midway, told as the server going away with the way back.
+fn server_went_away(error: anyhow::Error, doing: &str, again: &str) -> anyhow::Error {
+    if !PgError::lost_in(&error) {
+        return error;
+    }
+    error.context(format!(
+        "the server went away while {doing} (stopped, crashed or restarted): start it with \
+         `cargo xtask db-up`, then run `{again}` again"
+    ))
+}
+
+fn migrate_one(
+    ctx: &Ctx,
+    endpoint: &Endpoint,
+    database: &Database,
+    options: MigrateOptions,
+) -> Result<Migrated> {
     let dir = database.migrations_dir(ctx);
     let name = database.name.as_str();
     // Reading the files overlaps the login and the query: together they are a no-op run's cost.
@@ -109,7 +131,7 @@ pub fn migrate_database(
         eprintln!("migrate --dry-run: {} pending for {name}; nothing was changed", plan.pending.len());
         return Ok(Migrated::DryRun { pending: versions(&files, &plan.pending) });
     }
-    let _lock = MigrationLock::acquire(endpoint, name, lock_timeout())?;
+    runner::lock(&mut client, name, lock_timeout())?;
     runner::ensure_table(&mut client)?;
     // Another runner may have applied some while we waited for the lock.
     let plan = migrations::plan(&files, &runner::applied(&mut client)?, options.allow_out_of_order);
@@ -143,7 +165,7 @@ pub fn rollback(ctx: &Ctx, db: Option<&str>, steps: usize) -> Result<()> {
     let files = migrations::discover(&ctx.root, &database.migrations_dir(ctx))?;
     let login = super::database_login(ctx, engine.endpoint(), &database)?;
     let mut client = connect_branch_db(&login, name)?;
-    let _lock = MigrationLock::acquire(&login, name, lock_timeout())?;
+    runner::lock(&mut client, name, lock_timeout())?;
     let mut applied = runner::applied(&mut client)?;
     applied.sort_by_key(|a| std::cmp::Reverse(a.version));
     if applied.is_empty() {
@@ -255,7 +277,9 @@ pub fn seed_database(ctx: &Ctx, endpoint: &Endpoint, database: &Database) -> Res
         return Ok(());
     }
     let mut client = connect_branch_db(endpoint, database.name.as_str())?;
-    seeds::run(&mut client, &seeds)?;
+    seeds::run(&mut client, &seeds).map_err(|error| {
+        server_went_away(error, &format!("loading the seeds of {}", database.name), "cargo xtask seed")
+    })?;
     eprintln!("seed: loaded {} seed file(s) into {}", seeds.len(), database.name);
     Ok(())
 }

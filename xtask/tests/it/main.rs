@@ -9,6 +9,7 @@ mod branches;
 mod docker;
 mod errors;
 mod external;
+mod faults;
 mod hooks;
 mod lifecycle;
 mod load;
@@ -58,4 +59,9 @@ on_both_engines! {
     prune_gone_branches => crate::branches::prune_gone_branches,
     leftovers_swept => crate::load::leftovers_of_ended_runs_are_swept,
     backup_round_trip => crate::backup::round_trip,
+    faults_kill_during_migrate => crate::faults::kill_during_migrate,
+    faults_kill_during_seed => crate::faults::kill_during_seed,
+    faults_kill_during_template_build => crate::faults::kill_during_template_build,
+    faults_kill_during_copy => crate::faults::kill_during_copy,
+    faults_server_killed_during_migrate => crate::faults::server_killed_during_migrate,
 }
