@@ -203,12 +203,16 @@ fn scratch_databases(p: &Project) -> Vec<String> {
 }
 
 /// What a killed run may leave behind: only databases under its own scratch name, never one under
-/// a real name. (A sweep of dead runs' scratch databases is to come; until then the next setup
-/// leaves them, and this checks no more than that they are the killed run's.)
+/// a real name.
 fn assert_only_scratch_of(p: &Project, killed: u32) {
     for name in scratch_databases(p) {
         assert!(name.starts_with(&format!("_xtask_new_{killed}_")), "{name} is not the killed run's");
     }
+}
+
+/// After the next setup: what the killed run left is gone (setup sweeps dead runs' leftovers).
+fn assert_swept(p: &Project) {
+    assert_eq!(scratch_databases(p), Vec::<String>::new(), "the killed run's leftovers are swept");
 }
 
 /// xtask killed while a migration runs: the server rolls the migration back, the lock goes with
@@ -288,7 +292,7 @@ pub fn kill_during_template_build(engine: &str) {
     contains(&err, "built template");
     assert_eq!(p.templates_on_server().len(), 1);
     assert_eq!(assert_consistent(&p, &branch_db(&p, "main")), [1, 2, 3]);
-    assert_only_scratch_of(&p, killed);
+    assert_swept(&p);
     assert_no_locks(&p);
 }
 
@@ -328,7 +332,7 @@ pub fn kill_during_copy(engine: &str) {
         .unwrap()
         .get(0);
     contains(&label, "\"branch\":\"feature\"");
-    assert_only_scratch_of(&p, killed);
+    assert_swept(&p);
     assert_no_locks(&p);
 }
 
@@ -396,7 +400,7 @@ pub fn kill_during_template_copy(engine: &str) {
     contains(&err, &format!("created database {feature} as a copy of"));
     let rows: i64 = connect(&p, &feature).query_one("SELECT count(*) FROM big", &[]).unwrap().get(0);
     assert_eq!(rows, 400000);
-    assert_only_scratch_of(&p, killed);
+    assert_swept(&p);
     assert_no_locks(&p);
 }
 
