@@ -113,7 +113,8 @@ const CATALOG_LOCK_KEY: i64 = 0x7874_6173_6b5f_6462; // "xtask_db"
 
 impl Admin {
     pub fn connect(endpoint: &Endpoint) -> Result<Admin> {
-        let client = endpoint.connect(&endpoint.admin_db)?;
+        // Watched: a killed run's CREATE DATABASE stops, and its in-use locks go, within a second.
+        let client = endpoint.connect_watched(&endpoint.admin_db, "")?;
         Ok(Admin { client })
     }
 

@@ -120,6 +120,20 @@ impl Endpoint {
         attempt.with_context(|| format!("connect to {}", self.redacted_url(db)))
     }
 
+    /// Connects for work that must stop when this process dies: the server checks every second that
+    /// the client is still there (without it, a killed run's statement runs on to its end and
+    /// commits, holding its locks). PostgreSQL 13 and older do not know the setting and refuse the
+    /// login: then without it.
+    pub fn connect_watched(&self, db: &str, settings: &str) -> Result<Client> {
+        let watched = format!("{settings} -c client_connection_check_interval=1000");
+        match self.connect_with(db, Some(watched.trim_start())) {
+            Err(error) if PgError::code_in(&error) == Some(&SqlState::UNDEFINED_OBJECT) => {
+                self.connect_with(db, (!settings.is_empty()).then_some(settings))
+            }
+            other => other,
+        }
+    }
+
     /// Environment for a `psql` child, so no secret is ever on a command line.
     pub fn libpq_env(&self, db: &str) -> Vec<(&'static str, String)> {
         vec![

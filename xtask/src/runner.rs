@@ -32,16 +32,7 @@ const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS _sqlx_migrations (
 /// Opens a work connection to a branch database, set up for applying migrations. The settings
 /// travel with the login, so a no-op run pays no extra round trip for them.
 pub fn connect(endpoint: &Endpoint, db: &str) -> Result<Client> {
-    const SETTINGS: &str = "-c standard_conforming_strings=on -c synchronous_commit=off";
-    // Without it, a migration whose client was killed runs on to its end and commits.
-    const CHECK: &str = " -c client_connection_check_interval=1000";
-    match endpoint.connect_with(db, Some(&format!("{SETTINGS}{CHECK}"))) {
-        // PostgreSQL 13 and older do not know the setting and refuse the login.
-        Err(error) if PgError::code_in(&error) == Some(&SqlState::UNDEFINED_OBJECT) => {
-            endpoint.connect_with(db, Some(SETTINGS))
-        }
-        other => other,
-    }
+    endpoint.connect_watched(db, "-c standard_conforming_strings=on -c synchronous_commit=off")
 }
 
 /// The recorded migrations; none when the table does not exist yet.

@@ -145,7 +145,7 @@ impl Scratch {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let token = crate::credentials::random_hex(4)?;
         let name = format!("_xtask_{purpose}_{}_{n}_{token}", std::process::id());
-        let mut admin = endpoint.connect(&endpoint.admin_db)?;
+        let mut admin = endpoint.connect_watched(&endpoint.admin_db, "")?;
         hold(&mut admin, &name)?;
         // Registered first: a signal during CREATE DATABASE still finds it.
         LIVE.lock().unwrap_or_else(|e| e.into_inner()).push((endpoint.clone(), name.clone()));
