@@ -127,6 +127,7 @@ impl Config {
             .with_context(|| format!("invalid [workspace.metadata.xtask] in {}", manifest_path.display()))?;
         let workspace_declarations = file.databases.take().unwrap_or_default();
         let default_database = file.default_database.take();
+        refuse_non_utf8_settings(std::env::vars_os())?;
         let mut config = resolve(file, root, &|key| std::env::var(key).ok().filter(|v| !v.is_empty()))?;
         let mut declared: Vec<Declared> = workspace_declarations
             .into_iter()
@@ -144,6 +145,18 @@ impl Config {
         }
         Ok(config)
     }
+}
+
+/// An `XTASK_*` variable that is not UTF-8 would read as unset, and the tool would quietly act on
+/// the default (another project, another server): it is an error instead.
+fn refuse_non_utf8_settings(vars: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>) -> Result<()> {
+    for (key, value) in vars {
+        let ours = key.to_str().is_some_and(|k| k.starts_with("XTASK_"));
+        if ours && value.to_str().is_none() {
+            bail!("{}={value:?} is not UTF-8 text: set it to a UTF-8 value or unset it", key.to_string_lossy());
+        }
+    }
+    Ok(())
 }
 
 type Members = (Vec<String>, Vec<String>);
@@ -455,6 +468,16 @@ role = "legacy_app"
         let msg = format!("{err:#}");
         assert!(msg.contains("line 3, column 1"), "{msg}");
         assert!(msg.contains("prot"), "{msg}");
+    }
+
+    #[test]
+    fn settings_that_are_not_utf8_are_errors() {
+        use std::os::unix::ffi::OsStringExt;
+        let bad = std::ffi::OsString::from_vec(vec![b'a', 0xff]);
+        let vars = vec![("HOME".into(), bad.clone()), ("XTASK_PROJECT".into(), bad)];
+        let msg = format!("{:#}", refuse_non_utf8_settings(vars.clone().into_iter()).unwrap_err());
+        assert!(msg.contains("XTASK_PROJECT") && msg.contains("not UTF-8"), "{msg}");
+        assert!(refuse_non_utf8_settings(vars.into_iter().take(1)).is_ok(), "only XTASK_* variables");
     }
 
     #[test]

@@ -114,6 +114,11 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// The hostile branch names the integration tests also run (`tests/it/corpus.rs`).
+#[cfg(test)]
+#[path = "../tests/it/corpus.rs"]
+mod corpus;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,6 +238,32 @@ mod tests {
             assert!(n.starts_with("geney_"), "{branch:?} -> {n}");
             if let Some(other) = seen.insert(n.clone(), branch.clone()) {
                 panic!("{branch:?} and {other:?} share {n}");
+            }
+        }
+    }
+
+    /// Every name of the shared hostile corpus, as a branch of a short and of a longest base: a
+    /// valid identifier of lower-case letters, digits and `_`, never a default branch's bare name nor
+    /// a template's (`<base>__tpl_...`) nor a scratch database's (`_xtask_new_...`), and distinct.
+    #[test]
+    fn hostile_corpus_gives_valid_distinct_names() {
+        let branches = super::corpus::branches();
+        assert!(branches.len() >= 100, "{}", branches.len());
+        for base in ["geney", &"p".repeat(MAX_BASE_BYTES)] {
+            let mut seen: HashMap<String, &str> = HashMap::new();
+            for branch in &branches {
+                let n = DbName::for_branch(base, branch, false).0;
+                assert!(n.len() <= MAX_IDENTIFIER_BYTES, "{branch:?} -> {n} too long");
+                assert!(
+                    n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                    "{branch:?} -> {n}"
+                );
+                assert!(n.starts_with(&format!("{base}_")) && n != base, "{branch:?} -> {n}");
+                assert!(!n.contains("__tpl_") && !n.starts_with("_xtask_"), "{branch:?} -> {n}");
+                assert_eq!(n, DbName::for_branch(base, branch, false).0, "{branch:?} is not stable");
+                if let Some(other) = seen.insert(n.clone(), branch) {
+                    panic!("{branch:?} and {other:?} share {n}");
+                }
             }
         }
     }
