@@ -149,11 +149,16 @@ impl Config {
 
 /// An `XTASK_*` variable that is not UTF-8 would read as unset, and the tool would quietly act on
 /// the default (another project, another server): it is an error instead.
-fn refuse_non_utf8_settings(vars: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>) -> Result<()> {
+fn refuse_non_utf8_settings(
+    vars: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> Result<()> {
     for (key, value) in vars {
         let ours = key.to_str().is_some_and(|k| k.starts_with("XTASK_"));
         if ours && value.to_str().is_none() {
-            bail!("{}={value:?} is not UTF-8 text: set it to a UTF-8 value or unset it", key.to_string_lossy());
+            bail!(
+                "{}={value:?} is not UTF-8 text: set it to a UTF-8 value or unset it",
+                key.to_string_lossy()
+            );
         }
     }
     Ok(())
@@ -230,8 +235,9 @@ fn check_project(name: &str) -> Result<(), String> {
         return Ok(());
     }
     Err(format!(
-        "`{name}` is not a valid project name: use lower-case letters, digits and `_`, starting with a \
+        "`{}` is not a valid project name: use lower-case letters, digits and `_`, starting with a \
          letter, at most {} bytes (for example `{}`)",
+        naming::clip(name),
         naming::MAX_PROJECT_BYTES,
         naming::project_from_folder(name)
     ))
@@ -243,7 +249,7 @@ fn check_port(port: u16) -> Result<(), String> {
 
 fn check_user(user: &str) -> Result<(), String> {
     if user.is_empty() || user.contains('\0') {
-        Err(format!("{user:?} is not a valid role name"))
+        Err(format!("{:?} is not a valid role name", naming::clip(user)))
     } else {
         Ok(())
     }
@@ -272,7 +278,7 @@ fn from_env(
     check: fn(&str) -> Result<(), String>,
 ) -> Result<Option<String>> {
     if let Some(value) = &value {
-        check(value).map_err(|problem| anyhow::anyhow!("{var}={value:?}: {problem}"))?;
+        check(value).map_err(|problem| anyhow::anyhow!("{var}={:?}: {problem}", naming::clip(value)))?;
     }
     Ok(value)
 }

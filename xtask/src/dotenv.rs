@@ -162,7 +162,10 @@ mod tests {
         symlink(d.join("middle"), d.join(".env")).unwrap();
         assert!(update(&d.join(".env"), &vars()).unwrap());
         assert!(std::fs::symlink_metadata(d.join("middle")).unwrap().file_type().is_symlink());
-        assert_eq!(std::fs::read_to_string(d.join("real.env")).unwrap(), "A=1\nDATABASE_URL=postgres://new\n");
+        assert_eq!(
+            std::fs::read_to_string(d.join("real.env")).unwrap(),
+            "A=1\nDATABASE_URL=postgres://new\n"
+        );
 
         symlink("nowhere/.env", d.join("dangling")).unwrap();
         assert!(message(&d.join("dangling")).contains("which does not exist"));

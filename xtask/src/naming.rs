@@ -104,6 +104,15 @@ pub fn quote_literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
+/// User text for an error message: control characters escaped, and cut to 60 characters (with its
+/// length said) so a huge value does not flood the terminal.
+pub fn clip(text: &str) -> String {
+    const SHOWN: usize = 60;
+    let escape = |c: char| if c.is_control() { c.escape_debug().to_string() } else { c.to_string() };
+    let shown: String = text.chars().take(SHOWN).map(escape).collect();
+    if text.chars().nth(SHOWN).is_some() { format!("{shown}... ({} bytes)", text.len()) } else { shown }
+}
+
 /// Lower-case hex digits of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -296,6 +305,13 @@ mod tests {
         assert_eq!(project_from_folder("---"), "p");
         assert!(project_from_folder(&"x".repeat(99)).len() <= MAX_PROJECT_BYTES);
         assert!(is_valid_base(&project_from_folder("Ünïcode-Folder")));
+    }
+
+    #[test]
+    fn clipped_for_messages() {
+        assert_eq!(clip("a\nb\x1b"), "a\\nb\\u{1b}");
+        let long = clip(&"é".repeat(1000));
+        assert!(long.starts_with(&"é".repeat(60)) && long.ends_with("... (2000 bytes)"), "{long}");
     }
 
     #[test]

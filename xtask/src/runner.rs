@@ -72,8 +72,13 @@ pub fn apply(client: &mut Client, migration: &Migration, durable: bool) -> Resul
         quote_literal(&migration.description),
         hex(&migration.checksum)
     );
-    crate::migrations::refuse_unrunnable(&migration.up, &migration.sql, !migration.no_transaction, "migration")
-        .context("migration refused; it is not recorded")?;
+    crate::migrations::refuse_unrunnable(
+        &migration.up,
+        &migration.sql,
+        !migration.no_transaction,
+        "migration",
+    )
+    .context("migration refused; it is not recorded")?;
     if migration.no_transaction {
         run_statements_one_by_one(client, migration)?;
         client.batch_execute(&record).map_err(PgError::from)?;

@@ -6,14 +6,17 @@ mod harness;
 
 mod backup;
 mod branches;
+mod corpus;
 mod docker;
 mod errors;
 mod external;
 mod hooks;
+mod hostile;
 mod lifecycle;
 mod migrate;
 mod native;
 mod schema;
+mod secrets;
 mod services;
 mod templates;
 
