@@ -127,6 +127,7 @@ impl Config {
             .with_context(|| format!("invalid [workspace.metadata.xtask] in {}", manifest_path.display()))?;
         let workspace_declarations = file.databases.take().unwrap_or_default();
         let default_database = file.default_database.take();
+        refuse_non_utf8_settings(std::env::vars_os())?;
         let mut config = resolve(file, root, &|key| std::env::var(key).ok().filter(|v| !v.is_empty()))?;
         let mut declared: Vec<Declared> = workspace_declarations
             .into_iter()
@@ -144,6 +145,23 @@ impl Config {
         }
         Ok(config)
     }
+}
+
+/// An `XTASK_*` variable that is not UTF-8 would read as unset, and the tool would quietly act on
+/// the default (another project, another server): it is an error instead.
+fn refuse_non_utf8_settings(
+    vars: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> Result<()> {
+    for (key, value) in vars {
+        let ours = key.to_str().is_some_and(|k| k.starts_with("XTASK_"));
+        if ours && value.to_str().is_none() {
+            bail!(
+                "{}={value:?} is not UTF-8 text: set it to a UTF-8 value or unset it",
+                key.to_string_lossy()
+            );
+        }
+    }
+    Ok(())
 }
 
 type Members = (Vec<String>, Vec<String>);
@@ -217,8 +235,9 @@ fn check_project(name: &str) -> Result<(), String> {
         return Ok(());
     }
     Err(format!(
-        "`{name}` is not a valid project name: use lower-case letters, digits and `_`, starting with a \
+        "`{}` is not a valid project name: use lower-case letters, digits and `_`, starting with a \
          letter, at most {} bytes (for example `{}`)",
+        naming::clip(name),
         naming::MAX_PROJECT_BYTES,
         naming::project_from_folder(name)
     ))
@@ -230,7 +249,7 @@ fn check_port(port: u16) -> Result<(), String> {
 
 fn check_user(user: &str) -> Result<(), String> {
     if user.is_empty() || user.contains('\0') {
-        Err(format!("{user:?} is not a valid role name"))
+        Err(format!("{:?} is not a valid role name", naming::clip(user)))
     } else {
         Ok(())
     }
@@ -259,7 +278,7 @@ fn from_env(
     check: fn(&str) -> Result<(), String>,
 ) -> Result<Option<String>> {
     if let Some(value) = &value {
-        check(value).map_err(|problem| anyhow::anyhow!("{var}={value:?}: {problem}"))?;
+        check(value).map_err(|problem| anyhow::anyhow!("{var}={:?}: {problem}", naming::clip(value)))?;
     }
     Ok(value)
 }
@@ -455,6 +474,16 @@ role = "legacy_app"
         let msg = format!("{err:#}");
         assert!(msg.contains("line 3, column 1"), "{msg}");
         assert!(msg.contains("prot"), "{msg}");
+    }
+
+    #[test]
+    fn settings_that_are_not_utf8_are_errors() {
+        use std::os::unix::ffi::OsStringExt;
+        let bad = std::ffi::OsString::from_vec(vec![b'a', 0xff]);
+        let vars = vec![("HOME".into(), bad.clone()), ("XTASK_PROJECT".into(), bad)];
+        let msg = format!("{:#}", refuse_non_utf8_settings(vars.clone().into_iter()).unwrap_err());
+        assert!(msg.contains("XTASK_PROJECT") && msg.contains("not UTF-8"), "{msg}");
+        assert!(refuse_non_utf8_settings(vars.into_iter().take(1)).is_ok(), "only XTASK_* variables");
     }
 
     #[test]

@@ -357,9 +357,26 @@ pub fn line_col(sql: &str, position: usize) -> (usize, usize) {
 /// Each statement comes with its character offset in `sql`. Used for files that run outside a
 /// transaction, where each statement must be sent on its own.
 pub fn split_statements(sql: &str) -> Vec<(usize, &str)> {
-    let bytes = sql.as_bytes();
     let mut statements = Vec::new();
+    // Character offsets are counted on from the previous statement: a big file with many
+    // statements must not be counted from its start each time.
+    let mut counted = (0, 0);
     let mut start = 0;
+    walk_top_level(sql, |i| {
+        if sql.as_bytes()[i] == b';' {
+            push_statement(sql, start, i, &mut counted, &mut statements);
+            start = i + 1;
+        }
+        None::<()>
+    });
+    push_statement(sql, start, sql.len(), &mut counted, &mut statements);
+    statements
+}
+
+/// Calls `visit` with the byte index of every byte of `sql` outside quotes, dollar quotes and
+/// comments, until it returns something.
+fn walk_top_level<T>(sql: &str, mut visit: impl FnMut(usize) -> Option<T>) -> Option<T> {
+    let bytes = sql.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
@@ -368,23 +385,134 @@ pub fn split_statements(sql: &str) -> Vec<(usize, &str)> {
                 i = bytes[i..].iter().position(|&b| b == b'\n').map_or(bytes.len(), |p| i + p + 1)
             }
             b'/' if bytes.get(i + 1) == Some(&b'*') => i = skip_block_comment(bytes, i),
-            b'$' => i = skip_dollar_quoted(sql, i),
-            b';' => {
-                push_statement(sql, start, i, &mut statements);
-                i += 1;
-                start = i;
+            b'$' => {
+                let next = skip_dollar_quoted(sql, i);
+                if next == i + 1
+                    && let Some(found) = visit(i)
+                {
+                    return Some(found);
+                }
+                i = next;
             }
-            _ => i += 1,
+            _ => {
+                if let Some(found) = visit(i) {
+                    return Some(found);
+                }
+                i += 1;
+            }
         }
     }
-    push_statement(sql, start, bytes.len(), &mut statements);
-    statements
+    None
 }
 
-fn push_statement<'a>(sql: &'a str, start: usize, end: usize, out: &mut Vec<(usize, &'a str)>) {
+/// Refuses, before anything is sent, SQL that cannot run as one unit over a connection: a psql
+/// meta-command (`\connect`, `\i`, ...: only psql knows them, and they would be syntax errors
+/// half-way through), a NUL byte (binary data: the protocol cannot carry it), and, when the file
+/// runs in the transaction its record is written in (`in_transaction`), transaction control
+/// (BEGIN, COMMIT, ROLLBACK, END, ABORT, PREPARE TRANSACTION): a COMMIT would make half of the file
+/// permanent even when the rest fails, and a ROLLBACK would undo the file yet let it be recorded as
+/// applied. The error names file, line and column. `what` names the kind of file.
+pub fn refuse_unrunnable(path: &Path, sql: &str, in_transaction: bool, what: &str) -> Result<()> {
+    let at = |byte: usize| {
+        let (line, col) = line_col(sql, sql[..byte].chars().count() + 1);
+        format!("{}:{line}:{col}", path.display())
+    };
+    if let Some(nul) = sql.find('\0') {
+        bail!(
+            "{}: the {what} contains a NUL byte (binary data?); it must be SQL text. Nothing was run",
+            at(nul)
+        );
+    }
+    let meta = walk_top_level(sql, |i| (sql.as_bytes()[i] == b'\\').then_some(i));
+    if let Some(i) = meta {
+        let command: String = sql[i..].chars().take_while(|c| !c.is_whitespace()).collect();
+        bail!(
+            "{}: `{command}` is a psql meta-command, which only psql understands: the {what} is sent to \
+             the server over a connection, not through psql. Remove it (a migration runs in the \
+             database it belongs to: no \\connect; put SQL from other files into this one). Nothing was run",
+            at(i)
+        );
+    }
+    if !in_transaction {
+        return Ok(());
+    }
+    // `CREATE FUNCTION ... BEGIN ATOMIC ...; ...; END`: the body's statements are not the file's.
+    let mut in_atomic_body = false;
+    for (offset, statement) in split_statements(sql) {
+        let Some((lead, words)) = first_words(statement) else { continue };
+        if in_atomic_body {
+            in_atomic_body = words[0] != "END";
+            continue;
+        }
+        if words[0] == "CREATE" {
+            let upper = statement.to_ascii_uppercase();
+            let mut tokens = upper.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty());
+            in_atomic_body = tokens.by_ref().any(|w| w == "BEGIN") && tokens.next() == Some("ATOMIC");
+            continue;
+        }
+        let refused = match words.as_slice() {
+            [first, second, ..] if first == "ROLLBACK" && second == "TO" => false,
+            [first, second, ..] if first == "PREPARE" && second == "TRANSACTION" => true,
+            [first, second, ..] if first == "START" && second == "TRANSACTION" => true,
+            [first, ..] => ["BEGIN", "COMMIT", "END", "ROLLBACK", "ABORT"].contains(&first.as_str()),
+            [] => false,
+        };
+        if refused {
+            let byte = sql.char_indices().nth(offset).map_or(sql.len(), |(b, _)| b) + lead;
+            bail!(
+                "{}: `{}` controls the transaction, but the {what} already runs in a transaction of its \
+                 own, together with its record, so that it applies whole or not at all: a COMMIT would \
+                 keep half of it when the rest fails, a ROLLBACK would undo it and still record it. \
+                 Remove it (and any BEGIN), or make the first line `{NO_TRANSACTION}` to run the \
+                 statements one by one (migrations only). Nothing was run",
+                at(byte),
+                words.join(" ")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The byte offset of a statement's first word (after space and comments) and its first two
+/// words, upper-cased; `None` when it has no word.
+fn first_words(statement: &str) -> Option<(usize, Vec<String>)> {
+    let bytes = statement.as_bytes();
+    let mut i = 0;
+    loop {
+        while i < bytes.len() && bytes[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if bytes[i..].starts_with(b"--") {
+            i = bytes[i..].iter().position(|&b| b == b'\n').map_or(bytes.len(), |p| i + p + 1);
+        } else if bytes[i..].starts_with(b"/*") {
+            i = skip_block_comment(bytes, i);
+        } else {
+            break;
+        }
+    }
+    let rest = &statement[i..];
+    let words: Vec<String> = rest
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .filter(|w| !w.is_empty())
+        .take(2)
+        .map(str::to_ascii_uppercase)
+        .collect();
+    let starts_with_word = rest.starts_with(|c: char| c.is_ascii_alphabetic());
+    (starts_with_word && !words.is_empty()).then_some((i, words))
+}
+
+fn push_statement<'a>(
+    sql: &'a str,
+    start: usize,
+    end: usize,
+    (counted_bytes, counted_chars): &mut (usize, usize),
+    out: &mut Vec<(usize, &'a str)>,
+) {
     let text = &sql[start..end];
     if !only_comments_and_space(text) {
-        out.push((sql[..start].chars().count(), text));
+        *counted_chars += sql[*counted_bytes..start].chars().count();
+        *counted_bytes = start;
+        out.push((*counted_chars, text));
     }
 }
 
@@ -578,6 +706,42 @@ mod tests {
         assert_eq!(line_col(sql, 1), (1, 1));
         assert_eq!(line_col(sql, 23), (3, 3));
         assert_eq!(line_col(sql, 35), (4, 4));
+    }
+
+    #[test]
+    fn unrunnable_sql_is_refused_with_file_line_and_column() {
+        let path = Path::new("migrations/1_x.up.sql");
+        let refused = |sql: &str, in_transaction: bool| {
+            refuse_unrunnable(path, sql, in_transaction, "migration").err().map(|e| format!("{e:#}"))
+        };
+        for (sql, needle) in [
+            ("create table a ();\n\\connect other\n", "1_x.up.sql:2:1: `\\connect` is a psql meta-command"),
+            ("select 1;\n  \\i other.sql", "1_x.up.sql:2:3: `\\i`"),
+            ("create table a ();\nCOMMIT;\ncreate table b ();", "1_x.up.sql:2:1: `COMMIT` controls"),
+            ("create table a ();\n  rollback;", "1_x.up.sql:2:3: `ROLLBACK` controls"),
+            ("/* c */ begin;\ncreate table a ();\nend;", "1_x.up.sql:1:9: `BEGIN` controls"),
+            ("select 1; -- x\nabort", "1_x.up.sql:2:1: `ABORT`"),
+            ("start transaction", "`START TRANSACTION`"),
+            ("prepare transaction 'x'", "`PREPARE TRANSACTION`"),
+            ("select 1;\nselect 'a\0b'", "1_x.up.sql:2:10: the migration contains a NUL byte"),
+        ] {
+            let message = refused(sql, true).unwrap_or_else(|| panic!("{sql:?} was not refused"));
+            assert!(message.contains(needle), "{sql:?}: {message}");
+            assert!(message.contains("Nothing was run"), "{message}");
+        }
+        for sql in [
+            "",
+            "create table a (x text default '\\connect; COMMIT');",
+            "select E'\\\\'; -- \\connect\n/* COMMIT; */ select $$\\x; commit;$$;",
+            "savepoint s; select 1; rollback to savepoint s; release s;",
+            "create procedure p() language plpgsql as $$ begin commit; end $$;",
+            "create function f() returns int language sql begin atomic select 1; select 2; end;\nselect 1",
+            "select 1 as commit_count; select x from t where begin_at < end_at",
+        ] {
+            assert_eq!(refused(sql, true), None, "{sql:?}");
+        }
+        assert_eq!(refused("begin; create index concurrently i on t (x); commit;", false), None);
+        assert!(refused("\\connect x", false).is_some(), "meta-commands never run");
     }
 
     #[test]

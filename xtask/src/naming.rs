@@ -104,6 +104,15 @@ pub fn quote_literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
+/// User text for an error message: control characters escaped, and cut to 60 characters (with its
+/// length said) so a huge value does not flood the terminal.
+pub fn clip(text: &str) -> String {
+    const SHOWN: usize = 60;
+    let escape = |c: char| if c.is_control() { c.escape_debug().to_string() } else { c.to_string() };
+    let shown: String = text.chars().take(SHOWN).map(escape).collect();
+    if text.chars().nth(SHOWN).is_some() { format!("{shown}... ({} bytes)", text.len()) } else { shown }
+}
+
 /// Lower-case hex digits of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -113,6 +122,11 @@ pub fn hex(bytes: &[u8]) -> String {
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
+
+/// The hostile branch names the integration tests also run (`tests/it/corpus.rs`).
+#[cfg(test)]
+#[path = "../tests/it/corpus.rs"]
+mod corpus;
 
 #[cfg(test)]
 mod tests {
@@ -237,6 +251,32 @@ mod tests {
         }
     }
 
+    /// Every name of the shared hostile corpus, as a branch of a short and of a longest base: a
+    /// valid identifier of lower-case letters, digits and `_`, never a default branch's bare name nor
+    /// a template's (`<base>__tpl_...`) nor a scratch database's (`_xtask_new_...`), and distinct.
+    #[test]
+    fn hostile_corpus_gives_valid_distinct_names() {
+        let branches = super::corpus::branches();
+        assert!(branches.len() >= 100, "{}", branches.len());
+        for base in ["geney", &"p".repeat(MAX_BASE_BYTES)] {
+            let mut seen: HashMap<String, &str> = HashMap::new();
+            for branch in &branches {
+                let n = DbName::for_branch(base, branch, false).0;
+                assert!(n.len() <= MAX_IDENTIFIER_BYTES, "{branch:?} -> {n} too long");
+                assert!(
+                    n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                    "{branch:?} -> {n}"
+                );
+                assert!(n.starts_with(&format!("{base}_")) && n != base, "{branch:?} -> {n}");
+                assert!(!n.contains("__tpl_") && !n.starts_with("_xtask_"), "{branch:?} -> {n}");
+                assert_eq!(n, DbName::for_branch(base, branch, false).0, "{branch:?} is not stable");
+                if let Some(other) = seen.insert(n.clone(), branch) {
+                    panic!("{branch:?} and {other:?} share {n}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn same_branch_gives_same_name() {
         for branch in ADVERSARIAL {
@@ -265,6 +305,13 @@ mod tests {
         assert_eq!(project_from_folder("---"), "p");
         assert!(project_from_folder(&"x".repeat(99)).len() <= MAX_PROJECT_BYTES);
         assert!(is_valid_base(&project_from_folder("Ünïcode-Folder")));
+    }
+
+    #[test]
+    fn clipped_for_messages() {
+        assert_eq!(clip("a\nb\x1b"), "a\\nb\\u{1b}");
+        let long = clip(&"é".repeat(1000));
+        assert!(long.starts_with(&"é".repeat(60)) && long.ends_with("... (2000 bytes)"), "{long}");
     }
 
     #[test]

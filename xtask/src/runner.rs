@@ -75,6 +75,13 @@ pub fn apply(client: &mut Client, migration: &Migration, durable: bool) -> Resul
         quote_literal(&migration.description),
         hex(&migration.checksum)
     );
+    crate::migrations::refuse_unrunnable(
+        &migration.up,
+        &migration.sql,
+        !migration.no_transaction,
+        "migration",
+    )
+    .context("migration refused; it is not recorded")?;
     if migration.no_transaction {
         run_statements_one_by_one(client, migration)?;
         client.batch_execute(&record).map_err(PgError::from)?;
@@ -104,7 +111,10 @@ pub fn apply(client: &mut Client, migration: &Migration, durable: bool) -> Resul
 /// Runs a down file and removes the record, in one transaction.
 pub fn revert(client: &mut Client, down_path: &Path, down_sql: &str, version: i64) -> Result<Duration> {
     let start = Instant::now();
-    if down_sql.starts_with(crate::migrations::NO_TRANSACTION) {
+    let no_transaction = down_sql.starts_with(crate::migrations::NO_TRANSACTION);
+    crate::migrations::refuse_unrunnable(down_path, down_sql, !no_transaction, "down migration")
+        .context("rollback refused; nothing was changed")?;
+    if no_transaction {
         run_one_by_one(client, down_path, down_sql, "rollback with")?;
         let forget = format!("DELETE FROM _sqlx_migrations WHERE version = {version}");
         client.batch_execute(&forget).map_err(PgError::from)?;

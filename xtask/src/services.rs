@@ -137,9 +137,10 @@ fn resolve_one(project: &str, item: &Declared<'_>) -> Result<DatabaseSpec> {
     let logical = declaration.name.get_ref();
     if !is_valid_logical(logical) {
         bail!(
-            "{}: `{logical}` is not a valid database name: use lower-case letters, digits and `_`, \
+            "{}: `{}` is not a valid database name: use lower-case letters, digits and `_`, \
              starting with a letter, at most {MAX_LOGICAL_BYTES} bytes",
-            at(item, declaration.name.span(), "name")
+            at(item, declaration.name.span(), "name"),
+            naming::clip(logical)
         );
     }
     let base = if logical == project { project.to_owned() } else { format!("{project}_{logical}") };
@@ -163,7 +164,11 @@ fn resolve_one(project: &str, item: &Declared<'_>) -> Result<DatabaseSpec> {
     for extension in &declaration.extensions {
         let name = extension.get_ref();
         if name.is_empty() || name.len() > naming::MAX_IDENTIFIER_BYTES || name.contains('\0') {
-            bail!("{}: {name:?} is not an extension name", at(item, extension.span(), "extensions"));
+            bail!(
+                "{}: {:?} is not an extension name",
+                at(item, extension.span(), "extensions"),
+                naming::clip(name)
+            );
         }
         if !extensions.contains(name) {
             extensions.push(name.clone());
@@ -200,8 +205,9 @@ fn check_role(role: &str) -> Result<(), String> {
         && role.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
     if !valid {
         return Err(format!(
-            "`{role}` is not a valid role name: use lower-case letters, digits and `_`, starting with a \
+            "`{}` is not a valid role name: use lower-case letters, digits and `_`, starting with a \
              letter, at most {} bytes",
+            naming::clip(role),
             naming::MAX_IDENTIFIER_BYTES
         ));
     }

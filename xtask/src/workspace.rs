@@ -161,7 +161,7 @@ fn current_branch(
 ) -> Result<Branch> {
     let (name, source) = if let Some(name) = flag {
         (name, "flag")
-    } else if let Some(name) = std::env::var("XTASK_BRANCH").ok().filter(|b| !b.is_empty()) {
+    } else if let Some(name) = branch_from_env()? {
         (name, "env")
     } else {
         branch_from_git(sh, root).unwrap_or_else(|| (default_branches[0].clone(), "default"))
@@ -171,6 +171,18 @@ fn current_branch(
     }
     let is_default = default_branches.contains(&name);
     Ok(Branch { name, is_default, source })
+}
+
+/// `XTASK_BRANCH` when set and not empty. A value that is not UTF-8 is an error, not a reason to
+/// fall back to git's branch: `wipe` would then drop another branch's databases.
+fn branch_from_env() -> Result<Option<String>> {
+    match std::env::var("XTASK_BRANCH") {
+        Ok(name) => Ok(Some(name).filter(|b| !b.is_empty())),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(raw)) => {
+            bail!("XTASK_BRANCH={raw:?} is not UTF-8 text: git branch names are; set it to the branch's name")
+        }
+    }
 }
 
 fn branch_from_git(sh: &Shell, root: &Path) -> Option<(String, &'static str)> {

@@ -6,16 +6,19 @@ mod harness;
 
 mod backup;
 mod branches;
+mod corpus;
 mod docker;
 mod errors;
 mod external;
 mod faults;
 mod hooks;
+mod hostile;
 mod lifecycle;
 mod load;
 mod migrate;
 mod native;
 mod schema;
+mod secrets;
 mod services;
 mod templates;
 
