@@ -71,6 +71,22 @@ pub struct NewDatabase<'a> {
     pub base: Option<&'a str>,
 }
 
+/// Writes the label of a database this tool made (`COMMENT ON DATABASE`, JSON).
+pub fn label(client: &mut Client, name: &str, new: &NewDatabase<'_>) -> Result<()> {
+    // The server quotes both the identifier and the literal (format %I, %L).
+    let row = client
+        .query_one(
+            "SELECT format('COMMENT ON DATABASE %I IS %L', $1::text, json_strip_nulls(json_build_object( \
+               'tool', 'xtask', 'project', $2::text, 'database', $3::text, 'branch', $4::text, \
+               'created', to_char(now() AT TIME ZONE 'utc', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
+               'template', $5::text, 'base', $6::text))::text)",
+            &[&name, &new.project, &new.logical, &new.branch, &new.template, &new.base],
+        )
+        .map_err(PgError::from)?;
+    client.batch_execute(row.get::<_, &str>(0)).map_err(PgError::from).context("label database")?;
+    Ok(())
+}
+
 /// A session connected to a database, as `pg_stat_activity` shows it.
 #[derive(Debug, Clone)]
 pub struct Session {
@@ -314,8 +330,8 @@ impl Admin {
     }
 
     /// Drops the scratch databases of processes that are gone (see `scratch::sweep`).
-    pub fn sweep_leftovers(&mut self) -> Result<Vec<String>> {
-        crate::scratch::sweep(&mut self.client).context("drop the scratch databases of ended runs")
+    pub fn sweep_leftovers(&mut self, project: &str) -> Result<Vec<String>> {
+        crate::scratch::sweep(&mut self.client, project).context("drop the scratch databases of ended runs")
     }
 
     /// Marks a scratch database as in use by this process (see `scratch`).
@@ -464,18 +480,7 @@ impl Admin {
     }
 
     fn label(&mut self, name: &str, new: &NewDatabase<'_>) -> Result<()> {
-        // The server quotes both the identifier and the literal (format %I, %L).
-        let row = self
-            .client
-            .query_one(
-                "SELECT format('COMMENT ON DATABASE %I IS %L', $1::text, json_strip_nulls(json_build_object( \
-                   'tool', 'xtask', 'project', $2::text, 'database', $3::text, 'branch', $4::text, \
-                   'created', to_char(now() AT TIME ZONE 'utc', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
-                   'template', $5::text, 'base', $6::text))::text)",
-                &[&name, &new.project, &new.logical, &new.branch, &new.template, &new.base],
-            )
-            .map_err(PgError::from)?;
-        self.execute(row.get::<_, &str>(0)).context("label database")
+        label(&mut self.client, name, new)
     }
 
     /// Drops the database when it carries this project's label (and, given `expected`, is that
@@ -681,7 +686,7 @@ impl RoleLabel {
 
 impl Label {
     /// The label in a database's comment, when xtask wrote it.
-    fn parse(comment: Option<String>) -> Option<Label> {
+    pub fn parse(comment: Option<String>) -> Option<Label> {
         comment.and_then(|t| serde_json::from_str::<Label>(&t).ok()).filter(|l| l.tool == "xtask")
     }
 }

@@ -52,14 +52,22 @@ pub fn release(admin: &mut Client, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Drops the `_xtask_` databases whose makers are gone: their lock is free and nobody is connected
-/// (a database in use is left alone, whoever uses it). Returns their names.
-pub fn sweep(admin: &mut Client) -> Result<Vec<String>> {
+/// Drops this project's `_xtask_` databases whose makers are gone: labelled for `project`, their
+/// lock free and nobody connected (a database in use is left alone, whoever uses it). Returns their
+/// names.
+pub fn sweep(admin: &mut Client, project: &str) -> Result<Vec<String>> {
     let rows = admin
-        .query("SELECT datname::text FROM pg_database WHERE starts_with(datname, $1) ORDER BY 1", &[&PREFIX])
+        .query(
+            "SELECT datname::text, shobj_description(oid, 'pg_database') FROM pg_database \
+             WHERE starts_with(datname, $1) ORDER BY 1",
+            &[&PREFIX],
+        )
         .map_err(PgError::from)?;
+    let ours = rows
+        .iter()
+        .filter(|row| crate::admin::Label::parse(row.get(1)).is_some_and(|l| l.project == project));
     let mut dropped = Vec::new();
-    for name in rows.iter().map(|row| row.get::<_, String>(0)) {
+    for name in ours.map(|row| row.get::<_, String>(0)) {
         let free: bool = admin
             .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&LOCK_CLASS, &lock_id(&name)])
             .map_err(PgError::from)?
@@ -140,7 +148,13 @@ pub fn park_if_interrupted() {
 impl Scratch {
     /// Creates `_xtask_<purpose>_<pid>_<n>_<random>` (empty, from template1). The random part
     /// keeps runs apart whose pids coincide (containers sharing one server).
-    pub fn create(endpoint: &Endpoint, purpose: &str) -> Result<Scratch> {
+    /// Labelled for the project and logical database of `database`, with no branch, so the next
+    /// setup sweeps it if this process is killed.
+    pub fn create(
+        endpoint: &Endpoint,
+        purpose: &str,
+        database: &crate::workspace::Database,
+    ) -> Result<Scratch> {
         park_if_interrupted();
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let token = crate::credentials::random_hex(4)?;
@@ -155,7 +169,17 @@ impl Scratch {
             return Err(PgError::from(error))
                 .with_context(|| format!("create the throwaway database {name}"));
         }
-        Ok(Scratch { endpoint: endpoint.clone(), name, admin })
+        let mut scratch = Scratch { endpoint: endpoint.clone(), name, admin };
+        let new = crate::admin::NewDatabase {
+            project: &database.spec.project,
+            logical: &database.logical,
+            branch: "",
+            owner: None,
+            template: None,
+            base: None,
+        };
+        crate::admin::label(&mut scratch.admin, &scratch.name, &new)?;
+        Ok(scratch)
     }
 }
 

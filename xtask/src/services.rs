@@ -29,6 +29,7 @@ pub struct DatabaseSpec {
     pub logical: String,
     /// Prefix of the branch databases' names: `<project>_<logical>`.
     pub base: String,
+    pub project: String,
     /// The service's login role, which owns its databases; `None` for the implicit database,
     /// which the admin user owns.
     pub role: Option<String>,
@@ -69,6 +70,7 @@ pub fn resolve(project: &str, declared: Vec<Declared<'_>>) -> Result<Vec<Databas
         return Ok(vec![DatabaseSpec {
             logical: project.to_owned(),
             base: project.to_owned(),
+            project: project.to_owned(),
             role: None,
             extensions: Vec::new(),
             reads: Vec::new(),
@@ -177,6 +179,7 @@ fn resolve_one(project: &str, item: &Declared<'_>) -> Result<DatabaseSpec> {
     Ok(DatabaseSpec {
         logical: logical.clone(),
         base,
+        project: project.to_owned(),
         role: Some(role),
         extensions,
         reads: declaration.reads.iter().map(|r| r.get_ref().clone()).collect(),

@@ -94,7 +94,7 @@ pub fn setup(ctx: &Ctx, from: Option<&str>) -> Result<Vec<(String, String)>> {
     }
     let endpoint = engine.endpoint();
     let mut admin = Admin::connect(endpoint)?;
-    let swept = admin.sweep_leftovers()?;
+    let swept = admin.sweep_leftovers(&ctx.config.project)?;
     if !swept.is_empty() {
         changes.push(format!("dropped what ended runs left unfinished: {}", swept.join(", ")));
     }

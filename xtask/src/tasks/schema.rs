@@ -312,7 +312,7 @@ pub(super) fn empty_database(
     database: &Database,
     purpose: &str,
 ) -> Result<(Scratch, Client)> {
-    let scratch = Scratch::create(endpoint, purpose)?;
+    let scratch = Scratch::create(endpoint, purpose, database)?;
     if !database.spec.extensions.is_empty() {
         admin::enable_extensions(endpoint, &scratch.name, &database.spec.extensions)?;
     }

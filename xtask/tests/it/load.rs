@@ -126,8 +126,21 @@ pub fn leftovers_of_ended_runs_are_swept(engine: &str) {
     let p = Project::new(engine);
     p.ok(&["setup"]);
     let mut admin = p.admin();
-    for name in ["_xtask_new_999999_dead_0001", "_xtask_roundtrip_999999_0_dead", "_xtask_busy_1"] {
+    // Labelled as a killed run of this project leaves them; the unlabelled one is nobody's to drop.
+    let label = format!(
+        r#"{{"tool":"xtask","project":"{}","database":"{}","branch":"","created":"2026-01-01T00:00:00Z"}}"#,
+        p.name, p.name
+    );
+    for name in [
+        "_xtask_new_999999_dead_0001",
+        "_xtask_roundtrip_999999_0_dead",
+        "_xtask_busy_1",
+        "_xtask_unlabelled",
+    ] {
         admin.batch_execute(&format!("CREATE DATABASE \"{name}\"")).unwrap();
+        if name != "_xtask_unlabelled" {
+            admin.batch_execute(&format!("COMMENT ON DATABASE \"{name}\" IS '{label}'")).unwrap();
+        }
     }
     let busy = postgres::Client::connect(&p.admin_url("_xtask_busy_1"), postgres::NoTls).unwrap();
     let (_, err) = p.ok_err(&["setup"]);
@@ -137,10 +150,11 @@ pub fn leftovers_of_ended_runs_are_swept(engine: &str) {
     );
     let left: Vec<String> =
         p.databases_on_server_all().into_iter().filter(|d| d.starts_with("_xtask_")).collect();
-    assert_eq!(left, ["_xtask_busy_1"], "the one in use stays");
+    assert_eq!(left, ["_xtask_busy_1", "_xtask_unlabelled"], "the one in use stays, and what is not ours");
     drop(busy);
     let (_, err) = p.ok_err(&["setup"]);
     contains(&err, "dropped what ended runs left unfinished: _xtask_busy_1");
+    assert!(p.databases_on_server_all().contains(&"_xtask_unlabelled".to_owned()));
 
     // A live maker's scratch database is never taken for a leftover: a slow migration keeps a
     // template build going while another setup runs.
