@@ -67,7 +67,17 @@ impl Native {
     /// The postmaster's pid and port from `postmaster.pid`, when that process is alive.
     fn running_pid_and_port(&self) -> Option<(i32, u16)> {
         let (pid, port) = self.pid_file()?;
-        process_is_postgres(pid).then_some((pid, port?))
+        self.is_our_postmaster(pid).then_some((pid, port?))
+    }
+
+    /// A PostgreSQL process working in our data directory: after a crash the pid in postmaster.pid
+    /// may belong to another cluster's server by now. Where /proc cannot tell, the pid is trusted.
+    fn is_our_postmaster(&self, pid: i32) -> bool {
+        process_is_postgres(pid)
+            && match (std::fs::read_link(format!("/proc/{pid}/cwd")), std::fs::canonicalize(&self.pgdata)) {
+                (Ok(cwd), Ok(pgdata)) => cwd == pgdata,
+                _ => true,
+            }
     }
 
     /// The pid (and port, once the server listens) that `postmaster.pid` names, alive or not.
@@ -81,7 +91,7 @@ impl Native {
     /// The pid in a `postmaster.pid` left behind by a server that was killed (kill -9, a crash, a
     /// power cut): that process is gone, a zombie, or another program by now.
     fn stale_pid(&self) -> Option<i32> {
-        self.pid_file().map(|(pid, _)| pid).filter(|pid| !process_is_postgres(*pid))
+        self.pid_file().map(|(pid, _)| pid).filter(|pid| !self.is_our_postmaster(*pid))
     }
 
     /// Clears the way after a killed server: waits for its children to exit (they notice within a
@@ -97,10 +107,11 @@ impl Native {
         if !left.is_empty() {
             let pids: Vec<String> = left.iter().map(i32::to_string).collect();
             bail!(
-                "the server of {} was killed (its postmaster.pid names pid {pid}, which is gone), but \
+                "the server of {} was killed (its postmaster.pid names pid {pid}, {}), but \
                  process(es) {} still run in that directory: wait for them to exit or stop them \
                  (`kill {}`), then run `cargo xtask db-up`",
                 self.pgdata.display(),
+                pid_fate(pid),
                 pids.join(", "),
                 pids.join(" ")
             );
@@ -113,9 +124,10 @@ impl Native {
             _ => {}
         }
         eprintln!(
-            "the server in {} was killed or crashed (pid {pid} is gone); removed its stale postmaster.pid, \
-             PostgreSQL recovers from its write-ahead log on start",
-            self.pgdata.display()
+            "the server in {} was killed or crashed (its postmaster.pid names pid {pid}, {}); removed that \
+             stale postmaster.pid, PostgreSQL recovers from its write-ahead log on start",
+            self.pgdata.display(),
+            pid_fate(pid)
         );
         Ok(())
     }
@@ -418,7 +430,8 @@ impl Engine for Native {
                 ServerState::Stopped,
                 format!(
                     "PostgreSQL {major} cluster in {pgdata}, not running: killed or crashed (its postmaster.pid \
-                     names pid {pid}, which is gone); its data is kept"
+                     names pid {pid}, {}); its data is kept",
+                    pid_fate(pid)
                 ),
                 Some(NEXT_UP),
             ),
@@ -490,6 +503,21 @@ fn check_reachable_by_others(dir: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// What became of the pid a stale postmaster.pid names.
+fn pid_fate(pid: i32) -> &'static str {
+    // SAFETY: signal 0 only checks that the process exists.
+    let exists = unsafe { libc::kill(pid, 0) == 0 }
+        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    if exists && process_is_postgres(pid) {
+        "which is another server's process now"
+    } else if exists && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z"))
+    {
+        "which is another program now"
+    } else {
+        "which is gone"
+    }
 }
 
 fn process_is_postgres(pid: i32) -> bool {

@@ -239,7 +239,7 @@ fn native_stale_postmaster_pid_after_kill_9() {
     // At once, while the dead postmaster may still be an unreaped zombie that PostgreSQL itself
     // takes for a live one.
     let (_, err) = p.ok_err(&["db-up"]);
-    contains(&err, &format!("pid {pid} is gone); removed its stale postmaster.pid"));
+    contains(&err, &format!("names pid {pid}, which is gone); removed that stale postmaster.pid"));
     contains(&err, "started");
     assert_eq!(p.server_state(), "running");
     assert_ne!(postmaster_pid(&p), pid);
@@ -252,9 +252,41 @@ fn native_stale_postmaster_pid_after_kill_9() {
     // SAFETY: as above.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
     let (_, err) = p.ok_err(&["setup"]);
-    contains(&err, "removed its stale postmaster.pid");
+    contains(&err, "removed that stale postmaster.pid");
     contains(&err, "server started");
     assert_eq!(notes(&p), ["kept"]);
+}
+
+/// After a crash and a reboot the pid in postmaster.pid may be another cluster's postmaster: that
+/// server is not taken for ours, nor touched.
+#[test]
+fn native_stale_postmaster_pid_naming_another_server() {
+    let p = Project::new("native");
+    with_data(&p);
+    let other = Project::new("native");
+    other.ok(&["db-up"]);
+    let other_pid = postmaster_pid(&other);
+    let pid = postmaster_pid(&p);
+    // SAFETY: the test cluster's own postmaster, started by this test.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    wait_until("the postmaster is gone", || !is_live_postgres(pid));
+    let pid_file = p.data_dir().join("pgdata/postmaster.pid");
+    let text = std::fs::read_to_string(&pid_file).unwrap();
+    let (_, rest) = text.split_once('\n').unwrap();
+    std::fs::write(&pid_file, format!("{other_pid}\n{rest}")).unwrap();
+
+    let (status, _) = read_status(&p);
+    assert_eq!(server(&status, "state"), "stopped");
+    contains(
+        server(&status, "detail"),
+        &format!("names pid {other_pid}, which is another server's process now"),
+    );
+    assert_eq!(server(&status, "next"), "run `cargo xtask db-up`");
+    let (_, err) = p.ok_err(&["db-up"]);
+    contains(&err, "removed that stale postmaster.pid");
+    assert_eq!(notes(&p), ["kept"]);
+    assert!(is_live_postgres(other_pid), "the other server is left alone");
+    assert_eq!(other.server_state(), "running");
 }
 
 fn postmaster_pid(p: &Project) -> i32 {
