@@ -10,13 +10,19 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 use xshell::{Shell, cmd};
 
-use super::{ClientProgram, ClientTool, Engine, ServerState, Status, UpOutcome, tail};
+use super::{ClientProgram, ClientTool, Engine, NEXT_SETUP, NEXT_UP, ServerState, Status, UpOutcome, tail};
 use crate::config::{Config, EngineKind};
 use crate::conn::{Endpoint, ReadyWatch, wait_ready};
 use crate::os;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 const PROJECT_LABEL: &str = "xtask.project";
+/// In the data directory: this project's volume was made (so its absence later means its data was
+/// removed outside xtask, not that there never was any). Holds the volume's name.
+const VOLUME_MARKER: &str = ".xtask-docker-volume";
+/// What to do when the Docker engine does not answer.
+const START_ENGINE: &str = "start the Docker engine (`sudo systemctl start docker`, `sudo dockerd &`, or open \
+                            Docker Desktop), then run `cargo xtask db-up`";
 
 pub struct Docker {
     sh: Shell,
@@ -68,7 +74,7 @@ impl Docker {
             if stderr.contains("No such container") || stderr.contains("No such object") {
                 return Ok(None);
             }
-            bail!(engine_down_message(&stderr));
+            bail!(engine_down_message(&self.container, &stderr));
         }
         let parsed: Value = serde_json::from_slice(&output.stdout).context("parse docker inspect output")?;
         let c = &parsed[0];
@@ -214,9 +220,16 @@ impl Docker {
             .run()
             .is_err()
         {
+            if self.volume_marker().exists() {
+                eprintln!(
+                    "volume {volume}, which held this project's databases, was removed outside xtask: their \
+                     data is lost. Starting an empty server; `cargo xtask setup` makes this branch's databases anew"
+                );
+            }
             let label = format!("{PROJECT_LABEL}={}", self.project);
             self.docker(&["volume", "create", "--label", &label, volume])?;
         }
+        self.mark_volume()?;
         eprintln!("creating container {} from {}", self.container, self.image);
         let label = format!("{PROJECT_LABEL}={}", self.project);
         let user = format!("POSTGRES_USER={}", self.endpoint.user);
@@ -256,6 +269,22 @@ impl Docker {
             std::thread::sleep(Duration::from_millis(100));
         }
         false
+    }
+
+    fn volume_marker(&self) -> PathBuf {
+        self.lock_dir.join(VOLUME_MARKER)
+    }
+
+    /// Remembers that our volume exists (see VOLUME_MARKER).
+    fn mark_volume(&self) -> Result<()> {
+        let marker = self.volume_marker();
+        if !marker.exists() {
+            std::fs::create_dir_all(&self.lock_dir)
+                .with_context(|| format!("create {}", self.lock_dir.display()))?;
+            std::fs::write(&marker, format!("{}\n", self.volume))
+                .with_context(|| format!("write {}", marker.display()))?;
+        }
+        Ok(())
     }
 
     fn logs_tail(&self) -> String {
@@ -301,6 +330,7 @@ impl Engine for Docker {
         if let Some(running) = self.inspect()?.filter(|c| c.status == "running") {
             self.check_ours(&running)?;
             self.wait()?;
+            self.mark_volume()?;
             return Ok(UpOutcome::AlreadyRunning);
         }
         // Worktrees running setup at once: one creates or starts the container, the others wait.
@@ -336,6 +366,7 @@ impl Engine for Docker {
             }
         };
         self.wait()?;
+        self.mark_volume()?;
         Ok(outcome)
     }
 
@@ -354,26 +385,51 @@ impl Engine for Docker {
     fn status(&self) -> Result<Status> {
         let volume = &self.volume;
         Ok(match self.inspect() {
-            Err(e) => Status { state: ServerState::Unreachable, detail: format!("{e:#}") },
+            Err(e) => {
+                // The message's first line says what is wrong; what to do goes in `next`.
+                let message = format!("{e:#}");
+                let detail = message.lines().next().unwrap_or_default();
+                Status::new(ServerState::Unreachable, detail, Some(START_ENGINE))
+            }
             Ok(None) => {
                 let kept = cmd!(self.sh, "docker volume inspect {volume}")
                     .quiet()
                     .ignore_stdout()
                     .ignore_stderr()
                     .run();
-                let detail = match kept {
-                    Ok(()) => format!("no container {}; its data is kept in volume {volume}", self.container),
-                    Err(_) => format!("no container {} and no volume {volume}", self.container),
-                };
-                Status { state: ServerState::Absent, detail }
+                let container = &self.container;
+                match kept {
+                    Ok(()) => Status::new(
+                        ServerState::Absent,
+                        format!("no container {container}; its data is kept in volume {volume}"),
+                        Some(NEXT_UP),
+                    ),
+                    Err(_) if self.volume_marker().exists() => Status::new(
+                        ServerState::Absent,
+                        format!(
+                            "no container {container}, and volume {volume}, which held this project's \
+                             databases, was removed outside xtask: their data is lost"
+                        ),
+                        Some(NEXT_SETUP),
+                    ),
+                    Err(_) => Status::new(
+                        ServerState::Absent,
+                        format!("no container {container} and no volume {volume}"),
+                        Some(NEXT_SETUP),
+                    ),
+                }
             }
-            Ok(Some(c)) => Status {
-                state: if c.status == "running" { ServerState::Running } else { ServerState::Stopped },
-                detail: format!(
-                    "container {} ({}), image {}, volume {volume}",
-                    self.container, c.status, c.image
-                ),
-            },
+            Ok(Some(c)) => {
+                let running = c.status == "running";
+                Status::new(
+                    if running { ServerState::Running } else { ServerState::Stopped },
+                    format!(
+                        "container {} ({}), image {}, volume {volume}",
+                        self.container, c.status, c.image
+                    ),
+                    (!running).then_some(NEXT_UP),
+                )
+            }
         })
     }
 
@@ -388,6 +444,7 @@ impl Engine for Docker {
         if !output.status.success() && !stderr.contains("no such volume") {
             bail!("docker volume rm {volume} failed: {}", stderr.trim_end());
         }
+        let _ = std::fs::remove_file(self.volume_marker());
         Ok(())
     }
 
@@ -403,12 +460,26 @@ impl Engine for Docker {
     }
 }
 
-fn engine_down_message(stderr: &str) -> String {
+/// The Docker engine is stopped (or `DOCKER_HOST` points nowhere): the container's state is unknown.
+fn engine_down_message(container: &str, stderr: &str) -> String {
     format!(
-        "the Docker engine does not answer: {}\nStart it (`sudo systemctl start docker`, `sudo dockerd &`, \
-         or open Docker Desktop), or use the native engine (XTASK_ENGINE=native)",
-        stderr.trim()
+        "the Docker engine does not answer, so container {container} cannot be reached: {}\n\
+         Start the engine (`sudo systemctl start docker`, `sudo dockerd &`, or open Docker Desktop), then run \
+         the command again (`cargo xtask db-up` starts the container); the native engine \
+         (XTASK_ENGINE=native) is a separate server without the container's databases",
+        one_line(stderr)
     )
+}
+
+/// Text on one line (for db-status's detail): lines joined with "; ".
+fn one_line(text: &str) -> String {
+    text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ")
+}
+
+/// Whether this project made a container volume with the data directory it uses: `auto` then stays
+/// with docker when the engine is stopped, instead of an empty native server.
+pub fn used_here(config: &Config) -> bool {
+    config.data_dir.join(VOLUME_MARKER).exists() && which::which("docker").is_ok()
 }
 
 /// Up to PostgreSQL 17 the official image keeps its data in /var/lib/postgresql/data; from 18 the
@@ -480,7 +551,13 @@ fn cli_answers() -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{data_mount, major_from_tag};
+    use super::{data_mount, major_from_tag, one_line};
+
+    #[test]
+    fn cli_errors_fold_onto_one_line() {
+        assert_eq!(one_line("Cannot connect.\n  Is it running?\n\n"), "Cannot connect.; Is it running?");
+        assert_eq!(one_line("one"), "one");
+    }
 
     #[test]
     fn data_volume_mount_follows_the_major_version() {

@@ -57,8 +57,12 @@ impl Engine for External {
 
     fn status(&self) -> Result<Status> {
         Ok(match self.endpoint.connect(&self.endpoint.admin_db) {
-            Ok(_) => Status { state: ServerState::Running, detail: "external server".into() },
-            Err(e) => Status { state: ServerState::Unreachable, detail: format!("{e:#}") },
+            Ok(_) => Status::new(ServerState::Running, "external server", None),
+            Err(e) => Status::new(
+                ServerState::Unreachable,
+                format!("{e:#}"),
+                Some("check that the server runs and that XTASK_DATABASE_URL is right"),
+            ),
         })
     }
 

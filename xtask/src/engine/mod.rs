@@ -34,7 +34,20 @@ pub struct Status {
     pub state: ServerState,
     /// One line of engine-specific detail (container state, data directory, last error).
     pub detail: String,
+    /// What brings the server back (`run `cargo xtask db-up``); `None` when it runs.
+    pub next: Option<String>,
 }
+
+impl Status {
+    pub fn new(state: ServerState, detail: impl Into<String>, next: Option<&str>) -> Status {
+        Status { state, detail: detail.into(), next: next.map(str::to_owned) }
+    }
+}
+
+/// The recovery when the server's data is kept: start it again.
+pub const NEXT_UP: &str = "run `cargo xtask db-up`";
+/// The recovery when there is no server, or its data is gone: make it and this branch's databases.
+pub const NEXT_SETUP: &str = "run `cargo xtask setup`";
 
 /// What `up` had to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,9 +150,10 @@ pub trait Engine {
     fn client_tool(&self, program: ClientProgram) -> Result<ClientTool>;
 }
 
-/// The engine the configuration asks for; `auto` is docker when a Docker engine answers, else native
-/// when server binaries are found. A native cluster of this project that is already running wins,
-/// so starting Docker later does not hide a running server's databases.
+/// The engine the configuration asks for; `auto` is docker when a Docker engine answers (or this
+/// project has a container, its engine stopped or not), else native when server binaries are found.
+/// A native cluster of this project that is already running wins, so starting Docker later does not
+/// hide a running server's databases.
 pub fn select(ctx: &Ctx) -> Result<Box<dyn Engine>> {
     let config = &ctx.config;
     let native_wanted = matches!(config.engine, EngineKind::Native | EngineKind::Auto);
@@ -157,7 +171,9 @@ pub fn select(ctx: &Ctx) -> Result<Box<dyn Engine>> {
             let native = native::Native::new(config);
             if native.is_running() {
                 Box::new(native)
-            } else if docker::engine_answers() {
+            } else if docker::engine_answers() || docker::used_here(config) {
+                // A stopped Docker engine must not hand the project to an empty native server: the
+                // container's databases would look gone. Its errors say to start the engine.
                 Box::new(docker::Docker::new(config)?)
             } else if native.binaries_found() {
                 Box::new(native)

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use super::{ClientProgram, ClientTool, Engine, ServerState, Status, UpOutcome, tail};
+use super::{ClientProgram, ClientTool, Engine, NEXT_SETUP, NEXT_UP, ServerState, Status, UpOutcome, tail};
 use crate::config::{Config, EngineKind};
 use crate::conn::{Endpoint, ReadyWatch, wait_ready};
 use crate::os;
@@ -66,11 +66,102 @@ impl Native {
 
     /// The postmaster's pid and port from `postmaster.pid`, when that process is alive.
     fn running_pid_and_port(&self) -> Option<(i32, u16)> {
+        let (pid, port) = self.pid_file()?;
+        self.is_our_postmaster(pid).then_some((pid, port?))
+    }
+
+    /// A PostgreSQL process working in our data directory: after a crash the pid in postmaster.pid
+    /// may belong to another cluster's server by now. Where /proc cannot tell, the pid is trusted.
+    fn is_our_postmaster(&self, pid: i32) -> bool {
+        process_is_postgres(pid)
+            && match (std::fs::read_link(format!("/proc/{pid}/cwd")), std::fs::canonicalize(&self.pgdata)) {
+                (Ok(cwd), Ok(pgdata)) => cwd == pgdata,
+                _ => true,
+            }
+    }
+
+    /// The pid (and port, once the server listens) that `postmaster.pid` names, alive or not.
+    fn pid_file(&self) -> Option<(i32, Option<u16>)> {
         let text = std::fs::read_to_string(self.pgdata.join("postmaster.pid")).ok()?;
         let lines: Vec<&str> = text.lines().collect();
         let pid: i32 = lines.first()?.trim().parse().ok()?;
-        let port: u16 = lines.get(3)?.trim().parse().ok()?;
-        process_is_postgres(pid).then_some((pid, port))
+        Some((pid, lines.get(3).and_then(|l| l.trim().parse().ok())))
+    }
+
+    /// The pid in a `postmaster.pid` left behind by a server that was killed (kill -9, a crash, a
+    /// power cut): that process is gone, a zombie, or another program by now.
+    fn stale_pid(&self) -> Option<i32> {
+        self.pid_file().map(|(pid, _)| pid).filter(|pid| !self.is_our_postmaster(*pid))
+    }
+
+    /// Clears the way after a killed server: waits for its children to exit (they notice within a
+    /// moment), then removes its `postmaster.pid`, which PostgreSQL itself refuses to replace while
+    /// the pid in it still exists (a zombie not yet reaped, or a pid reused by another program).
+    fn clear_stale_pid(&self, pid: i32) -> Result<()> {
+        let start = std::time::Instant::now();
+        let mut left = processes_in(&self.pgdata);
+        while !left.is_empty() && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(100));
+            left = processes_in(&self.pgdata);
+        }
+        if !left.is_empty() {
+            let pids: Vec<String> = left.iter().map(i32::to_string).collect();
+            bail!(
+                "the server of {} was killed (its postmaster.pid names pid {pid}, {}), but \
+                 process(es) {} still run in that directory: wait for them to exit or stop them \
+                 (`kill {}`), then run `cargo xtask db-up`",
+                self.pgdata.display(),
+                pid_fate(pid),
+                pids.join(", "),
+                pids.join(" ")
+            );
+        }
+        let file = self.pgdata.join("postmaster.pid");
+        match std::fs::remove_file(&file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("remove the stale {}", file.display()));
+            }
+            _ => {}
+        }
+        eprintln!(
+            "the server in {} was killed or crashed (its postmaster.pid names pid {pid}, {}); removed that \
+             stale postmaster.pid, PostgreSQL recovers from its write-ahead log on start",
+            self.pgdata.display(),
+            pid_fate(pid)
+        );
+        Ok(())
+    }
+
+    /// A server still running although its data directory was deleted (it stops itself within about
+    /// a minute, and holds the port until then): its postmaster's pid.
+    fn orphan(&self) -> Option<i32> {
+        if self.pgdata.join("PG_VERSION").exists() {
+            return None;
+        }
+        orphaned_postmaster(&self.pgdata)
+    }
+
+    /// Stops the server of a deleted data directory (nothing is left to save) and waits for it.
+    fn stop_orphan(&self, pid: i32) -> Result<()> {
+        // SAFETY: sends SIGQUIT (immediate shutdown) to the postmaster identified above.
+        unsafe { libc::kill(pid, libc::SIGQUIT) };
+        let start = std::time::Instant::now();
+        while process_is_postgres(pid) || !processes_in(&self.pgdata).is_empty() {
+            if start.elapsed() > Duration::from_secs(10) {
+                bail!(
+                    "the data directory {} was deleted while its server ran, and that server (pid {pid}) \
+                     did not stop within 10 s: stop it (`kill -QUIT {pid}`), then run `cargo xtask setup`",
+                    self.pgdata.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!(
+            "the data directory {} was deleted while its server ran: stopped that server (pid {pid}). The \
+             databases it held are lost; making a new, empty cluster",
+            self.pgdata.display()
+        );
+        Ok(())
     }
 
     fn binaries(&self) -> Result<Binaries> {
@@ -282,6 +373,12 @@ impl Engine for Native {
                 Err(_) => {}
             }
         }
+        if let Some(pid) = self.orphan() {
+            self.stop_orphan(pid)?;
+        }
+        if let Some(pid) = self.stale_pid() {
+            self.clear_stale_pid(pid)?;
+        }
         let bins = self.binaries()?;
         let outcome = if self.cluster_major().is_none() {
             self.init(&bins)?;
@@ -311,18 +408,39 @@ impl Engine for Native {
     }
 
     fn status(&self) -> Result<Status> {
-        let (state, detail) = match (self.cluster_major(), self.running_pid_and_port()) {
-            (None, _) => (ServerState::Absent, format!("no cluster in {}", self.pgdata.display())),
-            (Some(major), Some((pid, port))) => (
-                ServerState::Running,
-                format!("PostgreSQL {major} cluster in {}, pid {pid}, port {port}", self.pgdata.display()),
-            ),
-            (Some(major), None) => (
-                ServerState::Stopped,
-                format!("PostgreSQL {major} cluster in {}, stopped", self.pgdata.display()),
-            ),
+        let pgdata = self.pgdata.display();
+        let Some(major) = self.cluster_major() else {
+            let detail = match self.orphan() {
+                Some(pid) => format!(
+                    "the data directory {pgdata} was deleted while its server ran (pid {pid}, still holding \
+                     port {} until it stops): the databases it held are lost",
+                    self.port
+                ),
+                None => format!("no cluster in {pgdata}"),
+            };
+            return Ok(Status::new(ServerState::Absent, detail, Some(NEXT_SETUP)));
         };
-        Ok(Status { state, detail })
+        Ok(match (self.running_pid_and_port(), self.stale_pid()) {
+            (Some((pid, port)), _) => Status::new(
+                ServerState::Running,
+                format!("PostgreSQL {major} cluster in {pgdata}, pid {pid}, port {port}"),
+                None,
+            ),
+            (None, Some(pid)) => Status::new(
+                ServerState::Stopped,
+                format!(
+                    "PostgreSQL {major} cluster in {pgdata}, not running: killed or crashed (its postmaster.pid \
+                     names pid {pid}, {}); its data is kept",
+                    pid_fate(pid)
+                ),
+                Some(NEXT_UP),
+            ),
+            (None, None) => Status::new(
+                ServerState::Stopped,
+                format!("PostgreSQL {major} cluster in {pgdata}, stopped"),
+                Some(NEXT_UP),
+            ),
+        })
     }
 
     fn destroy(&self) -> Result<()> {
@@ -387,6 +505,21 @@ fn check_reachable_by_others(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// What became of the pid a stale postmaster.pid names.
+fn pid_fate(pid: i32) -> &'static str {
+    // SAFETY: signal 0 only checks that the process exists.
+    let exists = unsafe { libc::kill(pid, 0) == 0 }
+        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    if exists && process_is_postgres(pid) {
+        "which is another server's process now"
+    } else if exists && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z"))
+    {
+        "which is another program now"
+    } else {
+        "which is gone"
+    }
+}
+
 fn process_is_postgres(pid: i32) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
     let alive = unsafe { libc::kill(pid, 0) == 0 }
@@ -404,6 +537,37 @@ fn process_is_postgres(pid: i32) -> bool {
         Ok(comm) => !zombie && matches!(comm.trim(), "postgres" | "postmaster"),
         Err(_) => true,
     }
+}
+
+/// Live PostgreSQL processes whose working directory is `dir` (a server's postmaster and children
+/// run in their data directory; a shell that happens to be there does not count). Linux only;
+/// elsewhere none are found. Zombies have no working directory.
+fn processes_in(dir: &Path) -> Vec<i32> {
+    let Ok(real) = std::fs::canonicalize(dir) else { return Vec::new() };
+    proc_pids()
+        .into_iter()
+        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == real))
+        .filter(|pid| process_is_postgres(*pid))
+        .collect()
+}
+
+/// The postmaster started (by pg_ctl, as `postgres -D <pgdata> ...`) on `pgdata`, whose working
+/// directory has since been deleted. Linux only.
+fn orphaned_postmaster(pgdata: &Path) -> Option<i32> {
+    let wanted = pgdata.as_os_str().as_encoded_bytes();
+    proc_pids().into_iter().find(|pid| {
+        let deleted = std::fs::read_link(format!("/proc/{pid}/cwd"))
+            .is_ok_and(|cwd| cwd.as_os_str().as_encoded_bytes().ends_with(b" (deleted)"));
+        let args = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = args.split(|b| *b == 0).collect();
+        let on_pgdata = args.windows(2).any(|pair| pair[0] == b"-D" && pair[1] == wanted);
+        deleted && on_pgdata && process_is_postgres(*pid)
+    })
+}
+
+fn proc_pids() -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect()
 }
 
 fn write_private(path: &Path, content: &str) -> Result<()> {

@@ -49,7 +49,8 @@ pub fn migrate(ctx: &Ctx, db: Option<&str>, options: MigrateOptions, json: bool)
     let mut report = serde_json::Map::new();
     for database in ctx.select_databases(db)? {
         let login = super::database_login(ctx, engine.endpoint(), &database)?;
-        let outcome = migrate_database(ctx, &login, &database, options)?;
+        let outcome = migrate_database(ctx, &login, &database, options)
+            .map_err(|e| super::explain_if_not_running(engine.as_ref(), "migrate", e))?;
         clean &= !matches!(outcome, Migrated::CheckFailed { .. });
         report.insert(database.logical.clone(), serde_json::to_value(&outcome)?);
     }
@@ -164,7 +165,8 @@ pub fn rollback(ctx: &Ctx, db: Option<&str>, steps: usize) -> Result<()> {
     let name = database.name.as_str();
     let files = migrations::discover(&ctx.root, &database.migrations_dir(ctx))?;
     let login = super::database_login(ctx, engine.endpoint(), &database)?;
-    let mut client = connect_branch_db(&login, name)?;
+    let mut client = connect_branch_db(&login, name)
+        .map_err(|e| super::explain_if_not_running(engine.as_ref(), "rollback", e))?;
     runner::lock(&mut client, name, lock_timeout())?;
     let mut applied = runner::applied(&mut client)?;
     applied.sort_by_key(|a| std::cmp::Reverse(a.version));
@@ -225,7 +227,8 @@ pub fn migrations_status(ctx: &Ctx, db: Option<&str>, json: bool) -> Result<()> 
     let mut report = serde_json::Map::new();
     for database in ctx.select_databases(db)? {
         let files = migrations::discover(&ctx.root, &database.migrations_dir(ctx))?;
-        let mut client = connect_branch_db(engine.endpoint(), database.name.as_str())?;
+        let mut client = connect_branch_db(engine.endpoint(), database.name.as_str())
+            .map_err(|e| super::explain_if_not_running(engine.as_ref(), "migrations", e))?;
         let plan = migrations::plan(&files, &runner::applied(&mut client)?, false);
         let lines: Vec<StatusLine> = plan
             .entries
@@ -266,7 +269,8 @@ pub fn seed(ctx: &Ctx, db: Option<&str>) -> Result<()> {
     let engine = engine::select(ctx)?;
     for database in ctx.select_databases(db)? {
         let login = super::database_login(ctx, engine.endpoint(), &database)?;
-        seed_database(ctx, &login, &database)?;
+        seed_database(ctx, &login, &database)
+            .map_err(|e| super::explain_if_not_running(engine.as_ref(), "seed", e))?;
     }
     Ok(())
 }

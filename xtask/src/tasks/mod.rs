@@ -425,6 +425,8 @@ struct StatusReport {
 struct ServerReport {
     state: ServerState,
     detail: String,
+    /// What brings the server back; `None` when it runs.
+    next: Option<String>,
     endpoint: String,
 }
 
@@ -475,6 +477,7 @@ pub fn db_status(ctx: &Ctx, json: bool) -> Result<()> {
         server: ServerReport {
             state: status.state,
             detail: status.detail,
+            next: status.next,
             endpoint: endpoint.redacted_url(&endpoint.admin_db),
         },
         branch: BranchReport {
@@ -537,6 +540,9 @@ fn print_status(report: &StatusReport) {
     println!("project    {}", report.project);
     println!("engine     {}", report.engine);
     println!("server     {} ({})", state_name(report.server.state), report.server.detail);
+    if let Some(next) = &report.server.next {
+        println!("next       {next}");
+    }
     println!("endpoint   {}", report.server.endpoint);
     let default = if report.branch.default { ", default branch" } else { "" };
     println!("branch     {} (from {}{default})", report.branch.name, report.branch.source);
@@ -546,7 +552,7 @@ fn print_status(report: &StatusReport) {
             (Some(true), Some(size)) => format!("exists, {}", human_size(size)),
             (Some(true), None) => "exists".into(),
             (Some(false), _) => "missing (run `cargo xtask setup`)".into(),
-            (None, _) => "unknown (server not running)".into(),
+            (None, _) => format!("unknown (server {})", state_name(report.server.state)),
         };
         if let Some(pending) = db.pending_migrations.filter(|n| *n > 0) {
             state.push_str(&format!(", {pending} migration(s) pending (run `cargo xtask migrate`)"));
@@ -587,11 +593,25 @@ fn refuse_remote_without_force(engine: &dyn Engine, force: bool, task: &str) -> 
 fn connect_running(engine: &dyn Engine, task: &str) -> Result<Admin> {
     let status = engine.status()?;
     if status.state != ServerState::Running {
-        let advice = match engine.kind() {
-            EngineKind::External => "check that it runs and that XTASK_DATABASE_URL is right",
-            _ => "start it with `cargo xtask db-up`",
-        };
-        bail!("{task} needs the server, which is {} ({}): {advice}", state_name(status.state), status.detail);
+        bail!("{}", not_running_message(task, &status));
     }
     Admin::connect(engine.endpoint())
+}
+
+fn not_running_message(task: &str, status: &engine::Status) -> String {
+    let next = status.next.as_deref().unwrap_or("run `cargo xtask db-up`");
+    format!("{task} needs the server, which is {} ({}): {next}", state_name(status.state), status.detail)
+}
+
+/// A task that failed because the server is not running fails with what the engine knows (stopped,
+/// removed, its data deleted, the Docker engine down) and the command that brings it back, in
+/// place of a bare "connection refused". Only asked once the task has failed, so it costs nothing
+/// when all is well.
+pub fn explain_if_not_running(engine: &dyn Engine, task: &str, error: anyhow::Error) -> anyhow::Error {
+    match engine.status() {
+        Ok(status) if status.state != ServerState::Running => {
+            anyhow::Error::msg(error.root_cause().to_string()).context(not_running_message(task, &status))
+        }
+        _ => error,
+    }
 }

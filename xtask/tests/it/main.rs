@@ -8,6 +8,7 @@ mod backup;
 mod branches;
 mod corpus;
 mod docker;
+mod engine_faults;
 mod errors;
 mod external;
 mod faults;
