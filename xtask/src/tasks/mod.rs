@@ -610,7 +610,7 @@ fn not_running_message(task: &str, status: &engine::Status) -> String {
 pub fn explain_if_not_running(engine: &dyn Engine, task: &str, error: anyhow::Error) -> anyhow::Error {
     match engine.status() {
         Ok(status) if status.state != ServerState::Running => {
-            anyhow::Error::msg(error.root_cause().to_string()).context(not_running_message(task, &status))
+            error.context(not_running_message(task, &status))
         }
         _ => error,
     }
