@@ -309,7 +309,7 @@ fn branches_and_prune_need_the_server_and_force_on_a_remote_host() {
     for task in ["branches", "prune"] {
         let err = p.fails(&[task]);
         contains(&err, &format!("{task} needs the server"));
-        contains(&err, "cargo xtask db-up");
+        contains(&err, "run `cargo xtask setup`"); // the server was never made
     }
     p.ok(&["db-up"]);
     contains(&p.ok(&["branches"]), "no databases of project");
