@@ -229,8 +229,11 @@ impl Admin {
         if !matches!(published, Ok(Created::New)) {
             let _ = self.execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(&scratch)));
         }
-        crate::scratch::release(&mut self.client, &scratch)?;
-        published.with_context(|| format!("create database {name}"))
+        // The work's own error first: after a lost server the release fails too.
+        let released = crate::scratch::release(&mut self.client, &scratch);
+        let created = published.with_context(|| format!("create database {name}"))?;
+        released?;
+        Ok(created)
     }
 
     fn create_scratch(&mut self, scratch: &str, owner: Option<&str>, source: Option<&str>) -> Result<()> {
@@ -916,7 +919,9 @@ impl Admin {
                                 WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() \
                                 GROUP BY datid) a ON a.datid = d.oid \
                      WHERE strpos(shobj_description(d.oid, 'pg_database'), $1) > 0 \
-                     ORDER BY d.datname"
+                       AND NOT starts_with(d.datname, '{scratch}') \
+                     ORDER BY d.datname",
+                    scratch = crate::scratch::PREFIX
                 ),
                 &[&quoted_project],
             )

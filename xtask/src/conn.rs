@@ -122,12 +122,19 @@ impl Endpoint {
 
     /// Connects for work that must stop when this process dies: the server checks every second that
     /// the client is still there (without it, a killed run's statement runs on to its end and
-    /// commits, holding its locks). PostgreSQL 13 and older do not know the setting and refuse the
-    /// login: then without it.
+    /// commits, holding its locks). PostgreSQL 13 and older do not know the setting, and some
+    /// platforms (macOS before 15, Windows) cannot honour it: the server refuses the login, and it is
+    /// made again without it.
     pub fn connect_watched(&self, db: &str, settings: &str) -> Result<Client> {
         let watched = format!("{settings} -c client_connection_check_interval=1000");
         match self.connect_with(db, Some(watched.trim_start())) {
-            Err(error) if PgError::code_in(&error) == Some(&SqlState::UNDEFINED_OBJECT) => {
+            // Unknown (13 and older), or known but unsupported on the server's platform.
+            Err(error)
+                if matches!(
+                    PgError::code_in(&error),
+                    Some(&SqlState::UNDEFINED_OBJECT | &SqlState::INVALID_PARAMETER_VALUE)
+                ) =>
+            {
                 self.connect_with(db, (!settings.is_empty()).then_some(settings))
             }
             other => other,

@@ -437,17 +437,12 @@ pub fn refuse_unrunnable(path: &Path, sql: &str, in_transaction: bool, what: &st
         return Ok(());
     }
     // `CREATE FUNCTION ... BEGIN ATOMIC ...; ...; END`: the body's statements are not the file's.
-    let mut in_atomic_body = false;
+    // Its depth counts the body's open BEGIN ATOMIC and CASE against their ENDs.
+    let mut atomic_depth = 0usize;
     for (offset, statement) in split_statements(sql) {
         let Some((lead, words)) = first_words(statement) else { continue };
-        if in_atomic_body {
-            in_atomic_body = words[0] != "END";
-            continue;
-        }
-        if words[0] == "CREATE" {
-            let upper = statement.to_ascii_uppercase();
-            let mut tokens = upper.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty());
-            in_atomic_body = tokens.by_ref().any(|w| w == "BEGIN") && tokens.next() == Some("ATOMIC");
+        if atomic_depth > 0 || words[0] == "CREATE" {
+            atomic_depth = atomic_body_depth(&code_words(statement), atomic_depth);
             continue;
         }
         let refused = match words.as_slice() {
@@ -471,6 +466,40 @@ pub fn refuse_unrunnable(path: &Path, sql: &str, in_transaction: bool, what: &st
         }
     }
     Ok(())
+}
+
+/// The depth of `BEGIN ATOMIC` bodies still open after a statement's words, given the depth before
+/// it: CASE ... END inside a body nests; outside one, only BEGIN ATOMIC opens.
+fn atomic_body_depth(words: &[String], mut depth: usize) -> usize {
+    for (i, word) in words.iter().enumerate() {
+        match word.as_str() {
+            "BEGIN" if words.get(i + 1).is_some_and(|w| w == "ATOMIC") => depth += 1,
+            "CASE" if depth > 0 => depth += 1,
+            "END" if depth > 0 => depth -= 1,
+            _ => {}
+        }
+    }
+    depth
+}
+
+/// The words of `statement` outside quotes and comments, upper-cased; an identifier with `_` and
+/// digits is one word.
+fn code_words(statement: &str) -> Vec<String> {
+    let bytes = statement.as_bytes();
+    let mut code = String::with_capacity(statement.len());
+    let mut next = 0;
+    walk_top_level(statement, |i| {
+        if i != next {
+            code.push(' ');
+        }
+        code.push(if bytes[i].is_ascii() { bytes[i] as char } else { ' ' });
+        next = i + 1;
+        None::<()>
+    });
+    code.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+        .map(str::to_ascii_uppercase)
+        .collect()
 }
 
 /// The byte offset of a statement's first word (after space and comments) and its first two
@@ -724,6 +753,14 @@ mod tests {
             ("start transaction", "`START TRANSACTION`"),
             ("prepare transaction 'x'", "`PREPARE TRANSACTION`"),
             ("select 1;\nselect 'a\0b'", "1_x.up.sql:2:10: the migration contains a NUL byte"),
+            // Not mistaken for a function body, so the COMMIT after them is seen.
+            ("create table ba (begin_atomic int);\ncommit;", "1_x.up.sql:2:1: `COMMIT` controls"),
+            ("create procedure p() language sql begin atomic end;\ncommit;", "1_x.up.sql:2:1: `COMMIT`"),
+            ("create table t (x text default 'begin atomic');\ncommit;", "1_x.up.sql:2:1: `COMMIT`"),
+            (
+                "create function f() returns int language sql begin atomic select case when true then 1 end; end;\ncommit;",
+                "1_x.up.sql:2:1: `COMMIT`",
+            ),
         ] {
             let message = refused(sql, true).unwrap_or_else(|| panic!("{sql:?} was not refused"));
             assert!(message.contains(needle), "{sql:?}: {message}");
@@ -737,6 +774,11 @@ mod tests {
             "create procedure p() language plpgsql as $$ begin commit; end $$;",
             "create function f() returns int language sql begin atomic select 1; select 2; end;\nselect 1",
             "select 1 as commit_count; select x from t where begin_at < end_at",
+            "create function d(begin_date date, end_date date) returns int language sql\n\
+             begin atomic select end_date - begin_date; end;",
+            "create function g() returns int language sql begin /* c */ atomic select 1; end;",
+            "create function h(x int) returns int language sql begin atomic\n\
+             select case when x > 0 then 1 else 0 end;\n select case x when 1 then 2 end; end;",
         ] {
             assert_eq!(refused(sql, true), None, "{sql:?}");
         }

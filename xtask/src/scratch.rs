@@ -75,6 +75,14 @@ pub fn sweep(admin: &mut Client, project: &str) -> Result<Vec<String>> {
         if !free {
             continue;
         }
+        // Its maker may have finished and renamed it between the listing and the lock.
+        let still_there = admin
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+            .map_err(PgError::from)?;
+        if still_there.is_none() {
+            release(admin, &name)?;
+            continue;
+        }
         // Without FORCE: a session inside means someone still uses it after all.
         if admin.batch_execute(&format!("DROP DATABASE IF EXISTS {}", quote_ident(&name))).is_ok() {
             dropped.push(name.clone());

@@ -101,6 +101,12 @@ fn migrate_one(
         Ok((files, client, applied))
     })?;
     let plan = migrations::plan(&files, &applied, options.allow_out_of_order);
+    // Every pending file is checked before the first is applied (and by --check, --dry-run).
+    for index in &plan.pending {
+        let migration = &files[*index];
+        migrations::refuse_unrunnable(&migration.up, &migration.sql, !migration.no_transaction, "migration")
+            .context("migration refused; nothing of the pending migrations was applied")?;
+    }
     if options.check {
         if plan.pending.is_empty() && plan.problems.is_empty() {
             return Ok(Migrated::UpToDate);

@@ -660,3 +660,21 @@ fn wipe_prune_teardown_spare_everything_not_ours() {
         .batch_execute(&format!("DROP ROLE \"{}\"; DROP ROLE \"{}\"", foreign_roles[0], foreign_roles[1]))
         .unwrap();
 }
+
+/// A refused file among several pending ones: nothing of the set is applied, and `--check` says so too.
+#[test]
+fn a_refused_migration_stops_the_whole_pending_set() {
+    let p = Project::new("native");
+    p.ok(&["setup"]);
+    let dir = format!("migrations/{}", p.name);
+    p.write(&format!("{dir}/20240101000001_a.up.sql"), "CREATE TABLE a (id int);");
+    p.write(&format!("{dir}/20240101000002_b.up.sql"), "CREATE TABLE b (id int);\nCOMMIT;");
+    let err = p.fails(&["migrate"]);
+    contains(&err, "20240101000002_b.up.sql:2:1: `COMMIT` controls the transaction");
+    contains(&err, "nothing of the pending migrations was applied");
+    let mut client = postgres::Client::connect(&p.admin_url(&p.name), postgres::NoTls).unwrap();
+    let tables: i64 =
+        client.query_one("SELECT count(*) FROM pg_tables WHERE tablename IN ('a', 'b')", &[]).unwrap().get(0);
+    assert_eq!(tables, 0, "nothing was applied");
+    contains(&p.fails(&["migrate", "--check"]), "`COMMIT` controls the transaction");
+}

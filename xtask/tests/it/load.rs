@@ -142,6 +142,9 @@ pub fn leftovers_of_ended_runs_are_swept(engine: &str) {
             admin.batch_execute(&format!("COMMENT ON DATABASE \"{name}\" IS '{label}'")).unwrap();
         }
     }
+    // prune leaves them to setup: it never lists a database in the making or a throwaway one.
+    let (_, err) = p.ok_err(&["prune", "--dry-run"]);
+    assert!(!err.contains("_xtask_"), "{err}");
     let busy = postgres::Client::connect(&p.admin_url("_xtask_busy_1"), postgres::NoTls).unwrap();
     let (_, err) = p.ok_err(&["setup"]);
     contains(
