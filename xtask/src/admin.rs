@@ -195,12 +195,7 @@ impl Admin {
         // Made and finished under a scratch name, then renamed under the catalog lock: a crash can
         // leave a stray scratch database, never an unlabelled or half-made one under a real name,
         // and a long `finish` (a template's migrations) holds up nobody else's work.
-        let scratch = format!(
-            "{SCRATCH_PREFIX}{}_{}_{}",
-            std::process::id(),
-            crate::naming::short_hash(name),
-            crate::credentials::random_hex(4)?
-        );
+        let scratch = crate::scratch::name("new", new.project)?;
         crate::scratch::hold(&mut self.client, &scratch)?;
         let built = self.create_scratch(&scratch, new.owner, source).and_then(|()| {
             self.label(&scratch, new)?;

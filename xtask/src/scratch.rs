@@ -8,7 +8,7 @@
 //! can be taken was left by a process that is gone (killed, crashed, its machine lost): [`sweep`]
 //! drops those.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, Once};
 
 use anyhow::{Context, Result};
@@ -20,12 +20,27 @@ use crate::naming::quote_ident;
 /// Databases made and not yet dropped, for the signal handler.
 static LIVE: Mutex<Vec<(Endpoint, String)>> = Mutex::new(Vec::new());
 static SIGNALS: Once = Once::new();
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
 /// Set once a signal arrived: the main thread must then write nothing and report nothing.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// The names of databases being made or used for a while.
 pub const PREFIX: &str = "_xtask_";
+
+/// `_xtask_<purpose>_<pid>_<project hash>_<random>`: the hash names the project even before the
+/// database is labelled (a run killed during its CREATE DATABASE leaves it unlabelled), the random
+/// part keeps runs apart whose pids coincide (containers sharing one server).
+pub fn name(purpose: &str, project: &str) -> Result<String> {
+    let random = crate::credentials::random_hex(4)?;
+    Ok(format!("{PREFIX}{purpose}_{}_{}_{random}", std::process::id(), crate::naming::short_hash(project)))
+}
+
+/// Whether `name` is one of `project`'s scratch names, as [`name`] makes them.
+fn names_project(name: &str, project: &str) -> bool {
+    let mut parts = name.rsplit('_');
+    let (random, hash) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+    let hex8 = |s: &str| s.len() == 8 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    name.starts_with(PREFIX) && hex8(random) && hash == crate::naming::short_hash(project)
+}
 
 /// The advisory locks' first key: "xtsc".
 const LOCK_CLASS: i32 = 0x7874_7363;
@@ -52,9 +67,9 @@ pub fn release(admin: &mut Client, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Drops this project's `_xtask_` databases whose makers are gone: labelled for `project`, their
-/// lock free and nobody connected (a database in use is left alone, whoever uses it). Returns their
-/// names.
+/// Drops this project's `_xtask_` databases whose makers are gone: labelled for `project` (or, not
+/// labelled yet, named for it), their lock free and nobody connected (a database in use is left
+/// alone, whoever uses it). Returns their names.
 pub fn sweep(admin: &mut Client, project: &str) -> Result<Vec<String>> {
     let rows = admin
         .query(
@@ -63,9 +78,10 @@ pub fn sweep(admin: &mut Client, project: &str) -> Result<Vec<String>> {
             &[&PREFIX],
         )
         .map_err(PgError::from)?;
-    let ours = rows
-        .iter()
-        .filter(|row| crate::admin::Label::parse(row.get(1)).is_some_and(|l| l.project == project));
+    let ours = rows.iter().filter(|row| match crate::admin::Label::parse(row.get(1)) {
+        Some(label) => label.project == project,
+        None => row.get::<_, Option<String>>(1).is_none() && names_project(row.get(0), project),
+    });
     let mut dropped = Vec::new();
     for name in ours.map(|row| row.get::<_, String>(0)) {
         let free: bool = admin
@@ -154,8 +170,7 @@ pub fn park_if_interrupted() {
 }
 
 impl Scratch {
-    /// Creates `_xtask_<purpose>_<pid>_<n>_<random>` (empty, from template1). The random part
-    /// keeps runs apart whose pids coincide (containers sharing one server).
+    /// Creates `_xtask_<purpose>_...` (see [`name`]), empty, from template1.
     /// Labelled for the project and logical database of `database`, with no branch, so the next
     /// setup sweeps it if this process is killed.
     pub fn create(
@@ -164,9 +179,7 @@ impl Scratch {
         database: &crate::workspace::Database,
     ) -> Result<Scratch> {
         park_if_interrupted();
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let token = crate::credentials::random_hex(4)?;
-        let name = format!("_xtask_{purpose}_{}_{n}_{token}", std::process::id());
+        let name = name(purpose, &database.spec.project)?;
         let mut admin = endpoint.connect_watched(&endpoint.admin_db, "")?;
         hold(&mut admin, &name)?;
         // Registered first: a signal during CREATE DATABASE still finds it.
@@ -218,4 +231,20 @@ fn drop_database(endpoint: &Endpoint, name: &str) -> Result<()> {
         .batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(name)))
         .map_err(PgError::from)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scratch_names_name_their_project() {
+        let made = name("new", "geney").unwrap();
+        assert!(made.starts_with(&format!("_xtask_new_{}_", std::process::id())), "{made}");
+        assert!(names_project(&made, "geney"));
+        assert!(!names_project(&made, "other"));
+        for look_alike in ["_xtask_new_1_geney", "_xtask_new", "geney", "_xtask_new_1_2_3"] {
+            assert!(!names_project(look_alike, "geney"), "{look_alike}");
+        }
+    }
 }

@@ -105,8 +105,7 @@ pub fn restore(ctx: &Ctx, file: &Path, db: Option<&str>, force: bool) -> Result<
     );
     back_up_existing(ctx, engine.as_ref(), &mut admin, std::slice::from_ref(&database), "restore")?;
 
-    let scratch_name =
-        format!("_xtask_restore_{}_{}", std::process::id(), crate::credentials::random_hex(4)?);
+    let scratch_name = crate::scratch::name("restore", project)?;
     // From here Ctrl-C, SIGTERM and SIGHUP drop the half-restored copy; pg_restore is started with
     // the signals unblocked, so it stops too.
     scratch::drop_on_signal(engine.endpoint(), &scratch_name);

@@ -142,6 +142,13 @@ pub fn leftovers_of_ended_runs_are_swept(engine: &str) {
             admin.batch_execute(&format!("COMMENT ON DATABASE \"{name}\" IS '{label}'")).unwrap();
         }
     }
+    // Killed during its CREATE DATABASE, a run leaves its database unlabelled: its name says whose.
+    let hash: String = admin
+        .query_one("SELECT left(encode(sha256(convert_to($1, 'UTF8')), 'hex'), 8)", &[&p.name])
+        .unwrap()
+        .get(0);
+    let unlabelled_ours = format!("_xtask_new_999998_{hash}_0badf00d");
+    admin.batch_execute(&format!("CREATE DATABASE \"{unlabelled_ours}\"")).unwrap();
     // prune leaves them to setup: it never lists a database in the making or a throwaway one.
     let (_, err) = p.ok_err(&["prune", "--dry-run"]);
     assert!(!err.contains("_xtask_"), "{err}");
@@ -149,7 +156,10 @@ pub fn leftovers_of_ended_runs_are_swept(engine: &str) {
     let (_, err) = p.ok_err(&["setup"]);
     contains(
         &err,
-        "dropped what ended runs left unfinished: _xtask_new_999999_dead_0001, _xtask_roundtrip_999999_0_dead",
+        &format!(
+            "dropped what ended runs left unfinished: {unlabelled_ours}, _xtask_new_999999_dead_0001, \
+             _xtask_roundtrip_999999_0_dead"
+        ),
     );
     let left: Vec<String> =
         p.databases_on_server_all().into_iter().filter(|d| d.starts_with("_xtask_")).collect();
