@@ -67,7 +67,18 @@ pub fn migrate_database(
     database: &Database,
     options: MigrateOptions,
 ) -> Result<Migrated> {
-    migrate_one(ctx, endpoint, database, options).map_err(|error| {
+    migrate_files(ctx, endpoint, database, options, None)
+}
+
+/// As [`migrate_database`], with the migration files already read when `known`.
+pub fn migrate_files(
+    ctx: &Ctx,
+    endpoint: &Endpoint,
+    database: &Database,
+    options: MigrateOptions,
+    known: Option<Vec<Migration>>,
+) -> Result<Migrated> {
+    migrate_one(ctx, endpoint, database, options, known).map_err(|error| {
         server_went_away(error, &format!("migrating {}", database.name), "cargo xtask migrate")
     })
 }
@@ -88,15 +99,20 @@ fn migrate_one(
     endpoint: &Endpoint,
     database: &Database,
     options: MigrateOptions,
+    known: Option<Vec<Migration>>,
 ) -> Result<Migrated> {
     let dir = database.migrations_dir(ctx);
     let name = database.name.as_str();
     // Reading the files overlaps the login and the query: together they are a no-op run's cost.
     let (files, mut client, applied) = std::thread::scope(|scope| -> Result<_> {
-        let files = scope.spawn(|| migrations::discover(&ctx.root, &dir));
+        let reader = known.is_none().then(|| scope.spawn(|| migrations::discover(&ctx.root, &dir)));
         let connected = connect_branch_db(endpoint, name)
             .and_then(|mut client| runner::applied(&mut client).map(|applied| (client, applied)));
-        let files = files.join().expect("the migration reader panicked")?;
+        let files = match (known, reader) {
+            (Some(files), _) => files,
+            (None, Some(reader)) => reader.join().expect("the migration reader panicked")?,
+            (None, None) => unreachable!("a reader runs when nothing is known"),
+        };
         let (client, applied) = connected?;
         Ok((files, client, applied))
     })?;

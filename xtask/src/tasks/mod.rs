@@ -211,12 +211,17 @@ fn setup_database(
         report_role(role, change, changes);
         login = Endpoint { user: role.to_owned(), password, ..endpoint.clone() };
     }
-    let template = match ctx.config.templates {
-        true => Some(
-            templates::ensure(ctx, admin, endpoint, db, changes)
+    // Read once: for the template's name, and for migrate below.
+    let files = match ctx.config.templates {
+        true => Some(crate::migrations::discover(&ctx.root, &db.migrations_dir(ctx))?),
+        false => None,
+    };
+    let template = match &files {
+        Some(files) => Some(
+            templates::ensure(ctx, admin, endpoint, db, (files, changes))
                 .with_context(|| format!("build the template of database `{}`", db.logical))?,
         ),
-        false => None,
+        None => None,
     };
     let new = NewDatabase {
         project: &ctx.config.project,
@@ -264,7 +269,7 @@ fn setup_database(
         }
     }
     let quiet = migrate::MigrateOptions { quiet: true, ..Default::default() };
-    if let migrate::Migrated::Applied { applied } = migrate::migrate_database(ctx, &login, db, quiet)? {
+    if let migrate::Migrated::Applied { applied } = migrate::migrate_files(ctx, &login, db, quiet, files)? {
         let n = applied.len();
         changes.push(format!("applied {n} migration(s) to {}", db.name));
     }

@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 
 use crate::admin::{Admin, Created, NewDatabase};
 use crate::conn::{Endpoint, PgError};
-use crate::migrations::{self, Migration};
+use crate::migrations::Migration;
 use crate::naming::{hex, quote_ident};
 use crate::seeds::{self, Seed};
 use crate::workspace::{Ctx, Database};
@@ -33,30 +33,28 @@ use crate::{git, runner};
 const FORMAT: &str = "xtask template 1";
 
 /// What a database's template is made of: the branch's migrations and seeds.
-struct Inputs {
-    migrations: Vec<Migration>,
+struct Inputs<'a> {
+    migrations: &'a [Migration],
     seeds: Vec<Seed>,
 }
 
-/// Makes sure the template of the branch's migrations and seeds exists, building what is missing;
-/// returns its name. `changes` gets a line for each template built.
+/// Makes sure the template of the branch's migrations (`files`, as read from its directory) and
+/// seeds exists, building what is missing; returns its name. `changes` gets a line for each
+/// template built.
 pub fn ensure(
     ctx: &Ctx,
     admin: &mut Admin,
     endpoint: &Endpoint,
     db: &Database,
-    changes: &mut Vec<String>,
+    (files, changes): (&[Migration], &mut Vec<String>),
 ) -> Result<String> {
-    let inputs = Inputs {
-        migrations: migrations::discover(&ctx.root, &db.migrations_dir(ctx))?,
-        seeds: seeds::discover(&ctx.root, &db.seeds_dir(ctx))?,
-    };
-    let full = hash(db, &inputs.migrations, &inputs.seeds);
+    let inputs = Inputs { migrations: files, seeds: seeds::discover(&ctx.root, &db.seeds_dir(ctx))? };
+    let full = hash(db, inputs.migrations, &inputs.seeds);
     let full_name = name(db, &full);
     if admin.template_exists(&full_name, &full)? {
         return Ok(full_name);
     }
-    let (shared_count, base) = shared_prefix(ctx, db, &inputs.migrations);
+    let (shared_count, base) = shared_prefix(ctx, db, inputs.migrations);
     let all = inputs.migrations.len();
     let shared = match ensure_shared(
         ctx,
@@ -99,7 +97,7 @@ pub fn ensure(
             }
             keep.push(shared_name);
         }
-        None => build(admin, endpoint, db, (&full_name, &new), (&inputs.migrations, &inputs.seeds), changes)?,
+        None => build(admin, endpoint, db, (&full_name, &new), (inputs.migrations, &inputs.seeds), changes)?,
     }
     // The branch's older templates; shared ones (with a base) are never this branch's to drop.
     for (name, label) in admin.templates_of(&ctx.config.project, &db.logical)? {
