@@ -198,7 +198,7 @@ impl Admin {
         let scratch = crate::scratch::name("new", new.project)?;
         crate::scratch::hold(&mut self.client, &scratch)?;
         let built = self.create_scratch(&scratch, new.owner, source).and_then(|()| {
-            self.label(&scratch, new)?;
+            label(&mut self.client, &scratch, new)?;
             if let Some(owner) = new.owner {
                 self.restrict_to_owner(&scratch, owner)?;
             }
@@ -475,10 +475,6 @@ impl Admin {
     pub fn drop_role(&mut self, role: &str) -> Result<()> {
         self.with_catalog_lock(|admin| admin.execute(&format!("DROP ROLE IF EXISTS {}", quote_ident(role))))
             .with_context(|| format!("drop role {role}: drop the databases it owns or reads first"))
-    }
-
-    fn label(&mut self, name: &str, new: &NewDatabase<'_>) -> Result<()> {
-        label(&mut self.client, name, new)
     }
 
     /// Drops the database when it carries this project's label (and, given `expected`, is that

@@ -49,7 +49,7 @@ pub fn migrate(ctx: &Ctx, db: Option<&str>, options: MigrateOptions, json: bool)
     let mut report = serde_json::Map::new();
     for database in ctx.select_databases(db)? {
         let login = super::database_login(ctx, engine.endpoint(), &database)?;
-        let outcome = migrate_database(ctx, &login, &database, options)
+        let outcome = migrate_database(ctx, &login, &database, options, None)
             .map_err(|e| super::explain_if_not_running(engine.as_ref(), "migrate", e))?;
         clean &= !matches!(outcome, Migrated::CheckFailed { .. });
         report.insert(database.logical.clone(), serde_json::to_value(&outcome)?);
@@ -60,18 +60,9 @@ pub fn migrate(ctx: &Ctx, db: Option<&str>, options: MigrateOptions, json: bool)
     Ok(if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-/// Applies what is pending; with `check`, only reports and returns whether all is applied.
+/// Applies what is pending; with `check`, only reports and returns whether all is applied. `known`:
+/// the migration files, when the caller has read them already.
 pub fn migrate_database(
-    ctx: &Ctx,
-    endpoint: &Endpoint,
-    database: &Database,
-    options: MigrateOptions,
-) -> Result<Migrated> {
-    migrate_files(ctx, endpoint, database, options, None)
-}
-
-/// As [`migrate_database`], with the migration files already read when `known`.
-pub fn migrate_files(
     ctx: &Ctx,
     endpoint: &Endpoint,
     database: &Database,

@@ -269,7 +269,8 @@ fn setup_database(
         }
     }
     let quiet = migrate::MigrateOptions { quiet: true, ..Default::default() };
-    if let migrate::Migrated::Applied { applied } = migrate::migrate_files(ctx, &login, db, quiet, files)? {
+    if let migrate::Migrated::Applied { applied } = migrate::migrate_database(ctx, &login, db, quiet, files)?
+    {
         let n = applied.len();
         changes.push(format!("applied {n} migration(s) to {}", db.name));
     }
