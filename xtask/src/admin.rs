@@ -57,6 +57,19 @@ pub enum Created {
     Existing,
 }
 
+/// What [`Admin::template_state`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TemplateState {
+    /// No template of that name built from that hash.
+    Missing,
+    Ready,
+    /// Built from that hash, but owned by `owner` (a service's role, as templates were before they
+    /// were sealed) or open to connections: what is inside may have been changed since.
+    Untrusted {
+        owner: String,
+    },
+}
+
 /// What a database made by this tool carries: its label and its owner.
 #[derive(Clone, Copy)]
 pub struct NewDatabase<'a> {
@@ -321,10 +334,40 @@ impl Admin {
         Ok(())
     }
 
-    /// Whether the template `name` exists, built from exactly `hash`.
-    pub fn template_exists(&mut self, name: &str, hash: &str) -> Result<bool> {
-        let found = self.find(name)?;
-        Ok(found.and_then(|d| d.label).is_some_and(|label| label.template.as_deref() == Some(hash)))
+    /// Whether the template `name` exists, built from exactly `hash`, and whether it can be trusted:
+    /// owned by the admin user and closed to connections, so no service's role can have changed it.
+    pub fn template_state(&mut self, name: &str, hash: &str) -> Result<TemplateState> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT pg_catalog.shobj_description(oid, 'pg_database'), \
+                        pg_catalog.pg_get_userbyid(datdba)::text, \
+                        datdba OPERATOR(pg_catalog.=) (SELECT oid FROM pg_catalog.pg_roles \
+                                                       WHERE rolname OPERATOR(pg_catalog.=) CURRENT_USER) \
+                          AND NOT datallowconn \
+                 FROM pg_catalog.pg_database WHERE datname OPERATOR(pg_catalog.=) $1",
+                &[&name],
+            )
+            .map_err(PgError::from)?;
+        let Some(row) = row else { return Ok(TemplateState::Missing) };
+        let (comment, owner, trusted): (Option<String>, String, bool) = (row.get(0), row.get(1), row.get(2));
+        if Label::parse(comment).is_none_or(|label| label.template.as_deref() != Some(hash)) {
+            return Ok(TemplateState::Missing);
+        }
+        Ok(if trusted { TemplateState::Ready } else { TemplateState::Untrusted { owner } })
+    }
+
+    /// Publishes a finished template: closed to connections, then given to the admin user, so the
+    /// service's role (which built it) can neither reopen it nor change what later copies get.
+    pub fn seal_template(&mut self, database: &str) -> Result<()> {
+        self.close_to_connections(database)?;
+        self.execute(&format!("ALTER DATABASE {} OWNER TO CURRENT_USER", quote_ident(database)))
+            .with_context(|| format!("give template {database} to the admin user"))
+    }
+
+    /// Closes the cluster's own databases to the services' roles (see `maintenance`); their names.
+    pub fn close_maintenance_databases(&mut self, admin_db: &str) -> Result<Vec<String>> {
+        crate::maintenance::close_to_public(&mut self.client, admin_db)
     }
 
     /// Drops the scratch databases of processes that are gone (see `scratch::sweep`).
@@ -533,12 +576,16 @@ impl Admin {
     }
 
     fn with_catalog_lock<T>(&mut self, work: impl FnOnce(&mut Admin) -> Result<T>) -> Result<T> {
-        self.client
-            .execute("SELECT pg_advisory_lock($1)", &[&CATALOG_LOCK_KEY])
-            .map_err(PgError::from)
-            .context("take the database-catalog lock")?;
+        let key = crate::locks::Key::One(CATALOG_LOCK_KEY);
+        crate::locks::acquire(
+            &mut self.client,
+            key,
+            crate::locks::Scope::Session,
+            "the database-catalog lock",
+            crate::locks::timeout(),
+        )?;
         let result = work(self);
-        let unlocked = self.client.execute("SELECT pg_advisory_unlock($1)", &[&CATALOG_LOCK_KEY]);
+        let unlocked = self.client.execute("SELECT pg_catalog.pg_advisory_unlock($1)", &[&CATALOG_LOCK_KEY]);
         let value = result?;
         unlocked.map_err(PgError::from).context("release the database-catalog lock")?;
         Ok(value)
@@ -692,20 +739,29 @@ fn scram_verifier(password: &str) -> String {
 
 /// Enables the declared extensions missing from `database`, as the admin user (most need a
 /// superuser). One missing from the server is an error naming what provides it.
+///
+/// The service's role owns the database's `public` schema: this session runs with the pinned
+/// search_path and names every function, relation and operator with its schema, so nothing the
+/// role made there runs with the admin's rights. An extension without a schema of its own goes
+/// into `public`, named, since the pinned search_path offers no schema to create in.
 pub fn enable_extensions(endpoint: &Endpoint, database: &str, wanted: &[String]) -> Result<Vec<String>> {
     let mut client = endpoint.connect(database)?;
     let rows = client
         .query(
-            "SELECT w.name, e.extname IS NOT NULL, a.name IS NOT NULL \
-             FROM unnest($1::text[]) WITH ORDINALITY AS w(name, position) \
-             LEFT JOIN pg_extension e ON e.extname = w.name \
-             LEFT JOIN pg_available_extensions a ON a.name = w.name ORDER BY w.position",
+            "SELECT w.name, e.extname IS NOT NULL, a.name IS NOT NULL, v.schema::text \
+             FROM pg_catalog.unnest($1::pg_catalog.text[]) WITH ORDINALITY AS w(name, position) \
+             LEFT JOIN pg_catalog.pg_extension e ON e.extname OPERATOR(pg_catalog.=) w.name::pg_catalog.name \
+             LEFT JOIN pg_catalog.pg_available_extensions a ON a.name OPERATOR(pg_catalog.=) w.name::pg_catalog.name \
+             LEFT JOIN pg_catalog.pg_available_extension_versions v \
+                    ON v.name OPERATOR(pg_catalog.=) a.name AND v.version OPERATOR(pg_catalog.=) a.default_version \
+             ORDER BY w.position",
             &[&wanted],
         )
         .map_err(PgError::from)?;
     let mut enabled = Vec::new();
     for row in rows {
-        let (name, installed, available): (String, bool, bool) = (row.get(0), row.get(1), row.get(2));
+        let (name, installed, available, fixed_schema): (String, bool, bool, Option<String>) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
         if installed {
             continue;
         }
@@ -713,15 +769,34 @@ pub fn enable_extensions(endpoint: &Endpoint, database: &str, wanted: &[String])
             let major = server_major(&mut client)?;
             bail!("{}", missing_extension_help(&name, major));
         }
+        let schema = match fixed_schema {
+            Some(_) => String::new(),
+            None => " SCHEMA public".to_owned(),
+        };
         // The transaction-scoped lock keeps concurrent setups from racing on the same extension.
-        client
-            .batch_execute(&format!(
-                "BEGIN; SELECT pg_advisory_xact_lock({CATALOG_LOCK_KEY}); \
-                 CREATE EXTENSION IF NOT EXISTS {} CASCADE; COMMIT",
-                quote_ident(&name)
-            ))
-            .map_err(PgError::from)
-            .with_context(|| format!("enable extension {name} in {database}"))?;
+        let created = (|| -> Result<()> {
+            client.batch_execute("BEGIN").map_err(PgError::from)?;
+            let key = crate::locks::Key::One(CATALOG_LOCK_KEY);
+            let what = format!("the extension lock in {database}");
+            crate::locks::acquire(
+                &mut client,
+                key,
+                crate::locks::Scope::Transaction,
+                &what,
+                crate::locks::timeout(),
+            )?;
+            client
+                .batch_execute(&format!(
+                    "CREATE EXTENSION IF NOT EXISTS {}{schema} CASCADE; COMMIT",
+                    quote_ident(&name)
+                ))
+                .map_err(PgError::from)?;
+            Ok(())
+        })();
+        if created.is_err() {
+            let _ = client.batch_execute("ROLLBACK");
+        }
+        created.with_context(|| format!("enable extension {name} in {database}"))?;
         enabled.push(name);
     }
     Ok(enabled)
@@ -729,7 +804,7 @@ pub fn enable_extensions(endpoint: &Endpoint, database: &str, wanted: &[String])
 
 fn server_major(client: &mut Client) -> Result<i32> {
     let row = client
-        .query_one("SELECT current_setting('server_version_num')::int / 10000", &[])
+        .query_one("SELECT pg_catalog.current_setting('server_version_num')::int / 10000", &[])
         .map_err(PgError::from)?;
     Ok(row.get(0))
 }
@@ -829,7 +904,9 @@ fn check_ownership(existing: &ServerDatabase, new: &NewDatabase<'_>) -> Result<(
                     l.branch
                 );
             }
-            if let Some(owner) = new.owner.filter(|o| existing.owner.as_deref() != Some(*o)) {
+            // A published template is the admin's (see `seal_template`), whoever built it.
+            let expected_owner = new.owner.filter(|_| new.template.is_none());
+            if let Some(owner) = expected_owner.filter(|o| existing.owner.as_deref() != Some(*o)) {
                 let found = existing.owner.as_deref().unwrap_or("?");
                 bail!(
                     "database {} belongs to role {found}, not to `{logical}`'s role {owner}, so that role \

@@ -18,6 +18,11 @@ pub struct Endpoint {
     pub password: String,
     /// The database named in an external admin URL; used for admin work.
     pub admin_db: String,
+    /// Sessions log in with `search_path` set to `pg_catalog` alone: the admin's sessions, so no
+    /// function, operator or table a service's role made can stand in for a built-in one and run
+    /// with the admin's rights. Off for a service's own login and for work in a database nothing
+    /// but the admin touches (see [`Endpoint::login_as`], [`Endpoint::with_own_search_path`]).
+    pub pinned_search_path: bool,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -34,7 +39,19 @@ impl Endpoint {
             user: user.into(),
             password: password.into(),
             admin_db: "postgres".into(),
+            pinned_search_path: true,
         }
+    }
+
+    /// The same server, logged in as `user` (a service's role) with its own search_path.
+    pub fn login_as(&self, user: &str, password: &str) -> Endpoint {
+        Endpoint { user: user.into(), password: password.into(), pinned_search_path: false, ..self.clone() }
+    }
+
+    /// The same login with the server's default search_path: for running the developer's own SQL
+    /// (migrations, seeds) as the admin in a database no service's role can reach.
+    pub fn with_own_search_path(&self) -> Endpoint {
+        Endpoint { pinned_search_path: false, ..self.clone() }
     }
 
     /// Parses a `postgres://` URL (or a `key=value` string) as the external engine's admin endpoint.
@@ -61,6 +78,7 @@ impl Endpoint {
             user: config.get_user().context("database-url names no user")?.to_owned(),
             password,
             admin_db: config.get_dbname().unwrap_or("postgres").to_owned(),
+            pinned_search_path: true,
         })
     }
 
@@ -110,8 +128,13 @@ impl Endpoint {
     /// Connects with server settings given at login (`-c name=value ...`), which costs no round trip.
     pub fn connect_with(&self, db: &str, settings: Option<&str>) -> Result<Client> {
         let mut config = self.config(db);
-        if let Some(settings) = settings {
-            config.options(settings);
+        let options = match (self.pinned_search_path, settings) {
+            (true, Some(settings)) => Some(format!("{PINNED_SEARCH_PATH} {settings}")),
+            (true, None) => Some(PINNED_SEARCH_PATH.to_owned()),
+            (false, settings) => settings.map(str::to_owned),
+        };
+        if let Some(options) = options {
+            config.options(&options);
         }
         let attempt = match connect_bounded(config, CONNECT_LIMIT) {
             Some(attempt) => attempt.map_err(|e| anyhow::Error::from(PgError::from(e))),
@@ -152,6 +175,9 @@ impl Endpoint {
         ]
     }
 }
+
+/// What an admin session logs in with (see [`Endpoint::pinned_search_path`]).
+const PINNED_SEARCH_PATH: &str = "-c search_path=pg_catalog";
 
 /// The longest a login may take: a peer that accepts TCP but never answers must not hang a command.
 const CONNECT_LIMIT: Duration = Duration::from_secs(10);

@@ -8,6 +8,8 @@ mod dotenv;
 mod engine;
 mod flags;
 mod git;
+mod locks;
+mod maintenance;
 mod migrations;
 mod naming;
 mod os;

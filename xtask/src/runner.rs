@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use postgres::Client;
 use postgres::error::{ErrorPosition, SqlState};
 
@@ -293,52 +293,17 @@ fn crc32(bytes: &[u8]) -> u32 {
     !crc
 }
 
-/// Takes the migration lock on `client`'s session, polling `pg_try_advisory_lock` and naming the
-/// holder once waiting takes more than a second. It is held until the session ends.
+/// Takes the migration lock on `client`'s session (see [`crate::locks`]). It is held until the
+/// session ends.
 pub fn lock(client: &mut Client, database: &str, timeout: Duration) -> Result<()> {
-    let key = lock_key(database);
-    let start = Instant::now();
-    let mut announced = false;
-    loop {
-        let row = client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
-            .map_err(PgError::from)
-            .context("take the migration lock")?;
-        if row.get::<_, bool>(0) {
-            return Ok(());
-        }
-        let waited = start.elapsed();
-        if waited >= timeout || (!announced && waited >= Duration::from_secs(1)) {
-            let holder = lock_holder(client, key).unwrap_or_else(|| "another session".into());
-            if waited >= timeout {
-                bail!(
-                    "the migration lock on {database} is still held by {holder} after {} s: wait for \
-                     it to finish, or end that session (SELECT pg_terminate_backend(PID))",
-                    timeout.as_secs()
-                );
-            }
-            eprintln!("waiting for the migration lock on {database}, held by {holder}");
-            announced = true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn lock_holder(client: &mut Client, key: i64) -> Option<String> {
-    let row = client
-        .query_opt(
-            "SELECT l.pid, coalesce(a.application_name, ''), coalesce(a.state, '') \
-             FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
-             WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
-               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-               AND l.classid::bigint = (($1::bigint >> 32) & 4294967295) \
-               AND l.objid::bigint = ($1::bigint & 4294967295) \
-             LIMIT 1",
-            &[&key],
-        )
-        .ok()??;
-    let (pid, app, state): (i32, String, String) = (row.get(0), row.get(1), row.get(2));
-    Some(format!("pid {pid} (application `{app}`, {state})"))
+    let what = format!("the migration lock on {database}");
+    crate::locks::acquire(
+        client,
+        crate::locks::Key::One(lock_key(database)),
+        crate::locks::Scope::Session,
+        &what,
+        timeout,
+    )
 }
 
 /// A SQL string literal; the session runs with standard_conforming_strings on.

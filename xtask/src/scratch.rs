@@ -53,16 +53,15 @@ fn lock_id(name: &str) -> i32 {
 
 /// Marks `name` as in use by this process until [`release`] or the end of `admin`'s session.
 pub fn hold(admin: &mut Client, name: &str) -> Result<()> {
-    admin
-        .execute("SELECT pg_advisory_lock($1, $2)", &[&LOCK_CLASS, &lock_id(name)])
-        .map_err(PgError::from)
-        .with_context(|| format!("mark {name} as in use"))?;
-    Ok(())
+    let key = crate::locks::Key::Two(LOCK_CLASS, lock_id(name));
+    let what = format!("the in-use lock of {name}");
+    crate::locks::acquire(admin, key, crate::locks::Scope::Session, &what, crate::locks::timeout())
+        .with_context(|| format!("mark {name} as in use"))
 }
 
 pub fn release(admin: &mut Client, name: &str) -> Result<()> {
     admin
-        .execute("SELECT pg_advisory_unlock($1, $2)", &[&LOCK_CLASS, &lock_id(name)])
+        .execute("SELECT pg_catalog.pg_advisory_unlock($1, $2)", &[&LOCK_CLASS, &lock_id(name)])
         .map_err(PgError::from)?;
     Ok(())
 }
@@ -85,7 +84,7 @@ pub fn sweep(admin: &mut Client, project: &str) -> Result<Vec<String>> {
     let mut dropped = Vec::new();
     for name in ours.map(|row| row.get::<_, String>(0)) {
         let free: bool = admin
-            .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&LOCK_CLASS, &lock_id(&name)])
+            .query_one("SELECT pg_catalog.pg_try_advisory_lock($1, $2)", &[&LOCK_CLASS, &lock_id(&name)])
             .map_err(PgError::from)?
             .get(0);
         if !free {

@@ -41,7 +41,8 @@ impl TestDb {
         let suffix = format!("__test_{}_{n}", std::process::id());
         let base = template.split("__tpl_").next().unwrap_or(&template);
         let name = format!("{}{suffix}", &base[..base.len().min(63 - suffix.len())]);
-        off_runtime(|| with_admin(&admin_url, |client| copy_template(client, &template, &name)));
+        let owner = service_role(&service_url);
+        off_runtime(|| with_admin(&admin_url, |client| copy_template(client, &template, &name, &owner)));
         let url =
             format!("{}/{name}", service_url.rsplit_once('/').map_or(service_url.as_str(), |(head, _)| head));
         TestDb { name, url, admin_url }
@@ -75,16 +76,32 @@ impl Drop for TestDb {
     }
 }
 
-/// Copies the template: the copy is labelled like the template (with `test: true`, so `teardown`
-/// drops it and `prune` drops it once no one is connected) and closed to PUBLIC like a branch
-/// database.
-fn copy_template(client: &mut postgres::Client, template: &str, name: &str) -> Result<(), postgres::Error> {
+/// The login of the service's URL: the role its test database is given to.
+fn service_role(service_url: &str) -> String {
+    let config: postgres::Config = service_url.parse().unwrap_or_else(|error| {
+        panic!("testdb: the service's database URL is not a PostgreSQL URL: {error}")
+    });
+    match config.get_user() {
+        Some(user) => user.to_owned(),
+        None => panic!("testdb: the service's database URL names no user; run `cargo xtask setup` again"),
+    }
+}
+
+/// Copies the template and gives the copy to `owner`, the service's role (the template itself is
+/// the admin's, so the role cannot change what later copies get): the copy is labelled like the
+/// template (with `test: true`, so `teardown` drops it and `prune` drops it once no one is
+/// connected) and closed to PUBLIC like a branch database.
+fn copy_template(
+    client: &mut postgres::Client,
+    template: &str,
+    name: &str,
+    owner: &str,
+) -> Result<(), postgres::Error> {
     let row = client.query_opt(
-        "SELECT pg_get_userbyid(datdba)::text, \
-                (shobj_description(oid, 'pg_database')::jsonb - 'template' - 'base' \
-                 || jsonb_build_object('test', true, 'created', \
-                      to_char(now() AT TIME ZONE 'utc', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')))::text \
-         FROM pg_database WHERE datname = $1",
+        "SELECT (pg_catalog.shobj_description(oid, 'pg_database')::jsonb - 'template' - 'base' \
+                 || pg_catalog.jsonb_build_object('test', true, 'created', \
+                      pg_catalog.to_char(pg_catalog.now() AT TIME ZONE 'utc', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')))::text \
+         FROM pg_catalog.pg_database WHERE datname = $1",
         &[&template],
     )?;
     let Some(row) = row else {
@@ -93,12 +110,12 @@ fn copy_template(client: &mut postgres::Client, template: &str, name: &str) -> R
              `cargo xtask setup` (or it was dropped); run `cargo xtask setup` again"
         );
     };
-    let (owner, label): (String, String) = (row.get(0), row.get(1));
+    let label: String = row.get(0);
     client.batch_execute(&format!(
         "CREATE DATABASE {} TEMPLATE {} OWNER {}",
         quote_ident(name),
         quote_ident(template),
-        quote_ident(&owner)
+        quote_ident(owner)
     ))?;
     client.batch_execute(&format!(
         "COMMENT ON DATABASE {} IS {}; REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC",

@@ -240,7 +240,9 @@ pub fn migrations_status(ctx: &Ctx, db: Option<&str>, json: bool) -> Result<()> 
     let mut report = serde_json::Map::new();
     for database in ctx.select_databases(db)? {
         let files = migrations::discover(&ctx.root, &database.migrations_dir(ctx))?;
-        let mut client = connect_branch_db(engine.endpoint(), database.name.as_str())
+        // The record table is the role's: read as the role (see `database_login`).
+        let login = super::database_login(ctx, engine.endpoint(), &database)?;
+        let mut client = connect_branch_db(&login, database.name.as_str())
             .map_err(|e| super::explain_if_not_running(engine.as_ref(), "migrations", e))?;
         let plan = migrations::plan(&files, &runner::applied(&mut client)?, false);
         let lines: Vec<StatusLine> = plan
@@ -333,8 +335,7 @@ fn connect_branch_db(endpoint: &Endpoint, name: &str) -> Result<Client> {
 }
 
 fn lock_timeout() -> Duration {
-    let seconds = std::env::var("XTASK_LOCK_TIMEOUT").ok().and_then(|s| s.parse().ok()).unwrap_or(120);
-    Duration::from_secs(seconds)
+    crate::locks::timeout()
 }
 
 fn millis(duration: Duration) -> String {

@@ -58,7 +58,7 @@ pub fn db_endpoint(ctx: &Ctx, db: Option<&str>) -> Result<()> {
 /// without services. A role's password is derived from the admin login on an external server, and
 /// otherwise comes from the credentials file that `setup` keeps.
 pub fn database_login(ctx: &Ctx, endpoint: &Endpoint, database: &Database) -> Result<Endpoint> {
-    let Some(role) = &database.spec.role else { return Ok(endpoint.clone()) };
+    let Some(role) = &database.spec.role else { return Ok(endpoint.with_own_search_path()) };
     let password = match role_spec(ctx, endpoint, database, role).derived_password {
         Some(derived) => derived,
         None => match Credentials::load(&ctx.config.data_dir)?.password(role) {
@@ -69,7 +69,7 @@ pub fn database_login(ctx: &Ctx, endpoint: &Endpoint, database: &Database) -> Re
             ),
         },
     };
-    Ok(Endpoint { user: role.clone(), password, ..endpoint.clone() })
+    Ok(endpoint.login_as(role, &password))
 }
 
 fn role_spec<'a>(ctx: &'a Ctx, endpoint: &Endpoint, database: &'a Database, role: &'a str) -> RoleSpec<'a> {
@@ -94,6 +94,15 @@ pub fn setup(ctx: &Ctx, from: Option<&str>) -> Result<Vec<(String, String)>> {
     }
     let endpoint = engine.endpoint();
     let mut admin = Admin::connect(endpoint)?;
+    if engine.kind() != EngineKind::External {
+        let closed = admin.close_maintenance_databases(&endpoint.admin_db)?;
+        if !closed.is_empty() {
+            changes.push(format!(
+                "closed {} to the services' roles (only the admin connects)",
+                closed.join(", ")
+            ));
+        }
+    }
     let swept = admin.sweep_leftovers(&ctx.config.project)?;
     if !swept.is_empty() {
         changes.push(format!("dropped what ended runs left unfinished: {}", swept.join(", ")));
@@ -205,11 +214,11 @@ fn setup_database(
     changes: &mut Vec<String>,
 ) -> Result<(Endpoint, Option<String>)> {
     let role = db.spec.role.as_deref();
-    let mut login = endpoint.clone();
+    let mut login = endpoint.with_own_search_path();
     if let Some(role) = role {
         let (password, change) = admin.ensure_role(&role_spec(ctx, endpoint, db, role), None)?;
         report_role(role, change, changes);
-        login = Endpoint { user: role.to_owned(), password, ..endpoint.clone() };
+        login = endpoint.login_as(role, &password);
     }
     // Read once: for the template's name, and for migrate below.
     let files = match ctx.config.templates {
@@ -218,8 +227,14 @@ fn setup_database(
     };
     let template = match &files {
         Some(files) => Some(
-            templates::ensure(ctx, admin, endpoint, db, (files, changes))
-                .with_context(|| format!("build the template of database `{}`", db.logical))?,
+            templates::ensure(
+                ctx,
+                admin,
+                &templates::Logins { admin: endpoint, owner: &login },
+                db,
+                (files, changes),
+            )
+            .with_context(|| format!("build the template of database `{}`", db.logical))?,
         ),
         None => None,
     };
@@ -513,7 +528,9 @@ fn database_report(
     let found = on_server.and_then(|all| all.iter().find(|d| d.name == db.name.as_str()));
     let (pending_migrations, seeds) = match found {
         Some(_) => {
-            let mut client = endpoint.connect(db.name.as_str())?;
+            // As the database's own login: what a service's role made in its database is read
+            // with the role's rights, never the admin's.
+            let mut client = database_login(ctx, endpoint, db)?.connect(db.name.as_str())?;
             let files = crate::migrations::discover(&ctx.root, &db.migrations_dir(ctx))?;
             let applied = crate::runner::applied(&mut client)?;
             let pending = crate::migrations::plan(&files, &applied, true).pending.len();

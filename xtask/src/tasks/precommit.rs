@@ -108,7 +108,9 @@ fn database_checks(
     let Ok(files) = &set.files else { return Vec::new() };
     let mut lines = vec![Line {
         check: format!("{logical}: applied"),
-        outcome: checks::applied(endpoint, &set.database, files, elsewhere),
+        // As the database's own login: its record table is the service's role's to shape.
+        outcome: super::database_login(view, endpoint, &set.database)
+            .and_then(|login| checks::applied(&login, &set.database, files, elsewhere)),
     }];
     let Some(first_new) = first_new else { return lines };
     let downs = if first_new == files.len() {

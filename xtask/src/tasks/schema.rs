@@ -316,7 +316,8 @@ pub(super) fn empty_database(
     if !database.spec.extensions.is_empty() {
         admin::enable_extensions(endpoint, &scratch.name, &database.spec.extensions)?;
     }
-    let client = runner::connect(endpoint, &scratch.name)
+    // The scratch database is the admin's and only the developer's SQL runs in it.
+    let client = runner::connect(&endpoint.with_own_search_path(), &scratch.name)
         .map_err(|e| if PgError::code_in(&e).is_some() { e } else { e.context("is the server running?") })?;
     Ok((scratch, client))
 }

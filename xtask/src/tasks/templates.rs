@@ -21,16 +21,24 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::admin::{Admin, Created, NewDatabase};
-use crate::conn::{Endpoint, PgError};
+use crate::admin::{Admin, Created, NewDatabase, TemplateState};
+use crate::conn::Endpoint;
 use crate::migrations::Migration;
-use crate::naming::{hex, quote_ident};
+use crate::naming::hex;
 use crate::seeds::{self, Seed};
 use crate::workspace::{Ctx, Database};
 use crate::{git, runner};
 
 /// Bumped when what a template holds changes shape (the record tables), so old ones are rebuilt.
 const FORMAT: &str = "xtask template 1";
+
+/// The logins a template is built with: the admin's (the database itself, its extensions) and the
+/// database's own (its migrations and seeds: the service's role, or the admin with its own
+/// search_path when the database has no role).
+pub struct Logins<'a> {
+    pub admin: &'a Endpoint,
+    pub owner: &'a Endpoint,
+}
 
 /// What a database's template is made of: the branch's migrations and seeds.
 struct Inputs<'a> {
@@ -44,14 +52,14 @@ struct Inputs<'a> {
 pub fn ensure(
     ctx: &Ctx,
     admin: &mut Admin,
-    endpoint: &Endpoint,
+    logins: &Logins<'_>,
     db: &Database,
     (files, changes): (&[Migration], &mut Vec<String>),
 ) -> Result<String> {
     let inputs = Inputs { migrations: files, seeds: seeds::discover(&ctx.root, &db.seeds_dir(ctx))? };
     let full = hash(db, inputs.migrations, &inputs.seeds);
     let full_name = name(db, &full);
-    if admin.template_exists(&full_name, &full)? {
+    if ready(ctx, admin, &full_name, &full, changes)? {
         return Ok(full_name);
     }
     let (shared_count, base) = shared_prefix(ctx, db, inputs.migrations);
@@ -59,7 +67,7 @@ pub fn ensure(
     let shared = match ensure_shared(
         ctx,
         admin,
-        endpoint,
+        logins,
         db,
         &inputs,
         (shared_count, base.as_deref()),
@@ -84,10 +92,10 @@ pub fn ensure(
         Some(shared_name) => {
             let extra = &inputs.migrations[shared_count..];
             let created = admin.create_from(&full_name, &new, Some(shared_name), |admin, scratch| {
-                let mut client = as_owner(endpoint, db, scratch)?;
+                let mut client = runner::connect(logins.owner, scratch)?;
                 apply(&mut client, extra)?;
                 drop(client);
-                admin.close_to_connections(scratch)
+                admin.seal_template(scratch)
             })?;
             if let Created::New = created {
                 changes.push(format!(
@@ -97,7 +105,7 @@ pub fn ensure(
             }
             keep.push(shared_name);
         }
-        None => build(admin, endpoint, db, (&full_name, &new), (inputs.migrations, &inputs.seeds), changes)?,
+        None => build(admin, logins, db, (&full_name, &new), (inputs.migrations, &inputs.seeds), changes)?,
     }
     // The branch's older templates; shared ones (with a base) are never this branch's to drop.
     for (name, label) in admin.templates_of(&ctx.config.project, &db.logical)? {
@@ -112,7 +120,7 @@ pub fn ensure(
 fn ensure_shared(
     ctx: &Ctx,
     admin: &mut Admin,
-    endpoint: &Endpoint,
+    logins: &Logins<'_>,
     db: &Database,
     inputs: &Inputs,
     (shared_count, base): (usize, Option<&str>),
@@ -121,12 +129,12 @@ fn ensure_shared(
     let migrations = &inputs.migrations[..shared_count];
     let shared = hash(db, migrations, &inputs.seeds);
     let shared_name = name(db, &shared);
-    if admin.template_exists(&shared_name, &shared)? {
+    if ready(ctx, admin, &shared_name, &shared, changes)? {
         return Ok(shared_name);
     }
     let default_branch = default_branch_name(ctx);
     let new = template_label(ctx, db, &default_branch, &shared, base);
-    build(admin, endpoint, db, (&shared_name, &new), (migrations, &inputs.seeds), changes)?;
+    build(admin, logins, db, (&shared_name, &new), (migrations, &inputs.seeds), changes)?;
     drop_superseded(ctx, admin, db, (&default_branch, base), &shared_name)?;
     Ok(shared_name)
 }
@@ -159,7 +167,7 @@ fn drop_superseded(
 /// Builds a template of `migrations` and `seeds` from empty, saying so first: it is the one slow step.
 fn build(
     admin: &mut Admin,
-    endpoint: &Endpoint,
+    logins: &Logins<'_>,
     db: &Database,
     (name, new): (&str, &NewDatabase<'_>),
     (migrations, seeds): (&[Migration], &[Seed]),
@@ -173,7 +181,7 @@ fn build(
         seeds.len()
     );
     let created = admin.create_from(name, new, None, |admin, scratch| {
-        build_from_empty(admin, endpoint, db, scratch, migrations, seeds)
+        build_from_empty(admin, logins, db, scratch, migrations, seeds)
     })?;
     // Another setup built it while this one waited for the catalog lock.
     if let Created::Existing = created {
@@ -205,38 +213,47 @@ fn template_label<'a>(
 }
 
 /// Extensions first (as the admin user: most need a superuser), then the migrations and the seeds
-/// as the owner, then closed to connections.
+/// as the owner, then sealed (see [`Admin::seal_template`]).
 fn build_from_empty(
     admin: &mut Admin,
-    endpoint: &Endpoint,
+    logins: &Logins<'_>,
     db: &Database,
     scratch: &str,
     migrations: &[Migration],
     seeds: &[Seed],
 ) -> Result<()> {
     if !db.spec.extensions.is_empty() {
-        crate::admin::enable_extensions(endpoint, scratch, &db.spec.extensions).with_context(|| {
+        crate::admin::enable_extensions(logins.admin, scratch, &db.spec.extensions).with_context(|| {
             format!("database `{}` (declared in {})", db.logical, db.spec.declared_in.display())
         })?;
     }
-    let mut client = as_owner(endpoint, db, scratch)?;
+    // As the role's own login, not the admin's session under SET ROLE: code running under SET
+    // ROLE can RESET ROLE and act as the admin.
+    let mut client = runner::connect(logins.owner, scratch)?;
     apply(&mut client, migrations)?;
     if !seeds.is_empty() {
         seeds::run(&mut client, seeds)?;
     }
     drop(client);
-    admin.close_to_connections(scratch)
+    admin.seal_template(scratch)
 }
 
-/// An admin connection to `database` acting as the database's owner (`SET ROLE`), so what the
-/// migrations create belongs to the service's role, as when it applies them itself, without
-/// needing its password.
-fn as_owner(endpoint: &Endpoint, db: &Database, database: &str) -> Result<postgres::Client> {
-    let mut client = runner::connect(endpoint, database)?;
-    if let Some(role) = &db.spec.role {
-        client.batch_execute(&format!("SET ROLE {}", quote_ident(role))).map_err(PgError::from)?;
+/// Whether the template `name` of `hash` is there to copy. One the service's role owns (made
+/// before templates were sealed) or that is open to connections may hold anything the role put
+/// in it since: it is dropped, to be built again.
+fn ready(ctx: &Ctx, admin: &mut Admin, name: &str, hash: &str, changes: &mut Vec<String>) -> Result<bool> {
+    match admin.template_state(name, hash)? {
+        TemplateState::Ready => Ok(true),
+        TemplateState::Missing => Ok(false),
+        TemplateState::Untrusted { owner } => {
+            admin.drop_labelled(name, &ctx.config.project, None)?;
+            changes.push(format!(
+                "dropped template {name} to build it again: it belonged to {owner} or was open to \
+                 connections, so it may have been changed since it was built"
+            ));
+            Ok(false)
+        }
     }
-    Ok(client)
 }
 
 fn apply(client: &mut postgres::Client, migrations: &[Migration]) -> Result<()> {
