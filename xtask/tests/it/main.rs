@@ -70,6 +70,7 @@ on_both_engines! {
     faults_kill_during_copy => crate::faults::kill_during_copy,
     faults_server_killed_during_migrate => crate::faults::server_killed_during_migrate,
     security_planted_unnest => crate::security_roles::planted_unnest_does_not_run_as_admin,
+    security_migrations_cannot_reset_role => crate::security_roles::migrations_cannot_reset_role,
     security_admin_named_schema => crate::security_roles::admin_named_schema_is_not_read_as_admin,
     security_roles_cannot_hold_up_setup => crate::security_roles::roles_cannot_hold_up_setup,
     security_templates_cannot_be_poisoned => crate::security_roles::templates_cannot_be_poisoned,

@@ -109,6 +109,33 @@ pub fn planted_unnest_does_not_run_as_admin(engine: &str) {
     assert_eq!(schema, "public");
 }
 
+/// Migrations and seeds build the template as the role's own login: under SET ROLE on an admin
+/// session, the role's code could RESET ROLE and act as the admin.
+pub fn migrations_cannot_reset_role(engine: &str) {
+    let p = Project::new(engine);
+    declare(&p, "");
+    let escalate = format!(
+        "DO $$ BEGIN \
+           BEGIN EXECUTE 'RESET ROLE'; EXECUTE 'ALTER ROLE \"{}\" SUPERUSER'; \
+           EXCEPTION WHEN insufficient_privilege THEN NULL; END; \
+         END $$;",
+        role(&p)
+    );
+    p.write(
+        "migrations/accounts/20240101000001_users.up.sql",
+        &format!("{escalate}\nCREATE TABLE users (id int);"),
+    );
+    p.write("seeds/accounts/01_users.sql", &format!("{escalate}\nINSERT INTO users VALUES (1);"));
+    p.ok(&["setup"]);
+    assert!(!is_superuser(&p), "a migration or seed building the template acted as the admin");
+    let owner: String = p
+        .service_client("accounts")
+        .query_one("SELECT pg_get_userbyid(relowner)::text FROM pg_class WHERE relname = 'users'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(owner, role(&p));
+}
+
 /// A schema named after the admin user comes first on the admin's default search_path; a
 /// `_sqlx_migrations` (and `_xtask_seeds`) view there over an escalating function must not be read
 /// as the admin by db-status, migrations or pre-commit, which still work.
