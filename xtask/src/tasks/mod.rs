@@ -530,7 +530,13 @@ fn database_report(
         Some(_) => {
             // As the database's own login: what a service's role made in its database is read
             // with the role's rights, never the admin's.
-            let mut client = database_login(ctx, endpoint, db)?.connect(db.name.as_str())?;
+            let login = database_login(ctx, endpoint, db)?;
+            let mut client = login.connect(db.name.as_str()).with_context(|| {
+                format!(
+                    "read the migration record of {} as {} (`cargo xtask setup` renews a refused password)",
+                    db.name, login.user
+                )
+            })?;
             let files = crate::migrations::discover(&ctx.root, &db.migrations_dir(ctx))?;
             let applied = crate::runner::applied(&mut client)?;
             let pending = crate::migrations::plan(&files, &applied, true).pending.len();
