@@ -202,6 +202,7 @@ pub fn roles_cannot_hold_up_setup(engine: &str) {
     contains(&err, &format!("role {}", role(&p)));
     contains(&err, "squatter");
     contains(&err, "XTASK_LOCK_TIMEOUT");
+    contains(&err, &format!("waiting for the extension lock in {}, held by pid {pid}", role(&p)));
     drop(squatter);
     p.ok(&["setup"]);
 }
@@ -231,6 +232,7 @@ fn external_engine_catalog_lock_wait_is_bounded() {
         .expect("setup waited on the catalog lock without bound");
     assert_eq!(code, 1, "{err}");
     assert!(start.elapsed() < Duration::from_secs(30), "took {:?}", start.elapsed());
+    contains(&err, &format!("waiting for the database-catalog lock, held by pid {pid}"));
     contains(&err, "the database-catalog lock is still held by");
     contains(&err, &format!("pid {pid}"));
     contains(&err, &format!("role {}", role(&p)));
