@@ -127,7 +127,15 @@ pub fn setup(ctx: &Ctx, from: Option<&str>) -> Result<Vec<(String, String)>> {
     }
     let env_path = &ctx.config.env_file;
     let pairs: Vec<(&str, String)> = vars.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-    if dotenv::update(env_path, &pairs)? {
+    let written = dotenv::update(env_path, &pairs)?;
+    if let Some(mode) = written.tightened_from {
+        changes.push(format!(
+            "made {} readable by its owner only (mode {:04o}, was {mode:04o}): it holds passwords",
+            env_path.display(),
+            mode & 0o700
+        ));
+    }
+    if written.written {
         let keys: Vec<&str> = pairs.iter().map(|(k, _)| *k).collect();
         changes.push(format!("wrote {} to {}", keys.join(", "), env_path.display()));
     }
