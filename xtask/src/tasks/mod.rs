@@ -465,6 +465,9 @@ struct DatabaseReport {
     pending_migrations: Option<usize>,
     /// `current`, `changed` (the seed files changed since they were loaded) or `never`.
     seeds: Option<&'static str>,
+    /// Why `pending_migrations` (or `seeds`) is `null` for a database that exists: a migration
+    /// or seed file that cannot be read, named with the reason.
+    files_error: Option<String>,
 }
 
 pub fn db_status(ctx: &Ctx, json: bool) -> Result<()> {
@@ -519,22 +522,28 @@ fn database_report(
     endpoint: &crate::conn::Endpoint,
 ) -> Result<DatabaseReport> {
     let found = on_server.and_then(|all| all.iter().find(|d| d.name == db.name.as_str()));
-    let (pending_migrations, seeds) = match found {
-        Some(_) => {
-            let mut client = endpoint.connect(db.name.as_str())?;
-            let files = crate::migrations::discover(&ctx.root, &db.migrations_dir(ctx))?;
-            let applied = crate::runner::applied(&mut client)?;
-            let pending = crate::migrations::plan(&files, &applied, true).pending.len();
-            let seed_files = crate::seeds::discover(&ctx.root, &db.seeds_dir(ctx))?;
-            let seeds = match crate::seeds::changed_since_seeded(&mut client, &seed_files)? {
-                None => "never",
-                Some(true) => "changed",
-                Some(false) => "current",
-            };
-            (Some(pending), Some(seeds))
+    let (mut pending_migrations, mut seeds, mut errors) = (None, None, Vec::new());
+    if found.is_some() {
+        let mut client = endpoint.connect(db.name.as_str())?;
+        // One file that cannot be read leaves its count unknown; the status still tells the rest.
+        match crate::migrations::discover(&ctx.root, &db.migrations_dir(ctx)) {
+            Ok(files) => {
+                let applied = crate::runner::applied(&mut client)?;
+                pending_migrations = Some(crate::migrations::plan(&files, &applied, true).pending.len());
+            }
+            Err(error) => errors.push(format!("pending migrations unknown: {error:#}")),
         }
-        None => (None, None),
-    };
+        match crate::seeds::discover(&ctx.root, &db.seeds_dir(ctx)) {
+            Ok(seed_files) => {
+                seeds = Some(match crate::seeds::changed_since_seeded(&mut client, &seed_files)? {
+                    None => "never",
+                    Some(true) => "changed",
+                    Some(false) => "current",
+                });
+            }
+            Err(error) => errors.push(format!("seeds unknown: {error:#}")),
+        }
+    }
     Ok(DatabaseReport {
         database: db.logical.clone(),
         name: db.name.to_string(),
@@ -547,6 +556,7 @@ fn database_report(
         },
         pending_migrations,
         seeds,
+        files_error: (!errors.is_empty()).then(|| errors.join("; ")),
     })
 }
 
@@ -573,6 +583,9 @@ fn print_status(report: &StatusReport) {
         }
         if db.seeds == Some("changed") {
             state.push_str(", seeds changed since loaded (run `cargo xtask seed`)");
+        }
+        if let Some(error) = &db.files_error {
+            state.push_str(&format!(", {error}"));
         }
         println!("  {:<12} {:<40} {state}", db.database, db.name);
     }
