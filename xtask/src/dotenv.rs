@@ -91,8 +91,9 @@ fn resolve_symlink(path: &Path) -> Result<std::path::PathBuf> {
 
 /// Pure: sets our keys' values where dotenvy finds them assigned at the top level (`KEY=`,
 /// `export KEY=` with any whitespace, a BOM before the first), keeping every other byte, inline
-/// comments included; appends the missing ones with the file's own line ending. Refuses a file
-/// with a quote it never closes: where its values end cannot be told, and dotenvy rejects it.
+/// comments included; appends the missing ones with the line ending of the file's last line.
+/// Refuses a file with a quote it never closes: where its values end cannot be told, and dotenvy
+/// rejects it.
 pub fn rewrite(old: &str, vars: &[(&str, String)]) -> Result<String> {
     let assignments = grammar::assignments(old).map_err(|unterminated| {
         anyhow!(
@@ -116,8 +117,8 @@ pub fn rewrite(old: &str, vars: &[(&str, String)]) -> Result<String> {
         copied = assignment.value.end;
     }
     out.push_str(&old[copied..]);
-    let ending =
-        if old.split_once('\n').is_some_and(|(first, _)| first.ends_with('\r')) { "\r\n" } else { "\n" };
+    // The appended lines continue the file as its last line ends (LF when it has no line ending).
+    let ending = if old.rfind('\n').is_some_and(|at| old[..at].ends_with('\r')) { "\r\n" } else { "\n" };
     for (i, (key, _)) in vars.iter().enumerate().filter(|(i, _)| !seen[*i]) {
         if !out.trim_start_matches(grammar::BOM).is_empty() && !out.ends_with('\n') {
             out.push_str(ending);
@@ -360,6 +361,8 @@ mod tests {
             ("DATABASE_URL=#glued\n", "DATABASE_URL=postgres://new #glued\n"),
             ("\u{feff}DATABASE_URL=old\r\n", "\u{feff}DATABASE_URL=postgres://new\r\n"),
             ("A=1\r\nB=2", "A=1\r\nB=2\r\nDATABASE_URL=postgres://new\r\n"),
+            ("A=1\r\nB=2\n", "A=1\r\nB=2\nDATABASE_URL=postgres://new\n"),
+            ("A=1\nB=2\r\n", "A=1\nB=2\r\nDATABASE_URL=postgres://new\r\n"),
             ("A=\"x\nDATABASE_URL=in\n\"\n", "A=\"x\nDATABASE_URL=in\n\"\nDATABASE_URL=postgres://new\n"),
         ];
         for (old, want) in cases {
