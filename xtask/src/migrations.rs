@@ -119,7 +119,8 @@ pub fn sql_files(root: &Path, dir: &Path) -> Result<Vec<String>> {
     for entry in entries {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".sql") && is_file(&entry) {
+        if name.ends_with(".sql") {
+            check_is_file(&entry, &dir.join(&name))?;
             names.push(name);
         }
     }
@@ -154,13 +155,54 @@ pub fn read_text(root: &Path, path: &Path) -> Result<String> {
         .map_err(|_| anyhow::anyhow!("{} is not UTF-8 text: save it as UTF-8", path.display()))
 }
 
-/// Whether a directory entry is a file, following symlinks only when there is one (one stat call
-/// per entry adds up over a thousand migrations on every no-op run).
-fn is_file(entry: &std::fs::DirEntry) -> bool {
-    match entry.file_type() {
-        Ok(kind) if kind.is_symlink() => entry.path().is_file(),
-        Ok(kind) => kind.is_file(),
-        Err(_) => false,
+/// Refuses a `.sql` entry that is not a regular file (through its links): a dangling or looping
+/// link, a directory or a FIFO named like a migration would otherwise be skipped in silence, and
+/// a migration that was meant to run would not. Follows links only when there is one (one stat
+/// call per entry adds up over a thousand migrations on every no-op run).
+fn check_is_file(entry: &std::fs::DirEntry, shown: &Path) -> Result<()> {
+    let kind = entry.file_type().with_context(|| format!("read {}", shown.display()))?;
+    if kind.is_file() {
+        return Ok(());
+    }
+    if !kind.is_symlink() {
+        bail!(
+            "{} is not a file ({}): rename it so it does not end in `.sql`, or remove it",
+            shown.display(),
+            describe(kind)
+        );
+    }
+    let target = std::fs::read_link(entry.path()).map_or_else(|_| "?".into(), |t| t.display().to_string());
+    match std::fs::metadata(entry.path()) {
+        Ok(meta) if meta.is_file() => Ok(()),
+        Ok(meta) => bail!(
+            "{} is a symlink to {target}, which is not a file ({}): point it at the migration file, or remove it",
+            shown.display(),
+            describe(meta.file_type())
+        ),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => bail!(
+            "{} is a symlink to {target}, which loops back on itself: point it at the migration file, or remove it",
+            shown.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "{} is a symlink to {target}, which does not exist: point it at the migration file, or remove it",
+            shown.display()
+        ),
+        Err(e) => Err(e).with_context(|| format!("follow the symlink {} (to {target})", shown.display())),
+    }
+}
+
+fn describe(kind: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_block_device() || kind.is_char_device() {
+        "a device"
+    } else {
+        "not a regular file"
     }
 }
 
@@ -669,6 +711,29 @@ mod tests {
             let error = format!("{:#}", discover_files(names).unwrap_err());
             assert!(error.contains(needle), "{names:?}: {error}");
         }
+    }
+
+    #[test]
+    fn entries_named_like_migrations_that_are_no_files_are_refused() {
+        use std::os::unix::fs::symlink;
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("m");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("1_a.sql"), "select 1;").unwrap();
+        symlink("1_a.sql", dir.join("2_linked.sql")).unwrap();
+        assert_eq!(discover(root.path(), Path::new("m")).unwrap().len(), 2);
+        let refused = |make: &dyn Fn(&Path), needle: &str| {
+            make(&dir.join("3_bad.sql"));
+            let error = format!("{:#}", discover(root.path(), Path::new("m")).unwrap_err());
+            assert!(error.contains("m/3_bad.sql") && error.contains(needle), "{error}");
+            let _ = std::fs::remove_file(dir.join("3_bad.sql"));
+            let _ = std::fs::remove_dir(dir.join("3_bad.sql"));
+        };
+        refused(&|p| symlink("gone.sql", p).unwrap(), "symlink to gone.sql, which does not exist");
+        refused(&|p| symlink("3_bad.sql", p).unwrap(), "symlink to 3_bad.sql, which loops");
+        refused(&|p| std::fs::create_dir(p).unwrap(), "is not a file (a directory)");
+        std::fs::create_dir(dir.join("sub")).unwrap();
+        refused(&|p| symlink("sub", p).unwrap(), "symlink to sub, which is not a file (a directory)");
     }
 
     #[test]

@@ -136,7 +136,15 @@ pub fn setup(ctx: &Ctx, from: Option<&str>) -> Result<Vec<(String, String)>> {
     }
     let env_path = &ctx.config.env_file;
     let pairs: Vec<(&str, String)> = vars.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-    if dotenv::update(env_path, &pairs)? {
+    let written = dotenv::update(env_path, &pairs)?;
+    if let Some(mode) = written.tightened_from {
+        changes.push(format!(
+            "made {} readable by its owner only (mode {:04o}, was {mode:04o}): it holds passwords",
+            env_path.display(),
+            mode & 0o700
+        ));
+    }
+    if written.written {
         let keys: Vec<&str> = pairs.iter().map(|(k, _)| *k).collect();
         changes.push(format!("wrote {} to {}", keys.join(", "), env_path.display()));
     }
@@ -472,6 +480,9 @@ struct DatabaseReport {
     pending_migrations: Option<usize>,
     /// `current`, `changed` (the seed files changed since they were loaded) or `never`.
     seeds: Option<&'static str>,
+    /// Why `pending_migrations` (or `seeds`) is `null` for a database that exists: a migration
+    /// or seed file that cannot be read, named with the reason.
+    files_error: Option<String>,
 }
 
 pub fn db_status(ctx: &Ctx, json: bool) -> Result<()> {
@@ -526,30 +537,36 @@ fn database_report(
     endpoint: &crate::conn::Endpoint,
 ) -> Result<DatabaseReport> {
     let found = on_server.and_then(|all| all.iter().find(|d| d.name == db.name.as_str()));
-    let (pending_migrations, seeds) = match found {
-        Some(_) => {
-            // As the database's own login: what a service's role made in its database is read
-            // with the role's rights, never the admin's.
-            let login = database_login(ctx, endpoint, db)?;
-            let mut client = login.connect(db.name.as_str()).with_context(|| {
-                format!(
-                    "read the migration record of {} as {} (`cargo xtask setup` renews a refused password)",
-                    db.name, login.user
-                )
-            })?;
-            let files = crate::migrations::discover(&ctx.root, &db.migrations_dir(ctx))?;
-            let applied = crate::runner::applied(&mut client)?;
-            let pending = crate::migrations::plan(&files, &applied, true).pending.len();
-            let seed_files = crate::seeds::discover(&ctx.root, &db.seeds_dir(ctx))?;
-            let seeds = match crate::seeds::changed_since_seeded(&mut client, &seed_files)? {
-                None => "never",
-                Some(true) => "changed",
-                Some(false) => "current",
-            };
-            (Some(pending), Some(seeds))
+    let (mut pending_migrations, mut seeds, mut errors) = (None, None, Vec::new());
+    if found.is_some() {
+        // As the database's own login: what a service's role made in its database is read
+        // with the role's rights, never the admin's.
+        let login = database_login(ctx, endpoint, db)?;
+        let mut client = login.connect(db.name.as_str()).with_context(|| {
+            format!(
+                "read the migration record of {} as {} (`cargo xtask setup` renews a refused password)",
+                db.name, login.user
+            )
+        })?;
+        // One file that cannot be read leaves its count unknown; the status still tells the rest.
+        match crate::migrations::discover(&ctx.root, &db.migrations_dir(ctx)) {
+            Ok(files) => {
+                let applied = crate::runner::applied(&mut client)?;
+                pending_migrations = Some(crate::migrations::plan(&files, &applied, true).pending.len());
+            }
+            Err(error) => errors.push(format!("pending migrations unknown: {error:#}")),
         }
-        None => (None, None),
-    };
+        match crate::seeds::discover(&ctx.root, &db.seeds_dir(ctx)) {
+            Ok(seed_files) => {
+                seeds = Some(match crate::seeds::changed_since_seeded(&mut client, &seed_files)? {
+                    None => "never",
+                    Some(true) => "changed",
+                    Some(false) => "current",
+                });
+            }
+            Err(error) => errors.push(format!("seeds unknown: {error:#}")),
+        }
+    }
     Ok(DatabaseReport {
         database: db.logical.clone(),
         name: db.name.to_string(),
@@ -562,6 +579,7 @@ fn database_report(
         },
         pending_migrations,
         seeds,
+        files_error: (!errors.is_empty()).then(|| errors.join("; ")),
     })
 }
 
@@ -588,6 +606,9 @@ fn print_status(report: &StatusReport) {
         }
         if db.seeds == Some("changed") {
             state.push_str(", seeds changed since loaded (run `cargo xtask seed`)");
+        }
+        if let Some(error) = &db.files_error {
+            state.push_str(&format!(", {error}"));
         }
         println!("  {:<12} {:<40} {state}", db.database, db.name);
     }

@@ -20,6 +20,7 @@ mod migrate;
 mod native;
 mod schema;
 mod secrets;
+mod security_files;
 mod security_roles;
 mod services;
 mod templates;
