@@ -259,13 +259,7 @@ fn backups_dir(root: &Path) -> Result<PathBuf> {
 
 /// A new file readable by its owner only: a dump holds the database's data.
 fn create_private(path: &Path) -> Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("create {}", path.display()))
+    crate::fsafe::create_new(path, 0o600)
 }
 
 /// Gives the finished dump its name, `<stem>.dump`, or `<stem>-2.dump` and so on when a backup of
