@@ -51,6 +51,10 @@ impl Native {
     pub fn new(config: &Config) -> Result<Native> {
         let dir = config.data_dir.clone();
         let pgdata = dir.join("pgdata");
+        // Before anything in the data directory is read: by any command, not only `up`.
+        if let Some((uid, _)) = run_as_user_if_any() {
+            reclaim_old_layout(&dir, uid)?;
+        }
         let admin = AdminPassword::choose(config, pgdata.join("PG_VERSION").exists())?;
         Ok(Native {
             log: pgdata.join(LOG_NAME),
@@ -239,9 +243,6 @@ impl Native {
     /// links where this tool writes).
     fn claim_dir(&self) -> Result<()> {
         let server_user = run_as_user()?;
-        if let Some((uid, _)) = server_user {
-            self.reclaim_old_layout(uid)?;
-        }
         fsafe::check_dir(&self.dir, fsafe::euid(), "the data directory")?;
         let marker = self.dir.join(DIR_MARKER);
         if std::fs::symlink_metadata(&marker).is_ok() {
@@ -271,39 +272,6 @@ impl Native {
             check_reachable_by_others(&self.dir)?;
         }
         write_marker(&marker)
-    }
-
-    /// Earlier versions gave the whole data directory to the `postgres` user, which could then
-    /// plant links where root writes. Such a directory (ours: it holds our marker or a cluster)
-    /// goes back to root, keeping the cluster; what the server's user could have made beside it
-    /// (its server log, links) is removed. A link planted before and left by a kill half-way is
-    /// harmless: every file here is opened without following links (fsafe.rs).
-    fn reclaim_old_layout(&self, server_uid: u32) -> Result<()> {
-        use std::os::unix::fs::MetadataExt;
-        let Ok(meta) = std::fs::metadata(&self.dir) else { return Ok(()) };
-        let ours = self.dir.join(DIR_MARKER).exists() || self.cluster_major().is_some();
-        if meta.uid() != server_uid || !ours || meta.mode() & 0o022 != 0 {
-            return Ok(());
-        }
-        std::os::unix::fs::chown(&self.dir, Some(0), Some(0))
-            .with_context(|| format!("give {} back to root", self.dir.display()))?;
-        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o711))?;
-        for entry in std::fs::read_dir(&self.dir)?.flatten() {
-            let Ok(meta) = entry.path().symlink_metadata() else { continue };
-            let planted = meta.file_type().is_symlink() || meta.uid() != fsafe::euid();
-            if planted && !meta.is_dir() {
-                std::fs::remove_file(entry.path())
-                    .with_context(|| format!("remove {}, which root did not make", entry.path().display()))?;
-            }
-        }
-        eprintln!(
-            "the data directory {} belonged to the postgres user (as earlier versions made it), who could \
-             plant links where root writes: it is root's now (mode 711); the cluster in pgdata stays the \
-             postgres user's, and its server log is {}",
-            self.dir.display(),
-            self.log.display()
-        );
-        Ok(())
     }
 
     /// Serialises up, down and teardown between processes (worktrees running setup at once).
@@ -587,6 +555,44 @@ fn run_as_user() -> Result<Option<(u32, u32)>> {
         "PostgreSQL refuses to run as root and there is no `postgres` system user to run it as: \
          create one (`useradd --system --home-dir /var/lib/postgresql postgres`) or run as a normal user",
     )
+}
+
+/// Earlier versions gave the whole data directory to the `postgres` user, which could then
+/// plant links where root writes. Such a directory (ours: it holds our marker or a cluster)
+/// goes back to root, keeping the cluster; what the server's user could have made beside it
+/// (its server log, links) is removed. A link planted before and left by a kill half-way is
+/// harmless: every file here is opened without following links (fsafe.rs).
+fn reclaim_old_layout(dir: &Path, server_uid: u32) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(dir) else { return Ok(()) };
+    let ours = dir.join(DIR_MARKER).exists() || dir.join("pgdata/PG_VERSION").exists();
+    if meta.uid() != server_uid || !ours || meta.mode() & 0o022 != 0 {
+        return Ok(());
+    }
+    std::os::unix::fs::chown(dir, Some(0), Some(0))
+        .with_context(|| format!("give {} back to root", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))?;
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        let Ok(meta) = entry.path().symlink_metadata() else { continue };
+        let planted = meta.file_type().is_symlink() || meta.uid() != fsafe::euid();
+        if planted && !meta.is_dir() {
+            std::fs::remove_file(entry.path())
+                .with_context(|| format!("remove {}, which root did not make", entry.path().display()))?;
+        }
+    }
+    eprintln!(
+        "the data directory {} belonged to the postgres user (as earlier versions made it), who could \
+         plant links where root writes: it is root's now (mode 711); the cluster in pgdata stays the \
+         postgres user's, and its server log is {}",
+        dir.display(),
+        dir.join("pgdata").join(LOG_NAME).display()
+    );
+    Ok(())
+}
+
+/// As root, the `postgres` user when there is one (`run_as_user` says what is missing).
+fn run_as_user_if_any() -> Option<(u32, u32)> {
+    run_as_user().ok().flatten()
 }
 
 /// The `postgres` user must be able to walk down to the data directory.

@@ -76,6 +76,10 @@ impl Project {
         self.env.push((key.into(), value.into()));
     }
 
+    pub fn unset(&mut self, key: &str) {
+        self.env.retain(|(k, _)| k != key);
+    }
+
     pub fn write(&self, relative: &str, text: &str) {
         let path = self.path().join(relative);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();

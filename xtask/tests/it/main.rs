@@ -20,6 +20,7 @@ mod migrate;
 mod native;
 mod schema;
 mod secrets;
+mod security_local;
 mod services;
 mod templates;
 
