@@ -122,17 +122,19 @@ pub fn check_dir(dir: &Path, owner: u32, what: &str) -> Result<()> {
         );
     }
     let mode = meta.permissions().mode() & 0o7777;
-    if meta.uid() != owner || mode & 0o022 != 0 {
-        bail!(
-            "{what} {} is owned by {} with mode {mode:o}, but must be owned by {} and writable by nobody \
-             else: someone else may have made it to plant files in it. Remove it (after checking what it \
-             holds) or choose another with XTASK_DATA_DIR or `data-dir`",
-            dir.display(),
-            user_name(meta.uid()),
-            user_name(owner)
-        );
-    }
-    Ok(())
+    let problem = if meta.uid() != owner {
+        format!("is owned by {} (mode {mode:o}), not by {}", user_name(meta.uid()), user_name(owner))
+    } else if mode & 0o022 != 0 {
+        format!("is writable by others (owner {}, mode {mode:o})", user_name(meta.uid()))
+    } else {
+        return Ok(());
+    };
+    bail!(
+        "{what} {} {problem}: someone else may have made it to plant files where this tool writes, so it \
+         is not used. Remove it (after checking what it holds) and run the command again, or choose \
+         another with XTASK_DATA_DIR or `data-dir`",
+        dir.display()
+    )
 }
 
 /// A user's name and uid, for messages.
@@ -225,8 +227,8 @@ mod tests {
         check_dir(dir.path(), euid(), "the data directory").unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
         let msg = format!("{:#}", check_dir(dir.path(), euid(), "the data directory").unwrap_err());
-        assert!(msg.contains("mode 777"), "{msg}");
+        assert!(msg.contains("writable by others") && msg.contains("mode 777"), "{msg}");
         let msg = format!("{:#}", check_dir(dir.path(), euid() + 1, "the data directory").unwrap_err());
-        assert!(msg.contains("owned by"), "{msg}");
+        assert!(msg.contains("is owned by") && msg.contains("not by"), "{msg}");
     }
 }

@@ -243,25 +243,26 @@ impl Native {
     /// links where this tool writes).
     fn claim_dir(&self) -> Result<()> {
         let server_user = run_as_user()?;
-        fsafe::check_dir(&self.dir, fsafe::euid(), "the data directory")?;
         let marker = self.dir.join(DIR_MARKER);
-        if std::fs::symlink_metadata(&marker).is_ok() {
-            return Ok(());
-        }
-        if self.cluster_major().is_some() {
-            // A cluster laid out by an earlier version of this tool, before the marker existed.
-            return write_marker(&marker);
-        }
+        let ours = std::fs::symlink_metadata(&marker).is_ok() || self.cluster_major().is_some();
         // Our own lock files (the docker engine keeps its lock here too) do not count.
         let occupied = std::fs::read_dir(&self.dir).is_ok_and(|entries| {
             entries.flatten().any(|e| !e.file_name().to_string_lossy().starts_with(".xtask"))
         });
-        if occupied {
+        if !ours && occupied {
             bail!(
                 "the data directory {} already holds other files: the native engine keeps its cluster in a \
                  directory of its own. Choose a new or empty one with XTASK_DATA_DIR or `data-dir`",
                 self.dir.display()
             );
+        }
+        fsafe::check_dir(&self.dir, fsafe::euid(), "the data directory")?;
+        if std::fs::symlink_metadata(&marker).is_ok() {
+            return Ok(());
+        }
+        if ours {
+            // A cluster laid out by an earlier version of this tool, before the marker existed.
+            return write_marker(&marker);
         }
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("create the data directory {}", self.dir.display()))?;
@@ -802,4 +803,24 @@ pub fn find_client(program: &str) -> Result<PathBuf> {
              postgresql-client; Fedora: sudo dnf install postgresql; macOS: brew install libpq)"
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown_output;
+
+    #[test]
+    fn initdb_failures_show_no_statement_and_no_password() {
+        let output = "running bootstrap script ... ok\n\
+                      performing post-bootstrap initialization ... 2026-01-01 FATAL:  syntax error\n\
+                      STATEMENT:  ALTER USER \"a'b\" WITH PASSWORD E'hunter2-secret';\n\
+                      \n\
+                      initdb: error: removing data directory\n\
+                      echoed hunter2-secret\n";
+        let shown = shown_output(output, "hunter2-secret");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("ALTER USER"), "{shown}");
+        assert!(shown.contains("initdb: error: removing data directory"), "{shown}");
+        assert!(shown.contains("echoed ***"), "{shown}");
+    }
 }
