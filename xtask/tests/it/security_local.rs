@@ -327,3 +327,33 @@ fn docker_admin_password_is_generated_and_the_old_default_rotated() {
     assert!(!admin_login(attacker.command(PSQL), fresh.port, "postgres").status.success());
     fresh.admin().batch_execute("SELECT 1").unwrap();
 }
+
+/// A rotation killed half-way leaves the new password on file with the old one beside it, the
+/// server having either: the next setup logs in with whichever works and finishes the rotation.
+#[test]
+fn interrupted_rotation_never_locks_the_admin_out() {
+    let mut p = Project::new("native");
+    p.set("XTASK_PASSWORD", "postgres");
+    p.ok(&["setup"]);
+    p.unset("XTASK_PASSWORD");
+    let file = p.data_dir().join(".xtask-credentials.toml");
+    let new = crate::harness::random_password();
+    let half_done = format!("[admin]\npassword = \"{new}\"\nprevious = \"postgres\"\n");
+
+    // Killed before the server got the new password: it still has `postgres`.
+    std::fs::write(&file, &half_done).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (_, err) = p.ok_err(&["setup"]);
+    contains(&err, "it now has a generated one");
+    assert_eq!(p.generated_admin_password().as_deref(), Some(new.as_str()));
+    assert!(!std::fs::read_to_string(&file).unwrap().contains("previous"), "the fallback is dropped");
+    p.admin().batch_execute("SELECT 1").unwrap();
+
+    // Killed after the server got it, before the file dropped the fallback.
+    std::fs::write(&file, &half_done).unwrap();
+    let (_, err) = p.ok_err(&["setup"]);
+    assert!(!err.contains("generated one"), "nothing left to rotate: {err}");
+    assert!(!std::fs::read_to_string(&file).unwrap().contains("previous"), "the fallback is dropped");
+    p.admin().batch_execute("SELECT 1").unwrap();
+    assert!(!admin_login(as_postgres(PSQL), p.port, "postgres").status.success());
+}
