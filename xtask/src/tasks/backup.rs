@@ -250,8 +250,10 @@ fn backups_dir(root: &Path) -> Result<PathBuf> {
     let dir = root.join(DIR);
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     let ignore = dir.join(".gitignore");
-    if !ignore.exists() {
-        std::fs::write(&ignore, "# Database backups written by `cargo xtask backup`: never committed.\n*\n")
+    if std::fs::symlink_metadata(&ignore).is_err() {
+        use std::io::Write;
+        crate::fsafe::create_new(&ignore, 0o644)?
+            .write_all(b"# Database backups written by `cargo xtask backup`: never committed.\n*\n")
             .with_context(|| format!("write {}", ignore.display()))?;
     }
     Ok(dir)
