@@ -99,7 +99,8 @@ pub struct Config {
     pub port: u16,
     pub image: String,
     pub user: String,
-    pub password: String,
+    /// The admin password the user chose; `None`: the native and docker engines generate one.
+    pub password: Option<String>,
     pub default_branches: Vec<String>,
     pub data_dir: PathBuf,
     pub database_url: Option<String>,
@@ -115,7 +116,6 @@ pub struct Config {
 pub const DEFAULT_PORT: u16 = 5433;
 pub const DEFAULT_IMAGE: &str = "postgres:17";
 const DEFAULT_USER: &str = "postgres";
-const DEFAULT_PASSWORD: &str = "postgres";
 
 impl Config {
     /// Reads `<root>/Cargo.toml` and the environment.
@@ -128,7 +128,7 @@ impl Config {
         let workspace_declarations = file.databases.take().unwrap_or_default();
         let default_database = file.default_database.take();
         refuse_non_utf8_settings(std::env::vars_os())?;
-        let mut config = resolve(file, root, &|key| std::env::var(key).ok().filter(|v| !v.is_empty()))?;
+        let mut config = resolve(file, root, &|key| std::env::var(key).ok())?;
         let mut declared: Vec<Declared> = workspace_declarations
             .into_iter()
             .map(|declaration| Declared { file: "Cargo.toml".into(), text: &text, declaration })
@@ -247,11 +247,20 @@ fn check_port(port: u16) -> Result<(), String> {
     if port == 0 { Err("expected a port number from 1 to 65535".into()) } else { Ok(()) }
 }
 
+/// The admin user goes to initdb, the container's POSTGRES_USER and URLs: a plain identifier only.
 fn check_user(user: &str) -> Result<(), String> {
-    if user.is_empty() || user.contains('\0') {
-        Err(format!("{:?} is not a valid role name", naming::clip(user)))
-    } else {
+    let mut chars = user.chars();
+    let plain = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && user.len() <= 63;
+    if plain {
         Ok(())
+    } else {
+        Err(format!(
+            "{:?} is not a valid admin user name: use ASCII letters, digits and `_`, starting with a letter \
+             or `_`, at most 63 bytes (for example `postgres`)",
+            naming::clip(user)
+        ))
     }
 }
 
@@ -283,7 +292,10 @@ fn from_env(
     Ok(value)
 }
 
-fn resolve(file: FileConfig, root: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config> {
+/// `raw_env`: the environment as it is; an empty variable counts as unset, but for XTASK_PORT, where
+/// an empty value (`XTASK_PORT=$UNSET_VAR`) would silently pick the default port (another server).
+fn resolve(file: FileConfig, root: &Path, raw_env: &dyn Fn(&str) -> Option<String>) -> Result<Config> {
+    let env = |key: &str| raw_env(key).filter(|v| !v.is_empty());
     let project = match from_env("XTASK_PROJECT", env("XTASK_PROJECT"), check_project)? {
         Some(name) => name,
         None => match file.project {
@@ -301,7 +313,7 @@ fn resolve(file: FileConfig, root: &Path, env: &dyn Fn(&str) -> Option<String>) 
         })?,
         None => file.engine.unwrap_or(EngineKind::Auto),
     };
-    let port = match env("XTASK_PORT") {
+    let port = match raw_env("XTASK_PORT") {
         Some(text) => text
             .parse::<u16>()
             .ok()
@@ -316,8 +328,7 @@ fn resolve(file: FileConfig, root: &Path, env: &dyn Fn(&str) -> Option<String>) 
         .map_err(|_| {
             anyhow::anyhow!("XTASK_PASSWORD contains a NUL or newline character, which Postgres cannot store")
         })?
-        .or(file.password.map(Spanned::into_inner))
-        .unwrap_or(DEFAULT_PASSWORD.into());
+        .or(file.password.map(Spanned::into_inner));
     let default_branches =
         file.default_branches.map_or_else(|| vec!["main".into(), "master".into()], Spanned::into_inner);
     let data_dir = match env("XTASK_DATA_DIR").map(PathBuf::from).or(file.data_dir) {
@@ -496,15 +507,21 @@ role = "legacy_app"
             ("[workspace.metadata.xtask]\nproject = \"\"\n", "line 2, column 11: `project`"),
             ("[workspace.metadata.xtask]\nport = 0\n", "line 2, column 8: `port`"),
             ("[workspace.metadata.xtask]\nuser = \"\"\n", "line 2, column 8: `user`"),
+            ("[workspace.metadata.xtask]\nuser = \"a'b\"\n", "line 2, column 8: `user`"),
             ("[workspace.metadata.xtask]\ndefault-branches = []\n", "line 2, column 20: `default-branches`"),
             ("[workspace.metadata.xtask\n", "line 1"),
         ] {
             let msg = format!("{:#}", load(toml, &[("XTASK_DATA_DIR", "/d")]).unwrap_err());
             assert!(msg.contains(needle), "{toml:?}: {msg}");
         }
-        for (key, value) in
-            [("XTASK_PORT", "abc"), ("XTASK_PORT", "0"), ("XTASK_ENGINE", "x"), ("XTASK_PROJECT", "A B")]
-        {
+        for (key, value) in [
+            ("XTASK_PORT", "abc"),
+            ("XTASK_PORT", "0"),
+            ("XTASK_PORT", ""),
+            ("XTASK_ENGINE", "x"),
+            ("XTASK_PROJECT", "A B"),
+            ("XTASK_USER", "x\"; DROP ROLE y; --"),
+        ] {
             let msg = format!("{:#}", load("", &[(key, value), ("XTASK_DATA_DIR", "/d")]).unwrap_err());
             assert!(msg.contains(key), "{msg}");
         }

@@ -301,14 +301,15 @@ pub fn wait_ready(endpoint: &Endpoint, timeout: Duration, watch: &ReadyWatch) ->
             None => ("connected, but the server did not answer the login within 2 s".to_owned(), false),
         };
         if refused {
-            bail!(
+            return Err(LoginRefused(format!(
                 "the server at {} refused the login: {}\n\
                  The password is set only when the server's data is first created. Set XTASK_PASSWORD \
                  (or `password` in [workspace.metadata.xtask]) to the one it was created with, or run \
                  `cargo xtask teardown` to delete the server and its data and start afresh",
                 endpoint.redacted_url(&endpoint.admin_db),
                 error
-            );
+            ))
+            .into());
         }
         if start.elapsed() >= next_liveness_check {
             next_liveness_check += Duration::from_secs(1);
@@ -341,6 +342,24 @@ pub fn wait_ready(endpoint: &Endpoint, timeout: Duration, watch: &ReadyWatch) ->
         }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(250));
+    }
+}
+
+/// The server answered but refused the login (password or user): an engine may try another password.
+#[derive(Debug)]
+pub struct LoginRefused(String);
+
+impl std::fmt::Display for LoginRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for LoginRefused {}
+
+impl LoginRefused {
+    pub fn is_in(error: &anyhow::Error) -> bool {
+        error.chain().any(|e| e.is::<LoginRefused>())
     }
 }
 

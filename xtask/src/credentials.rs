@@ -1,99 +1,121 @@
-//! The services' login passwords: generated here, kept in `<data dir>/.xtask-credentials.toml`
-//! (mode 0600, shared by every worktree of the project) and printed only by `db-endpoint`.
+//! The services' login passwords, and the admin's on the servers this tool makes: generated here,
+//! kept in `<data dir>/.xtask-credentials.toml` (mode 0600, shared by every worktree of the
+//! project) and printed only by `db-endpoint` and into `.env`.
 //!
 //! The server keeps a SCRAM verifier computed here, so a password never travels in SQL text, where
 //! server logs or `pg_stat_activity` could show it.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 const FILE_NAME: &str = ".xtask-credentials.toml";
+/// Held while the file is read, changed and written, so concurrent runs never lose each other's
+/// passwords.
+const LOCK_NAME: &str = ".xtask-credentials.lock";
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// Files written before the admin entry existed have only `roles`, and still load.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    admin: Option<AdminSecret>,
     #[serde(default)]
     roles: BTreeMap<String, String>,
 }
 
+/// The admin's generated password; `previous` is kept until the server is known to have
+/// `password` (a rotation killed half-way must not lock the admin out).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSecret {
+    pub password: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
+}
+
 pub struct Credentials {
     path: PathBuf,
-    roles: BTreeMap<String, String>,
+    file: File,
 }
 
 impl Credentials {
     pub fn load(data_dir: &Path) -> Result<Credentials> {
         let path = data_dir.join(FILE_NAME);
-        let roles = match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                let file: File =
-                    toml::from_str(&text).map_err(|e| anyhow::anyhow!("{e}")).with_context(|| {
-                        format!(
-                            "{} is damaged; delete it and run `cargo xtask setup`, which gives the roles new \
-                         passwords",
-                            path.display()
-                        )
-                    })?;
-                file.roles
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
-        };
-        Ok(Credentials { path, roles })
+        Ok(Credentials { file: read(&path)?, path })
     }
 
     pub fn password(&self, role: &str) -> Option<&str> {
-        self.roles.get(role).map(String::as_str)
+        self.file.roles.get(role).map(String::as_str)
+    }
+
+    pub fn admin(&self) -> Option<&AdminSecret> {
+        self.file.admin.as_ref()
+    }
+
+    /// Records the admin's password (and the one it replaces, until the server has the new one).
+    pub fn set_admin(&mut self, secret: AdminSecret) -> Result<()> {
+        self.change(|file| file.admin = Some(secret))
     }
 
     /// Generates, records and saves a new password for `role`.
     pub fn renew(&mut self, role: &str) -> Result<String> {
         let password = generate_password()?;
-        self.roles.insert(role.to_owned(), password.clone());
-        self.save()?;
+        let recorded = password.clone();
+        self.change(|file| {
+            file.roles.insert(role.to_owned(), recorded);
+        })?;
         Ok(password)
     }
 
     pub fn forget(&mut self, role: &str) -> Result<()> {
-        if self.roles.remove(role).is_some() {
-            self.save()?;
+        if self.file.roles.contains_key(role) {
+            self.change(|file| {
+                file.roles.remove(role);
+            })?;
         }
         Ok(())
     }
 
-    /// Written to a 0600 temporary file, then renamed over the old one: never readable by others,
-    /// never half-written.
-    fn save(&self) -> Result<()> {
+    /// Under the lock: the file as it is now, changed, written to a 0600 temporary file and renamed
+    /// over the old one (never readable by others, never half-written, never through a link).
+    fn change(&mut self, edit: impl FnOnce(&mut File)) -> Result<()> {
         let dir = self.path.parent().expect("the credentials file is inside the data directory");
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-        let text = toml::to_string(&File { roles: self.roles.clone() })?;
-        let temporary = self.path.with_extension(format!("tmp{}", std::process::id()));
-        let written = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temporary)
-            .and_then(|mut file| {
-                file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-                file.write_all(text.as_bytes())?;
-                file.sync_all()
-            })
-            .and_then(|()| std::fs::rename(&temporary, &self.path));
-        if written.is_err() {
-            let _ = std::fs::remove_file(&temporary);
-        }
-        written.with_context(|| format!("write {}", self.path.display()))
+        let _lock = crate::os::exclusive_lock(&dir.join(LOCK_NAME))?;
+        let mut file = read(&self.path)?;
+        edit(&mut file);
+        let text = toml::to_string(&file)?;
+        crate::fsafe::write_atomically(&self.path, text.as_bytes(), 0o600)?;
+        self.file = file;
+        Ok(())
     }
+}
+
+fn read(path: &Path) -> Result<File> {
+    let text = match crate::fsafe::open_read(path, crate::fsafe::euid()) {
+        Ok(mut opened) => {
+            let mut text = String::new();
+            opened.read_to_string(&mut text).with_context(|| format!("read {}", path.display()))?;
+            text
+        }
+        Err(_) if std::fs::symlink_metadata(path).is_err() => return Ok(File::default()),
+        Err(e) => return Err(e),
+    };
+    toml::from_str(&text).map_err(|e| anyhow::anyhow!("{e}")).with_context(|| {
+        format!(
+            "{} is damaged; delete it and run `cargo xtask setup`, which gives the roles new passwords",
+            path.display()
+        )
+    })
 }
 
 /// Deletes the file (teardown); a missing one is fine.
 pub fn remove(data_dir: &Path) -> Result<()> {
+    let _ = std::fs::remove_file(data_dir.join(LOCK_NAME));
     match std::fs::remove_file(data_dir.join(FILE_NAME)) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             Err(e).with_context(|| format!("delete {}", data_dir.join(FILE_NAME).display()))
@@ -103,7 +125,7 @@ pub fn remove(data_dir: &Path) -> Result<()> {
 }
 
 /// 128 random bits as 32 hex digits: safe in URLs, shells and `.env` files without quoting.
-fn generate_password() -> Result<String> {
+pub fn generate_password() -> Result<String> {
     random_hex(16)
 }
 
@@ -121,6 +143,7 @@ pub fn random_hex(bytes: usize) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn saved_private_and_reloaded() {
@@ -137,6 +160,23 @@ mod tests {
         let mut reloaded = reloaded;
         reloaded.forget("a").unwrap();
         assert_eq!(Credentials::load(dir.path()).unwrap().password("a"), None);
+    }
+
+    #[test]
+    fn admin_entry_kept_beside_roles_and_old_files_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE_NAME), "[roles]\napp = \"abc\"\n").unwrap();
+        let mut credentials = Credentials::load(dir.path()).unwrap();
+        assert_eq!((credentials.password("app"), credentials.admin()), (Some("abc"), None));
+        let secret = AdminSecret { password: "new".into(), previous: Some("postgres".into()) };
+        credentials.set_admin(secret.clone()).unwrap();
+        // Another run that loaded the file before the admin entry was written keeps it.
+        let mut stale = Credentials { path: dir.path().join(FILE_NAME), file: File::default() };
+        stale.renew("other").unwrap();
+        let reloaded = Credentials::load(dir.path()).unwrap();
+        assert_eq!(reloaded.admin(), Some(&secret));
+        assert_eq!(reloaded.password("app"), Some("abc"));
+        assert!(reloaded.password("other").is_some());
     }
 
     #[test]

@@ -1,8 +1,7 @@
 //! `.env` rewritten in place: our keys' values updated or appended, every other byte kept, the file
 //! made its owner's only.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -150,24 +149,8 @@ fn check_reads_back(text: &str, vars: &[(&str, String)]) -> Result<()> {
 /// Replaces `target` through a 0600 scratch file beside it, so a failure leaves the old content
 /// whole. The target keeps its mode; a new one gets `new_mode`.
 pub fn write_atomically(target: &Path, content: &[u8], new_mode: u32) -> Result<()> {
-    let dir = target.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = target.file_name().with_context(|| format!("{} has no file name", target.display()))?;
-    let scratch = dir.join(format!(".{}.{}.xtask-tmp", name.to_string_lossy(), std::process::id()));
     let mode = std::fs::metadata(target).map(|m| m.permissions().mode() & 0o7777).unwrap_or(new_mode);
-    let _ = std::fs::remove_file(&scratch);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&scratch)
-        .with_context(|| format!("create {}", scratch.display()))?;
-    file.write_all(content)?;
-    file.set_permissions(std::fs::Permissions::from_mode(mode))?;
-    drop(file);
-    std::fs::rename(&scratch, target).inspect_err(|_| {
-        let _ = std::fs::remove_file(&scratch);
-    })?;
-    Ok(())
+    crate::fsafe::write_atomically(target, content, mode)
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ mod credentials;
 mod dotenv;
 mod engine;
 mod flags;
+mod fsafe;
 mod git;
 mod locks;
 mod maintenance;

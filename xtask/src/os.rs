@@ -23,12 +23,8 @@ pub fn user_ids(name: &str) -> Option<(u32, u32)> {
 pub fn exclusive_lock(path: &std::path::Path) -> anyhow::Result<std::fs::File> {
     use anyhow::Context;
     use std::os::fd::AsRawFd;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .with_context(|| format!("open {}", path.display()))?;
+    // Never through a planted link, never someone else's file.
+    let file = crate::fsafe::open_kept(path)?;
     // SAFETY: flock on a descriptor we own.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
         return Err(std::io::Error::last_os_error()).with_context(|| format!("lock {}", path.display()));

@@ -143,7 +143,8 @@ impl DockerDaemon {
     }
 
     fn start() -> Result<DockerDaemon> {
-        let log = std::fs::File::create(DOCKERD_LOG).with_context(|| format!("create {DOCKERD_LOG}"))?;
+        // In /tmp, where anyone may have left a link by that name: replaced, never followed.
+        let log = crate::fsafe::create_replacing(std::path::Path::new(DOCKERD_LOG), 0o600)?;
         let log_err = log.try_clone().with_context(|| format!("open {DOCKERD_LOG}"))?;
         eprintln!("provision: starting dockerd (log: {DOCKERD_LOG})");
         // Its own process group: a Ctrl-C at the terminal reaches only us, and dropping the daemon

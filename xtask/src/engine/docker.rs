@@ -10,10 +10,11 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 use xshell::{Shell, cmd};
 
+use super::admin_password::AdminPassword;
 use super::{ClientProgram, ClientTool, Engine, NEXT_SETUP, NEXT_UP, ServerState, Status, UpOutcome, tail};
 use crate::config::{Config, EngineKind};
-use crate::conn::{Endpoint, ReadyWatch, wait_ready};
-use crate::os;
+use crate::conn::{Endpoint, LoginRefused, ReadyWatch, wait_ready};
+use crate::{fsafe, os};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 const PROJECT_LABEL: &str = "xtask.project";
@@ -32,6 +33,7 @@ pub struct Docker {
     image: String,
     port: u16,
     endpoint: Endpoint,
+    admin: AdminPassword,
     /// Where the lock that serialises `up` between processes lives.
     lock_dir: PathBuf,
 }
@@ -50,6 +52,7 @@ impl Docker {
             "the docker engine needs the Docker CLI (`docker`), which is not on PATH: install Docker \
              Engine or Docker Desktop, or use the native engine (XTASK_ENGINE=native)",
         )?;
+        let admin = AdminPassword::choose(config, config.data_dir.join(VOLUME_MARKER).exists())?;
         Ok(Docker {
             sh: Shell::new()?,
             project: config.project.clone(),
@@ -57,7 +60,8 @@ impl Docker {
             volume: format!("{}-pgdata", config.project),
             image: config.image.clone(),
             port: config.port,
-            endpoint: Endpoint::local(config.port, &config.user, &config.password),
+            endpoint: Endpoint::local(config.port, &config.user, admin.first()),
+            admin,
             lock_dir: config.data_dir.clone(),
         })
     }
@@ -208,7 +212,7 @@ impl Docker {
         )
     }
 
-    fn create(&self) -> Result<()> {
+    fn create(&mut self) -> Result<()> {
         let mount = data_mount(self.image_major()?);
         self.ensure_port_free()?;
         self.refuse_foreign_volume()?;
@@ -230,6 +234,8 @@ impl Docker {
             self.docker(&["volume", "create", "--label", &label, volume])?;
         }
         self.mark_volume()?;
+        // The container's POSTGRES_PASSWORD is the password on file: generated, saved first.
+        self.admin.save_before_create()?;
         eprintln!("creating container {} from {}", self.container, self.image);
         let label = format!("{PROJECT_LABEL}={}", self.project);
         let user = format!("POSTGRES_USER={}", self.endpoint.user);
@@ -281,7 +287,9 @@ impl Docker {
         if !marker.exists() {
             std::fs::create_dir_all(&self.lock_dir)
                 .with_context(|| format!("create {}", self.lock_dir.display()))?;
-            std::fs::write(&marker, format!("{}\n", self.volume))
+            fsafe::check_dir(&self.lock_dir, fsafe::euid(), "the data directory")?;
+            let mut file = fsafe::create_new(&marker, 0o644)?;
+            file.write_all(format!("{}\n", self.volume).as_bytes())
                 .with_context(|| format!("write {}", marker.display()))?;
         }
         Ok(())
@@ -303,7 +311,22 @@ impl Docker {
         }
     }
 
-    fn wait(&self) -> Result<()> {
+    /// Waits until the server accepts the admin login; a refused login is tried again with the
+    /// password a half-done rotation replaced, which is then the one used.
+    fn wait(&mut self) -> Result<()> {
+        let result = self.wait_with(&self.endpoint);
+        match (result, self.admin.fallback()) {
+            (Err(error), Some(previous)) if LoginRefused::is_in(&error) => {
+                let login = Endpoint { password: previous.to_owned(), ..self.endpoint.clone() };
+                self.wait_with(&login)?;
+                self.endpoint = login;
+                Ok(())
+            }
+            (result, _) => result,
+        }
+    }
+
+    fn wait_with(&self, login: &Endpoint) -> Result<()> {
         let watch = ReadyWatch {
             died: &|| match self.inspect() {
                 Ok(Some(c)) if c.status == "running" => None,
@@ -313,21 +336,18 @@ impl Docker {
             },
             log_tail: &|| self.logs_tail(),
         };
-        wait_ready(&self.endpoint, READY_TIMEOUT, &watch)
-    }
-}
-
-impl Engine for Docker {
-    fn kind(&self) -> EngineKind {
-        EngineKind::Docker
+        wait_ready(login, READY_TIMEOUT, &watch)
     }
 
-    fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
-    }
-
-    fn up(&self) -> Result<UpOutcome> {
-        if let Some(running) = self.inspect()?.filter(|c| c.status == "running") {
+    /// Brings the container up; `up` then settles the admin password.
+    fn bring_up(&mut self) -> Result<UpOutcome> {
+        let found = self.inspect()?;
+        if self.admin.is_fresh() && (found.is_some() || self.volume_is_ours()? == Some(true)) {
+            // A container or volume made before the marker existed, with the old default password.
+            self.admin.server_found();
+            self.endpoint.password = self.admin.first().to_owned();
+        }
+        if let Some(running) = found.filter(|c| c.status == "running") {
             self.check_ours(&running)?;
             self.wait()?;
             self.mark_volume()?;
@@ -336,6 +356,7 @@ impl Engine for Docker {
         // Worktrees running setup at once: one creates or starts the container, the others wait.
         std::fs::create_dir_all(&self.lock_dir)
             .with_context(|| format!("create {}", self.lock_dir.display()))?;
+        fsafe::check_dir(&self.lock_dir, fsafe::euid(), "the data directory")?;
         let _lock = os::exclusive_lock(&self.lock_dir.join(".xtask-docker.lock"))?;
         let outcome = match self.inspect()? {
             None => {
@@ -367,6 +388,23 @@ impl Engine for Docker {
         };
         self.wait()?;
         self.mark_volume()?;
+        Ok(outcome)
+    }
+}
+
+impl Engine for Docker {
+    fn kind(&self) -> EngineKind {
+        EngineKind::Docker
+    }
+
+    fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    fn up(&mut self) -> Result<UpOutcome> {
+        let outcome = self.bring_up()?;
+        let server = format!("container {}", self.container);
+        self.admin.settle(&mut self.endpoint, &server)?;
         Ok(outcome)
     }
 

@@ -34,7 +34,7 @@ impl Engine for External {
         &self.endpoint
     }
 
-    fn up(&self) -> Result<UpOutcome> {
+    fn up(&mut self) -> Result<UpOutcome> {
         let watch = ReadyWatch { died: &|| None, log_tail: &String::new };
         wait_ready(&self.endpoint, READY_TIMEOUT, &watch).map(|()| UpOutcome::AlreadyRunning).with_context(
             || {

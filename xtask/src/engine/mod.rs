@@ -1,5 +1,6 @@
 //! Where the PostgreSQL server comes from: one trait, three engines, and `auto` choosing between them.
 
+mod admin_password;
 mod docker;
 mod external;
 mod native;
@@ -140,7 +141,7 @@ pub trait Engine {
     fn endpoint(&self) -> &Endpoint;
     /// Creates the server when absent, starts it when stopped, and returns once it accepts
     /// connections; does nothing to a running server with the right settings.
-    fn up(&self) -> Result<UpOutcome>;
+    fn up(&mut self) -> Result<UpOutcome>;
     /// Stops the server, keeping its data.
     fn down(&self) -> Result<()>;
     fn status(&self) -> Result<Status>;
@@ -158,17 +159,17 @@ pub fn select(ctx: &Ctx) -> Result<Box<dyn Engine>> {
     let config = &ctx.config;
     let native_wanted = matches!(config.engine, EngineKind::Native | EngineKind::Auto);
     if ctx.provision && native_wanted && !docker::engine_answers() {
-        let native = native::Native::new(config);
+        let native = native::Native::new(config)?;
         if !native.binaries_found() {
             crate::provision::install_postgresql()?;
         }
     }
     Ok(match config.engine {
         EngineKind::Docker => Box::new(docker::Docker::new(config)?),
-        EngineKind::Native => Box::new(native::Native::new(config)),
+        EngineKind::Native => Box::new(native::Native::new(config)?),
         EngineKind::External => Box::new(external::External::new(config)?),
         EngineKind::Auto => {
-            let native = native::Native::new(config);
+            let native = native::Native::new(config)?;
             if native.is_running() {
                 Box::new(native)
             } else if docker::engine_answers() || docker::used_here(config) {

@@ -2,20 +2,22 @@
 //!
 //! One cluster per project per machine (in the data directory), shared by every worktree. PostgreSQL
 //! refuses to run as root, so as root every server binary runs as the `postgres` system user, which
-//! owns the data directory.
+//! owns the cluster's own directory (`pgdata`, its server log inside) and nothing else: the data
+//! directory, where root writes its lock, marker and credentials, stays root's (see fsafe.rs).
 
 use std::ffi::OsString;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+use super::admin_password::{self, AdminPassword};
 use super::{ClientProgram, ClientTool, Engine, NEXT_SETUP, NEXT_UP, ServerState, Status, UpOutcome, tail};
 use crate::config::{Config, EngineKind};
-use crate::conn::{Endpoint, ReadyWatch, wait_ready};
-use crate::os;
+use crate::conn::{Endpoint, LoginRefused, ReadyWatch, wait_ready};
+use crate::{fsafe, os};
 
 pub const INSTALL_HINT: &str = "  Debian/Ubuntu: sudo apt-get install postgresql\n  \
                                 Fedora: sudo dnf install postgresql-server\n  \
@@ -24,6 +26,11 @@ pub const INSTALL_HINT: &str = "  Debian/Ubuntu: sudo apt-get install postgresql
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Marks a data directory as made by this tool, so it is never confused with someone else's folder.
 const DIR_MARKER: &str = ".xtask-data-dir";
+const MARKER_TEXT: &str = "data directory of an xtask native PostgreSQL cluster\n";
+/// The server log; inside pgdata, where the server's user may write (the data directory is root's).
+const LOG_NAME: &str = "server.log";
+/// Where earlier versions kept the server log, in the data directory itself.
+const OLD_LOG_NAME: &str = "server.log";
 
 pub struct Native {
     dir: PathBuf,
@@ -31,6 +38,7 @@ pub struct Native {
     log: PathBuf,
     port: u16,
     endpoint: Endpoint,
+    admin: AdminPassword,
 }
 
 /// A directory holding `initdb` and `pg_ctl` of one major version.
@@ -40,15 +48,22 @@ struct Binaries {
 }
 
 impl Native {
-    pub fn new(config: &Config) -> Native {
+    pub fn new(config: &Config) -> Result<Native> {
         let dir = config.data_dir.clone();
-        Native {
-            pgdata: dir.join("pgdata"),
-            log: dir.join("server.log"),
+        let pgdata = dir.join("pgdata");
+        // Before anything in the data directory is read: by any command, not only `up`.
+        if let Some((uid, _)) = run_as_user_if_any() {
+            reclaim_old_layout(&dir, uid)?;
+        }
+        let admin = AdminPassword::choose(config, pgdata.join("PG_VERSION").exists())?;
+        Ok(Native {
+            log: pgdata.join(LOG_NAME),
+            pgdata,
             dir,
             port: config.port,
-            endpoint: Endpoint::local(config.port, &config.user, &config.password),
-        }
+            endpoint: Endpoint::local(config.port, &config.user, admin.first()),
+            admin,
+        })
     }
 
     pub fn is_running(&self) -> bool {
@@ -217,44 +232,47 @@ impl Native {
             .with_context(|| format!("run {}", bins.dir.join(program).display()))?;
         let text = String::from_utf8_lossy(&output.stdout).into_owned();
         if !output.status.success() {
-            bail!("{program} failed ({}):\n{}", output.status, text.trim_end());
+            bail!("{program} failed ({}):\n{}", output.status, shown_output(&text, &self.endpoint.password));
         }
         Ok(text)
     }
 
     /// Makes the data directory ours: created here, or already carrying our marker, or empty. A
-    /// directory holding anything else (say `XTASK_DATA_DIR=/tmp`) is refused, never re-owned.
+    /// directory holding anything else (say `XTASK_DATA_DIR=/tmp`) is refused, never re-owned; so is
+    /// one another user owns or may write in (someone could have made it, marker and all, to plant
+    /// links where this tool writes).
     fn claim_dir(&self) -> Result<()> {
+        let server_user = run_as_user()?;
         let marker = self.dir.join(DIR_MARKER);
-        if marker.exists() {
-            return Ok(());
-        }
-        if self.cluster_major().is_some() {
-            // A cluster laid out by an earlier version of this tool, before the marker existed.
-            std::fs::write(&marker, "data directory of an xtask native PostgreSQL cluster\n")?;
-            return Ok(());
-        }
+        let ours = std::fs::symlink_metadata(&marker).is_ok() || self.cluster_major().is_some();
         // Our own lock files (the docker engine keeps its lock here too) do not count.
         let occupied = std::fs::read_dir(&self.dir).is_ok_and(|entries| {
             entries.flatten().any(|e| !e.file_name().to_string_lossy().starts_with(".xtask"))
         });
-        if occupied {
+        if !ours && occupied {
             bail!(
                 "the data directory {} already holds other files: the native engine keeps its cluster in a \
                  directory of its own. Choose a new or empty one with XTASK_DATA_DIR or `data-dir`",
                 self.dir.display()
             );
         }
+        fsafe::check_dir(&self.dir, fsafe::euid(), "the data directory")?;
+        if std::fs::symlink_metadata(&marker).is_ok() {
+            return Ok(());
+        }
+        if ours {
+            // A cluster laid out by an earlier version of this tool, before the marker existed.
+            return write_marker(&marker);
+        }
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("create the data directory {}", self.dir.display()))?;
-        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))?;
-        if let Some((uid, gid)) = run_as_user()? {
-            std::os::unix::fs::chown(&self.dir, Some(uid), Some(gid))
-                .with_context(|| format!("give {} to the postgres user", self.dir.display()))?;
+        // As root the server's user only needs to pass through, to its own pgdata below.
+        let mode = if server_user.is_some() { 0o711 } else { 0o700 };
+        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(mode))?;
+        if server_user.is_some() {
             check_reachable_by_others(&self.dir)?;
         }
-        std::fs::write(&marker, "data directory of an xtask native PostgreSQL cluster\n")?;
-        Ok(())
+        write_marker(&marker)
     }
 
     /// Serialises up, down and teardown between processes (worktrees running setup at once).
@@ -263,14 +281,26 @@ impl Native {
     }
 
     /// initdb into a scratch directory renamed into place, so a crash never leaves half a cluster.
-    fn init(&self, bins: &Binaries) -> Result<()> {
+    fn init(&mut self, bins: &Binaries) -> Result<()> {
         eprintln!("creating a PostgreSQL {} cluster in {}", bins.major, self.pgdata.display());
         let scratch = self.dir.join("pgdata.init");
-        if scratch.exists() {
-            std::fs::remove_dir_all(&scratch)?;
+        if std::fs::symlink_metadata(&scratch).is_ok() {
+            std::fs::remove_dir_all(&scratch).or_else(|_| std::fs::remove_file(&scratch))?;
         }
+        // initdb as the server's user fills an empty directory it owns; it could not create one
+        // in root's data directory.
+        let server_user = run_as_user()?;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&scratch)
+            .with_context(|| format!("create {}", scratch.display()))?;
+        if let Some((uid, gid)) = server_user {
+            std::os::unix::fs::chown(&scratch, Some(uid), Some(gid))
+                .with_context(|| format!("give {} to the postgres user", scratch.display()))?;
+        }
+        self.admin.save_before_create()?;
         let password_file = self.dir.join("initdb.pw");
-        write_private(&password_file, &self.endpoint.password)?;
+        write_private(&password_file, &self.endpoint.password, server_user)?;
         let result = self.run(
             bins,
             "initdb",
@@ -290,12 +320,13 @@ impl Native {
         result.context("initialise the cluster")?;
         let conf = "\n# Added by xtask: TCP on loopback only, no Unix socket to collide with a system server.\n\
                     listen_addresses = '127.0.0.1'\nunix_socket_directories = ''\n";
-        append(&scratch.join("postgresql.conf"), conf)?;
+        let owner = server_user.map_or_else(fsafe::euid, |(uid, _)| uid);
+        fsafe::append(&scratch.join("postgresql.conf"), owner, conf)?;
         std::fs::rename(&scratch, &self.pgdata).context("move the new cluster into place")?;
         Ok(())
     }
 
-    fn start(&self, bins: &Binaries) -> Result<()> {
+    fn start(&mut self, bins: &Binaries) -> Result<()> {
         if let Some(holder) = os::port_holder(self.port) {
             bail!(
                 "port {} on 127.0.0.1 is taken by {holder}: stop it, or choose a free port with \
@@ -322,7 +353,7 @@ impl Native {
     }
 
     /// Waits for a server that is (or was) running, on the configured port.
-    fn wait_running(&self) -> Result<()> {
+    fn wait_running(&mut self) -> Result<()> {
         if let Some((pid, port)) = self.running_pid_and_port()
             && port != self.port
         {
@@ -336,30 +367,49 @@ impl Native {
         self.wait()
     }
 
-    fn wait(&self) -> Result<()> {
+    /// Waits until the server accepts the admin login; a refused login is tried again with the
+    /// password a half-done rotation replaced, which is then the one used.
+    fn wait(&mut self) -> Result<()> {
+        let result = self.wait_with(&self.endpoint);
+        match (result, self.admin.fallback()) {
+            (Err(error), Some(previous)) if LoginRefused::is_in(&error) => {
+                let login = Endpoint { password: previous.to_owned(), ..self.endpoint.clone() };
+                self.wait_with(&login)?;
+                self.endpoint = login;
+                Ok(())
+            }
+            (result, _) => result,
+        }
+    }
+
+    fn wait_with(&self, login: &Endpoint) -> Result<()> {
         let watch = ReadyWatch {
             died: &|| (!self.is_running()).then(|| "the postgres process exited".to_owned()),
             log_tail: &|| self.log_tail(),
         };
-        wait_ready(&self.endpoint, READY_TIMEOUT, &watch)
+        wait_ready(login, READY_TIMEOUT, &watch)
     }
 
+    /// Read without following links, and only when the server's user wrote it: as root, the
+    /// server's user could otherwise make root show any file here.
     fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        format!("server log {} (last lines):\n{}", self.log.display(), tail(&text, 15))
+        use std::io::Read;
+        let owner = run_as_user().ok().flatten().map_or_else(fsafe::euid, |(uid, _)| uid);
+        let mut text = String::new();
+        let read = fsafe::open_read(&self.log, owner).and_then(|mut file| {
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes)?;
+            text = String::from_utf8_lossy(&bytes).into_owned();
+            Ok(())
+        });
+        match read {
+            Ok(()) => format!("server log {} (last lines):\n{}", self.log.display(), tail(&text, 15)),
+            Err(error) => format!("server log {}: {error:#}", self.log.display()),
+        }
     }
-}
 
-impl Engine for Native {
-    fn kind(&self) -> EngineKind {
-        EngineKind::Native
-    }
-
-    fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
-    }
-
-    fn up(&self) -> Result<UpOutcome> {
+    /// Brings the server up; `up` then settles the admin password.
+    fn bring_up(&mut self) -> Result<UpOutcome> {
         if self.is_running() && self.wait_running().is_ok() {
             return Ok(UpOutcome::AlreadyRunning);
         }
@@ -387,6 +437,26 @@ impl Engine for Native {
             UpOutcome::Started
         };
         self.start(&bins)?;
+        Ok(outcome)
+    }
+}
+
+impl Engine for Native {
+    fn kind(&self) -> EngineKind {
+        EngineKind::Native
+    }
+
+    fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    fn up(&mut self) -> Result<UpOutcome> {
+        if self.admin.is_configured() {
+            admin_password::warn_if_weak(&self.endpoint.password, &self.endpoint.user, &self.dir);
+        }
+        let outcome = self.bring_up()?;
+        let server = format!("the cluster in {}", self.pgdata.display());
+        self.admin.settle(&mut self.endpoint, &server)?;
         Ok(outcome)
     }
 
@@ -456,7 +526,8 @@ impl Engine for Native {
                     .with_context(|| format!("delete {}", leftover.display()))?;
             }
         }
-        for file in [&self.log, &self.dir.join(DIR_MARKER), &self.dir.join(".xtask.lock")] {
+        for file in [&self.dir.join(OLD_LOG_NAME), &self.dir.join(DIR_MARKER), &self.dir.join(".xtask.lock")]
+        {
             let _ = std::fs::remove_file(file);
         }
         // The directory itself goes only when nothing else is in it.
@@ -487,6 +558,44 @@ fn run_as_user() -> Result<Option<(u32, u32)>> {
     )
 }
 
+/// Earlier versions gave the whole data directory to the `postgres` user, which could then
+/// plant links where root writes. Such a directory (ours: it holds our marker or a cluster)
+/// goes back to root, keeping the cluster; what the server's user could have made beside it
+/// (its server log, links) is removed. A link planted before and left by a kill half-way is
+/// harmless: every file here is opened without following links (fsafe.rs).
+fn reclaim_old_layout(dir: &Path, server_uid: u32) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(dir) else { return Ok(()) };
+    let ours = dir.join(DIR_MARKER).exists() || dir.join("pgdata/PG_VERSION").exists();
+    if meta.uid() != server_uid || !ours || meta.mode() & 0o022 != 0 {
+        return Ok(());
+    }
+    std::os::unix::fs::chown(dir, Some(0), Some(0))
+        .with_context(|| format!("give {} back to root", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))?;
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        let Ok(meta) = entry.path().symlink_metadata() else { continue };
+        let planted = meta.file_type().is_symlink() || meta.uid() != fsafe::euid();
+        if planted && !meta.is_dir() {
+            std::fs::remove_file(entry.path())
+                .with_context(|| format!("remove {}, which root did not make", entry.path().display()))?;
+        }
+    }
+    eprintln!(
+        "the data directory {} belonged to the postgres user (as earlier versions made it), who could \
+         plant links where root writes: it is root's now (mode 711); the cluster in pgdata stays the \
+         postgres user's, and its server log is {}",
+        dir.display(),
+        dir.join("pgdata").join(LOG_NAME).display()
+    );
+    Ok(())
+}
+
+/// As root, the `postgres` user when there is one (`run_as_user` says what is missing).
+fn run_as_user_if_any() -> Option<(u32, u32)> {
+    run_as_user().ok().flatten()
+}
+
 /// The `postgres` user must be able to walk down to the data directory.
 fn check_reachable_by_others(dir: &Path) -> Result<()> {
     for ancestor in dir.ancestors().skip(1) {
@@ -503,6 +612,12 @@ fn check_reachable_by_others(dir: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn write_marker(marker: &Path) -> Result<()> {
+    use std::io::Write;
+    let mut file = fsafe::create_new(marker, 0o644)?;
+    file.write_all(MARKER_TEXT.as_bytes()).with_context(|| format!("write {}", marker.display()))
 }
 
 /// What became of the pid a stale postmaster.pid names.
@@ -570,29 +685,31 @@ fn proc_pids() -> Vec<i32> {
     entries.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect()
 }
 
-fn write_private(path: &Path, content: &str) -> Result<()> {
+/// A new 0600 file holding `content`, given to the server's user when there is one.
+fn write_private(path: &Path, content: &str, server_user: Option<(u32, u32)>) -> Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("create {}", path.display()))?;
-    file.write_all(content.as_bytes())?;
-    if let Some((uid, gid)) = run_as_user()? {
-        std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
+    use std::os::fd::AsRawFd;
+    let mut file = fsafe::create_replacing(path, 0o600)?;
+    file.write_all(content.as_bytes()).with_context(|| format!("write {}", path.display()))?;
+    if let Some((uid, gid)) = server_user {
+        // SAFETY: fchown on a descriptor we own: the file we just made, whatever its name is now.
+        if unsafe { libc::fchown(file.as_raw_fd(), uid, gid) } != 0 {
+            return Err(std::io::Error::last_os_error()).with_context(|| format!("chown {}", path.display()));
+        }
     }
     Ok(())
 }
 
-fn append(path: &Path, text: &str) -> Result<()> {
-    use std::io::Write;
-    let mut file = std::fs::OpenOptions::new()
-        .append(true)
-        .open(path)
-        .with_context(|| format!("open {}", path.display()))?;
-    file.write_all(text.as_bytes()).with_context(|| format!("write {}", path.display()))
+/// A server program's output, for an error message: its last lines, without the statements
+/// initdb may echo (they can hold the password) and with the password itself redacted.
+fn shown_output(text: &str, password: &str) -> String {
+    let lines: Vec<String> = text
+        .lines()
+        .filter(|line| !line.to_ascii_uppercase().contains("PASSWORD"))
+        .filter(|line| !line.trim_start().to_ascii_uppercase().starts_with("STATEMENT"))
+        .map(|line| if password.is_empty() { line.to_owned() } else { line.replace(password, "***") })
+        .collect();
+    tail(&lines.join("\n"), 12)
 }
 
 /// Server binary directories: XTASK_PG_BINDIR alone when set; else the one on PATH first, then the
@@ -686,4 +803,24 @@ pub fn find_client(program: &str) -> Result<PathBuf> {
              postgresql-client; Fedora: sudo dnf install postgresql; macOS: brew install libpq)"
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown_output;
+
+    #[test]
+    fn initdb_failures_show_no_statement_and_no_password() {
+        let output = "running bootstrap script ... ok\n\
+                      performing post-bootstrap initialization ... 2026-01-01 FATAL:  syntax error\n\
+                      STATEMENT:  ALTER USER \"a'b\" WITH PASSWORD E'hunter2-secret';\n\
+                      \n\
+                      initdb: error: removing data directory\n\
+                      echoed hunter2-secret\n";
+        let shown = shown_output(output, "hunter2-secret");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("ALTER USER"), "{shown}");
+        assert!(shown.contains("initdb: error: removing data directory"), "{shown}");
+        assert!(shown.contains("echoed ***"), "{shown}");
+    }
 }

@@ -250,8 +250,10 @@ fn backups_dir(root: &Path) -> Result<PathBuf> {
     let dir = root.join(DIR);
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     let ignore = dir.join(".gitignore");
-    if !ignore.exists() {
-        std::fs::write(&ignore, "# Database backups written by `cargo xtask backup`: never committed.\n*\n")
+    if std::fs::symlink_metadata(&ignore).is_err() {
+        use std::io::Write;
+        crate::fsafe::create_new(&ignore, 0o644)?
+            .write_all(b"# Database backups written by `cargo xtask backup`: never committed.\n*\n")
             .with_context(|| format!("write {}", ignore.display()))?;
     }
     Ok(dir)
@@ -259,13 +261,7 @@ fn backups_dir(root: &Path) -> Result<PathBuf> {
 
 /// A new file readable by its owner only: a dump holds the database's data.
 fn create_private(path: &Path) -> Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("create {}", path.display()))
+    crate::fsafe::create_new(path, 0o600)
 }
 
 /// Gives the finished dump its name, `<stem>.dump`, or `<stem>-2.dump` and so on when a backup of

@@ -109,7 +109,7 @@ pub fn ci(ctx: &Ctx, json: bool, long: bool) -> Result<ExitCode> {
         Ok(done)
     });
     pipeline.run("db-up", &[], || {
-        let engine = engine::select(&run_ctx)?;
+        let mut engine = engine::select(&run_ctx)?;
         let outcome = engine.up().context("start the PostgreSQL server")?;
         started_server = outcome != UpOutcome::AlreadyRunning;
         engine_name = engine.kind().name();

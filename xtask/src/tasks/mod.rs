@@ -27,7 +27,7 @@ use crate::workspace::{Ctx, Database};
 use crate::{config::EngineKind, dotenv};
 
 pub fn db_up(ctx: &Ctx) -> Result<()> {
-    let engine = engine::select(ctx)?;
+    let mut engine = engine::select(ctx)?;
     let outcome = engine.up().context("start the PostgreSQL server")?;
     eprintln!(
         "PostgreSQL ({}) {} at {}",
@@ -86,7 +86,7 @@ fn role_spec<'a>(ctx: &'a Ctx, endpoint: &Endpoint, database: &'a Database, role
 /// Returns the variables it wrote to the env file (name, URL with password). `from`: copy that
 /// branch's databases instead of the templates.
 pub fn setup(ctx: &Ctx, from: Option<&str>) -> Result<Vec<(String, String)>> {
-    let engine = engine::select(ctx)?;
+    let mut engine = engine::select(ctx)?;
     let outcome = engine.up().context("start the PostgreSQL server")?;
     let mut changes = Vec::new();
     if outcome != engine::UpOutcome::AlreadyRunning {

@@ -131,7 +131,7 @@ fn working_tree_versions(ctx: &Ctx, database: &crate::workspace::Database) -> Ve
 
 /// The project's server, started when it is not running (the checks need it).
 fn server(ctx: &Ctx) -> Result<Endpoint> {
-    let engine = engine::select(ctx)?;
+    let mut engine = engine::select(ctx)?;
     engine.up().context("start the PostgreSQL server for the migration checks (`cargo xtask db-up`)")?;
     Ok(engine.endpoint().clone())
 }

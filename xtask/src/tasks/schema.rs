@@ -261,7 +261,7 @@ fn declared_databases(ctx: &Ctx, db: Option<&str>) -> Result<Vec<Database>> {
 /// Starts the server when needed, then routes Ctrl-C to dropping the throwaway databases (after
 /// the engine's own child processes, which must not inherit blocked signals).
 fn server(ctx: &Ctx) -> Result<Endpoint> {
-    let engine = engine::select(ctx)?;
+    let mut engine = engine::select(ctx)?;
     engine.up().context("start the PostgreSQL server")?;
     scratch::drop_on_signals();
     Ok(engine.endpoint().clone())

@@ -284,7 +284,7 @@ fn external_engine_backup_and_restore() {
     server.ok(&["db-up"]);
     let admin_url = format!("postgres://postgres:{PASSWORD}@127.0.0.1:{}/postgres", server.port);
     let mut p = project("external");
-    p.port = server.port;
+    p.use_server(&server);
     p.set("XTASK_DATABASE_URL", &admin_url);
     p.ok(&["setup"]);
     scenario(&p, &admin_url);

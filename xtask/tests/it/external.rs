@@ -6,10 +6,10 @@ use crate::harness::{Project, contains};
 fn external_engine_creates_and_drops_only_its_labelled_databases() {
     let server = Project::new("native");
     server.ok(&["setup"]);
-    let admin_url = format!("postgres://postgres:postgres@127.0.0.1:{}/postgres", server.port);
+    let admin_url = server.admin_url("postgres");
 
     let mut p = Project::new("external");
-    p.port = server.port; // for the harness's own admin connection
+    p.use_server(&server); // for the harness's own admin connection
     p.set("XTASK_DATABASE_URL", &admin_url);
     p.set("XTASK_PORT", "1"); // ignored by the external engine
     let (_, err) = p.ok_err(&["db-up"]);
@@ -51,7 +51,7 @@ fn external_engine_services_and_their_roles() {
     let server = Project::new("native");
     server.ok(&["db-up"]);
     let mut p = Project::new("external");
-    p.port = server.port;
+    p.use_server(&server);
     p.set("XTASK_DATABASE_URL", &p.admin_url("postgres"));
     p.service("accounts", "name = \"accounts\"\nextensions = [\"pgcrypto\"]");
     p.service("notes", "name = \"notes\"\nreads = [\"accounts\"]");

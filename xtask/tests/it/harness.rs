@@ -52,6 +52,9 @@ impl Project {
                 ("XTASK_ENGINE".into(), engine.into()),
                 ("XTASK_PORT".into(), port.to_string()),
                 ("XTASK_IMAGE".into(), test_image()),
+                // A strong admin password of its own (a weak one is warned about); the tests of
+                // the generated default unset it.
+                ("XTASK_PASSWORD".into(), random_password()),
             ],
         };
         let data = project.data_dir().to_str().unwrap().to_owned();
@@ -71,6 +74,10 @@ impl Project {
     pub fn set(&mut self, key: &str, value: &str) {
         self.env.retain(|(k, _)| k != key);
         self.env.push((key.into(), value.into()));
+    }
+
+    pub fn unset(&mut self, key: &str) {
+        self.env.retain(|(k, _)| k != key);
     }
 
     pub fn write(&self, relative: &str, text: &str) {
@@ -180,9 +187,36 @@ impl Project {
         postgres::Client::connect(&self.endpoint(branch), postgres::NoTls).unwrap()
     }
 
-    /// The superuser the engines create (XTASK_USER and XTASK_PASSWORD are not set by the tests).
+    /// The superuser the engines create (XTASK_USER is not set by the tests): with this project's
+    /// XTASK_PASSWORD, or else the generated one in the credentials file.
     pub fn admin_url(&self, db: &str) -> String {
-        format!("postgres://postgres:postgres@127.0.0.1:{}/{db}", self.port)
+        let password = match self.env.iter().find(|(k, _)| k == "XTASK_PASSWORD") {
+            Some((_, password)) => password.clone(),
+            None => self.generated_admin_password().expect("the credentials file holds the admin password"),
+        };
+        let encoded: String = password
+            .bytes()
+            .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+            .collect();
+        format!("postgres://postgres:{encoded}@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// A project on another project's server (the external engine's tests): the harness's own admin
+    /// connection goes to that server, with its password.
+    pub fn use_server(&mut self, server: &Project) {
+        self.port = server.port;
+        match server.env.iter().find(|(k, _)| k == "XTASK_PASSWORD") {
+            Some((_, password)) => self.set("XTASK_PASSWORD", &password.clone()),
+            None => self.env.retain(|(k, _)| k != "XTASK_PASSWORD"),
+        }
+    }
+
+    /// The admin password xtask generated and keeps in `<data dir>/.xtask-credentials.toml`.
+    pub fn generated_admin_password(&self) -> Option<String> {
+        let text = std::fs::read_to_string(self.data_dir().join(".xtask-credentials.toml")).ok()?;
+        let admin = text.split("[admin]").nth(1)?;
+        let line = admin.lines().find(|l| l.trim_start().starts_with("password"))?;
+        Some(line.split('"').nth(1)?.to_owned())
     }
 
     pub fn admin(&self) -> postgres::Client {
@@ -247,6 +281,14 @@ impl Drop for Project {
             let _ = Command::new("docker").args(["volume", "rm", &volume]).output();
         }
     }
+}
+
+/// 128 random bits as hex, from the kernel.
+pub fn random_password() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom").unwrap().read_exact(&mut bytes).unwrap();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 pub fn free_port() -> u16 {

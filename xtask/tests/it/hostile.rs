@@ -566,7 +566,7 @@ fn wipe_prune_teardown_spare_everything_not_ours() {
     let server = Project::new("native");
     server.ok(&["db-up"]);
     let mut p = Project::new("external");
-    p.port = server.port;
+    p.use_server(&server);
     p.set("XTASK_DATABASE_URL", &server.admin_url("postgres"));
     p.git(&["config", "user.email", "dev@example.com"]);
     p.git(&["config", "user.name", "Dev"]);

@@ -21,6 +21,7 @@ mod native;
 mod schema;
 mod secrets;
 mod security_files;
+mod security_local;
 mod security_roles;
 mod services;
 mod templates;
