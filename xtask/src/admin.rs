@@ -134,6 +134,11 @@ impl Admin {
         Ok(Admin { client })
     }
 
+    /// The session, for the concerns that live in their own modules (`swap`, `identity`).
+    pub fn client(&mut self) -> &mut Client {
+        &mut self.client
+    }
+
     /// Every database on the server with its label. Sizes are computed only for `sized`: summing
     /// the files of every database on a shared server is slow and not ours to pay.
     pub fn databases(&mut self, sized: &[&str]) -> Result<Vec<ServerDatabase>> {

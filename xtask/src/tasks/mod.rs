@@ -601,7 +601,11 @@ fn connect_running(engine: &dyn Engine, task: &str) -> Result<Admin> {
     if status.state != ServerState::Running {
         bail!("{}", not_running_message(task, &status));
     }
-    Admin::connect(engine.endpoint())
+    let mut admin = Admin::connect(engine.endpoint())?;
+    // The port may lead to another cluster than the engine's: nothing of its is touched.
+    let server = engine::identity::of_server(admin.client())?;
+    engine.check_identity(task, &server)?;
+    Ok(admin)
 }
 
 fn not_running_message(task: &str, status: &engine::Status) -> String {
