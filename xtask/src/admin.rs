@@ -537,7 +537,7 @@ impl Admin {
         Ok(row.get(0))
     }
 
-    fn with_catalog_lock<T>(&mut self, work: impl FnOnce(&mut Admin) -> Result<T>) -> Result<T> {
+    pub fn with_catalog_lock<T>(&mut self, work: impl FnOnce(&mut Admin) -> Result<T>) -> Result<T> {
         self.client
             .execute("SELECT pg_advisory_lock($1)", &[&CATALOG_LOCK_KEY])
             .map_err(PgError::from)
@@ -551,36 +551,6 @@ impl Admin {
 
     fn execute(&mut self, sql: &str) -> Result<()> {
         Ok(self.client.batch_execute(sql).map_err(PgError::from)?)
-    }
-}
-
-/// Restores (`cargo xtask restore`): a database made exactly like a branch database under a scratch
-/// name, filled, then put in the branch database's place.
-impl Admin {
-    /// Drops `name` when it is this project's `expected` (logical database, branch) and renames
-    /// `scratch`, labelled the same, into its place, under the catalog lock. When `name` cannot be
-    /// dropped, `scratch` is dropped instead and `name` is untouched.
-    pub fn replace_labelled(
-        &mut self,
-        scratch: &str,
-        name: &str,
-        project: &str,
-        expected: (&str, &str),
-    ) -> Result<()> {
-        self.with_catalog_lock(|admin| {
-            if let Err(error) = admin.drop_labelled(name, project, Some(expected)) {
-                let _ = admin.drop_labelled(scratch, project, Some(expected));
-                return Err(error);
-            }
-            admin
-                .execute(&format!("ALTER DATABASE {} RENAME TO {}", quote_ident(scratch), quote_ident(name)))
-                .with_context(|| {
-                    format!(
-                        "database {name} was dropped and its replacement is database {scratch}: rename it \
-                         (ALTER DATABASE \"{scratch}\" RENAME TO \"{name}\") as the server's admin"
-                    )
-                })
-        })
     }
 }
 

@@ -8,6 +8,7 @@ mod dotenv;
 mod engine;
 mod flags;
 mod git;
+mod invalid;
 mod migrations;
 mod naming;
 mod os;
@@ -17,6 +18,7 @@ mod schema;
 mod scratch;
 mod seeds;
 mod services;
+mod swap;
 mod tasks;
 mod workspace;
 

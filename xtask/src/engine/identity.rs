@@ -39,7 +39,13 @@ pub fn system_identifier_in(pg_control: &[u8]) -> Option<u64> {
 }
 
 /// The refusal when the server at `port` is not the engine's cluster `ours` (a description of it).
-pub fn check(task: &str, port: u16, server: &Identity, ours: &str, our_identifier: Option<u64>) -> Result<()> {
+pub fn check(
+    task: &str,
+    port: u16,
+    server: &Identity,
+    ours: &str,
+    our_identifier: Option<u64>,
+) -> Result<()> {
     if our_identifier == Some(server.system_identifier) {
         return Ok(());
     }
@@ -73,8 +79,11 @@ mod tests {
     fn another_server_is_refused_with_what_to_do() {
         let server = Identity { data_directory: "/elsewhere/pgdata".into(), system_identifier: 2 };
         assert!(check("wipe", 5433, &server, "the cluster in /ours", Some(2)).is_ok());
-        let message = format!("{:#}", check("wipe", 5433, &server, "the cluster in /ours", Some(1)).unwrap_err());
-        for part in ["refusing to wipe", "port 5433", "/elsewhere/pgdata", "XTASK_PORT", "nothing was changed"] {
+        let message =
+            format!("{:#}", check("wipe", 5433, &server, "the cluster in /ours", Some(1)).unwrap_err());
+        for part in
+            ["refusing to wipe", "port 5433", "/elsewhere/pgdata", "XTASK_PORT", "nothing was changed"]
+        {
             assert!(message.contains(part), "{part}: {message}");
         }
         assert!(check("wipe", 5433, &server, "x", None).is_err());

@@ -4,6 +4,7 @@ mod docker;
 mod external;
 pub mod identity;
 mod native;
+mod staged;
 
 use std::ffi::OsString;
 use std::path::PathBuf;

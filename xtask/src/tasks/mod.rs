@@ -1,6 +1,8 @@
 //! The tasks: thin orchestration of engine, admin and .env work, one function per command.
 
+mod archive;
 pub mod backup;
+mod backup_files;
 pub mod branches;
 pub mod checks;
 pub mod ci;
@@ -94,6 +96,7 @@ pub fn setup(ctx: &Ctx, from: Option<&str>) -> Result<Vec<(String, String)>> {
     }
     let endpoint = engine.endpoint();
     let mut admin = Admin::connect(endpoint)?;
+    backup::sweep_partials(&ctx.root.join("backups"))?;
     let swept = admin.sweep_leftovers(&ctx.config.project)?;
     if !swept.is_empty() {
         changes.push(format!("dropped what ended runs left unfinished: {}", swept.join(", ")));
@@ -231,6 +234,17 @@ fn setup_database(
         template: None,
         base: None,
     };
+    let expected = (db.logical.as_str(), ctx.branch.name.as_str());
+    if let Some(aside) = crate::swap::put_back(admin, db.name.as_str(), &ctx.config.project, expected)? {
+        changes.push(format!(
+            "put database {} back in place: an interrupted restore had left it as {aside}",
+            db.name
+        ));
+    }
+    if crate::invalid::drop_if_ours(admin.client(), db.name.as_str(), &ctx.config.project)? {
+        changes
+            .push(format!("{}; dropped it to make it anew", crate::invalid::what_happened(db.name.as_str())));
+    }
     let copied_from = source.or(template.as_deref());
     let created = admin.create_from(db.name.as_str(), &new, copied_from, |_, _| Ok(()))?;
     if let Created::New = created {
@@ -457,6 +471,9 @@ struct DatabaseReport {
     pending_migrations: Option<usize>,
     /// `current`, `changed` (the seed files changed since they were loaded) or `never`.
     seeds: Option<&'static str>,
+    /// What is wrong with a database that exists but cannot be read (left invalid by an interrupted
+    /// DROP DATABASE); `None` when all is well.
+    problem: Option<String>,
 }
 
 pub fn db_status(ctx: &Ctx, json: bool) -> Result<()> {
@@ -511,9 +528,23 @@ fn database_report(
     endpoint: &crate::conn::Endpoint,
 ) -> Result<DatabaseReport> {
     let found = on_server.and_then(|all| all.iter().find(|d| d.name == db.name.as_str()));
-    let (pending_migrations, seeds) = match found {
-        Some(_) => {
-            let mut client = endpoint.connect(db.name.as_str())?;
+    let mut problem = None;
+    let client = match found {
+        Some(_) => match endpoint.connect(db.name.as_str()) {
+            Ok(client) => Some(client),
+            Err(error) => {
+                let explained = crate::invalid::explain(error, db.name.as_str());
+                if !format!("{explained:#}").contains("is invalid") {
+                    return Err(explained);
+                }
+                problem = Some(explained.to_string());
+                None
+            }
+        },
+        None => None,
+    };
+    let (pending_migrations, seeds) = match client {
+        Some(mut client) => {
             let files = crate::migrations::discover(&ctx.root, &db.migrations_dir(ctx))?;
             let applied = crate::runner::applied(&mut client)?;
             let pending = crate::migrations::plan(&files, &applied, true).pending.len();
@@ -539,6 +570,7 @@ fn database_report(
         },
         pending_migrations,
         seeds,
+        problem,
     })
 }
 
@@ -562,6 +594,9 @@ fn print_status(report: &StatusReport) {
         };
         if let Some(pending) = db.pending_migrations.filter(|n| *n > 0) {
             state.push_str(&format!(", {pending} migration(s) pending (run `cargo xtask migrate`)"));
+        }
+        if let Some(problem) = &db.problem {
+            state = problem.clone();
         }
         if db.seeds == Some("changed") {
             state.push_str(", seeds changed since loaded (run `cargo xtask seed`)");
