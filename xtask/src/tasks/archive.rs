@@ -86,9 +86,45 @@ impl Toc {
     }
 }
 
-/// Refuses `toc` (of `file`) unless it is a dump of `target` (on any branch) whose objects belong
-/// to `target`'s owner: its role, or the admin user `admin` for a database without a role.
+/// Refuses `toc` (of `file`) unless its objects belong to `target`'s owner (its role, or the admin
+/// user `admin` for a database without a role) and it is a dump of `target` (on any branch).
 pub fn check(toc: &Toc, file: &Path, target: &Database, all: &[Database], admin: &str) -> Result<()> {
+    let owner = target.spec.role.as_deref().unwrap_or(admin);
+    let foreign: Vec<&Entry> = toc
+        .entries
+        .iter()
+        .filter(|e| !(e.owner.is_empty() || e.owner == owner || e.owner == DATABASE_OWNER))
+        .collect();
+    let shown = file.display();
+    let Some(first) = foreign.first() else { return check_database(toc, file, target, all) };
+    let mut owners: Vec<&str> = foreign.iter().map(|e| e.owner.as_str()).collect();
+    owners.sort_unstable();
+    owners.dedup();
+    let ours = |role: &str| all.iter().find(|d| d.spec.role.as_deref() == Some(role));
+    let (roles, whose) = (owners.join(", "), owners.iter().map(|o| ours(o)).collect::<Vec<_>>());
+    if let Some(Some(other)) = whose.iter().find(|d| d.is_some()) {
+        bail!(
+            "{shown} holds objects of role {}, which owns `{}`, not `{}` (first: {}): restore it with `--db {}`; \
+             nothing was changed",
+            other.spec.role.as_deref().unwrap_or_default(),
+            other.logical,
+            target.logical,
+            first.object(),
+            other.logical
+        );
+    }
+    bail!(
+        "{shown} belongs to another project's roles: its objects are owned by {roles} (first: {}), none of them \
+         a role of this project, whose `{}` is owned by {owner}. Restore it in the project it was dumped from \
+         (its own `cargo xtask restore`); to take its data into this project, restore it there and copy the \
+         rows you need. Nothing was changed",
+        first.object(),
+        target.logical
+    )
+}
+
+/// Refuses `toc` unless its database is named like `target`'s (on any branch).
+fn check_database(toc: &Toc, file: &Path, target: &Database, all: &[Database]) -> Result<()> {
     let shown = file.display();
     let Some(dbname) = &toc.dbname else {
         bail!(
@@ -116,37 +152,7 @@ pub fn check(toc: &Toc, file: &Path, target: &Database, all: &[Database], admin:
             target.logical
         ),
     }
-    let owner = target.spec.role.as_deref().unwrap_or(admin);
-    let foreign: Vec<&Entry> = toc
-        .entries
-        .iter()
-        .filter(|e| !(e.owner.is_empty() || e.owner == owner || e.owner == DATABASE_OWNER))
-        .collect();
-    let Some(first) = foreign.first() else { return Ok(()) };
-    let mut owners: Vec<&str> = foreign.iter().map(|e| e.owner.as_str()).collect();
-    owners.sort_unstable();
-    owners.dedup();
-    let ours = |role: &str| all.iter().find(|d| d.spec.role.as_deref() == Some(role));
-    let (roles, whose) = (owners.join(", "), owners.iter().map(|o| ours(o)).collect::<Vec<_>>());
-    if let Some(Some(other)) = whose.iter().find(|d| d.is_some()) {
-        bail!(
-            "{shown} holds objects of role {}, which owns `{}`, not `{}` (first: {}): restore it with `--db {}`; \
-             nothing was changed",
-            other.spec.role.as_deref().unwrap_or_default(),
-            other.logical,
-            target.logical,
-            first.object(),
-            other.logical
-        );
-    }
-    bail!(
-        "{shown} belongs to another project's roles: its objects are owned by {roles} (first: {}), none of them \
-         a role of this project, whose `{}` is owned by {owner}. Restore it in the project it was dumped from \
-         (its own `cargo xtask restore`); to take its data into this project, restore it there and copy the \
-         rows you need. Nothing was changed",
-        first.object(),
-        target.logical
-    )
+    Ok(())
 }
 
 /// The logical database whose branch databases `dbname` is named like: the longest base it

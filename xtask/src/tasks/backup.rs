@@ -91,12 +91,14 @@ pub fn restore(ctx: &Ctx, file: &Path, db: Option<&str>, force: bool) -> Result<
     let engine = engine::select(ctx)?;
     refuse_remote_without_force(engine.as_ref(), force, "restore")?;
     let mut admin = connect_running(engine.as_ref(), "restore")?;
-    let tool = engine.client_tool(ClientProgram::PgRestore)?;
-    let toc = read_toc(&tool, engine.endpoint(), file)?;
-    let all = ctx.databases();
-    archive::check(&toc, file, &database, &all, &engine.endpoint().user)?;
     let (project, branch) = (ctx.config.project.as_str(), ctx.branch.name.as_str());
     let name = database.name.as_str();
+    let tool = engine.client_tool(ClientProgram::PgRestore)?;
+    let toc = read_toc(&tool, engine.endpoint(), file).with_context(|| {
+        format!("restore {} into database {name} failed; {name} is unchanged", file.display())
+    })?;
+    let all = ctx.databases();
+    archive::check(&toc, file, &database, &all, &engine.endpoint().user)?;
     if let Some(role) = &database.spec.role
         && !admin.project_roles(project)?.contains(role)
     {
