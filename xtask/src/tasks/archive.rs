@@ -228,9 +228,12 @@ mod tests {
         let refused = |target: &Database, toc: &Toc| {
             format!("{:#}", check(toc, file, target, &all, "postgres").unwrap_err())
         };
+        assert!(refused(&billing, &toc).contains("role notes_role, which owns `notes`, not `billing`"));
+        let billing_toc = Toc::parse(&LISTING.replace("notes_role", "billing_role"));
+        let message = refused(&billing, &billing_toc);
         assert!(
-            refused(&billing, &toc)
-                .contains("dump of database rxp_notes, which is `notes`'s, not `billing`'s")
+            message.contains("dump of database rxp_notes, which is `notes`'s, not `billing`'s"),
+            "{message}"
         );
         let branch = Toc::parse(&LISTING.replace("dbname: rxp_notes", "dbname: rxp_notes_x_feature"));
         assert!(refused(&notes, &branch).contains("`notes_x`'s, not `notes`'s"));
