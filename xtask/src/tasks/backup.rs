@@ -49,6 +49,14 @@ pub fn backup(ctx: &Ctx, db: Option<&str>) -> Result<()> {
         );
     }
     for database in &databases {
+        if crate::invalid::is_invalid(admin.client(), database.name.as_str())? {
+            bail!(
+                "{}, so there is nothing to back up: run `cargo xtask setup` to drop it and make it anew",
+                crate::invalid::what_happened(database.name.as_str())
+            );
+        }
+    }
+    for database in &databases {
         let backup = dump(ctx, engine.as_ref(), database)?;
         report("backup", database, &backup);
         println!("{}", backup.path.display());
@@ -68,6 +76,13 @@ pub(super) fn back_up_existing(
     let existing = existing_names(admin)?;
     let mut written = Vec::new();
     for database in databases.iter().filter(|d| existing.contains(&d.name.to_string())) {
+        if crate::invalid::is_invalid(admin.client(), database.name.as_str())? {
+            eprintln!(
+                "{task}: {}; nothing to back up",
+                crate::invalid::what_happened(database.name.as_str())
+            );
+            continue;
+        }
         let backup = dump(ctx, engine, database).with_context(|| {
             format!(
                 "{task} stopped before changing anything: the backup of database {} failed",

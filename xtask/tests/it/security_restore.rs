@@ -272,6 +272,7 @@ pub fn invalid_database_is_explained_and_recovered() {
     let problem = status["databases"][0]["problem"].as_str().unwrap_or_else(|| panic!("{status}"));
     contains(problem, "is invalid");
     contains(&p.ok(&["db-status"]), "is invalid");
+    contains(&p.fails(&["backup"]), "so there is nothing to back up: run `cargo xtask setup`");
     let err = p.fails(&["migrate"]);
     contains(&err, "interrupted");
     contains(&err, "run `cargo xtask setup`");
