@@ -147,6 +147,11 @@ impl Admin {
         Ok(Admin { client })
     }
 
+    /// The session, for the concerns that live in their own modules (`swap`, `identity`).
+    pub fn client(&mut self) -> &mut Client {
+        &mut self.client
+    }
+
     /// Every database on the server with its label. Sizes are computed only for `sized`: summing
     /// the files of every database on a shared server is slow and not ours to pay.
     pub fn databases(&mut self, sized: &[&str]) -> Result<Vec<ServerDatabase>> {
@@ -575,7 +580,7 @@ impl Admin {
         Ok(row.get(0))
     }
 
-    fn with_catalog_lock<T>(&mut self, work: impl FnOnce(&mut Admin) -> Result<T>) -> Result<T> {
+    pub fn with_catalog_lock<T>(&mut self, work: impl FnOnce(&mut Admin) -> Result<T>) -> Result<T> {
         let key = crate::locks::Key::One(CATALOG_LOCK_KEY);
         crate::locks::acquire(
             &mut self.client,
@@ -593,36 +598,6 @@ impl Admin {
 
     fn execute(&mut self, sql: &str) -> Result<()> {
         Ok(self.client.batch_execute(sql).map_err(PgError::from)?)
-    }
-}
-
-/// Restores (`cargo xtask restore`): a database made exactly like a branch database under a scratch
-/// name, filled, then put in the branch database's place.
-impl Admin {
-    /// Drops `name` when it is this project's `expected` (logical database, branch) and renames
-    /// `scratch`, labelled the same, into its place, under the catalog lock. When `name` cannot be
-    /// dropped, `scratch` is dropped instead and `name` is untouched.
-    pub fn replace_labelled(
-        &mut self,
-        scratch: &str,
-        name: &str,
-        project: &str,
-        expected: (&str, &str),
-    ) -> Result<()> {
-        self.with_catalog_lock(|admin| {
-            if let Err(error) = admin.drop_labelled(name, project, Some(expected)) {
-                let _ = admin.drop_labelled(scratch, project, Some(expected));
-                return Err(error);
-            }
-            admin
-                .execute(&format!("ALTER DATABASE {} RENAME TO {}", quote_ident(scratch), quote_ident(name)))
-                .with_context(|| {
-                    format!(
-                        "database {name} was dropped and its replacement is database {scratch}: rename it \
-                         (ALTER DATABASE \"{scratch}\" RENAME TO \"{name}\") as the server's admin"
-                    )
-                })
-        })
     }
 }
 

@@ -9,6 +9,7 @@ mod engine;
 mod flags;
 mod fsafe;
 mod git;
+mod invalid;
 mod locks;
 mod maintenance;
 mod migrations;
@@ -20,6 +21,7 @@ mod schema;
 mod scratch;
 mod seeds;
 mod services;
+mod swap;
 mod tasks;
 mod workspace;
 

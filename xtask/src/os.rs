@@ -108,6 +108,34 @@ pub fn signals_unblocked(expression: duct::Expression) -> duct::Expression {
     })
 }
 
+/// A child process (pg_dump, pg_restore) that is killed when this process dies, however it dies:
+/// a killed xtask leaves no dump or restore running on. Linux only (PR_SET_PDEATHSIG); elsewhere
+/// the child outlives a killed parent.
+pub fn dies_with_parent(expression: duct::Expression) -> duct::Expression {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: getpid has no preconditions.
+        let parent = unsafe { libc::getpid() };
+        expression.before_spawn(move |command| {
+            // SAFETY: between fork and exec only prctl, getppid and _exit run; all are async-signal-safe.
+            unsafe {
+                command.pre_exec(move || {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+                    // The parent died before the request took effect.
+                    if libc::getppid() != parent {
+                        libc::_exit(1);
+                    }
+                    Ok(())
+                });
+            }
+            Ok(())
+        })
+    }
+    #[cfg(not(target_os = "linux"))]
+    expression
+}
+
 /// Runs a command with its output on our stderr (our stdout is kept for reports and JSON) and no
 /// stdin; an error naming `shown` when it fails.
 pub fn run_to_stderr(command: duct::Expression, shown: &str) -> anyhow::Result<()> {

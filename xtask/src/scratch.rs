@@ -1,4 +1,4 @@
-//! Throwaway databases (for `prepare` and `schema`): made on the project's server, and dropped when
+//! Throwaway databases (for `prepare`, `schema` and `restore`): made on the project's server, and dropped when
 //! dropped, on error, and on Ctrl-C, SIGTERM or SIGHUP.
 //!
 //! Every database this tool makes for a while is named `_xtask_<purpose>_...` (throwaway ones, and
@@ -22,6 +22,9 @@ static LIVE: Mutex<Vec<(Endpoint, String)>> = Mutex::new(Vec::new());
 static SIGNALS: Once = Once::new();
 /// Set once a signal arrived: the main thread must then write nothing and report nothing.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// Held by the main thread through work a signal must not cut in two (`swap`): the signal thread
+/// takes it before it ends the process.
+static HELD: Mutex<()> = Mutex::new(());
 
 /// The names of databases being made or used for a while.
 pub const PREFIX: &str = "_xtask_";
@@ -59,6 +62,19 @@ pub fn hold(admin: &mut Client, name: &str) -> Result<()> {
         .with_context(|| format!("mark {name} as in use"))
 }
 
+/// Takes `name`'s in-use lock when no one holds it; `Ok(false)` when its maker still runs.
+pub fn try_hold(admin: &mut Client, name: &str) -> Result<bool> {
+    let row = admin
+        .query_one("SELECT pg_catalog.pg_try_advisory_lock($1, $2)", &[&LOCK_CLASS, &lock_id(name)])
+        .map_err(PgError::from)?;
+    Ok(row.get(0))
+}
+
+/// Until the guard is dropped, Ctrl-C, SIGTERM and SIGHUP wait (see `drop_on_signals`).
+pub fn signals_held() -> std::sync::MutexGuard<'static, ()> {
+    HELD.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 pub fn release(admin: &mut Client, name: &str) -> Result<()> {
     admin
         .execute("SELECT pg_catalog.pg_advisory_unlock($1, $2)", &[&LOCK_CLASS, &lock_id(name)])
@@ -82,12 +98,18 @@ pub fn sweep(admin: &mut Client, project: &str) -> Result<Vec<String>> {
         None => row.get::<_, Option<String>>(1).is_none() && names_project(row.get(0), project),
     });
     let mut dropped = Vec::new();
-    for name in ours.map(|row| row.get::<_, String>(0)) {
-        let free: bool = admin
-            .query_one("SELECT pg_catalog.pg_try_advisory_lock($1, $2)", &[&LOCK_CLASS, &lock_id(&name)])
-            .map_err(PgError::from)?
-            .get(0);
-        if !free {
+    let ours: Vec<(String, Option<crate::admin::Label>)> =
+        ours.map(|row| (row.get(0), crate::admin::Label::parse(row.get(1)))).collect();
+    let aside = format!("{PREFIX}{}_", crate::swap::ASIDE);
+    for (name, label) in ours {
+        if !try_hold(admin, &name)? {
+            continue;
+        }
+        // A branch database an interrupted restore moved aside: kept until setup puts it back.
+        if let Some(label) = label.filter(|_| name.starts_with(&aside))
+            && crate::swap::holds_the_only_data(admin, &label)?
+        {
+            release(admin, &name)?;
             continue;
         }
         // Its maker may have finished and renamed it between the listing and the lock.
@@ -135,6 +157,8 @@ pub fn drop_on_signals() {
             // SAFETY: waits on the set blocked above.
             unsafe { libc::sigwait(&set, &mut signal) };
             INTERRUPTED.store(true, Ordering::SeqCst);
+            // Held to the exit: the main thread blocks when it next asks for it.
+            let _held = signals_held();
             let live = std::mem::take(&mut *LIVE.lock().unwrap_or_else(|e| e.into_inner()));
             for (endpoint, name) in &live {
                 let _ = drop_database(endpoint, name);

@@ -496,6 +496,24 @@ impl Engine for Docker {
             ClientProgram::PgDump | ClientProgram::PgRestore => exec,
         })
     }
+
+    /// The container must be this project's, publish the configured port, and hold the server's
+    /// `pg_control` (read inside it, at the data directory the server names).
+    fn check_identity(&self, task: &str, server: &super::identity::Identity) -> Result<()> {
+        match self.inspect()? {
+            Some(container) => self.check_ours(&container)?,
+            None => bail!("refusing to {task}: container {} does not exist", self.container),
+        }
+        let control = format!("{}/global/pg_control", server.data_directory);
+        let container = &self.container;
+        let read = cmd!(self.sh, "docker exec {container} cat {control}").quiet().ignore_stderr().output();
+        let identifier = read
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| super::identity::system_identifier_in(&o.stdout));
+        let ours = format!("container {container}");
+        super::identity::check(task, self.port, server, &ours, identifier)
+    }
 }
 
 /// The Docker engine is stopped (or `DOCKER_HOST` points nowhere): the container's state is unknown.

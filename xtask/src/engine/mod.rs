@@ -3,7 +3,9 @@
 mod admin_password;
 mod docker;
 mod external;
+pub mod identity;
 mod native;
+mod staged;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -149,6 +151,11 @@ pub trait Engine {
     fn destroy(&self) -> Result<()>;
     /// How to run a client program against this server.
     fn client_tool(&self, program: ClientProgram) -> Result<ClientTool>;
+    /// Refuses, before `task` changes or reads anything, a `server` that is not the cluster this
+    /// engine runs (see [`identity`]). An external server is whatever its URL names.
+    fn check_identity(&self, _task: &str, _server: &identity::Identity) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The engine the configuration asks for; `auto` is docker when a Docker engine answers (or this

@@ -545,6 +545,13 @@ impl Engine for Native {
         }
         find_client(program.name()).map(ClientTool::Host)
     }
+
+    fn check_identity(&self, task: &str, server: &super::identity::Identity) -> Result<()> {
+        let control = std::fs::read(self.pgdata.join("global/pg_control")).ok();
+        let ours = format!("the cluster in {}", self.pgdata.display());
+        let identifier = control.as_deref().and_then(super::identity::system_identifier_in);
+        super::identity::check(task, self.port, server, &ours, identifier)
+    }
 }
 
 /// As root, the uid and gid of the `postgres` user that runs the server; otherwise nobody else.

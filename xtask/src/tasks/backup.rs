@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use super::{connect_running, grant_reads_of, human_size, refuse_remote_without_force};
+use super::{
+    archive, backup_files, connect_running, grant_reads_of, human_size, refuse_remote_without_force,
+};
 use crate::admin::Admin;
 use crate::engine::{self, ClientProgram, ClientTool, Engine};
 use crate::workspace::{Ctx, Database};
@@ -47,6 +49,14 @@ pub fn backup(ctx: &Ctx, db: Option<&str>) -> Result<()> {
         );
     }
     for database in &databases {
+        if crate::invalid::is_invalid(admin.client(), database.name.as_str())? {
+            bail!(
+                "{}, so there is nothing to back up: run `cargo xtask setup` to drop it and make it anew",
+                crate::invalid::what_happened(database.name.as_str())
+            );
+        }
+    }
+    for database in &databases {
         let backup = dump(ctx, engine.as_ref(), database)?;
         report("backup", database, &backup);
         println!("{}", backup.path.display());
@@ -66,6 +76,13 @@ pub(super) fn back_up_existing(
     let existing = existing_names(admin)?;
     let mut written = Vec::new();
     for database in databases.iter().filter(|d| existing.contains(&d.name.to_string())) {
+        if crate::invalid::is_invalid(admin.client(), database.name.as_str())? {
+            eprintln!(
+                "{task}: {}; nothing to back up",
+                crate::invalid::what_happened(database.name.as_str())
+            );
+            continue;
+        }
         let backup = dump(ctx, engine, database).with_context(|| {
             format!(
                 "{task} stopped before changing anything: the backup of database {} failed",
@@ -78,9 +95,11 @@ pub(super) fn back_up_existing(
     Ok(written)
 }
 
-/// `cargo xtask restore FILE [--db NAME] [--force]`: the archive is restored into a new database,
-/// made and labelled like the branch database, which replaces the branch database only once the
-/// restore has succeeded; the branch database is backed up first.
+/// `cargo xtask restore FILE [--db NAME] [--force]`: the archive, checked to be a dump of that
+/// database by its owner, is restored into a new database made and labelled like the branch
+/// database, as the database's own role (never as a superuser: the dump's functions run during
+/// the restore), which replaces the branch database only once the restore has succeeded (see
+/// `swap`); the branch database is backed up first.
 pub fn restore(ctx: &Ctx, file: &Path, db: Option<&str>, force: bool) -> Result<()> {
     check_archive(file)?;
     let database = restore_target(ctx, file, db)?;
@@ -89,6 +108,12 @@ pub fn restore(ctx: &Ctx, file: &Path, db: Option<&str>, force: bool) -> Result<
     let mut admin = connect_running(engine.as_ref(), "restore")?;
     let (project, branch) = (ctx.config.project.as_str(), ctx.branch.name.as_str());
     let name = database.name.as_str();
+    let tool = engine.client_tool(ClientProgram::PgRestore)?;
+    let toc = read_toc(&tool, engine.endpoint(), file).with_context(|| {
+        format!("restore {} into database {name} failed; {name} is unchanged", file.display())
+    })?;
+    let all = ctx.databases();
+    archive::check(&toc, file, &database, &all, &engine.endpoint().user)?;
     if let Some(role) = &database.spec.role
         && !admin.project_roles(project)?.contains(role)
     {
@@ -98,12 +123,33 @@ pub fn restore(ctx: &Ctx, file: &Path, db: Option<&str>, force: bool) -> Result<
             database.logical
         );
     }
+    let expected = (database.logical.as_str(), branch);
+    if let Some(aside) = crate::swap::put_back(&mut admin, name, project, expected)? {
+        eprintln!(
+            "restore: put database {name} back in place: an interrupted restore had left it as {aside}"
+        );
+    }
     eprintln!(
         "restore: {} into database {name} (`{}` of branch `{branch}`)",
         file.display(),
         database.logical
     );
-    back_up_existing(ctx, engine.as_ref(), &mut admin, std::slice::from_ref(&database), "restore")?;
+    if crate::invalid::is_invalid(admin.client(), name)? {
+        eprintln!(
+            "restore: {}; nothing to back up, the restore replaces it",
+            crate::invalid::what_happened(name)
+        );
+    } else {
+        back_up_before_restore(ctx, engine.as_ref(), &mut admin, &database)?;
+    }
+    // The role restores its own objects; the admin makes the declared extensions beforehand, as setup does.
+    let login = super::database_login(ctx, engine.endpoint(), &database)?;
+    let made_by_admin: Vec<String> = toc
+        .extensions()
+        .into_iter()
+        .filter(|e| database.spec.role.is_none() || database.spec.extensions.contains(e))
+        .collect();
+    let list = toc.list_without(&made_by_admin);
 
     let scratch_name = crate::scratch::name("restore", project)?;
     // From here Ctrl-C, SIGTERM and SIGHUP drop the half-restored copy; pg_restore is started with
@@ -112,8 +158,6 @@ pub fn restore(ctx: &Ctx, file: &Path, db: Option<&str>, force: bool) -> Result<
     scratch::drop_on_signals();
     // In use until the swap: a `setup` meanwhile must not take it for a leftover.
     admin.hold_scratch(&scratch_name)?;
-    let expected = (database.logical.as_str(), branch);
-    let all = ctx.databases();
     let new = crate::admin::NewDatabase {
         project,
         logical: &database.logical,
@@ -124,7 +168,12 @@ pub fn restore(ctx: &Ctx, file: &Path, db: Option<&str>, force: bool) -> Result<
     };
     let filled = admin
         .create_from(&scratch_name, &new, None, |_, _| Ok(()))
-        .and_then(|_| run_pg_restore(engine.as_ref(), file, &scratch_name))
+        .and_then(|_| {
+            crate::admin::enable_extensions(engine.endpoint(), &scratch_name, &made_by_admin).map(|_| ())
+        })
+        .and_then(|()| {
+            run_pg_restore(&tool, &login, file, &scratch_name, &list, database.spec.role.is_some())
+        })
         // pg_dump (without --create) carries neither database-level grants nor `ALTER DATABASE
         // ... SET` settings: the current database's are copied (none when it does not exist), and
         // CONNECT for the declared readers.
@@ -132,6 +181,7 @@ pub fn restore(ctx: &Ctx, file: &Path, db: Option<&str>, force: bool) -> Result<
         .and_then(|()| grant_reads_of(&mut admin, engine.endpoint(), &all, &database, &scratch_name))
         .map(|_| ());
     if let Err(error) = filled {
+        scratch::park_if_interrupted();
         if let Err(dropped) = admin.drop_labelled(&scratch_name, project, Some(expected)) {
             eprintln!("warning: could not drop database {scratch_name}: {dropped:#}");
         }
@@ -141,29 +191,67 @@ pub fn restore(ctx: &Ctx, file: &Path, db: Option<&str>, force: bool) -> Result<
             file.display()
         )));
     }
-    // The swap is not undone by a signal: at worst the restored copy stays under its scratch name.
+    // The swap is not undone by a signal, which waits for it to finish.
     scratch::forget_on_signal(&scratch_name);
-    admin
-        .replace_labelled(&scratch_name, name, project, expected)
+    crate::swap::replace(&mut admin, &scratch_name, name, project, expected)
         .with_context(|| format!("restore {} into database {name}", file.display()))?;
+    scratch::park_if_interrupted();
     admin.release_scratch(&scratch_name)?;
     eprintln!("restore: database {name} now holds {}", file.display());
     Ok(())
 }
 
+/// The safety backup of a restore. A retry after a failed restore keeps one: when the newest
+/// backup of this database and branch holds the same dump (nothing changed since), the new one is
+/// deleted and that one named.
+fn back_up_before_restore(
+    ctx: &Ctx,
+    engine: &dyn Engine,
+    admin: &mut Admin,
+    database: &Database,
+) -> Result<()> {
+    let previous = newest_backup(&ctx.root, database, &ctx.branch.name);
+    let written = back_up_existing(ctx, engine, admin, std::slice::from_ref(database), "restore")?;
+    if let (Some(new), Some(previous)) = (written.first(), previous)
+        && backup_files::same_dump(&new.path, &previous)?
+    {
+        std::fs::remove_file(&new.path).with_context(|| format!("delete {}", new.path.display()))?;
+        eprintln!(
+            "restore: database {} is unchanged since {}, which stays its safety backup; the new copy was deleted",
+            database.name,
+            previous.display()
+        );
+    }
+    Ok(())
+}
+
+/// The newest `<logical>--<branch>--*.dump` in backups/.
+fn newest_backup(root: &Path, database: &Database, branch: &str) -> Option<PathBuf> {
+    let prefix = format!("{}--{}--", database.logical, branch_slug(branch));
+    let entries = std::fs::read_dir(root.join(DIR)).ok()?;
+    entries
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(&prefix) && name.ends_with(".dump") && e.file_type().is_ok_and(|t| t.is_file())
+        })
+        .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
+        .map(|e| e.path())
+}
+
 /// Dumps `database` into backups/: written under a temporary name, synced, then given its final
-/// name, so a failed dump leaves no file and a backup is never overwritten.
+/// name, so a failed dump leaves no file and a backup is never overwritten. The temporary files
+/// of killed runs are swept first.
 fn dump(ctx: &Ctx, engine: &dyn Engine, database: &Database) -> Result<Backup> {
     let dir = backups_dir(&ctx.root)?;
+    sweep_partials(&dir)?;
     let stem = file_stem(&database.logical, &ctx.branch.name, &utc_stamp());
-    let partial = dir.join(format!(".{stem}.partial-{}", std::process::id()));
-    let file = create_private(&partial)?;
-    let written = run_pg_dump(engine, database.name.as_str(), file)
-        .and_then(|()| {
-            File::open(&partial)
-                .and_then(|f| f.sync_all())
-                .with_context(|| format!("sync {}", partial.display()))
-        })
+    let (partial, file) = backup_files::create_partial(&dir, &stem)?;
+    let written = file
+        .try_clone()
+        .context("share the backup file with pg_dump")
+        .and_then(|out| run_pg_dump(engine, database.name.as_str(), out))
+        .and_then(|()| file.sync_all().with_context(|| format!("sync {}", partial.display())))
         .and_then(|()| publish(&partial, &dir, &stem));
     let _ = std::fs::remove_file(&partial);
     let path = written?;
@@ -171,25 +259,72 @@ fn dump(ctx: &Ctx, engine: &dyn Engine, database: &Database) -> Result<Backup> {
     Ok(Backup { path, size })
 }
 
+/// Deletes what killed backups left in `dir`, saying so.
+pub(super) fn sweep_partials(dir: &Path) -> Result<()> {
+    for name in backup_files::sweep_partials(dir)? {
+        eprintln!("deleted {name} in {}, left by a backup that was killed", dir.display());
+    }
+    Ok(())
+}
+
 fn run_pg_dump(engine: &dyn Engine, name: &str, file: File) -> Result<()> {
     let tool = engine.client_tool(ClientProgram::PgDump)?;
     let args: Vec<OsString> =
         ["--format=custom", "--no-password", "--dbname", name].into_iter().map(OsString::from).collect();
     let command = tool.command(engine.endpoint(), name, &args, false).stdin_null().stdout_file(file);
-    run_client(&tool, command, name)
+    run_client(&tool, os::dies_with_parent(command), name)
 }
 
-fn run_pg_restore(engine: &dyn Engine, file: &Path, into: &str) -> Result<()> {
-    let tool = engine.client_tool(ClientProgram::PgRestore)?;
+/// The archive's table of contents, as pg_restore lists it.
+fn read_toc(tool: &ClientTool, endpoint: &crate::conn::Endpoint, file: &Path) -> Result<archive::Toc> {
     let archive = File::open(file).with_context(|| format!("read {}", file.display()))?;
-    let args: Vec<OsString> = ["--exit-on-error", "--single-transaction", "--no-password", "--dbname", into]
-        .into_iter()
-        .map(OsString::from)
-        .collect();
-    let command = os::signals_unblocked(tool.command(engine.endpoint(), into, &args, false))
+    let args: Vec<OsString> = vec!["--list".into()];
+    let output = os::dies_with_parent(tool.command(endpoint, &endpoint.admin_db, &args, false))
         .stdin_file(archive)
-        .stdout_capture();
-    run_client(&tool, command, into)
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .run()
+        .with_context(|| format!("run {}", tool.describe()))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        bail!(
+            "{} --list cannot read {} ({}):\n{}{}",
+            tool.describe(),
+            file.display(),
+            output.status,
+            stderr.trim_end(),
+            advice(tool, &stderr)
+        );
+    }
+    Ok(archive::Toc::parse(&String::from_utf8_lossy(&output.stdout)))
+}
+
+/// pg_restore logged in as `login` (the database's role, or the admin for a database without
+/// one), replaying the entries of `list`; `as_role`: objects are owned by the login, whatever the
+/// dump says.
+fn run_pg_restore(
+    tool: &ClientTool,
+    login: &crate::conn::Endpoint,
+    file: &Path,
+    into: &str,
+    list: &str,
+    as_role: bool,
+) -> Result<()> {
+    let archive = File::open(file).with_context(|| format!("read {}", file.display()))?;
+    let staged = tool.stage(list)?;
+    let mut args: Vec<OsString> =
+        ["--exit-on-error", "--single-transaction", "--no-password", "--dbname", into]
+            .into_iter()
+            .map(OsString::from)
+            .collect();
+    args.extend(["--use-list".into(), OsString::from(&staged.path)]);
+    if as_role {
+        args.push("--no-owner".into());
+    }
+    let command = os::signals_unblocked(tool.command(login, into, &args, false));
+    let command = os::dies_with_parent(command).stdin_file(archive).stdout_capture();
+    run_client(tool, command, into)
 }
 
 /// Runs pg_dump or pg_restore on `database`: a failure carries the tool's message and advice; its
@@ -228,8 +363,8 @@ fn advice(tool: &ClientTool, stderr: &str) -> String {
              that version, or back up again with this project's engine"
         )
     } else if stderr.contains("role \"") && stderr.contains("does not exist") {
-        "\nthe dump's objects belong to roles missing here: run `cargo xtask setup` first (it makes the \
-         project's roles)"
+        "\nthe dump names roles missing on this server: when they are this project's, run `cargo xtask setup` \
+         first (it makes them); a dump of another project's roles restores only in that project"
             .to_owned()
     } else {
         String::new()
@@ -257,11 +392,6 @@ fn backups_dir(root: &Path) -> Result<PathBuf> {
             .with_context(|| format!("write {}", ignore.display()))?;
     }
     Ok(dir)
-}
-
-/// A new file readable by its owner only: a dump holds the database's data.
-fn create_private(path: &Path) -> Result<File> {
-    crate::fsafe::create_new(path, 0o600)
 }
 
 /// Gives the finished dump its name, `<stem>.dump`, or `<stem>-2.dump` and so on when a backup of

@@ -50,6 +50,7 @@ pub fn migrate(ctx: &Ctx, db: Option<&str>, options: MigrateOptions, json: bool)
     for database in ctx.select_databases(db)? {
         let login = super::database_login(ctx, engine.endpoint(), &database)?;
         let outcome = migrate_database(ctx, &login, &database, options, None)
+            .map_err(|e| crate::invalid::explain(e, database.name.as_str()))
             .map_err(|e| super::explain_if_not_running(engine.as_ref(), "migrate", e))?;
         clean &= !matches!(outcome, Migrated::CheckFailed { .. });
         report.insert(database.logical.clone(), serde_json::to_value(&outcome)?);

@@ -1,6 +1,8 @@
 //! The tasks: thin orchestration of engine, admin and .env work, one function per command.
 
+mod archive;
 pub mod backup;
+mod backup_files;
 pub mod branches;
 pub mod checks;
 pub mod ci;
@@ -94,6 +96,7 @@ pub fn setup(ctx: &Ctx, from: Option<&str>) -> Result<Vec<(String, String)>> {
     }
     let endpoint = engine.endpoint();
     let mut admin = Admin::connect(endpoint)?;
+    backup::sweep_partials(&ctx.root.join("backups"))?;
     if engine.kind() != EngineKind::External {
         let closed = admin.close_maintenance_databases(&endpoint.admin_db)?;
         if !closed.is_empty() {
@@ -254,6 +257,17 @@ fn setup_database(
         template: None,
         base: None,
     };
+    let expected = (db.logical.as_str(), ctx.branch.name.as_str());
+    if let Some(aside) = crate::swap::put_back(admin, db.name.as_str(), &ctx.config.project, expected)? {
+        changes.push(format!(
+            "put database {} back in place: an interrupted restore had left it as {aside}",
+            db.name
+        ));
+    }
+    if crate::invalid::drop_if_ours(admin.client(), db.name.as_str(), &ctx.config.project)? {
+        changes
+            .push(format!("{}; dropped it to make it anew", crate::invalid::what_happened(db.name.as_str())));
+    }
     let copied_from = source.or(template.as_deref());
     let created = admin.create_from(db.name.as_str(), &new, copied_from, |_, _| Ok(()))?;
     if let Created::New = created {
@@ -483,6 +497,9 @@ struct DatabaseReport {
     /// Why `pending_migrations` (or `seeds`) is `null` for a database that exists: a migration
     /// or seed file that cannot be read, named with the reason.
     files_error: Option<String>,
+    /// What is wrong with a database that exists but cannot be read (left invalid by an interrupted
+    /// DROP DATABASE); `None` when all is well.
+    problem: Option<String>,
 }
 
 pub fn db_status(ctx: &Ctx, json: bool) -> Result<()> {
@@ -537,17 +554,31 @@ fn database_report(
     endpoint: &crate::conn::Endpoint,
 ) -> Result<DatabaseReport> {
     let found = on_server.and_then(|all| all.iter().find(|d| d.name == db.name.as_str()));
+    let mut problem = None;
     let (mut pending_migrations, mut seeds, mut errors) = (None, None, Vec::new());
-    if found.is_some() {
+    let client = match found {
         // As the database's own login: what a service's role made in its database is read
         // with the role's rights, never the admin's.
-        let login = database_login(ctx, endpoint, db)?;
-        let mut client = login.connect(db.name.as_str()).with_context(|| {
-            format!(
-                "read the migration record of {} as {} (`cargo xtask setup` renews a refused password)",
-                db.name, login.user
-            )
-        })?;
+        Some(_) => match database_login(ctx, endpoint, db)?.connect(db.name.as_str()) {
+            Ok(client) => Some(client),
+            Err(error) => {
+                let explained = crate::invalid::explain(error, db.name.as_str());
+                if !format!("{explained:#}").contains("is invalid") {
+                    return Err(explained).with_context(|| {
+                        format!(
+                            "read the migration record of {} as its owner (`cargo xtask setup` renews a \
+                             refused password)",
+                            db.name
+                        )
+                    });
+                }
+                problem = Some(explained.to_string());
+                None
+            }
+        },
+        None => None,
+    };
+    if let Some(mut client) = client {
         // One file that cannot be read leaves its count unknown; the status still tells the rest.
         match crate::migrations::discover(&ctx.root, &db.migrations_dir(ctx)) {
             Ok(files) => {
@@ -580,6 +611,7 @@ fn database_report(
         pending_migrations,
         seeds,
         files_error: (!errors.is_empty()).then(|| errors.join("; ")),
+        problem,
     })
 }
 
@@ -603,6 +635,9 @@ fn print_status(report: &StatusReport) {
         };
         if let Some(pending) = db.pending_migrations.filter(|n| *n > 0) {
             state.push_str(&format!(", {pending} migration(s) pending (run `cargo xtask migrate`)"));
+        }
+        if let Some(problem) = &db.problem {
+            state = problem.clone();
         }
         if db.seeds == Some("changed") {
             state.push_str(", seeds changed since loaded (run `cargo xtask seed`)");
@@ -645,7 +680,11 @@ fn connect_running(engine: &dyn Engine, task: &str) -> Result<Admin> {
     if status.state != ServerState::Running {
         bail!("{}", not_running_message(task, &status));
     }
-    Admin::connect(engine.endpoint())
+    let mut admin = Admin::connect(engine.endpoint())?;
+    // The port may lead to another cluster than the engine's: nothing of its is touched.
+    let server = engine::identity::of_server(admin.client())?;
+    engine.check_identity(task, &server)?;
+    Ok(admin)
 }
 
 fn not_running_message(task: &str, status: &engine::Status) -> String {

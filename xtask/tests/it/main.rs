@@ -23,6 +23,7 @@ mod secrets;
 mod security_files;
 mod security_local;
 mod security_roles;
+mod security_restore;
 mod services;
 mod templates;
 
@@ -66,6 +67,7 @@ on_both_engines! {
     prune_gone_branches => crate::branches::prune_gone_branches,
     leftovers_swept => crate::load::leftovers_of_ended_runs_are_swept,
     backup_round_trip => crate::backup::round_trip,
+    security_restore_runs_as_the_role => crate::security_restore::restore_runs_as_the_role,
     faults_kill_during_migrate => crate::faults::kill_during_migrate,
     faults_kill_during_seed => crate::faults::kill_during_seed,
     faults_kill_during_template_build => crate::faults::kill_during_template_build,
