@@ -22,8 +22,8 @@ mod schema;
 mod secrets;
 mod security_files;
 mod security_local;
-mod security_roles;
 mod security_restore;
+mod security_roles;
 mod services;
 mod templates;
 
