@@ -92,6 +92,20 @@ impl AdminPassword {
         }
     }
 
+    /// Waits with `login` until the server accepts it; a refused login is tried again with the
+    /// password a half-done rotation replaced, which then becomes `login`'s.
+    pub fn wait_ready(&self, login: &mut Endpoint, wait: impl Fn(&Endpoint) -> Result<()>) -> Result<()> {
+        match (wait(login), self.fallback()) {
+            (Err(error), Some(previous)) if crate::conn::LoginRefused::is_in(&error) => {
+                let previous = Endpoint { password: previous.to_owned(), ..login.clone() };
+                wait(&previous)?;
+                *login = previous;
+                Ok(())
+            }
+            (result, _) => result,
+        }
+    }
+
     /// Once the server accepts `login`: rotates a legacy or half-rotated password to the generated
     /// one, so `login` ends up with the password on file. Says so on stderr.
     pub fn settle(&mut self, login: &mut Endpoint, server: &str) -> Result<()> {

@@ -13,7 +13,7 @@ use xshell::{Shell, cmd};
 use super::admin_password::AdminPassword;
 use super::{ClientProgram, ClientTool, Engine, NEXT_SETUP, NEXT_UP, ServerState, Status, UpOutcome, tail};
 use crate::config::{Config, EngineKind};
-use crate::conn::{Endpoint, LoginRefused, ReadyWatch, wait_ready};
+use crate::conn::{Endpoint, ReadyWatch, wait_ready};
 use crate::{fsafe, os};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
@@ -311,19 +311,12 @@ impl Docker {
         }
     }
 
-    /// Waits until the server accepts the admin login; a refused login is tried again with the
-    /// password a half-done rotation replaced, which is then the one used.
+    /// Waits until the server accepts the admin login (see [`AdminPassword::wait_ready`]).
     fn wait(&mut self) -> Result<()> {
-        let result = self.wait_with(&self.endpoint);
-        match (result, self.admin.fallback()) {
-            (Err(error), Some(previous)) if LoginRefused::is_in(&error) => {
-                let login = Endpoint { password: previous.to_owned(), ..self.endpoint.clone() };
-                self.wait_with(&login)?;
-                self.endpoint = login;
-                Ok(())
-            }
-            (result, _) => result,
-        }
+        let mut login = self.endpoint.clone();
+        self.admin.wait_ready(&mut login, |login| self.wait_with(login))?;
+        self.endpoint = login;
+        Ok(())
     }
 
     fn wait_with(&self, login: &Endpoint) -> Result<()> {

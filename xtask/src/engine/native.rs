@@ -16,7 +16,7 @@ use anyhow::{Context, Result, bail};
 use super::admin_password::{self, AdminPassword};
 use super::{ClientProgram, ClientTool, Engine, NEXT_SETUP, NEXT_UP, ServerState, Status, UpOutcome, tail};
 use crate::config::{Config, EngineKind};
-use crate::conn::{Endpoint, LoginRefused, ReadyWatch, wait_ready};
+use crate::conn::{Endpoint, ReadyWatch, wait_ready};
 use crate::{fsafe, os};
 
 pub const INSTALL_HINT: &str = "  Debian/Ubuntu: sudo apt-get install postgresql\n  \
@@ -367,19 +367,12 @@ impl Native {
         self.wait()
     }
 
-    /// Waits until the server accepts the admin login; a refused login is tried again with the
-    /// password a half-done rotation replaced, which is then the one used.
+    /// Waits until the server accepts the admin login (see [`AdminPassword::wait_ready`]).
     fn wait(&mut self) -> Result<()> {
-        let result = self.wait_with(&self.endpoint);
-        match (result, self.admin.fallback()) {
-            (Err(error), Some(previous)) if LoginRefused::is_in(&error) => {
-                let login = Endpoint { password: previous.to_owned(), ..self.endpoint.clone() };
-                self.wait_with(&login)?;
-                self.endpoint = login;
-                Ok(())
-            }
-            (result, _) => result,
-        }
+        let mut login = self.endpoint.clone();
+        self.admin.wait_ready(&mut login, |login| self.wait_with(login))?;
+        self.endpoint = login;
+        Ok(())
     }
 
     fn wait_with(&self, login: &Endpoint) -> Result<()> {
