@@ -372,7 +372,11 @@ impl Admin {
 
     /// Closes the cluster's own databases to the services' roles (see `maintenance`); their names.
     pub fn close_maintenance_databases(&mut self, admin_db: &str) -> Result<Vec<String>> {
-        crate::maintenance::close_to_public(&mut self.client, admin_db)
+        // One query when all is closed already: setups of a closed cluster never wait on the lock.
+        if crate::maintenance::open_to_public(&mut self.client, admin_db)?.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.with_catalog_lock(|admin| crate::maintenance::close_to_public(&mut admin.client, admin_db))
     }
 
     /// Drops the scratch databases of processes that are gone (see `scratch::sweep`).

@@ -10,8 +10,22 @@ use crate::conn::PgError;
 use crate::naming::quote_ident;
 
 /// Revokes CONNECT from PUBLIC on the cluster's own databases where PUBLIC still has it; the
-/// admin (a superuser) connects regardless. Idempotent, and one query when nothing is to do.
+/// admin (a superuser) connects regardless. Idempotent. Run it under the catalog lock (after
+/// [`open_to_public`] found work to do): concurrent GRANT/REVOKE on one database fail ("tuple
+/// concurrently updated").
 pub fn close_to_public(client: &mut Client, admin_db: &str) -> Result<Vec<String>> {
+    let open = open_to_public(client, admin_db)?;
+    for name in &open {
+        client
+            .batch_execute(&format!("REVOKE CONNECT ON DATABASE {} FROM PUBLIC", quote_ident(name)))
+            .map_err(PgError::from)
+            .with_context(|| format!("close database {name} to the services' roles"))?;
+    }
+    Ok(open)
+}
+
+/// The cluster's own databases PUBLIC may still connect to.
+pub fn open_to_public(client: &mut Client, admin_db: &str) -> Result<Vec<String>> {
     let rows = client
         .query(
             "SELECT datname::text FROM pg_catalog.pg_database \
@@ -21,12 +35,5 @@ pub fn close_to_public(client: &mut Client, admin_db: &str) -> Result<Vec<String
         )
         .map_err(PgError::from)
         .context("ask who may connect to the maintenance databases")?;
-    let open: Vec<String> = rows.iter().map(|row| row.get(0)).collect();
-    for name in &open {
-        client
-            .batch_execute(&format!("REVOKE CONNECT ON DATABASE {} FROM PUBLIC", quote_ident(name)))
-            .map_err(PgError::from)
-            .with_context(|| format!("close database {name} to the services' roles"))?;
-    }
-    Ok(open)
+    Ok(rows.iter().map(|row| row.get(0)).collect())
 }

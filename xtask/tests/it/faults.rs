@@ -310,7 +310,9 @@ pub fn kill_during_copy(engine: &str) {
     let mut holder = p.admin();
     holder.execute("SELECT pg_advisory_lock($1)", &[&CATALOG_LOCK_KEY]).unwrap();
     let mut child = spawn(&p, &["setup", "--branch", "feature"]);
-    wait_for_session(&p, &mut child, "wait_event_type = 'Lock' AND query LIKE '%pg_advisory_lock%'");
+    // Lock waits poll: the one-key try in the maintenance database is the catalog lock's.
+    let polling = "datname = 'postgres' AND query = 'SELECT pg_catalog.pg_try_advisory_lock($1)'";
+    wait_for_session(&p, &mut child, polling);
     let copies = scratch_databases(&p);
     assert_eq!(copies.len(), 1, "the copy is made under a scratch name: {copies:?}");
     let killed = kill_9(child);

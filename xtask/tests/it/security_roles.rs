@@ -214,7 +214,7 @@ fn external_engine_catalog_lock_wait_is_bounded() {
     let server = Project::new("native");
     server.ok(&["db-up"]);
     let mut p = Project::new("external");
-    p.port = server.port;
+    p.use_server(&server);
     p.set("XTASK_DATABASE_URL", &p.admin_url("postgres"));
     declare(&p, "");
     p.ok(&["setup"]);
