@@ -616,8 +616,24 @@ fn check_reachable_by_others(dir: &Path) -> Result<()> {
 
 fn write_marker(marker: &Path) -> Result<()> {
     use std::io::Write;
-    let mut file = fsafe::create_new(marker, 0o644)?;
+    let mut file = match fsafe::create_new(marker, 0o644) {
+        Ok(file) => file,
+        // Another setup claimed the directory at the same moment (the lock lives inside it, so
+        // claiming comes first); the directory was checked to be ours, so its marker is too.
+        Err(error)
+            if already_exists(&error) && std::fs::symlink_metadata(marker).is_ok_and(|m| m.is_file()) =>
+        {
+            return Ok(());
+        }
+        Err(error) => return Err(error),
+    };
     file.write_all(MARKER_TEXT.as_bytes()).with_context(|| format!("write {}", marker.display()))
+}
+
+fn already_exists(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::AlreadyExists)
+    })
 }
 
 /// What became of the pid a stale postmaster.pid names.
