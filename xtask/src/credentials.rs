@@ -84,7 +84,7 @@ impl Credentials {
     /// over the old one (never readable by others, never half-written, never through a link).
     fn change(&mut self, edit: impl FnOnce(&mut File)) -> Result<()> {
         let dir = self.path.parent().expect("the credentials file is inside the data directory");
-        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        crate::fsafe::private_dir(dir, "the data directory")?;
         let _lock = crate::os::exclusive_lock(&dir.join(LOCK_NAME))?;
         let mut file = read(&self.path)?;
         edit(&mut file);

@@ -6,7 +6,7 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -135,6 +135,33 @@ pub fn check_dir(dir: &Path, owner: u32, what: &str) -> Result<()> {
          another with XTASK_DATA_DIR or `data-dir`",
         dir.display()
     )
+}
+
+/// Creates `dir` (its parents as usual) readable by its owner only, whatever the umask; an
+/// existing one of ours that group or others may write (made by an earlier version under umask
+/// 002) loses those bits, said so. Then [`check_dir`]: one someone else owns is refused.
+pub fn private_dir(dir: &Path, what: &str) -> Result<()> {
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            return Err(e).with_context(|| format!("create {what} {}", dir.display()));
+        }
+        _ => {}
+    }
+    let meta = std::fs::symlink_metadata(dir).with_context(|| format!("inspect {}", dir.display()))?;
+    let mode = meta.permissions().mode() & 0o7777;
+    if meta.is_dir() && meta.uid() == euid() && mode & 0o022 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & !0o022))
+            .with_context(|| format!("make {} writable by its owner only", dir.display()))?;
+        eprintln!(
+            "made {what} {} writable by its owner only (mode {:o}, was {mode:o}): it holds passwords",
+            dir.display(),
+            mode & !0o022
+        );
+    }
+    check_dir(dir, euid(), what)
 }
 
 /// A user's name and uid, for messages.

@@ -107,7 +107,7 @@ pub fn sweep(admin: &mut Client, project: &str) -> Result<Vec<String>> {
         }
         // A branch database an interrupted restore moved aside: kept until setup puts it back.
         if let Some(label) = label.filter(|_| name.starts_with(&aside))
-            && crate::swap::holds_the_only_data(admin, &label)?
+            && crate::swap::holds_the_only_data(admin, &name, &label)?
         {
             release(admin, &name)?;
             continue;

@@ -179,14 +179,17 @@ fn asides(client: &mut Client, project: &str, expected: (&str, &str)) -> Result<
         .collect())
 }
 
-/// Whether an aside database labelled `label` must stay: no database of the project carries its
-/// label's logical database and branch under a real name, so it holds that branch's only data.
-pub fn holds_the_only_data(client: &mut Client, label: &Label) -> Result<bool> {
+/// Whether the aside database `aside`, labelled `label`, must stay: no branch database of the
+/// project (not a template, not a test's copy) with the same owner carries its label's logical
+/// database and branch under a real name, so it holds that branch's only data. The owner must
+/// match because a role may label its own database as it likes.
+pub fn holds_the_only_data(client: &mut Client, aside: &str, label: &Label) -> Result<bool> {
     let rows = client
         .query(
-            "SELECT pg_catalog.shobj_description(oid, 'pg_database') FROM pg_catalog.pg_database \
-             WHERE NOT starts_with(datname, $1)",
-            &[&crate::scratch::PREFIX],
+            "SELECT pg_catalog.shobj_description(d.oid, 'pg_database') FROM pg_catalog.pg_database d \
+             WHERE NOT pg_catalog.starts_with(d.datname, $1) AND d.datdba OPERATOR(pg_catalog.=) \
+               (SELECT datdba FROM pg_catalog.pg_database WHERE datname OPERATOR(pg_catalog.=) $2)",
+            &[&crate::scratch::PREFIX, &aside],
         )
         .map_err(PgError::from)?;
     let twin = rows.iter().any(|row| {
@@ -195,6 +198,7 @@ pub fn holds_the_only_data(client: &mut Client, label: &Label) -> Result<bool> {
                 && l.database == label.database
                 && l.branch == label.branch
                 && l.template.is_none()
+                && !l.test
         })
     });
     Ok(!twin)

@@ -108,13 +108,30 @@ impl AdminPassword {
 
     /// Once the server accepts `login`: rotates a legacy or half-rotated password to the generated
     /// one, so `login` ends up with the password on file. Says so on stderr.
-    pub fn settle(&mut self, login: &mut Endpoint, server: &str) -> Result<()> {
-        let target = match &self.source {
-            Source::Configured | Source::Fresh | Source::OnFile { previous: None } => return Ok(()),
-            Source::OnFile { previous: Some(_) } => self.first.clone(),
-            Source::Legacy => credentials::generate_password()?,
-        };
+    /// Rotations run one at a time under the engine's `lock` file: a second `up` finds the first
+    /// one's password on file and uses it.
+    pub fn settle(&mut self, login: &mut Endpoint, server: &str, lock: &Path) -> Result<()> {
+        if matches!(self.source, Source::Configured | Source::Fresh | Source::OnFile { previous: None }) {
+            return Ok(());
+        }
+        let _lock = crate::os::exclusive_lock(lock)?;
         let mut credentials = Credentials::load(&self.data_dir)?;
+        if let Some(secret) = credentials.admin().cloned() {
+            self.source = Source::OnFile { previous: secret.previous.clone() };
+            self.first = secret.password.clone();
+            let on_file = Endpoint { password: secret.password, ..login.clone() };
+            if secret.previous.is_none() || on_file.connect(&login.admin_db).is_ok() {
+                // Finished by another run, or its server half done: the password on file works.
+                *login = on_file;
+                credentials.set_admin(AdminSecret { password: self.first.clone(), previous: None })?;
+                self.source = Source::OnFile { previous: None };
+                return Ok(());
+            }
+        }
+        let target = match &self.source {
+            Source::OnFile { previous: Some(_) } => self.first.clone(),
+            _ => credentials::generate_password()?,
+        };
         if login.password != target {
             // The new one on file (the old one kept) before the server has it.
             let previous = Some(login.password.clone());

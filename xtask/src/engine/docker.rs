@@ -285,9 +285,7 @@ impl Docker {
     fn mark_volume(&self) -> Result<()> {
         let marker = self.volume_marker();
         if !marker.exists() {
-            std::fs::create_dir_all(&self.lock_dir)
-                .with_context(|| format!("create {}", self.lock_dir.display()))?;
-            fsafe::check_dir(&self.lock_dir, fsafe::euid(), "the data directory")?;
+            fsafe::private_dir(&self.lock_dir, "the data directory")?;
             let mut file = fsafe::create_new(&marker, 0o644)?;
             file.write_all(format!("{}\n", self.volume).as_bytes())
                 .with_context(|| format!("write {}", marker.display()))?;
@@ -347,9 +345,7 @@ impl Docker {
             return Ok(UpOutcome::AlreadyRunning);
         }
         // Worktrees running setup at once: one creates or starts the container, the others wait.
-        std::fs::create_dir_all(&self.lock_dir)
-            .with_context(|| format!("create {}", self.lock_dir.display()))?;
-        fsafe::check_dir(&self.lock_dir, fsafe::euid(), "the data directory")?;
+        fsafe::private_dir(&self.lock_dir, "the data directory")?;
         let _lock = os::exclusive_lock(&self.lock_dir.join(".xtask-docker.lock"))?;
         let outcome = match self.inspect()? {
             None => {
@@ -397,7 +393,7 @@ impl Engine for Docker {
     fn up(&mut self) -> Result<UpOutcome> {
         let outcome = self.bring_up()?;
         let server = format!("container {}", self.container);
-        self.admin.settle(&mut self.endpoint, &server)?;
+        self.admin.settle(&mut self.endpoint, &server, &self.lock_dir.join(".xtask-docker.lock"))?;
         Ok(outcome)
     }
 
@@ -490,13 +486,39 @@ impl Engine for Docker {
         })
     }
 
-    /// The container must be this project's, publish the configured port, and hold the server's
-    /// `pg_control` (read inside it, at the data directory the server names).
-    fn check_identity(&self, task: &str, server: &super::identity::Identity) -> Result<()> {
-        match self.inspect()? {
-            Some(container) => self.check_ours(&container)?,
-            None => bail!("refusing to {task}: container {} does not exist", self.container),
+    fn fallback_endpoint(&self) -> Option<Endpoint> {
+        self.admin
+            .fallback()
+            .map(|password| Endpoint { password: password.to_owned(), ..self.endpoint.clone() })
+    }
+
+    /// The container must be this project's and publish the configured port (its image may differ
+    /// from the configuration's: a backup before recreating it must work).
+    fn check_port(&self, task: &str) -> Result<()> {
+        let Some(container) = self.inspect()? else {
+            bail!("refusing to {task}: container {} does not exist", self.container)
+        };
+        self.check_owner(&container)?;
+        let port = self.port.to_string();
+        if container.host_port.as_deref() != Some(port.as_str()) {
+            bail!(
+                "refusing to {task}: container {} publishes port {}, but the configuration (`port` or \
+                 XTASK_PORT) says {}, where another server may answer: set it back, or run `cargo xtask \
+                 db-down` then `cargo xtask db-up` to recreate the container on the new port; nothing was \
+                 changed",
+                self.container,
+                container.host_port.as_deref().unwrap_or("none"),
+                self.port
+            );
         }
+        Ok(())
+    }
+
+    /// The server must hold the container's `pg_control` (read inside it, at the data directory
+    /// the server names).
+    fn check_identity(&self, task: &str, admin: &mut postgres::Client) -> Result<()> {
+        let server = super::identity::of_server(admin)?;
+        let server = &server;
         let control = format!("{}/global/pg_control", server.data_directory);
         let container = &self.container;
         let read = cmd!(self.sh, "docker exec {container} cat {control}").quiet().ignore_stderr().output();

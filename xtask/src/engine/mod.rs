@@ -151,10 +151,20 @@ pub trait Engine {
     fn destroy(&self) -> Result<()>;
     /// How to run a client program against this server.
     fn client_tool(&self, program: ClientProgram) -> Result<ClientTool>;
-    /// Refuses, before `task` changes or reads anything, a `server` that is not the cluster this
-    /// engine runs (see [`identity`]). An external server is whatever its URL names.
-    fn check_identity(&self, _task: &str, _server: &identity::Identity) -> Result<()> {
+    /// Refuses, before `task` logs in, a configured port that cannot lead to this engine's server
+    /// (its cluster or container listens on another). An external server is whatever its URL names.
+    fn check_port(&self, _task: &str) -> Result<()> {
         Ok(())
+    }
+    /// Refuses, before `task` changes or reads anything, a server (asked through `admin`) that is
+    /// not the cluster this engine runs (see [`identity`]).
+    fn check_identity(&self, _task: &str, _admin: &mut postgres::Client) -> Result<()> {
+        Ok(())
+    }
+    /// The admin login to try when the endpoint's password is refused: the one a half-done
+    /// rotation replaced (see `admin_password`).
+    fn fallback_endpoint(&self) -> Option<Endpoint> {
+        None
     }
 }
 

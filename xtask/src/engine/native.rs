@@ -449,7 +449,7 @@ impl Engine for Native {
         }
         let outcome = self.bring_up()?;
         let server = format!("the cluster in {}", self.pgdata.display());
-        self.admin.settle(&mut self.endpoint, &server)?;
+        self.admin.settle(&mut self.endpoint, &server, &self.dir.join(".xtask.lock"))?;
         Ok(outcome)
     }
 
@@ -539,7 +539,29 @@ impl Engine for Native {
         find_client(program.name()).map(ClientTool::Host)
     }
 
-    fn check_identity(&self, task: &str, server: &super::identity::Identity) -> Result<()> {
+    fn fallback_endpoint(&self) -> Option<Endpoint> {
+        self.admin
+            .fallback()
+            .map(|password| Endpoint { password: password.to_owned(), ..self.endpoint.clone() })
+    }
+
+    fn check_port(&self, task: &str) -> Result<()> {
+        match self.running_pid_and_port() {
+            Some((pid, port)) if port != self.port => bail!(
+                "refusing to {task}: this project's cluster in {} runs on port {port} (pid {pid}), but the \
+                 configuration (`port` in [workspace.metadata.xtask] or XTASK_PORT) says {}, where another \
+                 server may answer: set it back to {port}, or run `cargo xtask db-down` then `cargo xtask \
+                 db-up` to move the cluster; nothing was changed",
+                self.pgdata.display(),
+                self.port
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    fn check_identity(&self, task: &str, admin: &mut postgres::Client) -> Result<()> {
+        let server = super::identity::of_server(admin)?;
+        let server = &server;
         let control = std::fs::read(self.pgdata.join("global/pg_control")).ok();
         let ours = format!("the cluster in {}", self.pgdata.display());
         let identifier = control.as_deref().and_then(super::identity::system_identifier_in);

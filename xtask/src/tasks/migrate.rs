@@ -178,6 +178,8 @@ pub fn rollback(ctx: &Ctx, db: Option<&str>, steps: usize) -> Result<()> {
     let database = ctx.database(db)?;
     let name = database.name.as_str();
     let files = migrations::discover(&ctx.root, &database.migrations_dir(ctx))?;
+    // Undoing migrations is destructive: the configured port must lead to this engine's server.
+    engine.check_port("rollback")?;
     let login = super::database_login(ctx, engine.endpoint(), &database)?;
     let mut client = connect_branch_db(&login, name)
         .map_err(|e| super::explain_if_not_running(engine.as_ref(), "rollback", e))?;

@@ -400,9 +400,11 @@ pub fn wipe(ctx: &Ctx, db: Option<&str>, force: bool, backup: bool) -> Result<()
 pub fn teardown(ctx: &Ctx, force: bool) -> Result<()> {
     let engine = engine::select(ctx)?;
     if engine.kind() != EngineKind::External {
-        // The passwords go first: the data directory is removed only when nothing is left in it.
-        crate::credentials::remove(&ctx.config.data_dir)?;
+        // The passwords go only once the server is gone (a failed removal must leave the admin
+        // password of what is left), and with them the data directory when nothing else is in it.
         engine.destroy().context("remove the server")?;
+        crate::credentials::remove(&ctx.config.data_dir)?;
+        let _ = std::fs::remove_dir(&ctx.config.data_dir);
         eprintln!(
             "teardown: removed the {} server of project `{}` and all its databases",
             engine.kind().name(),
@@ -547,6 +549,31 @@ pub fn db_status(ctx: &Ctx, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// The database, as its own login: what a service's role made in its database is read with the
+/// role's rights, never the admin's. A refused login or a database left invalid is the status's
+/// `problem`, not a failure of db-status.
+fn open_for_report(
+    ctx: &Ctx,
+    endpoint: &crate::conn::Endpoint,
+    db: &Database,
+) -> Result<(Option<postgres::Client>, Option<String>)> {
+    let error = match database_login(ctx, endpoint, db)?.connect(db.name.as_str()) {
+        Ok(client) => return Ok((Some(client), None)),
+        Err(error) => error,
+    };
+    if crate::conn::LoginRefused::is_in(&error) {
+        let problem = format!(
+            "its owner's login was refused ({error:#}): `cargo xtask setup` gives the role a new password"
+        );
+        return Ok((None, Some(problem)));
+    }
+    let explained = crate::invalid::explain(error, db.name.as_str());
+    if format!("{explained:#}").contains("is invalid") {
+        return Ok((None, Some(explained.to_string())));
+    }
+    Err(explained).with_context(|| format!("read the migration record of {}", db.name))
+}
+
 fn database_report(
     ctx: &Ctx,
     db: &Database,
@@ -554,29 +581,10 @@ fn database_report(
     endpoint: &crate::conn::Endpoint,
 ) -> Result<DatabaseReport> {
     let found = on_server.and_then(|all| all.iter().find(|d| d.name == db.name.as_str()));
-    let mut problem = None;
     let (mut pending_migrations, mut seeds, mut errors) = (None, None, Vec::new());
-    let client = match found {
-        // As the database's own login: what a service's role made in its database is read
-        // with the role's rights, never the admin's.
-        Some(_) => match database_login(ctx, endpoint, db)?.connect(db.name.as_str()) {
-            Ok(client) => Some(client),
-            Err(error) => {
-                let explained = crate::invalid::explain(error, db.name.as_str());
-                if !format!("{explained:#}").contains("is invalid") {
-                    return Err(explained).with_context(|| {
-                        format!(
-                            "read the migration record of {} as its owner (`cargo xtask setup` renews a \
-                             refused password)",
-                            db.name
-                        )
-                    });
-                }
-                problem = Some(explained.to_string());
-                None
-            }
-        },
-        None => None,
+    let (client, problem) = match found {
+        Some(_) => open_for_report(ctx, endpoint, db)?,
+        None => (None, None),
     };
     if let Some(mut client) = client {
         // One file that cannot be read leaves its count unknown; the status still tells the rest.
@@ -680,10 +688,16 @@ fn connect_running(engine: &dyn Engine, task: &str) -> Result<Admin> {
     if status.state != ServerState::Running {
         bail!("{}", not_running_message(task, &status));
     }
-    let mut admin = Admin::connect(engine.endpoint())?;
     // The port may lead to another cluster than the engine's: nothing of its is touched.
-    let server = engine::identity::of_server(admin.client())?;
-    engine.check_identity(task, &server)?;
+    engine.check_port(task)?;
+    let mut admin = match Admin::connect(engine.endpoint()) {
+        Err(error) if crate::conn::LoginRefused::is_in(&error) => match engine.fallback_endpoint() {
+            Some(previous) => Admin::connect(&previous).map_err(|_| error)?,
+            None => return Err(error),
+        },
+        connected => connected?,
+    };
+    engine.check_identity(task, admin.client())?;
     Ok(admin)
 }
 

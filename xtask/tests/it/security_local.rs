@@ -357,3 +357,32 @@ fn interrupted_rotation_never_locks_the_admin_out() {
     p.admin().batch_execute("SELECT 1").unwrap();
     assert!(!admin_login(as_postgres(PSQL), p.port, "postgres").status.success());
 }
+
+/// Three `db-up` at once on a cluster with the old default password: one rotates it, the others
+/// find the new password on file; all succeed and the admin logs in with what is on file.
+#[test]
+fn concurrent_rotations_agree_on_one_password() {
+    let mut p = Project::new("native");
+    p.set("XTASK_PASSWORD", "postgres");
+    p.ok(&["db-up"]);
+    p.unset("XTASK_PASSWORD");
+    let runs: Vec<_> = (0..3)
+        .map(|_| {
+            let mut command = Command::new(crate::harness::XTASK);
+            command.arg("db-up").current_dir(p.path());
+            for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("XTASK_")) {
+                command.env_remove(key);
+            }
+            command.envs(p.env.iter().map(|(k, v)| (k, v)));
+            command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap()
+        })
+        .collect();
+    for run in runs {
+        let out = run.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let generated = p.generated_admin_password().expect("a password on file");
+    assert_ne!(generated, "postgres");
+    p.admin().batch_execute("SELECT 1").unwrap();
+    p.ok(&["branches"]);
+}

@@ -298,8 +298,9 @@ pub fn another_cluster_on_the_port_is_refused() {
     first.set("XTASK_PORT", &second.port.to_string());
     for args in [&["wipe"][..], &["backup"], &["restore", file.as_str()], &["wipe", "--backup"]] {
         let err = first.fails(args);
-        contains(&err, "is not this project's cluster");
+        contains(&err, "refusing to");
         contains(&err, "XTASK_PORT");
+        contains(&err, "nothing was changed");
     }
     first.set("XTASK_PORT", &first.port.to_string());
     assert_eq!(bodies(&second), ["theirs"]);
@@ -367,4 +368,82 @@ fn native_another_cluster_on_the_port_is_refused() {
 #[test]
 fn native_dumps_are_restored_only_where_they_belong() {
     dumps_are_restored_only_where_they_belong();
+}
+
+/// Finding 11 with generated admin passwords (each cluster its own): the refusal names the port,
+/// not a refused login.
+#[test]
+fn another_cluster_on_the_port_with_its_own_password_is_refused() {
+    let mut first = Project::new("native");
+    first.unset("XTASK_PASSWORD");
+    first.service("notes", "name = \"notes\"");
+    first.ok(&["setup"]);
+    let mut second = Project::new("native");
+    second.unset("XTASK_PASSWORD");
+    second.set("XTASK_PROJECT", &first.name);
+    second.service("notes", "name = \"notes\"");
+    second.ok(&["setup"]);
+    first.set("XTASK_PORT", &second.port.to_string());
+    for args in [&["wipe"][..], &["backup"], &["rollback"]] {
+        let err = first.fails(args);
+        contains(&err, &format!("runs on port {}", first.port));
+        contains(&err, "nothing was changed");
+    }
+    second.ok(&["db-status"]);
+    assert!(second.db_exists("main"), "the other cluster's database is still there");
+}
+
+/// Finding 10: a branch database an interrupted restore left aside holds the branch's only data,
+/// even when a test's copy of it (labelled like it, with `test`) or another role's database
+/// relabelled like it exists: setup puts it back.
+#[test]
+fn an_aside_database_beside_look_alikes_is_put_back() {
+    let p = project("native");
+    p.ok(&["setup"]);
+    p.service_client("notes").batch_execute("INSERT INTO notes VALUES (1, 'mine')").unwrap();
+    let db = notes_db(&p);
+    let mut admin = admin(&p, "postgres");
+    let comment = |admin: &mut postgres::Client, name: &str| -> String {
+        admin
+            .query_one(
+                "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
+                &[&name],
+            )
+            .unwrap()
+            .get(0)
+    };
+    let mut label: serde_json::Value = serde_json::from_str(&comment(&mut admin, &db)).unwrap();
+    let test_copy = format!("{db}__test_1_1");
+    admin.batch_execute(&format!("CREATE DATABASE \"{test_copy}\" TEMPLATE \"{db}\"")).unwrap();
+    label["test"] = serde_json::Value::Bool(true);
+    admin.batch_execute(&format!("COMMENT ON DATABASE \"{test_copy}\" IS '{label}'")).unwrap();
+    let aside = format!("_xtask_aside_111_{}", p.name);
+    admin.batch_execute(&format!("ALTER DATABASE \"{db}\" RENAME TO \"{aside}\"")).unwrap();
+    drop(admin);
+    let (_, err) = p.ok_err(&["setup"]);
+    assert!(!err.contains(&format!("dropped what ended runs left unfinished: {aside}")), "{err}");
+    assert_eq!(bodies(&p), ["mine"], "the aside database was put back:\n{err}");
+}
+
+/// Finding 11's check on a managed-style server: an external admin that is not a superuser (it
+/// may not read `data_directory`) can still list, back up and wipe.
+#[test]
+fn external_admin_without_superuser_can_wipe() {
+    let server = project("native");
+    server.ok(&["db-up"]);
+    admin(&server, "postgres")
+        .batch_execute("CREATE ROLE manager LOGIN CREATEDB CREATEROLE PASSWORD 'manager-Pw-0123456789'")
+        .unwrap();
+    let mut p = Project::new("external");
+    p.use_server(&server);
+    p.set(
+        "XTASK_DATABASE_URL",
+        &format!("postgres://manager:manager-Pw-0123456789@127.0.0.1:{}/postgres", server.port),
+    );
+    p.service("notes", "name = \"notes\"");
+    p.ok(&["setup"]);
+    p.ok(&["branches"]);
+    p.ok(&["backup"]);
+    p.ok(&["wipe"]);
+    p.ok(&["teardown"]);
 }
