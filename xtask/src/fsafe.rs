@@ -92,8 +92,17 @@ pub fn write_atomically(target: &Path, content: &[u8], mode: u32) -> Result<()> 
     let dir = target.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = target.file_name().with_context(|| format!("{} has no file name", target.display()))?;
     let scratch = dir.join(format!(".{}.{}.xtask-tmp", name.to_string_lossy(), std::process::id()));
+    // Root rewriting a developer's file (setup run with sudo) leaves it the developer's.
+    let keep_owner = std::fs::symlink_metadata(target)
+        .ok()
+        .filter(|meta| euid() == 0 && meta.is_file() && meta.uid() != 0)
+        .map(|meta| (meta.uid(), meta.gid()));
     let written = create_replacing(&scratch, 0o600).and_then(|mut file| {
         file.write_all(content)?;
+        if let Some((uid, gid)) = keep_owner {
+            std::os::unix::fs::fchown(&file, Some(uid), Some(gid))
+                .with_context(|| format!("give {} back to uid {uid}", target.display()))?;
+        }
         file.set_permissions(std::fs::Permissions::from_mode(mode))?;
         file.sync_all()?;
         Ok(())
@@ -246,6 +255,19 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "new");
         assert_eq!(std::fs::metadata(&target).unwrap().permissions().mode() & 0o777, 0o640);
+    }
+
+    #[test]
+    fn a_rewritten_file_keeps_its_owner() {
+        assert_eq!(euid(), 0, "this test gives a file to another uid, which needs root (CI runs as root)");
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join(".env");
+        std::fs::write(&target, "A=1\n").unwrap();
+        std::os::unix::fs::chown(&target, Some(12345), Some(12346)).unwrap();
+        write_atomically(&target, b"A=2\n", 0o600).unwrap();
+        let meta = std::fs::metadata(&target).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (12345, 12346));
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "A=2\n");
     }
 
     #[test]

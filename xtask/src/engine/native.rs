@@ -75,8 +75,24 @@ impl Native {
     }
 
     fn cluster_major(&self) -> Option<u32> {
-        let text = std::fs::read_to_string(self.pgdata.join("PG_VERSION")).ok()?;
-        text.trim().parse().ok()
+        let text = self.read_cluster_file("PG_VERSION")?;
+        String::from_utf8(text).ok()?.trim().parse().ok()
+    }
+
+    /// A small file of the cluster's (`PG_VERSION`, `postmaster.pid`, `global/pg_control`), read
+    /// only when it is a regular file of the server's user and not through a link at its name: as
+    /// root, the `postgres` user could otherwise point it at any file (or a FIFO, which would hang).
+    fn read_cluster_file(&self, relative: &str) -> Option<Vec<u8>> {
+        use std::io::Read;
+        let owner = match run_as_user() {
+            Ok(Some((uid, _))) => uid,
+            Ok(None) => crate::fsafe::euid(),
+            Err(_) => return None,
+        };
+        let mut bytes = Vec::new();
+        let file = crate::fsafe::open_read(&self.pgdata.join(relative), owner).ok()?;
+        file.take(1 << 16).read_to_end(&mut bytes).ok()?;
+        Some(bytes)
     }
 
     /// The postmaster's pid and port from `postmaster.pid`, when that process is alive.
@@ -97,7 +113,7 @@ impl Native {
 
     /// The pid (and port, once the server listens) that `postmaster.pid` names, alive or not.
     fn pid_file(&self) -> Option<(i32, Option<u16>)> {
-        let text = std::fs::read_to_string(self.pgdata.join("postmaster.pid")).ok()?;
+        let text = String::from_utf8(self.read_cluster_file("postmaster.pid")?).ok()?;
         let lines: Vec<&str> = text.lines().collect();
         let pid: i32 = lines.first()?.trim().parse().ok()?;
         Some((pid, lines.get(3).and_then(|l| l.trim().parse().ok())))
@@ -562,7 +578,7 @@ impl Engine for Native {
     fn check_identity(&self, task: &str, admin: &mut postgres::Client) -> Result<()> {
         let server = super::identity::of_server(admin)?;
         let server = &server;
-        let control = std::fs::read(self.pgdata.join("global/pg_control")).ok();
+        let control = self.read_cluster_file("global/pg_control");
         let ours = format!("the cluster in {}", self.pgdata.display());
         let identifier = control.as_deref().and_then(super::identity::system_identifier_in);
         super::identity::check(task, self.port, server, &ours, identifier)

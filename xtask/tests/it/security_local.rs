@@ -386,3 +386,49 @@ fn concurrent_rotations_agree_on_one_password() {
     p.admin().batch_execute("SELECT 1").unwrap();
     p.ok(&["branches"]);
 }
+
+/// As root, the cluster's own small files (postmaster.pid, PG_VERSION) live in a directory the
+/// `postgres` user owns: a link planted there to a FIFO, or to a file of root's, is never read
+/// (the read would hang, or show root's file in messages); db-status still answers.
+#[test]
+fn links_in_pgdata_are_never_read() {
+    require_root();
+    let p = Project::new("native");
+    p.ok(&["setup"]);
+    p.ok(&["db-down"]);
+    let pgdata = p.data_dir().join("pgdata");
+    let fifo = pgdata.join("planted.fifo");
+    let made = as_postgres("sh")
+        .arg("-c")
+        .arg(format!(
+            "mkfifo '{0}' && ln -sfn '{0}' '{1}'",
+            fifo.display(),
+            pgdata.join("postmaster.pid").display()
+        ))
+        .status()
+        .unwrap();
+    assert!(made.success(), "plant the FIFO as the postgres user");
+    let mut child = Command::new(crate::harness::XTASK);
+    child.args(["db-status", "--json"]).current_dir(p.path());
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("XTASK_")) {
+        child.env_remove(key);
+    }
+    child.envs(p.env.iter().map(|(k, v)| (k, v)));
+    let mut child =
+        child.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(30) {
+            let _ = child.kill();
+            // Unplanted first, or the teardown at the end of the test would hang as well.
+            let _ = std::fs::remove_file(pgdata.join("postmaster.pid"));
+            panic!("db-status hung reading a FIFO planted as postmaster.pid");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::remove_file(pgdata.join("postmaster.pid")).unwrap();
+    std::fs::remove_file(&fifo).unwrap();
+    p.ok(&["db-up"]);
+}
