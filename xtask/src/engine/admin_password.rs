@@ -92,12 +92,16 @@ impl AdminPassword {
         }
     }
 
+    /// `login` with the password a half-done rotation replaced, to try when its own is refused.
+    pub fn fallback_login(&self, login: &Endpoint) -> Option<Endpoint> {
+        self.fallback().map(|password| Endpoint { password: password.to_owned(), ..login.clone() })
+    }
+
     /// Waits with `login` until the server accepts it; a refused login is tried again with the
     /// password a half-done rotation replaced, which then becomes `login`'s.
     pub fn wait_ready(&self, login: &mut Endpoint, wait: impl Fn(&Endpoint) -> Result<()>) -> Result<()> {
-        match (wait(login), self.fallback()) {
+        match (wait(login), self.fallback_login(login)) {
             (Err(error), Some(previous)) if crate::conn::LoginRefused::is_in(&error) => {
-                let previous = Endpoint { password: previous.to_owned(), ..login.clone() };
                 wait(&previous)?;
                 *login = previous;
                 Ok(())

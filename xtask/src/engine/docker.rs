@@ -281,6 +281,11 @@ impl Docker {
         self.lock_dir.join(VOLUME_MARKER)
     }
 
+    /// Serialises creating, starting and the admin password's rotation between processes.
+    fn lock_file(&self) -> PathBuf {
+        self.lock_dir.join(".xtask-docker.lock")
+    }
+
     /// Remembers that our volume exists (see VOLUME_MARKER).
     fn mark_volume(&self) -> Result<()> {
         let marker = self.volume_marker();
@@ -346,7 +351,7 @@ impl Docker {
         }
         // Worktrees running setup at once: one creates or starts the container, the others wait.
         fsafe::private_dir(&self.lock_dir, "the data directory")?;
-        let _lock = os::exclusive_lock(&self.lock_dir.join(".xtask-docker.lock"))?;
+        let _lock = os::exclusive_lock(&self.lock_file())?;
         let outcome = match self.inspect()? {
             None => {
                 self.create()?;
@@ -393,7 +398,8 @@ impl Engine for Docker {
     fn up(&mut self) -> Result<UpOutcome> {
         let outcome = self.bring_up()?;
         let server = format!("container {}", self.container);
-        self.admin.settle(&mut self.endpoint, &server, &self.lock_dir.join(".xtask-docker.lock"))?;
+        let lock = self.lock_file();
+        self.admin.settle(&mut self.endpoint, &server, &lock)?;
         Ok(outcome)
     }
 
@@ -487,9 +493,7 @@ impl Engine for Docker {
     }
 
     fn fallback_endpoint(&self) -> Option<Endpoint> {
-        self.admin
-            .fallback()
-            .map(|password| Endpoint { password: password.to_owned(), ..self.endpoint.clone() })
+        self.admin.fallback_login(&self.endpoint)
     }
 
     /// The container must be this project's and publish the configured port (its image may differ

@@ -291,9 +291,14 @@ impl Native {
         write_marker(&marker)
     }
 
-    /// Serialises up, down and teardown between processes (worktrees running setup at once).
+    fn lock_file(&self) -> PathBuf {
+        self.dir.join(".xtask.lock")
+    }
+
+    /// Serialises up, down, teardown and the admin password's rotation between processes
+    /// (worktrees running setup at once).
     fn lock(&self) -> Result<std::fs::File> {
-        os::exclusive_lock(&self.dir.join(".xtask.lock"))
+        os::exclusive_lock(&self.lock_file())
     }
 
     /// initdb into a scratch directory renamed into place, so a crash never leaves half a cluster.
@@ -465,7 +470,8 @@ impl Engine for Native {
         }
         let outcome = self.bring_up()?;
         let server = format!("the cluster in {}", self.pgdata.display());
-        self.admin.settle(&mut self.endpoint, &server, &self.dir.join(".xtask.lock"))?;
+        let lock = self.lock_file();
+        self.admin.settle(&mut self.endpoint, &server, &lock)?;
         Ok(outcome)
     }
 
@@ -535,8 +541,7 @@ impl Engine for Native {
                     .with_context(|| format!("delete {}", leftover.display()))?;
             }
         }
-        for file in [&self.dir.join(OLD_LOG_NAME), &self.dir.join(DIR_MARKER), &self.dir.join(".xtask.lock")]
-        {
+        for file in [&self.dir.join(OLD_LOG_NAME), &self.dir.join(DIR_MARKER), &self.lock_file()] {
             let _ = std::fs::remove_file(file);
         }
         // The directory itself goes only when nothing else is in it.
@@ -556,9 +561,7 @@ impl Engine for Native {
     }
 
     fn fallback_endpoint(&self) -> Option<Endpoint> {
-        self.admin
-            .fallback()
-            .map(|password| Endpoint { password: password.to_owned(), ..self.endpoint.clone() })
+        self.admin.fallback_login(&self.endpoint)
     }
 
     fn check_port(&self, task: &str) -> Result<()> {

@@ -113,6 +113,16 @@ impl Project {
 
     /// Runs xtask with this project's settings in another folder (another workspace).
     pub fn run_in(&self, dir: &Path, args: &[&str]) -> Output {
+        self.command_in(dir, args).output().unwrap()
+    }
+
+    /// xtask with this project's settings (and none of the caller's XTASK_* or CI branch
+    /// variables), not yet started: for tests that spawn it and watch it run.
+    pub fn command(&self, args: &[&str]) -> Command {
+        self.command_in(self.path(), args)
+    }
+
+    fn command_in(&self, dir: &Path, args: &[&str]) -> Command {
         let mut command = Command::new(XTASK);
         command.args(args).current_dir(dir);
         for (key, _) in std::env::vars() {
@@ -123,7 +133,7 @@ impl Project {
             }
         }
         command.envs(self.env.iter().map(|(k, v)| (k, v)));
-        command.output().unwrap()
+        command
     }
 
     /// Runs xtask, asserts success, returns stdout; stderr is kept for `ok_err`.

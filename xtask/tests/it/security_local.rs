@@ -368,13 +368,11 @@ fn concurrent_rotations_agree_on_one_password() {
     p.unset("XTASK_PASSWORD");
     let runs: Vec<_> = (0..3)
         .map(|_| {
-            let mut command = Command::new(crate::harness::XTASK);
-            command.arg("db-up").current_dir(p.path());
-            for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("XTASK_")) {
-                command.env_remove(key);
-            }
-            command.envs(p.env.iter().map(|(k, v)| (k, v)));
-            command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap()
+            p.command(&["db-up"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
         })
         .collect();
     for run in runs {
@@ -408,14 +406,12 @@ fn links_in_pgdata_are_never_read() {
         .status()
         .unwrap();
     assert!(made.success(), "plant the FIFO as the postgres user");
-    let mut child = Command::new(crate::harness::XTASK);
-    child.args(["db-status", "--json"]).current_dir(p.path());
-    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("XTASK_")) {
-        child.env_remove(key);
-    }
-    child.envs(p.env.iter().map(|(k, v)| (k, v)));
-    let mut child =
-        child.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let mut child = p
+        .command(&["db-status", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let start = std::time::Instant::now();
     while child.try_wait().unwrap().is_none() {
         if start.elapsed() > std::time::Duration::from_secs(30) {

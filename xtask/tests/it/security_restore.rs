@@ -6,10 +6,10 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Project, XTASK, contains};
+use crate::harness::{Project, contains};
 
 /// The admin password of these servers (the same on both clusters of the port test, as two
 /// clones of one project would have).
@@ -60,15 +60,7 @@ fn partials(p: &Project) -> Vec<String> {
 }
 
 fn spawn(p: &Project, args: &[&str]) -> Child {
-    let mut command = Command::new(XTASK);
-    command.args(args).current_dir(p.path()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    for (key, _) in std::env::vars() {
-        if key.starts_with("XTASK_") {
-            command.env_remove(key);
-        }
-    }
-    command.envs(p.env.iter().map(|(k, v)| (k, v)));
-    command.spawn().unwrap()
+    p.command(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
 }
 
 /// Waits (polling every few milliseconds) until a session matching `filter` shows in

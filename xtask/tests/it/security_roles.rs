@@ -3,10 +3,10 @@
 //! bound, or change what later copies of its template get.
 
 use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::harness::{Project, XTASK, contains};
+use crate::harness::{Project, contains};
 
 /// The catalog lock's key (admin.rs `CATALOG_LOCK_KEY`, "xtask_db").
 const CATALOG_LOCK_KEY: i64 = 0x7874_6173_6b5f_6462;
@@ -56,13 +56,13 @@ fn run_bounded(
     extra_env: &[(&str, &str)],
     limit: Duration,
 ) -> Option<(i32, String)> {
-    let mut command = Command::new(XTASK);
-    command.args(args).current_dir(p.path());
-    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("XTASK_")) {
-        command.env_remove(key);
-    }
-    command.envs(p.env.iter().map(|(k, v)| (k, v))).envs(extra_env.iter().copied());
-    let mut child = command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = p
+        .command(args)
+        .envs(extra_env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let start = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
