@@ -395,23 +395,55 @@ pub fn line_col(sql: &str, position: usize) -> (usize, usize) {
     (line, col)
 }
 
-/// Splits SQL into statements at top-level `;`, aware of quotes, dollar quotes and comments.
-/// Each statement comes with its character offset in `sql`. Used for files that run outside a
-/// transaction, where each statement must be sent on its own.
+/// Splits SQL into statements as the server splits a multi-statement query: at `;` outside quotes,
+/// dollar quotes, comments and parentheses (a rule's `DO ALSO (...; ...)` actions), with each
+/// `BEGIN ATOMIC ... END` function body kept whole. Each statement comes with its character offset
+/// in `sql`. Statements are sent one by one, so a failure names its statement without a second run.
 pub fn split_statements(sql: &str) -> Vec<(usize, &str)> {
-    let mut statements = Vec::new();
+    let mut pieces = Vec::new();
     // Character offsets are counted on from the previous statement: a big file with many
     // statements must not be counted from its start each time.
     let mut counted = (0, 0);
     let mut start = 0;
+    let mut depth = 0usize;
     walk_top_level(sql, |i| {
-        if sql.as_bytes()[i] == b';' {
-            push_statement(sql, start, i, &mut counted, &mut statements);
-            start = i + 1;
+        match sql.as_bytes()[i] {
+            b'(' => depth += 1,
+            b')' => depth = depth.saturating_sub(1),
+            b';' if depth == 0 => {
+                push_statement(sql, start, i, &mut counted, &mut pieces);
+                start = i + 1;
+            }
+            _ => {}
         }
         None::<()>
     });
-    push_statement(sql, start, sql.len(), &mut counted, &mut statements);
+    push_statement(sql, start, sql.len(), &mut counted, &mut pieces);
+    join_atomic_bodies(sql, pieces)
+}
+
+/// Joins the pieces of a `CREATE FUNCTION ... BEGIN ATOMIC ...; ...; END` back into one statement.
+fn join_atomic_bodies<'a>(sql: &'a str, pieces: Vec<(usize, &'a str)>) -> Vec<(usize, &'a str)> {
+    let mut statements = Vec::with_capacity(pieces.len());
+    let mut open: Option<(usize, usize)> = None;
+    let mut depth = 0usize;
+    for (offset, piece) in pieces {
+        let begins_body = depth == 0 && first_words(piece).is_some_and(|(_, words)| words[0] == "CREATE");
+        if depth > 0 || begins_body {
+            depth = atomic_body_depth(&code_words(piece), depth);
+        }
+        let piece_start = piece.as_ptr() as usize - sql.as_ptr() as usize;
+        let (offset, start) = open.unwrap_or((offset, piece_start));
+        if depth > 0 {
+            open = Some((offset, start));
+            continue;
+        }
+        open = None;
+        statements.push((offset, &sql[start..piece_start + piece.len()]));
+    }
+    if let Some((offset, start)) = open {
+        statements.push((offset, &sql[start..]));
+    }
     statements
 }
 
@@ -447,22 +479,21 @@ fn walk_top_level<T>(sql: &str, mut visit: impl FnMut(usize) -> Option<T>) -> Op
     None
 }
 
-/// Refuses, before anything is sent, SQL that cannot run as one unit over a connection: a psql
-/// meta-command (`\connect`, `\i`, ...: only psql knows them, and they would be syntax errors
-/// half-way through), a NUL byte (binary data: the protocol cannot carry it), and, when the file
-/// runs in the transaction its record is written in (`in_transaction`), transaction control
-/// (BEGIN, COMMIT, ROLLBACK, END, ABORT, PREPARE TRANSACTION): a COMMIT would make half of the file
-/// permanent even when the rest fails, and a ROLLBACK would undo the file yet let it be recorded as
-/// applied. The error names file, line and column. `what` names the kind of file.
-pub fn refuse_unrunnable(path: &Path, sql: &str, in_transaction: bool, what: &str) -> Result<()> {
-    let at = |byte: usize| {
-        let (line, col) = line_col(sql, sql[..byte].chars().count() + 1);
-        format!("{}:{line}:{col}", path.display())
-    };
+/// `file:line:col` of byte `byte` of `sql`.
+fn position(path: &Path, sql: &str, byte: usize) -> String {
+    let (line, col) = line_col(sql, sql[..byte].chars().count() + 1);
+    format!("{}:{line}:{col}", path.display())
+}
+
+/// Refuses, before anything is sent, SQL that cannot run over a connection at all (sqlx fails on it
+/// too): a psql meta-command (`\connect`, `\i`, ...: only psql knows them, and they would be syntax
+/// errors half-way through) and a NUL byte (binary data: the protocol cannot carry it). The error
+/// names file, line and column. `what` names the kind of file.
+pub fn refuse_unrunnable(path: &Path, sql: &str, what: &str) -> Result<()> {
     if let Some(nul) = sql.find('\0') {
         bail!(
             "{}: the {what} contains a NUL byte (binary data?); it must be SQL text. Nothing was run",
-            at(nul)
+            position(path, sql, nul)
         );
     }
     let meta = walk_top_level(sql, |i| (sql.as_bytes()[i] == b'\\').then_some(i));
@@ -472,42 +503,123 @@ pub fn refuse_unrunnable(path: &Path, sql: &str, in_transaction: bool, what: &st
             "{}: `{command}` is a psql meta-command, which only psql understands: the {what} is sent to \
              the server over a connection, not through psql. Remove it (a migration runs in the \
              database it belongs to: no \\connect; put SQL from other files into this one). Nothing was run",
-            at(i)
+            position(path, sql, i)
         );
     }
-    if !in_transaction {
-        return Ok(());
-    }
-    // `CREATE FUNCTION ... BEGIN ATOMIC ...; ...; END`: the body's statements are not the file's.
-    // Its depth counts the body's open BEGIN ATOMIC and CASE against their ENDs.
-    let mut atomic_depth = 0usize;
+    Ok(())
+}
+
+/// A statement of the file's own that controls the transaction (BEGIN, COMMIT, ROLLBACK, END,
+/// ABORT, START or PREPARE TRANSACTION; not SAVEPOINT or ROLLBACK TO, nor anything in a function
+/// body or a string): its byte offset and words.
+pub fn own_transaction_control(sql: &str) -> Option<(usize, String)> {
     for (offset, statement) in split_statements(sql) {
         let Some((lead, words)) = first_words(statement) else { continue };
-        if atomic_depth > 0 || words[0] == "CREATE" {
-            atomic_depth = atomic_body_depth(&code_words(statement), atomic_depth);
-            continue;
-        }
-        let refused = match words.as_slice() {
+        let controls = match words.as_slice() {
             [first, second, ..] if first == "ROLLBACK" && second == "TO" => false,
             [first, second, ..] if first == "PREPARE" && second == "TRANSACTION" => true,
             [first, second, ..] if first == "START" && second == "TRANSACTION" => true,
             [first, ..] => ["BEGIN", "COMMIT", "END", "ROLLBACK", "ABORT"].contains(&first.as_str()),
             [] => false,
         };
-        if refused {
+        if controls {
             let byte = sql.char_indices().nth(offset).map_or(sql.len(), |(b, _)| b) + lead;
-            bail!(
-                "{}: `{}` controls the transaction, but the {what} already runs in a transaction of its \
-                 own, together with its record, so that it applies whole or not at all: a COMMIT would \
-                 keep half of it when the rest fails, a ROLLBACK would undo it and still record it. \
-                 Remove it (and any BEGIN), or make the first line `{NO_TRANSACTION}` to run the \
-                 statements one by one (migrations only). Nothing was run",
-                at(byte),
-                words.join(" ")
-            );
+            return Some((byte, words.join(" ")));
         }
     }
+    None
+}
+
+/// Refuses transaction control in a file the tool runs in a transaction of its own that sqlx never
+/// ran (a seed): a COMMIT would keep half of it when the rest fails, a ROLLBACK would undo it and
+/// still let it be recorded.
+pub fn refuse_own_transaction(path: &Path, sql: &str, what: &str) -> Result<()> {
+    if let Some((byte, words)) = own_transaction_control(sql) {
+        bail!(
+            "{}: `{words}` controls the transaction, but the {what} already runs in a transaction of its \
+             own, so that it applies whole or not at all: a COMMIT would keep half of it when the rest \
+             fails, a ROLLBACK would undo it and still record it. Remove it (and any BEGIN). Nothing was run",
+            position(path, sql, byte)
+        );
+    }
     Ok(())
+}
+
+/// Where a migration file that the tool runs would go wrong under sqlx, or sqlx's way of running it
+/// loses what the tool otherwise guarantees. The tool still runs such a file (its checksum may
+/// already be recorded in databases sqlx migrated), warns, and refuses it in new migrations
+/// (pre-commit, ci).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SqlxHazard {
+    /// Its own BEGIN/COMMIT in a transactional file: run as sqlx runs it, not atomic any more.
+    OwnTransaction { at: String, words: String },
+    /// A `-- no-transaction` file of several statements, one of which refuses any transaction block:
+    /// sqlx sends the file as one query, which the server runs in an implicit transaction.
+    NeedsOwnFile { at: String, words: String },
+}
+
+impl SqlxHazard {
+    pub fn find(path: &Path, sql: &str, no_transaction: bool) -> Option<SqlxHazard> {
+        if !no_transaction {
+            let (byte, words) = own_transaction_control(sql)?;
+            return Some(SqlxHazard::OwnTransaction { at: position(path, sql, byte), words });
+        }
+        let statements = split_statements(sql);
+        if statements.len() < 2 {
+            return None;
+        }
+        statements.iter().find_map(|(offset, statement)| {
+            let words = outside_any_transaction(statement)?;
+            let (lead, _) = first_words(statement)?;
+            let byte = sql.char_indices().nth(*offset).map_or(sql.len(), |(b, _)| b) + lead;
+            Some(SqlxHazard::NeedsOwnFile { at: position(path, sql, byte), words })
+        })
+    }
+
+    /// What happens and what to do, for a warning.
+    pub fn warning(&self) -> String {
+        match self {
+            SqlxHazard::OwnTransaction { at, words } => format!(
+                "{at}: `{words}`: this migration controls its own transaction, so it is run the way sqlx \
+                 runs it: its COMMIT also ends the transaction its record is written in, and if a later \
+                 statement fails, what ran before that COMMIT stays applied without a record. A new \
+                 migration must not do this (pre-commit and ci refuse it): remove BEGIN/COMMIT, the file \
+                 already runs in one transaction with its record"
+            ),
+            SqlxHazard::NeedsOwnFile { at, words } => format!(
+                "{at}: `{words}` cannot run in a transaction block, and sqlx (sqlx-cli, `sqlx::migrate!`) \
+                 sends a `{NO_TRANSACTION}` file as one query, which the server runs in one: sqlx fails on \
+                 this file, though this tool applies it statement by statement. Put `{words}` in a \
+                 `{NO_TRANSACTION}` migration of its own, one statement per file (pre-commit and ci \
+                 refuse new migrations like this one)"
+            ),
+        }
+    }
+}
+
+/// The words naming a statement that PostgreSQL refuses to run inside any transaction block.
+fn outside_any_transaction(statement: &str) -> Option<String> {
+    let words = code_words(statement);
+    let word = |i: usize| words.get(i).map_or("", String::as_str);
+    let refuses = match word(0) {
+        "VACUUM" => true,
+        "CREATE" | "DROP" => {
+            ["DATABASE", "TABLESPACE"].contains(&word(1))
+                || (word(1) == "INDEX" || word(2) == "INDEX") && words.iter().any(|w| w == "CONCURRENTLY")
+                || word(1) == "SUBSCRIPTION"
+        }
+        "REINDEX" => ["DATABASE", "SYSTEM"].contains(&word(1)) || words.iter().any(|w| w == "CONCURRENTLY"),
+        "ALTER" => {
+            word(1) == "SYSTEM"
+                || word(1) == "TABLE"
+                    && words.iter().any(|w| w == "DETACH")
+                    && words.iter().any(|w| w == "CONCURRENTLY")
+        }
+        "COMMIT" | "ROLLBACK" => word(1) == "PREPARED",
+        "DISCARD" => word(1) == "ALL",
+        _ => false,
+    };
+    refuses.then(|| words.iter().take(3).cloned().collect::<Vec<_>>().join(" "))
 }
 
 /// The depth of `BEGIN ATOMIC` bodies still open after a statement's words, given the depth before
@@ -544,9 +656,8 @@ fn code_words(statement: &str) -> Vec<String> {
         .collect()
 }
 
-/// The byte offset of a statement's first word (after space and comments) and its first two
-/// words, upper-cased; `None` when it has no word.
-fn first_words(statement: &str) -> Option<(usize, Vec<String>)> {
+/// The byte offset in `statement` of what follows its leading space and comments.
+pub fn first_word_offset(statement: &str) -> usize {
     let bytes = statement.as_bytes();
     let mut i = 0;
     loop {
@@ -558,9 +669,15 @@ fn first_words(statement: &str) -> Option<(usize, Vec<String>)> {
         } else if bytes[i..].starts_with(b"/*") {
             i = skip_block_comment(bytes, i);
         } else {
-            break;
+            return i;
         }
     }
+}
+
+/// The byte offset of a statement's first word (after space and comments) and its first two
+/// words, upper-cased; `None` when it has no word.
+fn first_words(statement: &str) -> Option<(usize, Vec<String>)> {
+    let i = first_word_offset(statement);
     let rest = &statement[i..];
     let words: Vec<String> = rest
         .split(|c: char| !c.is_ascii_alphabetic())
@@ -805,36 +922,51 @@ mod tests {
     #[test]
     fn unrunnable_sql_is_refused_with_file_line_and_column() {
         let path = Path::new("migrations/1_x.up.sql");
-        let refused = |sql: &str, in_transaction: bool| {
-            refuse_unrunnable(path, sql, in_transaction, "migration").err().map(|e| format!("{e:#}"))
-        };
         for (sql, needle) in [
             ("create table a ();\n\\connect other\n", "1_x.up.sql:2:1: `\\connect` is a psql meta-command"),
             ("select 1;\n  \\i other.sql", "1_x.up.sql:2:3: `\\i`"),
-            ("create table a ();\nCOMMIT;\ncreate table b ();", "1_x.up.sql:2:1: `COMMIT` controls"),
-            ("create table a ();\n  rollback;", "1_x.up.sql:2:3: `ROLLBACK` controls"),
-            ("/* c */ begin;\ncreate table a ();\nend;", "1_x.up.sql:1:9: `BEGIN` controls"),
-            ("select 1; -- x\nabort", "1_x.up.sql:2:1: `ABORT`"),
-            ("start transaction", "`START TRANSACTION`"),
-            ("prepare transaction 'x'", "`PREPARE TRANSACTION`"),
             ("select 1;\nselect 'a\0b'", "1_x.up.sql:2:10: the migration contains a NUL byte"),
+        ] {
+            let message = format!("{:#}", refuse_unrunnable(path, sql, "migration").unwrap_err());
+            assert!(message.contains(needle) && message.contains("Nothing was run"), "{sql:?}: {message}");
+        }
+        for sql in
+            ["", "create table a (x text default '\\connect; COMMIT');", "select E'\\\\'; -- \\connect"]
+        {
+            assert!(refuse_unrunnable(path, sql, "migration").is_ok(), "{sql:?}");
+        }
+    }
+
+    #[test]
+    fn own_transaction_control_is_found_outside_bodies_and_strings() {
+        let path = Path::new("migrations/1_x.up.sql");
+        let found = |sql: &str| {
+            own_transaction_control(sql)
+                .map(|(byte, words)| format!("{}: {words}", position(path, sql, byte)))
+        };
+        for (sql, needle) in [
+            ("create table a ();\nCOMMIT;\ncreate table b ();", "1_x.up.sql:2:1: COMMIT"),
+            ("create table a ();\n  rollback;", "1_x.up.sql:2:3: ROLLBACK"),
+            ("/* c */ begin;\ncreate table a ();\nend;", "1_x.up.sql:1:9: BEGIN"),
+            ("select 1; -- x\nabort", "1_x.up.sql:2:1: ABORT"),
+            ("start transaction", "START TRANSACTION"),
+            ("prepare transaction 'x'", "PREPARE TRANSACTION"),
             // Not mistaken for a function body, so the COMMIT after them is seen.
-            ("create table ba (begin_atomic int);\ncommit;", "1_x.up.sql:2:1: `COMMIT` controls"),
-            ("create procedure p() language sql begin atomic end;\ncommit;", "1_x.up.sql:2:1: `COMMIT`"),
-            ("create table t (x text default 'begin atomic');\ncommit;", "1_x.up.sql:2:1: `COMMIT`"),
+            ("create table ba (begin_atomic int);\ncommit;", "1_x.up.sql:2:1: COMMIT"),
+            ("create procedure p() language sql begin atomic end;\ncommit;", "1_x.up.sql:2:1: COMMIT"),
+            ("create table t (x text default 'begin atomic');\ncommit;", "1_x.up.sql:2:1: COMMIT"),
             (
                 "create function f() returns int language sql begin atomic select case when true then 1 end; end;\ncommit;",
-                "1_x.up.sql:2:1: `COMMIT`",
+                "1_x.up.sql:2:1: COMMIT",
             ),
         ] {
-            let message = refused(sql, true).unwrap_or_else(|| panic!("{sql:?} was not refused"));
+            let message = found(sql).unwrap_or_else(|| panic!("{sql:?} was not found"));
             assert!(message.contains(needle), "{sql:?}: {message}");
-            assert!(message.contains("Nothing was run"), "{message}");
         }
         for sql in [
             "",
-            "create table a (x text default '\\connect; COMMIT');",
-            "select E'\\\\'; -- \\connect\n/* COMMIT; */ select $$\\x; commit;$$;",
+            "create table a (x text default 'COMMIT');",
+            "select E'\\\\'; /* COMMIT; */ select $$\\x; commit;$$;",
             "savepoint s; select 1; rollback to savepoint s; release s;",
             "create procedure p() language plpgsql as $$ begin commit; end $$;",
             "create function f() returns int language sql begin atomic select 1; select 2; end;\nselect 1",
@@ -844,11 +976,38 @@ mod tests {
             "create function g() returns int language sql begin /* c */ atomic select 1; end;",
             "create function h(x int) returns int language sql begin atomic\n\
              select case when x > 0 then 1 else 0 end;\n select case x when 1 then 2 end; end;",
+            "create rule r as on insert to t do also (insert into u values (1); commit_log(); );",
         ] {
-            assert_eq!(refused(sql, true), None, "{sql:?}");
+            assert_eq!(found(sql), None, "{sql:?}");
         }
-        assert_eq!(refused("begin; create index concurrently i on t (x); commit;", false), None);
-        assert!(refused("\\connect x", false).is_some(), "meta-commands never run");
+    }
+
+    #[test]
+    fn sqlx_hazards_are_found_with_their_position() {
+        let path = Path::new("m/1_x.sql");
+        let hazard = SqlxHazard::find(path, "begin;\ncreate table a ();\ncommit;\n", false).unwrap();
+        assert_eq!(hazard, SqlxHazard::OwnTransaction { at: "m/1_x.sql:1:1".into(), words: "BEGIN".into() });
+        let two = "-- no-transaction\ncreate index concurrently a_x on a (x);\n\
+                   CREATE UNIQUE INDEX CONCURRENTLY a_y ON a (y);";
+        let SqlxHazard::NeedsOwnFile { at, words } = SqlxHazard::find(path, two, true).unwrap() else {
+            panic!("not a no-transaction hazard")
+        };
+        assert_eq!((at.as_str(), words.as_str()), ("m/1_x.sql:2:1", "CREATE INDEX CONCURRENTLY"));
+        for (sql, no_transaction) in [
+            ("-- no-transaction\ncreate index concurrently a_x on a (x);", true),
+            ("-- no-transaction\ncreate table a (); insert into a default values;", true),
+            ("-- no-transaction\nbegin; create table a (); commit;", true),
+            ("create index a_x on a (x); select 'vacuum; create database x'", false),
+        ] {
+            assert_eq!(SqlxHazard::find(path, sql, no_transaction), None, "{sql:?}");
+        }
+        for sql in [
+            "vacuum a; select 1",
+            "select 1; alter system set work_mem = '1MB'",
+            "drop index concurrently i; select 1",
+        ] {
+            assert!(SqlxHazard::find(path, sql, true).is_some(), "{sql:?}");
+        }
     }
 
     #[test]
@@ -861,5 +1020,16 @@ mod tests {
         assert!(parts[1].ends_with("language sql"), "{parts:#?}");
         let offsets: Vec<usize> = split_statements("a;\nb").into_iter().map(|(o, _)| o).collect();
         assert_eq!(offsets, [0, 2]);
+        // As the server parses them: a rule's actions and an atomic body are one statement each.
+        let whole = "create rule r as on insert to t do also (insert into u values (1); delete from v);\n\
+                     create function f() returns int language sql\nbegin atomic select 1; select 2; end;\n\
+                     select 3";
+        let parts = split_statements(whole);
+        assert_eq!(parts.len(), 3, "{parts:#?}");
+        assert!(
+            parts[1].1.trim().starts_with("create function") && parts[1].1.ends_with("end"),
+            "{parts:#?}"
+        );
+        assert_eq!(parts[2].0 + 1, whole.find("select 3").unwrap(), "after the newline");
     }
 }

@@ -8,8 +8,10 @@
 //! so the next run never races the orphaned statement. Sessions ask the server (PostgreSQL 14+) to
 //! notice a vanished client within a second and roll back its open transaction.
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
@@ -17,7 +19,10 @@ use postgres::Client;
 use postgres::error::{ErrorPosition, SqlState};
 
 use crate::conn::{Endpoint, PgError, describe_pg_error};
-use crate::migrations::{Applied, Migration, line_col, split_statements};
+use crate::migrations::{
+    Applied, Migration, NO_TRANSACTION, SqlxHazard, first_word_offset, line_col, own_transaction_control,
+    split_statements,
+};
 use crate::naming::{hex, quote_literal};
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS _sqlx_migrations (
@@ -30,10 +35,19 @@ const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS _sqlx_migrations (
 )";
 
 /// Opens a work connection to a branch database, set up for applying migrations. The settings
-/// travel with the login, so a no-op run pays no extra round trip for them.
+/// travel with the login, so a no-op run pays no extra round trip for them. The date and time
+/// settings are sqlx's (it sends them with every login): a file stores the same data whichever tool
+/// applies it, whatever the server's, the database's or the developer's time zone and date style.
 pub fn connect(endpoint: &Endpoint, db: &str) -> Result<Client> {
-    endpoint.connect_watched(db, "-c standard_conforming_strings=on -c synchronous_commit=off")
+    endpoint.connect_watched(
+        db,
+        &format!("{SQLX_SESSION} -c standard_conforming_strings=on -c synchronous_commit=off"),
+    )
 }
+
+/// What sqlx sets at login (`DateStyle`, `TimeZone`, `extra_float_digits`; `client_encoding` is UTF8
+/// for both clients anyway), as server options.
+pub const SQLX_SESSION: &str = "-c TimeZone=UTC -c DateStyle=ISO,MDY -c extra_float_digits=2";
 
 /// The recorded migrations; none when the table does not exist yet.
 pub fn applied(client: &mut Client) -> Result<Vec<Applied>> {
@@ -63,6 +77,18 @@ pub fn ensure_table(client: &mut Client) -> Result<()> {
     client.batch_execute(CREATE_TABLE).map_err(PgError::from).context("create _sqlx_migrations")
 }
 
+/// Says once per run and file where sqlx and this tool part ways on a migration (see
+/// [`SqlxHazard`]).
+pub fn warn_of_sqlx_hazard(migration: &Migration) {
+    static WARNED: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+    let Some(hazard) = SqlxHazard::find(&migration.up, &migration.sql, migration.no_transaction) else {
+        return;
+    };
+    if WARNED.lock().unwrap_or_else(|e| e.into_inner()).insert(migration.up.clone()) {
+        eprintln!("warning: {}", hazard.warning());
+    }
+}
+
 /// Applies one migration with its record. `durable` makes this commit wait for the disk, which
 /// also flushes every asynchronous commit before it.
 pub fn apply(client: &mut Client, migration: &Migration, durable: bool) -> Result<Duration> {
@@ -70,40 +96,27 @@ pub fn apply(client: &mut Client, migration: &Migration, durable: bool) -> Resul
     let record = format!(
         "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
          VALUES ({}, {}, TRUE, '\\x{}'::bytea, \
-         (extract(epoch FROM clock_timestamp() - statement_timestamp()) * 1e9)::bigint)",
+         (extract(epoch FROM clock_timestamp() - transaction_timestamp()) * 1e9)::bigint)",
         migration.version,
         quote_literal(&migration.description),
         hex(&migration.checksum)
     );
-    crate::migrations::refuse_unrunnable(
-        &migration.up,
-        &migration.sql,
-        !migration.no_transaction,
-        "migration",
-    )
-    .context("migration refused; it is not recorded")?;
+    crate::migrations::refuse_unrunnable(&migration.up, &migration.sql, "migration")
+        .context("migration refused; it is not recorded")?;
+    warn_of_sqlx_hazard(migration);
+    let file = File { path: &migration.up, sql: &migration.sql, what: "migration" };
     if migration.no_transaction {
-        run_statements_one_by_one(client, migration)?;
+        run_one_by_one(client, &file)?;
         client.batch_execute(&record).map_err(PgError::from)?;
-        return Ok(start.elapsed());
-    }
-    let durability = if durable { "SET LOCAL synchronous_commit = on;\n" } else { "" };
-    let prefix = format!("BEGIN;\n{durability}");
-    let query = format!("{prefix}{}\n;{record};\nCOMMIT", migration.sql);
-    if let Err(error) = client.batch_execute(&query) {
-        if crate::conn::connection_lost(&error) {
-            return Err(PgError::from(error)).context(format!(
-                "the connection to the server was lost while migration {} ran: it commits together with \
-                 its record, so it is applied whole or not at all",
+    } else if let Some((byte, words)) = own_transaction_control(&migration.sql) {
+        run_as_sqlx(client, &file, &record, (byte, &words))?;
+    } else {
+        let durability = if durable { "SET LOCAL synchronous_commit = on;\n" } else { "" };
+        run_in_transaction(client, &file, &format!("BEGIN;\n{durability}"), &format!("{record};\nCOMMIT"))
+            .context(format!(
+                "migration {} failed; it was rolled back and is not recorded",
                 migration.up.display()
-            ));
-        }
-        let _ = client.batch_execute("ROLLBACK");
-        let rendered = locate(client, &[], &error, &migration.up, &migration.sql, prefix.chars().count());
-        return Err(anyhow!(rendered)).context(format!(
-            "migration {} failed; it was rolled back and is not recorded",
-            migration.up.display()
-        ));
+            ))?;
     }
     Ok(start.elapsed())
 }
@@ -111,32 +124,93 @@ pub fn apply(client: &mut Client, migration: &Migration, durable: bool) -> Resul
 /// Runs a down file and removes the record, in one transaction.
 pub fn revert(client: &mut Client, down_path: &Path, down_sql: &str, version: i64) -> Result<Duration> {
     let start = Instant::now();
-    let no_transaction = down_sql.starts_with(crate::migrations::NO_TRANSACTION);
-    crate::migrations::refuse_unrunnable(down_path, down_sql, !no_transaction, "down migration")
+    crate::migrations::refuse_unrunnable(down_path, down_sql, "down migration")
         .context("rollback refused; nothing was changed")?;
-    if no_transaction {
-        run_one_by_one(client, down_path, down_sql, "rollback with")?;
-        let forget = format!("DELETE FROM _sqlx_migrations WHERE version = {version}");
+    let forget = format!("DELETE FROM _sqlx_migrations WHERE version = {version}");
+    let file = File { path: down_path, sql: down_sql, what: "rollback with" };
+    if down_sql.starts_with(crate::migrations::NO_TRANSACTION) {
+        run_one_by_one(client, &file)?;
         client.batch_execute(&forget).map_err(PgError::from)?;
-        return Ok(start.elapsed());
-    }
-    let prefix = "BEGIN;\nSET LOCAL synchronous_commit = on;\n";
-    let query =
-        format!("{prefix}{down_sql}\n;DELETE FROM _sqlx_migrations WHERE version = {version};\nCOMMIT");
-    if let Err(error) = client.batch_execute(&query) {
-        if crate::conn::connection_lost(&error) {
-            return Err(PgError::from(error)).context(format!(
-                "the connection to the server was lost while {} ran: it commits together with the \
-                 removal of its record, so it is rolled back whole or not at all",
-                down_path.display()
-            ));
-        }
-        let _ = client.batch_execute("ROLLBACK");
-        let rendered = locate(client, &[], &error, down_path, down_sql, prefix.chars().count());
-        return Err(anyhow!(rendered))
-            .context(format!("rollback with {} failed; nothing was changed", down_path.display()));
+    } else if let Some((byte, words)) = own_transaction_control(down_sql) {
+        run_as_sqlx(client, &file, &forget, (byte, &words))?;
+    } else {
+        run_in_transaction(
+            client,
+            &file,
+            "BEGIN;\nSET LOCAL synchronous_commit = on;\n",
+            &format!("{forget};\nCOMMIT"),
+        )
+        .context(format!(
+            "rollback with {} failed; it was undone and the migration stays applied",
+            down_path.display()
+        ))?;
     }
     Ok(start.elapsed())
+}
+
+/// A file to run, and how it is named in errors.
+struct File<'a> {
+    path: &'a Path,
+    sql: &'a str,
+    what: &'a str,
+}
+
+/// Runs a file's statements one by one in a transaction, `head` sent with the first and `tail`
+/// (the record, COMMIT) with the last: one round trip for a one-statement file, and a failure is
+/// located at its statement without running anything twice. The server runs them exactly as it
+/// runs the file sent whole inside BEGIN ... COMMIT (sqlx's way), statement by statement.
+fn run_in_transaction(client: &mut Client, file: &File, head: &str, tail: &str) -> Result<()> {
+    let statements = split_statements(file.sql);
+    if statements.is_empty() {
+        return client.batch_execute(&format!("{head}{tail}")).map_err(|e| anyhow!(PgError::from(e)));
+    }
+    let last = statements.len() - 1;
+    for (index, (offset, statement)) in statements.iter().enumerate() {
+        let first = if index == 0 { head } else { "" };
+        let query = if index == last {
+            format!("{first}{statement}\n;{tail}")
+        } else if index == 0 {
+            format!("{first}{statement}")
+        } else {
+            String::new()
+        };
+        let sent = if query.is_empty() { statement } else { query.as_str() };
+        if let Err(error) = client.batch_execute(sent) {
+            if crate::conn::connection_lost(&error) {
+                return Err(PgError::from(error)).context(format!(
+                    "the connection to the server was lost while {} ran: it commits together with its \
+                     record, so it is applied whole or not at all",
+                    file.path.display()
+                ));
+            }
+            let _ = client.batch_execute("ROLLBACK");
+            let at = Statement { offset: *offset, text: statement, sent_before: first.chars().count() };
+            return Err(anyhow!(render_statement_error(&error, file, &at)));
+        }
+    }
+    Ok(())
+}
+
+/// A file with its own BEGIN/COMMIT, run the way sqlx runs it: BEGIN, the file as one query, the
+/// record, COMMIT (here in one round trip; what follows the file's COMMIT commits with the record).
+/// Durable, since the file's COMMIT ends the transaction a `SET LOCAL` would cover.
+fn run_as_sqlx(client: &mut Client, file: &File, record: &str, (byte, words): (usize, &str)) -> Result<()> {
+    let ran = client
+        .batch_execute(&format!("SET synchronous_commit = on;\nBEGIN;\n{}\n;{record};\nCOMMIT", file.sql));
+    // Back to the session's setting; ROLLBACK ends what a failure left open.
+    let _ = client.batch_execute("ROLLBACK; SET synchronous_commit = off");
+    let Err(error) = ran else { return Ok(()) };
+    let (line, _) = line_col(file.sql, file.sql[..byte].chars().count() + 1);
+    let located =
+        render_error(&error, file.path, file.sql, "SET synchronous_commit = on;\nBEGIN;\n".chars().count());
+    Err(anyhow!(located)).context(format!(
+        "{} {} failed. It controls its own transaction (`{words}` on line {line}), so it ran as sqlx runs \
+         it: what ran before its COMMIT may have stayed applied, and nothing was recorded. Check the \
+         database (`cargo xtask connect`), then fix it by hand or start afresh (`cargo xtask wipe`, then \
+         `cargo xtask setup`)",
+        file.what,
+        file.path.display()
+    ))
 }
 
 /// Runs a whole file (a declared schema, a generated migration) in one transaction, reporting a
@@ -150,25 +224,30 @@ pub fn run_file(client: &mut Client, path: &Path, sql: &str) -> Result<()> {
     Ok(())
 }
 
-/// `-- no-transaction` files: each statement on its own, since CREATE INDEX CONCURRENTLY refuses to
-/// run in any transaction block, including the implicit one of a multi-statement query.
-fn run_statements_one_by_one(client: &mut Client, migration: &Migration) -> Result<()> {
-    run_one_by_one(client, &migration.up, &migration.sql, "migration")
-}
-
-/// A `-- no-transaction` file, each statement on its own (`what` names it in the error).
-fn run_one_by_one(client: &mut Client, path: &Path, sql: &str, what: &str) -> Result<()> {
-    for (offset, statement) in split_statements(sql) {
+/// A `-- no-transaction` file, each statement on its own, since CREATE INDEX CONCURRENTLY refuses
+/// to run in any transaction block, including the implicit one of a multi-statement query.
+fn run_one_by_one(client: &mut Client, file: &File) -> Result<()> {
+    for (offset, statement) in split_statements(file.sql) {
         if let Err(error) = client.batch_execute(statement) {
-            let rendered = render_statement_error(&error, path, sql, offset, statement);
+            let rendered =
+                render_statement_error(&error, file, &Statement { offset, text: statement, sent_before: 0 });
             return Err(anyhow!(rendered)).context(format!(
-                "{what} {} (-- no-transaction) failed; statements before the failing one stay applied \
+                "{} {} (-- no-transaction) failed; statements before the failing one stay applied \
                  and the record is unchanged: undo them by hand or make the file safe to re-run",
-                path.display()
+                file.what,
+                file.path.display()
             ));
         }
     }
     Ok(())
+}
+
+/// A statement as sent: where it starts in its file (in characters) and how many characters of our
+/// own went before it in the same query.
+struct Statement<'a> {
+    offset: usize,
+    text: &'a str,
+    sent_before: usize,
 }
 
 /// `file:line:col: ERROR: message`, the offending line with a caret, then DETAIL and HINT.
@@ -176,14 +255,6 @@ fn run_one_by_one(client: &mut Client, path: &Path, sql: &str, what: &str) -> Re
 fn render_error(error: &postgres::Error, path: &Path, sql: &str, prefix_chars: usize) -> String {
     let position = match error.as_db_error().and_then(|db| db.position()) {
         Some(ErrorPosition::Original(p)) => (*p as usize).checked_sub(prefix_chars),
-        _ => None,
-    };
-    render_at(error, path, sql, position)
-}
-
-fn render_error_at(error: &postgres::Error, path: &Path, sql: &str, offset_chars: usize) -> String {
-    let position = match error.as_db_error().and_then(|db| db.position()) {
-        Some(ErrorPosition::Original(p)) => Some(*p as usize + offset_chars),
         _ => None,
     };
     render_at(error, path, sql, position)
@@ -209,10 +280,12 @@ fn render_at(error: &postgres::Error, path: &Path, sql: &str, position: Option<u
     text
 }
 
-/// Renders a failure of `sql` (sent after `prefix_chars` characters of our own) at its file, line
-/// and column. Errors found only at run time (a violated constraint, say) carry no position: then
-/// the file is replayed statement by statement, after `prelude`, in a transaction that is rolled
-/// back, to find the statement that fails.
+/// Renders a failure of `sql` (sent whole, after `prefix_chars` characters of our own) at its
+/// file, line and column, for the files sent in one piece for speed (seeds, a declared schema),
+/// where a failure is rare and nothing is recorded. Errors found only at run time (a violated
+/// constraint, say) carry no position: then the file is replayed statement by statement, after
+/// `prelude`, in a transaction that is rolled back, to find the statement that fails. Migrations
+/// are never replayed: they are sent statement by statement ([`run_in_transaction`]).
 pub fn locate(
     client: &mut Client,
     prelude: &[&str],
@@ -228,27 +301,44 @@ pub fn locate(
         return render_at(error, path, sql, None);
     }
     match replay(client, prelude, sql) {
-        Some((offset, statement, replayed)) => {
-            render_statement_error(&replayed, path, sql, offset, statement)
+        Some((offset, text, replayed)) => {
+            let file = File { path, sql, what: "" };
+            render_statement_error(&replayed, &file, &Statement { offset, text, sent_before: 0 })
         }
         None => render_at(error, path, sql, None),
     }
 }
 
-/// An error of one statement starting at character `offset` of the file: at the server's position
-/// within it, else at the statement's first character.
-fn render_statement_error(
-    error: &postgres::Error,
-    path: &Path,
-    sql: &str,
-    offset: usize,
-    statement: &str,
-) -> String {
-    if has_position(error) {
-        return render_error_at(error, path, sql, offset);
+/// An error of one statement: at the server's position within it, else at the statement's first
+/// word (after any comments). A statement that refuses a transaction block, in a file whose
+/// `-- no-transaction` is not its first line, says where the directive must go.
+fn render_statement_error(error: &postgres::Error, file: &File, at: &Statement) -> String {
+    let position = match error.as_db_error().and_then(|db| db.position()) {
+        Some(ErrorPosition::Original(p)) => (*p as usize).checked_sub(at.sent_before).map(|p| p + at.offset),
+        _ => None,
+    };
+    let lead = first_word_offset(at.text);
+    let start = at.offset + at.text[..lead].chars().count() + 1;
+    let mut text = render_at(error, file.path, file.sql, position.or(Some(start)));
+    if error.code() == Some(&SqlState::ACTIVE_SQL_TRANSACTION)
+        && let Some(line) = misplaced_directive(file.sql)
+    {
+        write!(
+            text,
+            "\nHINT: `{NO_TRANSACTION}` is on line {line}, but it counts only as the very first line of the \
+             file (as for sqlx): move it to line 1 to run this file outside a transaction"
+        )
+        .unwrap();
     }
-    let lead = statement.chars().take_while(|c| c.is_whitespace()).count();
-    render_at(error, path, sql, Some(offset + lead + 1))
+    text
+}
+
+/// The line of a `-- no-transaction` that is not the file's first line (so has no effect).
+fn misplaced_directive(sql: &str) -> Option<usize> {
+    if sql.starts_with(NO_TRANSACTION) {
+        return None;
+    }
+    sql.lines().position(|line| line.trim_start().starts_with(NO_TRANSACTION)).map(|index| index + 1)
 }
 
 fn has_position(error: &postgres::Error) -> bool {

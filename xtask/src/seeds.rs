@@ -36,7 +36,8 @@ pub fn discover(root: &Path, dir: &Path) -> Result<Vec<Seed>> {
 /// Runs every seed in one transaction; on error nothing of any seed stays.
 pub fn run(client: &mut Client, seeds: &[Seed]) -> Result<()> {
     for seed in seeds {
-        crate::migrations::refuse_unrunnable(&seed.path, &seed.sql, true, "seed")
+        crate::migrations::refuse_unrunnable(&seed.path, &seed.sql, "seed")
+            .and_then(|()| crate::migrations::refuse_own_transaction(&seed.path, &seed.sql, "seed"))
             .context("seeds refused; none was loaded")?;
     }
     let mut tx = client.transaction().map_err(PgError::from)?;

@@ -112,8 +112,9 @@ fn migrate_one(
     // Every pending file is checked before the first is applied (and by --check, --dry-run).
     for index in &plan.pending {
         let migration = &files[*index];
-        migrations::refuse_unrunnable(&migration.up, &migration.sql, !migration.no_transaction, "migration")
+        migrations::refuse_unrunnable(&migration.up, &migration.sql, "migration")
             .context("migration refused; nothing of the pending migrations was applied")?;
+        runner::warn_of_sqlx_hazard(migration);
     }
     if options.check {
         if plan.pending.is_empty() && plan.problems.is_empty() {
