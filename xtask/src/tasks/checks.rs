@@ -47,7 +47,8 @@ pub struct History {
 }
 
 /// Compares the migrations with the default branch's: none that the branch started from is
-/// changed or deleted, and each one added is newer than the default branch's newest.
+/// changed or deleted, and each one added is newer than the default branch's newest and free of
+/// what sqlx runs differently ([`migrations::SqlxHazard`]).
 pub fn history(repo: &Path, default_branches: &[String], dir: &Path, files: &[Migration]) -> Result<History> {
     let Some(default) = git::default_branch(repo, default_branches)? else {
         return Ok(History {
@@ -98,6 +99,13 @@ pub fn history(repo: &Path, default_branches: &[String], dir: &Path, files: &[Mi
                  `cargo xtask prepare`)",
                 file.up.display()
             ));
+        }
+    }
+    // sqlx would fail on these, or they give up the atomicity of a migration: fine in history
+    // (their checksums may be recorded), not in a new file.
+    for file in &added {
+        if let Some(hazard) = migrations::SqlxHazard::find(&file.up, &file.sql, file.no_transaction) {
+            problems.push(format!("new migration {}: {}", file.up.display(), hazard.warning()));
         }
     }
     if !problems.is_empty() {

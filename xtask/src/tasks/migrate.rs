@@ -1,5 +1,7 @@
 //! Tasks over migrations and seeds: migrate, rollback, migrations (status), seed.
 
+use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -214,7 +216,7 @@ pub fn rollback(ctx: &Ctx, db: Option<&str>, steps: usize) -> Result<()> {
         let Some(down) = &file.down else {
             bail!(
                 "cannot roll back {}: it has no down file; write one beside it named \
-                 <version>_<description>.down.sql (a plain .sql up file must then be renamed to .up.sql)",
+                 <version>_<description>.down.sql",
                 file.up.display()
             );
         };
@@ -222,12 +224,39 @@ pub fn rollback(ctx: &Ctx, db: Option<&str>, steps: usize) -> Result<()> {
             .with_context(|| format!("read {}", down.display()))?;
         downs.push((down.clone(), sql, row.version));
     }
-    for (path, sql, version) in &downs {
-        let took = runner::revert(&mut client, path, sql, *version)?;
+    for (done, (path, sql, version)) in downs.iter().enumerate() {
+        let took = runner::revert(&mut client, path, sql, *version)
+            .map_err(|error| error.context(partial_rollback(&downs, done, name)))?;
         eprintln!("rolled back {} ({})", path.display(), millis(took));
     }
     eprintln!("rollback: {} migration(s) of {name} rolled back", downs.len());
     Ok(())
+}
+
+/// What a rollback that failed at step `failed` (counted from 0) left: each step commits on its
+/// own, so the earlier ones stay rolled back.
+fn partial_rollback(downs: &[(PathBuf, String, i64)], failed: usize, name: &str) -> String {
+    let versions = |steps: &[(PathBuf, String, i64)]| {
+        steps.iter().map(|(_, _, version)| version.to_string()).collect::<Vec<_>>().join(", ")
+    };
+    let (_, _, version) = &downs[failed];
+    let mut text = format!("rollback of {name} stopped at step {} of {}: ", failed + 1, downs.len());
+    if failed == 0 {
+        text.push_str("nothing was rolled back");
+    } else {
+        write!(
+            text,
+            "{} step(s) before it stay rolled back (version(s) {}: undone, no longer recorded)",
+            failed,
+            versions(&downs[..failed])
+        )
+        .unwrap();
+    }
+    write!(text, "; version {version} and those before it are still applied").unwrap();
+    if failed + 1 < downs.len() {
+        write!(text, " (not attempted: {})", versions(&downs[failed + 1..])).unwrap();
+    }
+    text
 }
 
 #[derive(Serialize)]

@@ -412,13 +412,6 @@ fn hostile_migration_files() {
         ),
         (b"CREATE TABLE c2 (id int);\n\\i other.sql\n", ":2:1: `\\i` is a psql meta-command"),
         (
-            b"CREATE TABLE c3 (id int);\nCOMMIT;\nCREATE TABLE c3 (id int);\n",
-            ":2:1: `COMMIT` controls the transaction",
-        ),
-        (b"CREATE TABLE c4 (id int);\nROLLBACK;\n", ":2:1: `ROLLBACK` controls the transaction"),
-        (b"BEGIN;\nCREATE TABLE c5 (id int);\nCOMMIT;\n", ":1:1: `BEGIN` controls the transaction"),
-        (b"CREATE TABLE c6 (id int);\nEND;\n", ":2:1: `END` controls the transaction"),
-        (
             b"CREATE TABLE c7 (id int);\n-- binary below\n\x00\x01\x02\x03",
             ":3:1: the migration contains a NUL byte",
         ),
@@ -434,7 +427,7 @@ fn hostile_migration_files() {
         contains(&err, needle);
         contains(&err, &format!("{version}_case.up.sql"));
         assert!(!recorded(version), "{needle}: recorded");
-        for table in ["c1", "c1b", "c2", "c3", "c4", "c5", "c6", "c7", "c8", "c9"] {
+        for table in ["c1", "c1b", "c2", "c7", "c8", "c9"] {
             assert!(!table_exists(table), "{needle}: table {table} was left behind");
         }
         std::fs::remove_file(file(version)).unwrap();
@@ -442,10 +435,10 @@ fn hostile_migration_files() {
     // The same checks hold for a down file and a seed.
     version += 1;
     p.write(&format!("migrations/{version}_undo.up.sql"), "CREATE TABLE undo (id int);");
-    p.write(&format!("migrations/{version}_undo.down.sql"), "DROP TABLE undo;\nCOMMIT;\n");
+    p.write(&format!("migrations/{version}_undo.down.sql"), "DROP TABLE undo;\n\\i more.sql\n");
     p.ok(&["migrate"]);
     let err = p.fails(&["rollback"]);
-    contains(&err, &format!("{version}_undo.down.sql:2:1: `COMMIT` controls the transaction"));
+    contains(&err, &format!("{version}_undo.down.sql:2:1: `\\i` is a psql meta-command"));
     assert!(table_exists("undo") && recorded(version));
     p.write("seeds/seed.sql", "CREATE TABLE seeded (id int);\nROLLBACK;\n");
     let err = p.fails(&["seed"]);
@@ -668,13 +661,13 @@ fn a_refused_migration_stops_the_whole_pending_set() {
     p.ok(&["setup"]);
     let dir = format!("migrations/{}", p.name);
     p.write(&format!("{dir}/20240101000001_a.up.sql"), "CREATE TABLE a (id int);");
-    p.write(&format!("{dir}/20240101000002_b.up.sql"), "CREATE TABLE b (id int);\nCOMMIT;");
+    p.write(&format!("{dir}/20240101000002_b.up.sql"), "CREATE TABLE b (id int);\n\\connect other");
     let err = p.fails(&["migrate"]);
-    contains(&err, "20240101000002_b.up.sql:2:1: `COMMIT` controls the transaction");
+    contains(&err, "20240101000002_b.up.sql:2:1: `\\connect` is a psql meta-command");
     contains(&err, "nothing of the pending migrations was applied");
     let mut client = postgres::Client::connect(&p.admin_url(&p.name), postgres::NoTls).unwrap();
     let tables: i64 =
         client.query_one("SELECT count(*) FROM pg_tables WHERE tablename IN ('a', 'b')", &[]).unwrap().get(0);
     assert_eq!(tables, 0, "nothing was applied");
-    contains(&p.fails(&["migrate", "--check"]), "`COMMIT` controls the transaction");
+    contains(&p.fails(&["migrate", "--check"]), "`\\connect` is a psql meta-command");
 }
