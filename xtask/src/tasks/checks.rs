@@ -51,6 +51,7 @@ pub struct History {
 /// what sqlx runs differently ([`migrations::SqlxHazard`]).
 pub fn history(repo: &Path, default_branches: &[String], dir: &Path, files: &[Migration]) -> Result<History> {
     let Some(default) = git::default_branch(repo, default_branches)? else {
+        refuse_sqlx_hazards(files.iter(), Vec::new())?;
         return Ok(History {
             account: format!("no {} branch yet: every migration is new", default_branches.join(" or ")),
             first_new: 0,
@@ -101,9 +102,21 @@ pub fn history(repo: &Path, default_branches: &[String], dir: &Path, files: &[Mi
             ));
         }
     }
-    // sqlx would fail on these, or they give up the atomicity of a migration: fine in history
-    // (their checksums may be recorded), not in a new file.
-    for file in &added {
+    refuse_sqlx_hazards(added.iter().copied(), problems)?;
+    let first_new = files.iter().position(|f| !committed.contains_key(&f.version)).unwrap_or(files.len());
+    Ok(History {
+        account: format!("{} committed on {short} unchanged, {} new", committed.len(), added.len()),
+        first_new,
+    })
+}
+
+/// Fails with `problems` and the new migrations that sqlx would fail on, or that give up the
+/// atomicity of a migration: fine in history (their checksums may be recorded), not in a new file.
+fn refuse_sqlx_hazards<'a>(
+    added: impl Iterator<Item = &'a Migration>,
+    mut problems: Vec<String>,
+) -> Result<()> {
+    for file in added {
         if let Some(hazard) = migrations::SqlxHazard::find(&file.up, &file.sql, file.no_transaction) {
             problems.push(format!("new migration {}: {}", file.up.display(), hazard.warning()));
         }
@@ -111,11 +124,7 @@ pub fn history(repo: &Path, default_branches: &[String], dir: &Path, files: &[Mi
     if !problems.is_empty() {
         bail!(problems.join("\n"));
     }
-    let first_new = files.iter().position(|f| !committed.contains_key(&f.version)).unwrap_or(files.len());
-    Ok(History {
-        account: format!("{} committed on {short} unchanged, {} new", committed.len(), added.len()),
-        first_new,
-    })
+    Ok(())
 }
 
 /// The up migrations directly in `dir` at `rev`, by version.

@@ -191,7 +191,7 @@ pub fn failures_are_located_without_a_second_run(engine: &str) {
         "SELECT nextval('runs');\nCREATE TABLE x (id int);\n-- the failing one\nINSERT INTO x VALUES (1 / 0);\n",
     );
     let err = p.fails(&["migrate"]);
-    contains(&err, &format!("migrations/{}/2_fails.sql:4:1: ERROR:  division by zero", p.name));
+    contains(&err, &format!("migrations/{}/2_fails.sql:4:1: ERROR: division by zero", p.name));
     contains(&err, "4 | INSERT INTO x VALUES (1 / 0);");
     let mut main = p.client("main");
     let runs: i64 = main.query_one("SELECT last_value FROM runs", &[]).unwrap().get(0);
@@ -208,7 +208,7 @@ pub fn failures_are_located_without_a_second_run(engine: &str) {
     contains(
         &err,
         &format!(
-            "migrations/{}/2_index.sql:4:1: ERROR:  CREATE INDEX CONCURRENTLY cannot run inside a transaction block",
+            "migrations/{}/2_index.sql:4:1: ERROR: CREATE INDEX CONCURRENTLY cannot run inside a transaction block",
             p.name
         ),
     );
@@ -236,7 +236,7 @@ pub fn rollback_that_stops_part_way_says_what_stayed(engine: &str) {
     let err = p.fails(&["rollback", "--steps", "3"]);
     contains(&err, "stopped at step 2 of 3: 1 step(s) before it stay rolled back (version(s) 3");
     contains(&err, "version 2 and those before it are still applied (not attempted: 1)");
-    contains(&err, &format!("migrations/{}/2_two.down.sql:2:1: ERROR:  division by zero", p.name));
+    contains(&err, &format!("migrations/{}/2_two.down.sql:2:1: ERROR: division by zero", p.name));
     let mut main = p.client("main");
     assert_eq!(records(&mut main).iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2]);
     assert!(!exists(&mut main, "three") && exists(&mut main, "two"));
