@@ -44,14 +44,14 @@ enum Kind {
 /// Reads every migration in `dir` (repository-relative names are built from `root`). A missing
 /// directory means no migrations.
 pub fn discover(root: &Path, dir: &Path) -> Result<Vec<Migration>> {
-    let names: Vec<String> = sql_files(root, dir)?.into_iter().filter(|name| name != "schema.sql").collect();
-    let mut ups: BTreeMap<i64, (String, String, bool)> = BTreeMap::new();
+    let names = sql_files(root, dir)?;
+    let mut ups: BTreeMap<i64, (String, String)> = BTreeMap::new();
     let mut downs: BTreeMap<i64, (String, String)> = BTreeMap::new();
     for name in &names {
-        let (version, description, kind) =
-            parse_name(name).with_context(|| format!("{}", dir.join(name).display()))?;
+        let Some(parsed) = parse_name(name) else { continue };
+        let (version, description, kind) = parsed.with_context(|| format!("{}", dir.join(name).display()))?;
         let slot = match kind {
-            Kind::Up | Kind::Simple => ups.get(&version).map(|(n, _, _)| n.clone()),
+            Kind::Up | Kind::Simple => ups.get(&version).map(|(n, _)| n.clone()),
             Kind::Down => downs.get(&version).map(|(n, _)| n.clone()),
         };
         if let Some(other) = slot {
@@ -63,11 +63,8 @@ pub fn discover(root: &Path, dir: &Path) -> Result<Vec<Migration>> {
             );
         }
         match kind {
-            Kind::Up => {
-                ups.insert(version, (name.clone(), description, true));
-            }
-            Kind::Simple => {
-                ups.insert(version, (name.clone(), description, false));
+            Kind::Up | Kind::Simple => {
+                ups.insert(version, (name.clone(), description));
             }
             Kind::Down => {
                 downs.insert(version, (name.clone(), description));
@@ -75,15 +72,10 @@ pub fn discover(root: &Path, dir: &Path) -> Result<Vec<Migration>> {
         }
     }
     let mut migrations = Vec::with_capacity(ups.len());
+    // A plain `<v>_a.sql` beside `<v>_a.down.sql` is a pair too: sqlx runs one and reverts with the other.
     for (version, (down_name, _)) in &downs {
         match ups.get(version) {
-            Some((_, _, true)) => {}
-            Some((up_name, _, false)) => bail!(
-                "{} has a down file but its up is {}: name the up `{}` so the pair is clear",
-                dir.join(down_name).display(),
-                dir.join(up_name).display(),
-                up_name.replace(".sql", ".up.sql")
-            ),
+            Some(_) => {}
             None => bail!(
                 "{} is a down migration without an up: add `{}` or remove it",
                 dir.join(down_name).display(),
@@ -91,8 +83,7 @@ pub fn discover(root: &Path, dir: &Path) -> Result<Vec<Migration>> {
             ),
         }
     }
-    let ups: Vec<(i64, String, String)> =
-        ups.into_iter().map(|(v, (name, desc, _))| (v, name, desc)).collect();
+    let ups: Vec<(i64, String, String)> = ups.into_iter().map(|(v, (name, desc))| (v, name, desc)).collect();
     let texts = read_all(root, dir, &ups)?;
     for ((version, name, description), sql) in ups.into_iter().zip(texts) {
         migrations.push(Migration {
@@ -208,35 +199,35 @@ fn describe(kind: std::fs::FileType) -> &'static str {
 
 /// The version of an up (or up-only) migration file's name; `None` for any other name.
 pub fn up_version(name: &str) -> Option<i64> {
-    match parse_name(name) {
-        Ok((version, _, Kind::Up | Kind::Simple)) if name != "schema.sql" => Some(version),
+    match parse_name(name)? {
+        Ok((version, _, Kind::Up | Kind::Simple)) => Some(version),
         _ => None,
     }
 }
 
-fn parse_name(name: &str) -> Result<(i64, String, Kind)> {
-    let expected = "expected <VERSION>_<description>.up.sql, .down.sql or .sql, \
-                    for example 20250101093000_add_users.up.sql";
-    let Some((version, rest)) = name.split_once('_') else {
-        bail!("badly named migration: {expected}");
-    };
-    let version: i64 = match version.parse() {
-        Ok(v) if v > 0 && version.bytes().all(|b| b.is_ascii_digit()) => v,
-        _ => {
-            bail!("badly named migration: `{version}` is not a positive version number; {expected}")
-        }
-    };
-    let (slug, kind) = if let Some(slug) = rest.strip_suffix(".up.sql") {
-        (slug, Kind::Up)
-    } else if let Some(slug) = rest.strip_suffix(".down.sql") {
-        (slug, Kind::Down)
-    } else {
-        (rest.strip_suffix(".sql").unwrap_or(rest), Kind::Simple)
-    };
-    if slug.is_empty() || slug.contains('.') {
-        bail!("badly named migration: {expected}");
+/// A file name read as sqlx reads it: `None` for a name sqlx ignores (no `_`, or nothing ending in
+/// `.sql` after it: `notes.sql`, `schema.sql`), an error for a version that is no integer (sqlx
+/// fails on the folder then). The version is any `i64` (`0`, `+2`); the description is what
+/// precedes the suffix, `_` read as a space, dots and all, possibly empty.
+fn parse_name(name: &str) -> Option<Result<(i64, String, Kind)>> {
+    let (version, rest) = name.split_once('_')?;
+    if !rest.ends_with(".sql") {
+        return None;
     }
-    Ok((version, slug.replace('_', " "), kind))
+    let Ok(version) = version.parse::<i64>() else {
+        return Some(Err(anyhow::anyhow!(
+            "badly named migration: `{version}` is not a version number; expected \
+             <VERSION>_<description>.up.sql, .down.sql or .sql, for example 20250101093000_add_users.up.sql"
+        )));
+    };
+    let (suffix, kind) = if rest.ends_with(".up.sql") {
+        (".up.sql", Kind::Up)
+    } else if rest.ends_with(".down.sql") {
+        (".down.sql", Kind::Down)
+    } else {
+        (".sql", Kind::Simple)
+    };
+    Some(Ok((version, rest.trim_end_matches(suffix).replace('_', " "), kind)))
 }
 
 /// Why a database and the files disagree.
@@ -794,12 +785,27 @@ mod tests {
 
     #[test]
     fn names_parse_like_sqlx() {
-        let (v, d, _) = parse_name("20250101093000_add_user_prefs.up.sql").unwrap();
-        assert_eq!((v, d.as_str()), (20250101093000, "add user prefs"));
-        assert!(matches!(parse_name("1_x.down.sql").unwrap().2, Kind::Down));
-        assert!(matches!(parse_name("2_x.sql").unwrap().2, Kind::Simple));
-        for bad in ["x_y.sql", "0_x.sql", "-1_x.sql", "12.sql", "12_.sql", "12_a.b.sql", "+3_x.sql"] {
-            assert!(parse_name(bad).is_err(), "{bad}");
+        let parsed =
+            |name: &str| parse_name(name).map(|r| r.map(|(v, d, _)| (v, d)).map_err(|e| e.to_string()));
+        for (name, version, description) in [
+            ("20250101093000_add_user_prefs.up.sql", 20250101093000, "add user prefs"),
+            ("0_setup.sql", 0, "setup"),
+            ("+2_plus.sql", 2, "plus"),
+            ("-1_minus.sql", -1, "minus"),
+            ("1_with.dots.v2.sql", 1, "with.dots.v2"),
+            ("2_release_status_view.sql.up.sql", 2, "release status view.sql"),
+            ("3_twice.up.sql.up.sql", 3, "twice"),
+            ("1_.sql", 1, ""),
+        ] {
+            assert_eq!(parsed(name), Some(Ok((version, description.to_owned()))), "{name}");
+        }
+        assert!(matches!(parse_name("1_x.down.sql"), Some(Ok((1, _, Kind::Down)))));
+        assert!(matches!(parse_name("2_x.sql"), Some(Ok((2, _, Kind::Simple)))));
+        for ignored in ["notes.sql", "schema.sql", "1_x.sql.bak", "12.sql"] {
+            assert!(parse_name(ignored).is_none(), "{ignored}");
+        }
+        for bad in ["x_y.sql", "add_users.sql", "_a.sql", "1.5_a.sql"] {
+            assert!(matches!(parse_name(bad), Some(Err(_))), "{bad}");
         }
     }
 
@@ -814,15 +820,24 @@ mod tests {
 
     #[test]
     fn discovery_pairs_ups_and_downs_and_rejects_the_rest() {
-        let found =
-            discover_files(&["2_b.sql", "1_a.up.sql", "1_a.down.sql", "schema.sql", "notes.txt"]).unwrap();
-        assert_eq!(found.iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2]);
+        let found = discover_files(&[
+            "2_b.sql",
+            "1_a.up.sql",
+            "1_a.down.sql",
+            "schema.sql",
+            "notes.sql",
+            "notes.txt",
+            "3_c.sql",
+            "3_c.down.sql",
+        ])
+        .unwrap();
+        assert_eq!(found.iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(found[2].down.as_deref(), Some(Path::new("m/3_c.down.sql")), "a plain up has its down");
         assert_eq!(found[0].down.as_deref(), Some(Path::new("m/1_a.down.sql")));
         assert!(found[1].down.is_none());
         for (names, needle) in [
             (&["1_a.up.sql", "1_b.up.sql"][..], "share version 1"),
             (&["1_a.down.sql"][..], "without an up"),
-            (&["1_a.sql", "1_a.down.sql"][..], "has a down file but its up is"),
             (&["add_users.sql"][..], "m/add_users.sql"),
         ] {
             let error = format!("{:#}", discover_files(names).unwrap_err());
