@@ -25,7 +25,7 @@ mod security_local;
 mod security_restore;
 mod security_roles;
 mod services;
-mod sqlx_transactions;
+mod sqlx_compat;
 mod templates;
 
 /// The scenarios every engine that owns its server must pass, once per engine.
@@ -79,9 +79,10 @@ on_both_engines! {
     security_admin_named_schema => crate::security_roles::admin_named_schema_is_not_read_as_admin,
     security_roles_cannot_hold_up_setup => crate::security_roles::roles_cannot_hold_up_setup,
     security_templates_cannot_be_poisoned => crate::security_roles::templates_cannot_be_poisoned,
-    sqlx_own_transaction_files => crate::sqlx_transactions::own_transaction_files_run_as_sqlx_runs_them,
-    sqlx_no_transaction_warned => crate::sqlx_transactions::no_transaction_files_sqlx_cannot_apply_are_warned_about,
-    sqlx_session_settings => crate::sqlx_transactions::session_settings_are_sqlx_s,
-    sqlx_failures_located_once => crate::sqlx_transactions::failures_are_located_without_a_second_run,
-    sqlx_rollback_part_way => crate::sqlx_transactions::rollback_that_stops_part_way_says_what_stayed,
+    sqlx_odd_names => crate::sqlx_compat::odd_names_are_taken_over_both_ways,
+    sqlx_own_transaction_files => crate::sqlx_compat::own_transaction_files_run_as_sqlx_runs_them,
+    sqlx_no_transaction_warned => crate::sqlx_compat::no_transaction_files_sqlx_cannot_apply_are_warned_about,
+    sqlx_session_settings => crate::sqlx_compat::session_settings_are_sqlx_s,
+    sqlx_failures_located_once => crate::sqlx_compat::failures_are_located_without_a_second_run,
+    sqlx_rollback_part_way => crate::sqlx_compat::rollback_that_stops_part_way_says_what_stayed,
 }

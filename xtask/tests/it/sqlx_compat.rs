@@ -1,6 +1,6 @@
-//! sqlx-cli compatibility where a migration's transaction, its session or its failure is concerned
-//! (issue 19): files with their own BEGIN/COMMIT, `-- no-transaction` files sqlx cannot apply, the
-//! session settings, failures located without a second run, and a rollback that stops part-way.
+//! sqlx-cli compatibility (issue 19): file names as sqlx reads them, files with their own
+//! BEGIN/COMMIT, `-- no-transaction` files sqlx cannot apply, the session settings, failures located
+//! without a second run, and a rollback that stops part-way.
 //! Each behaviour is checked against real sqlx (its `Migrator`) on the same server.
 
 use std::process::Output;
@@ -58,6 +58,57 @@ fn write(p: &Project, name: &str, sql: &str) {
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Every odd name sqlx-cli accepts: version 0 and +2, dots, an empty description, a plain up beside
+/// its down, and a stray `notes.sql` sqlx ignores. sqlx applies them and the tool takes over; the
+/// tool applies them and sqlx takes over, with identical records; each reverts the other's.
+pub fn odd_names_are_taken_over_both_ways(engine: &str) {
+    let p = Project::new(engine);
+    p.ok(&["setup"]);
+    for (name, sql) in [
+        ("0_setup.sql", "CREATE TABLE zero (id int);"),
+        ("+2_plus.sql", "CREATE TABLE plus (id int);"),
+        ("3_with.dots.v2.sql", "CREATE TABLE dots (id int);"),
+        ("4_release_status_view.sql.up.sql", "CREATE VIEW release_status AS SELECT 1 AS one;"),
+        ("4_release_status_view.sql.down.sql", "DROP VIEW release_status;"),
+        ("5_.sql", "CREATE TABLE empty_description (id int);"),
+        ("6_a.sql", "CREATE TABLE a (id int);"),
+        ("6_a.down.sql", "DROP TABLE a;"),
+        ("notes.sql", "these are notes, not SQL"),
+    ] {
+        write(&p, name, sql);
+    }
+    sqlx_run(&p, &p.endpoint("main")).unwrap();
+    let (out, err) = p.ok_err(&["migrate", "--check"]);
+    assert!(out.is_empty() && err.is_empty(), "{out}{err}");
+    let listed = p.ok(&["migrations"]);
+    for shown in ["with.dots.v2", "release status view.sql", "plus"] {
+        contains(&listed, shown);
+    }
+    let mut main = p.client("main");
+    let descriptions: Vec<String> = records(&mut main).into_iter().map(|r| r.1).collect();
+    assert_eq!(descriptions, ["setup", "plus", "with.dots.v2", "release status view.sql", "", "a"]);
+
+    let other = p.command(&["setup"]).env("XTASK_BRANCH", "other").output().unwrap();
+    assert!(other.status.success(), "{}", stderr(&other));
+    let other_url = p.endpoint("other");
+    sqlx_run(&p, &other_url).unwrap();
+    let mut tool = connect(&other_url);
+    assert_eq!(records(&mut tool), records(&mut main), "identical records");
+
+    // The tool reverts what sqlx applied with the plain up's down file; sqlx what the tool applied.
+    p.ok(&["rollback"]);
+    assert!(!exists(&mut main, "a"));
+    let migrator = sqlx_migrator(&p);
+    runtime().block_on(async {
+        let pool = sqlx::PgPool::connect(&other_url).await.unwrap();
+        migrator.undo(&pool, 5).await.unwrap();
+        pool.close().await;
+    });
+    assert_eq!(records(&mut tool), records(&mut main), "reverted alike");
+    let out = p.command(&["migrate", "--check"]).env("XTASK_BRANCH", "other").output().unwrap();
+    contains(&stderr(&out), "6_a.sql");
 }
 
 const TUTORIAL: &str =
