@@ -149,7 +149,7 @@ fn hooks_install_is_idempotent_and_serves_every_worktree() {
     assert_eq!(std::fs::read_to_string(hook_path(&p)).unwrap(), hook);
 
     // The worktree's commits run it.
-    let bad = worktree.join(format!("migrations/{}/nonsense.sql", p.name));
+    let bad = worktree.join(format!("migrations/{}/add_nonsense.sql", p.name));
     std::fs::create_dir_all(bad.parent().unwrap()).unwrap();
     std::fs::write(&bad, "SELECT 1;").unwrap();
     let add = Command::new("git").args(["add", "-A"]).current_dir(&worktree).output().unwrap();
