@@ -8,6 +8,7 @@
 //! so the next run never races the orphaned statement. Sessions ask the server (PostgreSQL 14+) to
 //! notice a vanished client within a second and roll back its open transaction.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -47,7 +48,7 @@ pub fn connect(endpoint: &Endpoint, db: &str) -> Result<Client> {
 
 /// What sqlx sets at login (`DateStyle`, `TimeZone`, `extra_float_digits`; `client_encoding` is UTF8
 /// for both clients anyway), as server options.
-pub const SQLX_SESSION: &str = "-c TimeZone=UTC -c DateStyle=ISO,MDY -c extra_float_digits=2";
+const SQLX_SESSION: &str = "-c TimeZone=UTC -c DateStyle=ISO,MDY -c extra_float_digits=2";
 
 /// The recorded migrations; none when the table does not exist yet.
 pub fn applied(client: &mut Client) -> Result<Vec<Applied>> {
@@ -78,15 +79,14 @@ pub fn ensure_table(client: &mut Client) -> Result<()> {
 }
 
 /// Says once per run and file where sqlx and this tool part ways on a migration (see
-/// [`SqlxHazard`]).
-pub fn warn_of_sqlx_hazard(migration: &Migration) {
+/// [`SqlxHazard`]); the hazard, if any.
+pub fn warn_of_sqlx_hazard(migration: &Migration) -> Option<SqlxHazard> {
     static WARNED: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
-    let Some(hazard) = SqlxHazard::find(&migration.up, &migration.sql, migration.no_transaction) else {
-        return;
-    };
+    let hazard = SqlxHazard::find(&migration.up, &migration.sql, migration.no_transaction)?;
     if WARNED.lock().unwrap_or_else(|e| e.into_inner()).insert(migration.up.clone()) {
         eprintln!("warning: {}", hazard.warning());
     }
+    Some(hazard)
 }
 
 /// Applies one migration with its record. `durable` makes this commit wait for the disk, which
@@ -103,13 +103,13 @@ pub fn apply(client: &mut Client, migration: &Migration, durable: bool) -> Resul
     );
     crate::migrations::refuse_unrunnable(&migration.up, &migration.sql, "migration")
         .context("migration refused; it is not recorded")?;
-    warn_of_sqlx_hazard(migration);
+    let hazard = warn_of_sqlx_hazard(migration);
     let file = File { path: &migration.up, sql: &migration.sql, what: "migration" };
     if migration.no_transaction {
         run_one_by_one(client, &file)?;
         client.batch_execute(&record).map_err(PgError::from)?;
-    } else if let Some((byte, words)) = own_transaction_control(&migration.sql) {
-        run_as_sqlx(client, &file, &record, (byte, &words))?;
+    } else if let Some(SqlxHazard::OwnTransaction { .. }) = hazard {
+        run_as_sqlx(client, &file, &record)?;
     } else {
         let durability = if durable { "SET LOCAL synchronous_commit = on;\n" } else { "" };
         run_in_transaction(client, &file, &format!("BEGIN;\n{durability}"), &format!("{record};\nCOMMIT"))
@@ -131,8 +131,8 @@ pub fn revert(client: &mut Client, down_path: &Path, down_sql: &str, version: i6
     if down_sql.starts_with(crate::migrations::NO_TRANSACTION) {
         run_one_by_one(client, &file)?;
         client.batch_execute(&forget).map_err(PgError::from)?;
-    } else if let Some((byte, words)) = own_transaction_control(down_sql) {
-        run_as_sqlx(client, &file, &forget, (byte, &words))?;
+    } else if own_transaction_control(down_sql).is_some() {
+        run_as_sqlx(client, &file, &forget)?;
     } else {
         run_in_transaction(
             client,
@@ -167,15 +167,12 @@ fn run_in_transaction(client: &mut Client, file: &File, head: &str, tail: &str) 
     let last = statements.len() - 1;
     for (index, (offset, statement)) in statements.iter().enumerate() {
         let first = if index == 0 { head } else { "" };
-        let query = if index == last {
-            format!("{first}{statement}\n;{tail}")
-        } else if index == 0 {
-            format!("{first}{statement}")
-        } else {
-            String::new()
+        let sent: Cow<str> = match (first.is_empty(), index == last) {
+            (_, true) => format!("{first}{statement}\n;{tail}").into(),
+            (false, false) => format!("{first}{statement}").into(),
+            (true, false) => Cow::Borrowed(statement),
         };
-        let sent = if query.is_empty() { statement } else { query.as_str() };
-        if let Err(error) = client.batch_execute(sent) {
+        if let Err(error) = client.batch_execute(&sent) {
             if crate::conn::connection_lost(&error) {
                 return Err(PgError::from(error)).context(format!(
                     "the connection to the server was lost while {} ran: it commits together with its \
@@ -194,19 +191,19 @@ fn run_in_transaction(client: &mut Client, file: &File, head: &str, tail: &str) 
 /// A file with its own BEGIN/COMMIT, run the way sqlx runs it: BEGIN, the file as one query, the
 /// record, COMMIT (here in one round trip; what follows the file's COMMIT commits with the record).
 /// Durable, since the file's COMMIT ends the transaction a `SET LOCAL` would cover.
-fn run_as_sqlx(client: &mut Client, file: &File, record: &str, (byte, words): (usize, &str)) -> Result<()> {
-    let ran = client
-        .batch_execute(&format!("SET synchronous_commit = on;\nBEGIN;\n{}\n;{record};\nCOMMIT", file.sql));
-    // Back to the session's setting; ROLLBACK ends what a failure left open.
-    let _ = client.batch_execute("ROLLBACK; SET synchronous_commit = off");
+fn run_as_sqlx(client: &mut Client, file: &File, record: &str) -> Result<()> {
+    const HEAD: &str = "SET synchronous_commit = on;\nBEGIN;\n";
+    let ran = client.batch_execute(&format!("{HEAD}{}\n;{record};\nCOMMIT", file.sql));
+    // Back to the session's setting (given at login); ROLLBACK ends what a failure left open.
+    let _ = client.batch_execute("ROLLBACK; RESET synchronous_commit");
     let Err(error) = ran else { return Ok(()) };
+    let located = render_error(&error, file.path, file.sql, HEAD.chars().count());
+    let (byte, words) = own_transaction_control(file.sql).unwrap_or_default();
     let (line, _) = line_col(file.sql, file.sql[..byte].chars().count() + 1);
-    let located =
-        render_error(&error, file.path, file.sql, "SET synchronous_commit = on;\nBEGIN;\n".chars().count());
     Err(anyhow!(located)).context(format!(
-        "{} {} failed. It controls its own transaction (`{words}` on line {line}), so it ran as sqlx runs \
-         it: what ran before its COMMIT may have stayed applied, and nothing was recorded. Check the \
-         database (`cargo xtask connect`), then fix it by hand or start afresh (`cargo xtask wipe`, then \
+        "{} {} failed. It controls its own transaction (`{words}` on line {line}), so it ran as sqlx runs it: what ran \
+         before its COMMIT may have stayed applied, and nothing was recorded. Check the database \
+         (`cargo xtask connect`), then fix it by hand or start afresh (`cargo xtask wipe`, then \
          `cargo xtask setup`)",
         file.what,
         file.path.display()
