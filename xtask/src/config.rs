@@ -41,6 +41,8 @@ struct FileConfig {
     engine: Option<EngineKind>,
     port: Option<Spanned<u16>>,
     image: Option<String>,
+    /// The PostgreSQL major version both engines run (`postgres = "17"`).
+    postgres: Option<PinnedMajor>,
     user: Option<Spanned<String>>,
     password: Option<Spanned<String>>,
     default_branches: Option<Spanned<Vec<String>>>,
@@ -98,6 +100,8 @@ pub struct Config {
     pub engine: EngineKind,
     pub port: u16,
     pub image: String,
+    /// The major version pinned by `postgres` (XTASK_POSTGRES); `None`: whatever the engine has.
+    pub postgres: Option<u32>,
     pub user: String,
     /// The admin password the user chose; `None`: the native and docker engines generate one.
     pub password: Option<String>,
@@ -115,6 +119,40 @@ pub struct Config {
 
 pub const DEFAULT_PORT: u16 = 5433;
 pub const DEFAULT_IMAGE: &str = "postgres:17";
+/// The majors `postgres` may pin: those this tool is tested on.
+pub const SUPPORTED_MAJORS: std::ops::RangeInclusive<u32> = 14..=18;
+
+/// `postgres = "17"` or `postgres = 17`: a major version from [`SUPPORTED_MAJORS`].
+#[derive(Debug, Clone, Copy)]
+struct PinnedMajor(u32);
+
+impl<'de> Deserialize<'de> for PinnedMajor {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<PinnedMajor, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(i64),
+            Text(String),
+        }
+        let text = match Raw::deserialize(deserializer)? {
+            Raw::Number(n) => n.to_string(),
+            Raw::Text(t) => t,
+        };
+        parse_major(&text).map(PinnedMajor).map_err(serde::de::Error::custom)
+    }
+}
+
+fn parse_major(text: &str) -> Result<u32, String> {
+    let major = text.trim().parse::<u32>().ok().filter(|m| SUPPORTED_MAJORS.contains(m));
+    major.ok_or_else(|| {
+        format!(
+            "{text:?} is not a PostgreSQL major version this tool supports: expected one of {}..{} \
+             (a major only, such as \"17\"; the newest minor of it is used)",
+            SUPPORTED_MAJORS.start(),
+            SUPPORTED_MAJORS.end()
+        )
+    })
+}
 const DEFAULT_USER: &str = "postgres";
 
 impl Config {
@@ -336,11 +374,22 @@ fn resolve(file: FileConfig, root: &Path, raw_env: &dyn Fn(&str) -> Option<Strin
         Some(dir) => dir,
         None => default_data_dir(&project)?,
     };
+    let postgres = match env("XTASK_POSTGRES") {
+        Some(text) => {
+            Some(parse_major(&text).map_err(|problem| anyhow::anyhow!("XTASK_POSTGRES: {problem}"))?)
+        }
+        None => file.postgres.map(|major| major.0),
+    };
+    let image = env("XTASK_IMAGE").or(file.image).unwrap_or_else(|| match postgres {
+        Some(major) => format!("postgres:{major}"),
+        None => DEFAULT_IMAGE.into(),
+    });
     Ok(Config {
         project,
         engine,
         port,
-        image: env("XTASK_IMAGE").or(file.image).unwrap_or(DEFAULT_IMAGE.into()),
+        image,
+        postgres,
         user,
         password,
         default_branches,
@@ -431,6 +480,25 @@ data-dir = "target/pg"
         assert_eq!(c.data_dir, PathBuf::from("/src/My-App/target/pg"));
         let c = load(toml, &[("XTASK_PORT", "7000"), ("XTASK_ENGINE", "docker")]).unwrap();
         assert_eq!((c.port, c.engine), (7000, EngineKind::Docker));
+    }
+
+    #[test]
+    fn a_pinned_major_chooses_the_image_unless_one_is_given() {
+        let pinned = "[workspace.metadata.xtask]\npostgres = \"16\"\n";
+        let c = load(pinned, &[("XTASK_DATA_DIR", "/d")]).unwrap();
+        assert_eq!((c.postgres, c.image.as_str()), (Some(16), "postgres:16"));
+        let c = load(pinned, &[("XTASK_DATA_DIR", "/d"), ("XTASK_POSTGRES", "18")]).unwrap();
+        assert_eq!((c.postgres, c.image.as_str()), (Some(18), "postgres:18"));
+        let c = load(pinned, &[("XTASK_DATA_DIR", "/d"), ("XTASK_IMAGE", "mine:1")]).unwrap();
+        assert_eq!((c.postgres, c.image.as_str()), (Some(16), "mine:1"));
+        let c = load("[workspace.metadata.xtask]\npostgres = 14\n", &[("XTASK_DATA_DIR", "/d")]).unwrap();
+        assert_eq!(c.postgres, Some(14));
+        for bad in ["13", "19", "17.2", "latest"] {
+            let error = load(pinned, &[("XTASK_DATA_DIR", "/d"), ("XTASK_POSTGRES", bad)]).unwrap_err();
+            assert!(format!("{error:#}").contains("expected one of 14..18"), "{bad}: {error:#}");
+        }
+        let error = load("[workspace.metadata.xtask]\npostgres = \"12\"\n", &[]).unwrap_err();
+        assert!(format!("{error:#}").contains("\"12\" is not a PostgreSQL major"), "{error:#}");
     }
 
     #[test]

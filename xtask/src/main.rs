@@ -1,6 +1,7 @@
 //! `cargo xtask`: the local database life cycle of this workspace. Parses flags, dispatches; no logic.
 
 mod admin;
+mod binaries;
 mod config;
 mod conn;
 mod credentials;
@@ -15,6 +16,7 @@ mod maintenance;
 mod migrations;
 mod naming;
 mod os;
+mod packages;
 mod provision;
 mod runner;
 mod schema;

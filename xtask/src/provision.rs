@@ -4,10 +4,11 @@
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+
+use crate::packages::apt_install;
 
 const DOCKERD_LOG: &str = "/tmp/xtask-ci-dockerd.log";
 const DOCKERD_START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -22,19 +23,6 @@ pub fn may_provision(flag: bool) -> bool {
 
 fn ci_allows(value: Option<&str>) -> bool {
     value.map(str::trim).is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
-}
-
-/// Installs Debian's `postgresql` package with apt. Only as root on a machine with apt-get; anywhere
-/// else it stops with the command that would do it.
-pub fn install_postgresql() -> Result<()> {
-    if !crate::os::is_root() || which::which("apt-get").is_err() {
-        bail!(
-            "--provision installs PostgreSQL with apt-get as root on Debian/Ubuntu only; here, install it \
-             yourself:\n{}",
-            crate::engine::INSTALL_HINT
-        );
-    }
-    apt_install(&["postgresql"])
 }
 
 /// PostgreSQL's server binaries (initdb, pg_ctl): installed with apt when missing and `may`. Returns
@@ -293,35 +281,7 @@ fn docker_succeeds(args: &[&str]) -> bool {
         .is_ok_and(|status| status.success())
 }
 
-/// Set once `apt-get update` has succeeded, so a run that installs several things updates once.
-static APT_UPDATED: AtomicBool = AtomicBool::new(false);
-
 /// Installs Debian packages with apt-get, as root only; elsewhere the error names the command to run.
-fn apt_install(packages: &[&str]) -> Result<()> {
-    let names = packages.join(" ");
-    if which::which("apt-get").is_err() {
-        bail!(
-            "apt-get not found, so {names} cannot be installed here: install them with this system's package manager"
-        );
-    }
-    if !crate::os::is_root() {
-        bail!("installing {names} needs root: run `sudo apt-get install -y {names}`, or run again as root");
-    }
-    // Debian's postgresql package creates and (where services can start) runs a "main" cluster on
-    // port 5432; harmless, as this tool's servers use their own ports.
-    eprintln!("provision: installing {names} (apt-get)");
-    if !APT_UPDATED.load(Ordering::Relaxed) {
-        apt(&["update", "-q"])?;
-        APT_UPDATED.store(true, Ordering::Relaxed);
-    }
-    apt(&[&["install", "-y", "-q"], packages].concat())
-}
-
-fn apt(args: &[&str]) -> Result<()> {
-    let command = duct::cmd("apt-get", args).env("DEBIAN_FRONTEND", "noninteractive");
-    crate::os::run_to_stderr(command, &format!("apt-get {}", args.join(" ")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::ci_allows;

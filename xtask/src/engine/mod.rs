@@ -5,6 +5,7 @@ mod docker;
 mod external;
 pub mod identity;
 mod native;
+mod server_binaries;
 mod staged;
 
 use std::ffi::OsString;
@@ -17,7 +18,7 @@ use crate::config::EngineKind;
 use crate::conn::Endpoint;
 use crate::workspace::Ctx;
 
-pub use native::{INSTALL_HINT, find_client};
+pub use server_binaries::find_client;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -176,10 +177,7 @@ pub fn select(ctx: &Ctx) -> Result<Box<dyn Engine>> {
     let config = &ctx.config;
     let native_wanted = matches!(config.engine, EngineKind::Native | EngineKind::Auto);
     if ctx.provision && native_wanted && !docker::engine_answers() {
-        let native = native::Native::new(config)?;
-        if !native.binaries_found() {
-            crate::provision::install_postgresql()?;
-        }
+        server_binaries::provision(config.postgres)?;
     }
     Ok(match config.engine {
         EngineKind::Docker => Box::new(docker::Docker::new(config)?),
@@ -193,15 +191,17 @@ pub fn select(ctx: &Ctx) -> Result<Box<dyn Engine>> {
                 // A stopped Docker engine must not hand the project to an empty native server: the
                 // container's databases would look gone. Its errors say to start the engine.
                 Box::new(docker::Docker::new(config)?)
-            } else if native.binaries_found() {
+            } else if server_binaries::available(config.postgres) {
                 Box::new(native)
             } else {
                 bail!(
                     "no PostgreSQL server available: no Docker engine answers and no PostgreSQL server \
-                     binaries (initdb, pg_ctl) were found.\nInstall one of them (or run again with --provision):\n{}\n  \
+                     binaries (initdb, pg_ctl) were found.\nRun again with --provision (no root needed: it \
+                     downloads PostgreSQL's server), pin a major with `postgres = \"17\"` in \
+                     [workspace.metadata.xtask] to have it downloaded, or install one of them:\n{}\n  \
                      Docker: install Docker Engine or Docker Desktop and start it\n\
                      or point the external engine at a server: XTASK_ENGINE=external XTASK_DATABASE_URL=postgres://...",
-                    native::INSTALL_HINT
+                    crate::packages::INSTALL_HINT
                 )
             }
         }

@@ -14,14 +14,11 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use super::admin_password::{self, AdminPassword};
+use super::server_binaries::{self, Binaries};
 use super::{ClientProgram, ClientTool, Engine, NEXT_SETUP, NEXT_UP, ServerState, Status, UpOutcome, tail};
 use crate::config::{Config, EngineKind};
 use crate::conn::{Endpoint, ReadyWatch, wait_ready};
 use crate::{fsafe, os};
-
-pub const INSTALL_HINT: &str = "  Debian/Ubuntu: sudo apt-get install postgresql\n  \
-                                Fedora: sudo dnf install postgresql-server\n  \
-                                macOS: brew install postgresql@17";
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Marks a data directory as made by this tool, so it is never confused with someone else's folder.
@@ -37,14 +34,10 @@ pub struct Native {
     pgdata: PathBuf,
     log: PathBuf,
     port: u16,
+    /// The major `postgres` pins, if any.
+    pinned: Option<u32>,
     endpoint: Endpoint,
     admin: AdminPassword,
-}
-
-/// A directory holding `initdb` and `pg_ctl` of one major version.
-struct Binaries {
-    dir: PathBuf,
-    major: u32,
 }
 
 impl Native {
@@ -61,6 +54,7 @@ impl Native {
             pgdata,
             dir,
             port: config.port,
+            pinned: config.postgres,
             endpoint: Endpoint::local(config.port, &config.user, admin.first()),
             admin,
         })
@@ -68,10 +62,6 @@ impl Native {
 
     pub fn is_running(&self) -> bool {
         self.running_pid_and_port().is_some()
-    }
-
-    pub fn binaries_found(&self) -> bool {
-        !candidate_binaries().is_empty()
     }
 
     fn cluster_major(&self) -> Option<u32> {
@@ -196,27 +186,7 @@ impl Native {
     }
 
     fn binaries(&self) -> Result<Binaries> {
-        let candidates = candidate_binaries();
-        if candidates.is_empty() {
-            bail!(
-                "the native engine needs PostgreSQL's server binaries (initdb, pg_ctl), and none were found \
-                 (XTASK_PG_BINDIR, PATH, the usual places).\nInstall them:\n{INSTALL_HINT}\nor use the docker engine \
-                 (XTASK_ENGINE=docker)"
-            );
-        }
-        let Some(major) = self.cluster_major() else {
-            return Ok(candidates.into_iter().next().expect("not empty"));
-        };
-        let found: Vec<String> = candidates.iter().map(|b| b.major.to_string()).collect();
-        candidates.into_iter().find(|b| b.major == major).with_context(|| {
-            format!(
-                "the cluster in {} was made by PostgreSQL {major}, but only PostgreSQL {} server binaries \
-                 are installed: install PostgreSQL {major}'s server package, or run `cargo xtask teardown` \
-                 to delete this cluster and its data",
-                self.pgdata.display(),
-                found.join(", ")
-            )
-        })
+        server_binaries::for_cluster(self.cluster_major(), self.pinned, &self.pgdata)
     }
 
     /// A command for a server binary; as root it runs as the `postgres` user.
@@ -468,6 +438,11 @@ impl Engine for Native {
         if self.admin.is_configured() {
             admin_password::warn_if_weak(&self.endpoint.password, &self.endpoint.user, &self.dir);
         }
+        if let (Some(made), Some(pinned)) = (self.cluster_major(), self.pinned)
+            && made != pinned
+        {
+            bail!("{}", server_binaries::major_mismatch(&self.pgdata, made, pinned));
+        }
         let outcome = self.bring_up()?;
         let server = format!("the cluster in {}", self.pgdata.display());
         let lock = self.lock_file();
@@ -505,10 +480,16 @@ impl Engine for Native {
             };
             return Ok(Status::new(ServerState::Absent, detail, Some(NEXT_SETUP)));
         };
+        let pin = match self.pinned {
+            Some(pinned) if pinned != major => format!(
+                " (`postgres` pins {pinned}: pin {major} again, or move with backup, teardown, setup, restore)"
+            ),
+            _ => String::new(),
+        };
         Ok(match (self.running_pid_and_port(), self.stale_pid()) {
             (Some((pid, port)), _) => Status::new(
                 ServerState::Running,
-                format!("PostgreSQL {major} cluster in {pgdata}, pid {pid}, port {port}"),
+                format!("PostgreSQL {major} cluster in {pgdata}, pid {pid}, port {port}{pin}"),
                 None,
             ),
             (None, Some(pid)) => Status::new(
@@ -549,15 +530,12 @@ impl Engine for Native {
         Ok(())
     }
 
-    /// The cluster's own client (the server's major version), else the newest on this machine.
+    /// The cluster's own client (the server's major version), else one able to serve it.
     fn client_tool(&self, program: ClientProgram) -> Result<ClientTool> {
-        if let Ok(bins) = self.binaries() {
-            let path = bins.dir.join(program.name());
-            if path.exists() {
-                return Ok(ClientTool::Host(path));
-            }
+        match self.binaries() {
+            Ok(bins) => server_binaries::client_for(program.name(), &bins).map(ClientTool::Host),
+            Err(_) => server_binaries::find_client(program.name()).map(ClientTool::Host),
         }
-        find_client(program.name()).map(ClientTool::Host)
     }
 
     fn fallback_endpoint(&self) -> Option<Endpoint> {
@@ -767,99 +745,6 @@ fn shown_output(text: &str, password: &str) -> String {
         .map(|line| if password.is_empty() { line.to_owned() } else { line.replace(password, "***") })
         .collect();
     tail(&lines.join("\n"), 12)
-}
-
-/// Server binary directories: XTASK_PG_BINDIR alone when set; else the one on PATH first, then the
-/// usual places by descending version.
-fn candidate_binaries() -> Vec<Binaries> {
-    if let Some(dir) = std::env::var_os("XTASK_PG_BINDIR").filter(|d| !d.is_empty()) {
-        let dir = PathBuf::from(dir);
-        let complete = dir.join("initdb").exists() && dir.join("pg_ctl").exists();
-        return match major_of_dir(&dir) {
-            Some(major) if complete => vec![Binaries { dir, major }],
-            _ => Vec::new(),
-        };
-    }
-    let mut found = Vec::new();
-    if let Ok(pg_ctl) = which::which("pg_ctl") {
-        let real = std::fs::canonicalize(&pg_ctl).unwrap_or(pg_ctl);
-        if let Some(dir) = real.parent()
-            && let Some(major) = major_of_dir(dir)
-        {
-            found.push(Binaries { dir: dir.to_path_buf(), major });
-        }
-    }
-    let mut known: Vec<Binaries> = known_bin_dirs()
-        .into_iter()
-        .filter(|dir| dir.join("initdb").exists() && dir.join("pg_ctl").exists())
-        .filter_map(|dir| major_of_dir(&dir).map(|major| Binaries { dir, major }))
-        .collect();
-    known.sort_by_key(|b| std::cmp::Reverse(b.major));
-    for bins in known {
-        if !found.iter().any(|f| f.dir == bins.dir) {
-            found.push(bins);
-        }
-    }
-    found.retain(|b| b.dir.join("initdb").exists());
-    found
-}
-
-fn known_bin_dirs() -> Vec<PathBuf> {
-    let mut dirs = Vec::new();
-    for (parent, prefix, suffix) in [
-        ("/usr/lib/postgresql", "", "bin"),
-        ("/usr", "pgsql-", "bin"),
-        ("/opt/homebrew/opt", "postgresql", "bin"),
-        ("/usr/local/opt", "postgresql", "bin"),
-        ("/Applications/Postgres.app/Contents/Versions", "", "bin"),
-    ] {
-        let Ok(entries) = std::fs::read_dir(parent) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            if entry.file_name().to_string_lossy().starts_with(prefix) {
-                dirs.push(entry.path().join(suffix));
-            }
-        }
-    }
-    dirs
-}
-
-/// The major version from the directory's path (`/usr/lib/postgresql/15/bin`, `postgresql@17`),
-/// else from `pg_ctl --version`.
-fn major_of_dir(dir: &Path) -> Option<u32> {
-    let from_path = dir.components().rev().find_map(|c| {
-        let text = c.as_os_str().to_string_lossy();
-        let digits = text.rsplit(['@', '-']).next().unwrap_or(&text);
-        digits.parse::<u32>().ok().filter(|m| *m >= 9)
-    });
-    if from_path.is_some() {
-        return from_path;
-    }
-    let output = std::process::Command::new(dir.join("pg_ctl")).arg("--version").output().ok()?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    let version = text.split_whitespace().last()?;
-    version.split('.').next()?.parse().ok()
-}
-
-/// A client program (psql, pg_dump, pg_restore): the newest versioned binary first (Debian's
-/// /usr/bin/psql is a slower Perl wrapper), else the one on PATH.
-pub fn find_client(program: &str) -> Result<PathBuf> {
-    let mut versioned: Vec<Binaries> = known_bin_dirs()
-        .into_iter()
-        .filter(|dir| dir.join(program).exists())
-        .filter_map(|dir| major_of_dir(&dir).map(|major| Binaries { dir, major }))
-        .collect();
-    versioned.sort_by_key(|b| std::cmp::Reverse(b.major));
-    if let Some(bins) = versioned.into_iter().next() {
-        return Ok(bins.dir.join(program));
-    }
-    which::which(program).with_context(|| {
-        format!(
-            "{program} was not found: install the PostgreSQL client (Debian/Ubuntu: sudo apt-get install \
-             postgresql-client; Fedora: sudo dnf install postgresql; macOS: brew install libpq)"
-        )
-    })
 }
 
 #[cfg(test)]
