@@ -95,7 +95,7 @@ pub fn check(toc: &Toc, file: &Path, target: &Database, all: &[Database], admin:
         .iter()
         .filter(|e| !(e.owner.is_empty() || e.owner == owner || e.owner == DATABASE_OWNER))
         // Up to PostgreSQL 14 the bootstrap superuser, not pg_database_owner, owns `public`.
-        .filter(|e| !(e.owner == admin && e.object() == "SCHEMA - public"))
+        .filter(|e| !(e.owner == admin && ["SCHEMA - public", "ACL - SCHEMA public"].contains(&e.object())))
         .collect();
     let shown = file.display();
     let Some(first) = foreign.first() else { return check_database(toc, file, target, all) };

@@ -172,7 +172,12 @@ pub fn restore(ctx: &Ctx, file: &Path, db: Option<&str>, force: bool) -> Result<
             crate::admin::enable_extensions(engine.endpoint(), &scratch_name, &made_by_admin).map(|_| ())
         })
         .and_then(|()| {
-            run_pg_restore(&tool, &login, file, &scratch_name, &list, database.spec.role.is_some())
+            let restore = Restore { tool: &tool, login: &login, file, into: &scratch_name, list: &list };
+            let as_role = database.spec.role.is_some();
+            match older_server_than_client(&mut admin, &tool)? {
+                Some(psql) => restore.through_psql(&psql, as_role),
+                None => restore.run(as_role),
+            }
         })
         // pg_dump (without --create) carries neither database-level grants nor `ALTER DATABASE
         // ... SET` settings: the current database's are copied (none when it does not exist), and
@@ -300,31 +305,97 @@ fn read_toc(tool: &ClientTool, endpoint: &crate::conn::Endpoint, file: &Path) ->
     Ok(archive::Toc::parse(&String::from_utf8_lossy(&output.stdout)))
 }
 
-/// pg_restore logged in as `login` (the database's role, or the admin for a database without
-/// one), replaying the entries of `list`; `as_role`: objects are owned by the login, whatever the
-/// dump says.
-fn run_pg_restore(
-    tool: &ClientTool,
-    login: &crate::conn::Endpoint,
-    file: &Path,
-    into: &str,
-    list: &str,
-    as_role: bool,
-) -> Result<()> {
-    let archive = File::open(file).with_context(|| format!("read {}", file.display()))?;
-    let staged = tool.stage(list)?;
-    let mut args: Vec<OsString> =
-        ["--exit-on-error", "--single-transaction", "--no-password", "--dbname", into]
-            .into_iter()
-            .map(OsString::from)
-            .collect();
-    args.extend(["--use-list".into(), OsString::from(&staged.path)]);
-    if as_role {
-        args.push("--no-owner".into());
+/// A pg_restore of `file` into database `into`, replaying the entries of `list`, logged in as
+/// `login` (the database's role, or the admin for a database without one).
+struct Restore<'a> {
+    tool: &'a ClientTool,
+    login: &'a crate::conn::Endpoint,
+    file: &'a Path,
+    into: &'a str,
+    list: &'a str,
+}
+
+/// pg_restore 17 and newer set `transaction_timeout`, which servers before 17 refuse (the
+/// managed client tools are PostgreSQL 18's): then the restore goes through a psql beside the
+/// pg_restore, given its script without that one line. `None`: pg_restore restores directly.
+fn older_server_than_client(admin: &mut Admin, tool: &ClientTool) -> Result<Option<PathBuf>> {
+    let ClientTool::Host(pg_restore) = tool else {
+        return Ok(None); // the container's own pg_restore: the server's version
+    };
+    let server: String = admin.client().query_one("SHOW server_version_num", &[])?.get(0);
+    let server_major = server.parse::<u32>().unwrap_or(0) / 10000;
+    let output = std::process::Command::new(pg_restore).arg("--version").output();
+    let version = output.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    let client_major: u32 =
+        version.split_whitespace().last().and_then(|v| v.split('.').next()?.parse().ok()).unwrap_or(0);
+    let psql = pg_restore.with_file_name("psql");
+    Ok((server_major < 17 && client_major >= 17 && psql.exists()).then_some(psql))
+}
+
+/// The line of a newer pg_restore's script that servers before 17 refuse.
+const TRANSACTION_TIMEOUT: &[u8] = b"SET transaction_timeout = 0;\n";
+
+impl Restore<'_> {
+    /// `as_role`: objects are owned by the login, whatever the dump says.
+    fn args(&self, staged: &str, as_role: bool) -> Vec<OsString> {
+        let mut args: Vec<OsString> = vec!["--use-list".into(), staged.into()];
+        if as_role {
+            args.push("--no-owner".into());
+        }
+        args
     }
-    let command = os::signals_unblocked(tool.command(login, into, &args, false));
-    let command = os::dies_with_parent(command).stdin_file(archive).stdout_capture();
-    run_client(tool, command, into)
+
+    fn run(&self, as_role: bool) -> Result<()> {
+        let archive = File::open(self.file).with_context(|| format!("read {}", self.file.display()))?;
+        let staged = self.tool.stage(self.list)?;
+        let mut args: Vec<OsString> =
+            ["--exit-on-error", "--single-transaction", "--no-password", "--dbname", self.into]
+                .into_iter()
+                .map(OsString::from)
+                .collect();
+        args.extend(self.args(&staged.path, as_role));
+        let command = os::signals_unblocked(self.tool.command(self.login, self.into, &args, false));
+        let command = os::dies_with_parent(command).stdin_file(archive).stdout_capture();
+        run_client(self.tool, command, self.into)
+    }
+
+    /// pg_restore writes the script, psql runs it in one transaction, stopping at the first error.
+    fn through_psql(&self, psql: &Path, as_role: bool) -> Result<()> {
+        use std::io::{BufRead, BufReader, Write};
+        let archive = File::open(self.file).with_context(|| format!("read {}", self.file.display()))?;
+        let staged = self.tool.stage(self.list)?;
+        let mut args = vec![OsString::from("--file=-")];
+        args.extend(self.args(&staged.path, as_role));
+        let script = os::dies_with_parent(self.tool.command(self.login, self.into, &args, false))
+            .stdin_file(archive)
+            .stderr_capture()
+            .reader()
+            .with_context(|| format!("run {}", self.tool.describe()))?;
+        let (to_psql, mut feed) = os_pipe::pipe().context("make a pipe to psql")?;
+        let feeder = std::thread::spawn(move || -> std::io::Result<()> {
+            let mut lines = BufReader::new(script);
+            let mut line = Vec::new();
+            while lines.read_until(b'\n', &mut line)? > 0 {
+                if line != TRANSACTION_TIMEOUT {
+                    feed.write_all(&line)?;
+                }
+                line.clear();
+            }
+            Ok(())
+        });
+        let psql_tool = ClientTool::Host(psql.to_path_buf());
+        let psql_args: Vec<OsString> =
+            ["--no-psqlrc", "--quiet", "--set=ON_ERROR_STOP=1", "--single-transaction", "--no-password"]
+                .into_iter()
+                .map(OsString::from)
+                .collect();
+        let command = os::signals_unblocked(psql_tool.command(self.login, self.into, &psql_args, false));
+        let command = os::dies_with_parent(command).stdin_file(to_psql).stdout_null();
+        let ran = run_client(&psql_tool, command, self.into);
+        let fed = feeder.join().expect("the script feeder does not panic");
+        ran?;
+        fed.with_context(|| format!("{} failed on {}", self.tool.describe(), self.file.display()))
+    }
 }
 
 /// Runs pg_dump or pg_restore on `database`: a failure carries the tool's message and advice; its
