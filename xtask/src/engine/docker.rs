@@ -31,6 +31,8 @@ pub struct Docker {
     container: String,
     volume: String,
     image: String,
+    /// The major `postgres` pins, if any.
+    pinned: Option<u32>,
     port: u16,
     endpoint: Endpoint,
     admin: AdminPassword,
@@ -42,6 +44,8 @@ pub struct Docker {
 struct Container {
     status: String,
     image: String,
+    /// The PostgreSQL major its image runs (`PG_MAJOR`).
+    major: Option<u32>,
     host_port: Option<String>,
     project: Option<String>,
 }
@@ -59,6 +63,7 @@ impl Docker {
             container: format!("{}-postgres", config.project),
             volume: format!("{}-pgdata", config.project),
             image: config.image.clone(),
+            pinned: config.postgres,
             port: config.port,
             endpoint: Endpoint::local(config.port, &config.user, admin.first()),
             admin,
@@ -85,6 +90,11 @@ impl Docker {
         Ok(Some(Container {
             status: c["State"]["Status"].as_str().unwrap_or("unknown").to_owned(),
             image: c["Config"]["Image"].as_str().unwrap_or_default().to_owned(),
+            major: c["Config"]["Env"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find_map(|var| var.as_str()?.strip_prefix("PG_MAJOR=")?.parse().ok()),
             host_port: c["HostConfig"]["PortBindings"]["5432/tcp"][0]["HostPort"].as_str().map(str::to_owned),
             project: c["Config"]["Labels"][PROJECT_LABEL].as_str().map(str::to_owned),
         }))
@@ -132,6 +142,22 @@ impl Docker {
     fn check_ours(&self, c: &Container) -> Result<()> {
         self.check_owner(c)?;
         let port = self.port.to_string();
+        let wanted = self.pinned.or_else(|| major_from_tag(&self.image));
+        if let (Some(running), Some(wanted)) = (c.major, wanted)
+            && running != wanted
+        {
+            bail!(
+                "container {} runs PostgreSQL {running} (image {}), but the configuration asks for PostgreSQL \
+                 {wanted} (image {}); its data (volume {}) is never upgraded or dropped on its own, and a \
+                 PostgreSQL {wanted} server cannot open it. To keep it, pin {running} again (`postgres = \
+                 \"{running}\"`, or the image). To move to {wanted}: `cargo xtask backup`, `cargo xtask \
+                 teardown`, `cargo xtask setup`, then `cargo xtask restore`; nothing was changed",
+                self.container,
+                c.image,
+                self.image,
+                self.volume
+            );
+        }
         if c.image != self.image || c.host_port.as_deref() != Some(port.as_str()) {
             bail!(
                 "container {} runs image {} on port {}, but the configuration asks for image {} on port {}.\n\

@@ -223,3 +223,18 @@ fn managed_binaries_fail_clearly_and_leave_nothing_half_done() {
     assert_eq!(entries(&cache_dir), [entry]);
     p.ok(&["teardown", "--force"]);
 }
+
+/// The same on the docker engine: a container of another major than the pinned one is left as it is.
+#[test]
+fn a_container_of_another_major_is_refused_with_the_way_to_move() {
+    let mut p = Project::new("docker");
+    p.ok(&["setup"]);
+    p.set("XTASK_POSTGRES", "16"); // the test image runs 15
+    let err = p.fails(&["setup"]);
+    contains(&err, "runs PostgreSQL 15");
+    contains(&err, "asks for PostgreSQL 16");
+    contains(&err, "`cargo xtask backup`, `cargo xtask teardown`, `cargo xtask setup`");
+    p.unset("XTASK_POSTGRES");
+    p.ok(&["setup"]);
+    p.ok(&["teardown", "--force"]);
+}
