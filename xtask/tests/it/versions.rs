@@ -238,3 +238,79 @@ fn a_container_of_another_major_is_refused_with_the_way_to_move() {
     p.ok(&["setup"]);
     p.ok(&["teardown", "--force"]);
 }
+
+/// A user made for this test (`useradd`), removed with its home when dropped; before that, its
+/// project's server is torn down.
+struct TestUser {
+    name: String,
+    uid: u32,
+    gid: u32,
+}
+
+impl TestUser {
+    fn new() -> TestUser {
+        // SAFETY: geteuid cannot fail.
+        assert_eq!(unsafe { libc::geteuid() }, 0, "this test creates a local user (useradd): run it as root");
+        let name = format!("xtver{}", std::process::id());
+        let out = std::process::Command::new("useradd")
+            .args(["--create-home", "--shell", "/bin/sh", &name])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "useradd {name}: {}", String::from_utf8_lossy(&out.stderr));
+        let id = |flag: &str| -> u32 {
+            let out = std::process::Command::new("id").args([flag, &name]).output().unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+        };
+        TestUser { uid: id("-u"), gid: id("-g"), name }
+    }
+
+    fn home(&self) -> std::path::PathBuf {
+        Path::new("/home").join(&self.name)
+    }
+
+    /// xtask as this user in `p`'s folder, with `p`'s settings, HOME and a PATH without PostgreSQL.
+    fn xtask(&self, p: &Project, args: &[&str]) -> std::process::Output {
+        use std::os::unix::process::CommandExt;
+        let mut command = std::process::Command::new(crate::harness::XTASK);
+        command.args(args).current_dir(p.path()).env_clear().uid(self.uid).gid(self.gid);
+        command.env("PATH", "/usr/bin:/bin").env("HOME", self.home()).envs(p.env.iter().map(|(k, v)| (k, v)));
+        command.output().unwrap()
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("userdel").args(["--remove", &self.name]).output();
+    }
+}
+
+/// A user without root, on a machine without PostgreSQL 17, pins 17 and gets a running server:
+/// the binaries land in that user's own cache.
+#[test]
+fn a_user_without_root_gets_a_pinned_server() {
+    let user = TestUser::new();
+    let mut p = Project::new("native");
+    p.set("XTASK_POSTGRES", "17");
+    let chown = std::process::Command::new("chown")
+        .args(["-R", &format!("{}:{}", user.uid, user.gid), p.path().to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let out = user.xtask(&p, &["setup"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let torn_down = |p: &Project| {
+        let out = user.xtask(p, &["teardown", "--force"]);
+        assert!(out.status.success(), "teardown: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    if !out.status.success() {
+        torn_down(&p);
+        panic!("setup as {} failed:\n{err}", user.name);
+    }
+    contains(&err, "creating a PostgreSQL 17 cluster");
+    let cache = user.home().join(".cache/xtask/postgres");
+    let entries = entries(&cache);
+    assert!(entries.iter().any(|e| e.starts_with("17.")), "{entries:?} in {}", cache.display());
+    let version: String = p.admin().query_one("SHOW server_version_num", &[]).unwrap().get(0);
+    assert!(version.starts_with("17"), "{version}");
+    torn_down(&p);
+}
