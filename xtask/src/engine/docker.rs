@@ -142,7 +142,8 @@ impl Docker {
     fn check_ours(&self, c: &Container) -> Result<()> {
         self.check_owner(c)?;
         let port = self.port.to_string();
-        let wanted = self.pinned.or_else(|| major_from_tag(&self.image));
+        // A tag like `some/image:1` is no PostgreSQL version.
+        let wanted = self.pinned.or_else(|| major_from_tag(&self.image).filter(|m| *m >= 9));
         if let (Some(running), Some(wanted)) = (c.major, wanted)
             && running != wanted
         {

@@ -97,7 +97,11 @@ fn managed(major: u32) -> Result<Binaries> {
     Ok(Binaries { dir: server.bin, major, managed: true })
 }
 
+/// The newest server in the managed cache; none when XTASK_PG_BINDIR says where to look instead.
 fn newest_cached() -> Option<Binaries> {
+    if std::env::var_os("XTASK_PG_BINDIR").is_some_and(|d| !d.is_empty()) {
+        return None;
+    }
     let mut majors: Vec<u32> = crate::config::SUPPORTED_MAJORS.collect();
     majors.sort_by_key(|m| std::cmp::Reverse(*m));
     majors.into_iter().find_map(|major| {
