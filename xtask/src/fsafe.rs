@@ -7,7 +7,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
@@ -216,6 +216,19 @@ fn refused_link(path: &Path, error: std::io::Error) -> anyhow::Error {
     } else {
         anyhow::Error::from(error).context(format!("open {}", path.display()))
     }
+}
+
+/// The first folder above `path` that other users cannot enter (no o+x), with its mode: what
+/// keeps the `postgres` user, which runs the server as root's stand-in, from reaching `path`.
+pub fn closed_to_others(path: &Path) -> Result<Option<(PathBuf, u32)>> {
+    for ancestor in path.ancestors().skip(1) {
+        let mode = std::fs::metadata(ancestor).with_context(|| format!("inspect {}", ancestor.display()))?;
+        let mode = mode.permissions().mode() & 0o777;
+        if mode & 0o001 == 0 {
+            return Ok(Some((ancestor.to_path_buf(), mode)));
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(test)]

@@ -93,7 +93,7 @@ pub fn to_file(archive: &Archive, target: &Path) -> Result<()> {
             total.unwrap_or(0)
         );
     }
-    let algorithm = hasher.algorithm();
+    let algorithm = hasher.algorithm;
     if !hasher.matches() {
         bail!(
             "{url} does not match the checksum its registry publishes ({}): the download was corrupted or \
@@ -105,38 +105,28 @@ pub fn to_file(archive: &Archive, target: &Path) -> Result<()> {
     Ok(())
 }
 
-enum Hasher {
-    Sha512(sha2::Sha512, Vec<u8>),
-    Sha256(sha2::Sha256, Vec<u8>),
+/// The digest the registry's checksum names, and the value it publishes.
+struct Hasher {
+    digest: Box<dyn sha2::digest::DynDigest>,
+    expected: Vec<u8>,
+    algorithm: &'static str,
 }
 
 impl Hasher {
     fn new(checksum: &Checksum) -> Hasher {
-        match checksum {
-            Checksum::Sha512(expected) => Hasher::Sha512(sha2::Sha512::new(), expected.clone()),
-            Checksum::Sha256(expected) => Hasher::Sha256(sha2::Sha256::new(), expected.clone()),
-        }
+        let (digest, expected, algorithm): (Box<dyn sha2::digest::DynDigest>, _, _) = match checksum {
+            Checksum::Sha512(expected) => (Box::new(sha2::Sha512::new()), expected, "sha512"),
+            Checksum::Sha256(expected) => (Box::new(sha2::Sha256::new()), expected, "sha256"),
+        };
+        Hasher { digest, expected: expected.clone(), algorithm }
     }
 
     fn update(&mut self, bytes: &[u8]) {
-        match self {
-            Hasher::Sha512(hasher, _) => hasher.update(bytes),
-            Hasher::Sha256(hasher, _) => hasher.update(bytes),
-        }
-    }
-
-    fn algorithm(&self) -> &'static str {
-        match self {
-            Hasher::Sha512(..) => "sha512",
-            Hasher::Sha256(..) => "sha256",
-        }
+        self.digest.update(bytes);
     }
 
     fn matches(self) -> bool {
-        match self {
-            Hasher::Sha512(hasher, expected) => hasher.finalize().as_slice() == expected.as_slice(),
-            Hasher::Sha256(hasher, expected) => hasher.finalize().as_slice() == expected.as_slice(),
-        }
+        *self.digest.finalize() == *self.expected
     }
 }
 

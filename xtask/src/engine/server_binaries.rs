@@ -78,10 +78,12 @@ pub fn for_cluster(cluster: Option<u32>, pinned: Option<u32>, pgdata: &Path) -> 
 /// `--provision` on a machine where the native engine has nothing to run: Debian's package with
 /// apt as root (when it offers the pinned major), else the managed binaries, no root needed.
 pub fn provision(pinned: Option<u32>) -> Result<()> {
-    if pinned.is_some_and(|major| installed().iter().any(|b| b.major == major)) {
-        return Ok(());
-    }
-    if pinned.is_none() && (!installed().is_empty() || newest_cached().is_some()) {
+    let installed = installed();
+    let enough = match pinned {
+        Some(major) => installed.iter().any(|b| b.major == major),
+        None => !installed.is_empty() || newest_cached().is_some(),
+    };
+    if enough {
         return Ok(());
     }
     if let Some(packages) = crate::packages::apt_would_install(pinned) {
@@ -92,9 +94,9 @@ pub fn provision(pinned: Option<u32>) -> Result<()> {
 }
 
 fn managed(major: u32) -> Result<Binaries> {
-    let server = binaries::server(major)?;
-    reachable_by_server_user(&server.bin)?;
-    Ok(Binaries { dir: server.bin, major, managed: true })
+    let dir = binaries::server(major)?;
+    reachable_by_server_user(&dir)?;
+    Ok(Binaries { dir, major, managed: true })
 }
 
 /// The newest server in the managed cache; none when XTASK_PG_BINDIR says where to look instead.
@@ -102,11 +104,8 @@ fn newest_cached() -> Option<Binaries> {
     if std::env::var_os("XTASK_PG_BINDIR").is_some_and(|d| !d.is_empty()) {
         return None;
     }
-    let mut majors: Vec<u32> = crate::config::SUPPORTED_MAJORS.collect();
-    majors.sort_by_key(|m| std::cmp::Reverse(*m));
-    majors.into_iter().find_map(|major| {
-        binaries::cached_server(major).map(|server| Binaries { dir: server.bin, major, managed: true })
-    })
+    let (major, dir) = binaries::newest_cached_server()?;
+    Some(Binaries { dir, major, managed: true })
 }
 
 fn why_major(cluster: Option<u32>, pgdata: &Path) -> String {
@@ -130,22 +129,17 @@ pub fn major_mismatch(pgdata: &Path, made: u32, pinned: u32) -> String {
 /// As root the server runs as the `postgres` user, which must be able to walk down to the
 /// binaries (a cache under /root, say, it cannot enter).
 fn reachable_by_server_user(bin: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
     if !crate::os::is_root() {
         return Ok(());
     }
-    for ancestor in bin.ancestors().skip(1) {
-        let mode = std::fs::metadata(ancestor)?.permissions().mode();
-        if mode & 0o001 == 0 {
-            bail!(
-                "the PostgreSQL binaries in {} are inside {}, which the postgres user (who runs the server) \
-                 cannot enter (mode {:o}): choose another cache with XTASK_POSTGRES_CACHE, or `chmod o+x {}`",
-                bin.display(),
-                ancestor.display(),
-                mode & 0o777,
-                ancestor.display()
-            );
-        }
+    if let Some((ancestor, mode)) = crate::fsafe::closed_to_others(bin)? {
+        bail!(
+            "the PostgreSQL binaries in {} are inside {}, which the postgres user (who runs the server) \
+             cannot enter (mode {mode:o}): choose another cache with XTASK_POSTGRES_CACHE, or `chmod o+x {}`",
+            bin.display(),
+            ancestor.display(),
+            ancestor.display()
+        );
     }
     Ok(())
 }
@@ -166,8 +160,7 @@ pub fn client_for(program: &str, server: &Binaries) -> Result<PathBuf> {
     {
         return Ok(path);
     }
-    let clients = binaries::clients()?;
-    Ok(clients.bin.join(program))
+    Ok(binaries::clients()?.join(program))
 }
 
 fn newest_client_dir(program: &str) -> Option<Binaries> {
