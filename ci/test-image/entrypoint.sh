@@ -152,4 +152,4 @@ fi
 
 shift # drop "postgres"
 # Later -c options given by the caller override this one.
-exec postgres -c listen_addresses='*' "$@"
+exec postgres -c listen_addresses='*' -c unix_socket_directories="$SOCKET_DIR" "$@"

@@ -69,10 +69,22 @@ pub struct CiConfig {
     /// A Docker engine that answers.
     #[serde(default)]
     pub docker: bool,
-    /// A local Docker image the tests run, given to them as XTASK_TEST_IMAGE.
-    pub test_image: Option<String>,
-    /// The script that builds `test-image` when it is absent (repository-relative).
+    /// Local Docker images the tests run (`test-image = "name"` or a list): the first is given
+    /// to them as XTASK_TEST_IMAGE, all of them as XTASK_TEST_IMAGES.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub test_image: Vec<String>,
+    /// The script that builds a `test-image` when it is absent (repository-relative), called
+    /// with the image's name.
     pub test_image_build: Option<PathBuf>,
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    let names = match toml::Value::deserialize(deserializer)? {
+        toml::Value::String(one) => Some(vec![one]),
+        toml::Value::Array(many) => many.into_iter().map(|v| v.as_str().map(str::to_owned)).collect(),
+        _ => None,
+    };
+    names.ok_or_else(|| serde::de::Error::custom("expected an image name, or a list of image names"))
 }
 
 #[derive(Deserialize)]
@@ -142,7 +154,7 @@ impl<'de> Deserialize<'de> for PinnedMajor {
     }
 }
 
-fn parse_major(text: &str) -> Result<u32, String> {
+pub fn parse_major(text: &str) -> Result<u32, String> {
     let major = text.trim().parse::<u32>().ok().filter(|m| SUPPORTED_MAJORS.contains(m));
     major.ok_or_else(|| {
         format!(
@@ -499,6 +511,20 @@ data-dir = "target/pg"
         }
         let error = load("[workspace.metadata.xtask]\npostgres = \"12\"\n", &[]).unwrap_err();
         assert!(format!("{error:#}").contains("\"12\" is not a PostgreSQL major"), "{error:#}");
+    }
+
+    #[test]
+    fn test_image_is_one_name_or_a_list() {
+        let ci = |value: &str| {
+            let text = format!("[workspace.metadata.xtask.ci]\ntest-image = {value}\n");
+            load(&text, &[("XTASK_DATA_DIR", "/d")]).map(|c| c.ci.test_image)
+        };
+        assert_eq!(ci("\"a:15\"").unwrap(), ["a:15"]);
+        assert_eq!(ci("[\"a:15\", \"a:18\"]").unwrap(), ["a:15", "a:18"]);
+        for bad in ["15", "[\"a:15\", 18]"] {
+            let error = ci(bad).unwrap_err();
+            assert!(format!("{error:#}").contains("expected an image name, or a list"), "{bad}: {error:#}");
+        }
     }
 
     #[test]

@@ -95,6 +95,10 @@ pub enum Command {
         dry_run: bool,
         force: bool,
     },
+    /// `binaries [MAJOR]`: the managed binaries' folders, fetched when absent.
+    Binaries {
+        major: Option<u32>,
+    },
 }
 
 pub use crate::tasks::migrate::MigrateOptions;
@@ -127,6 +131,7 @@ COMMANDS:
     ci            the whole pipeline on databases of its own: setup, downs, schema, fmt, tests, clippy
     branches      every database of the project: branch, size, age, last write, branch still in git?
     prune         drop the databases of branches gone from git (--dry-run: only list them)
+    binaries      download a PostgreSQL major's server and client tools (no root) and print their folders
     help          this text, or `cargo xtask help <COMMAND>`
 
 OPTIONS (every command):
@@ -407,6 +412,19 @@ first. A database that clients are connected to is kept and named. Needs a git r
 --dry-run  print the list; drop nothing
 --force    required on an external server that is not on this machine (not with --dry-run)"
         }
+        "binaries" => {
+            "\
+cargo xtask binaries [MAJOR]
+
+Makes sure the cache of downloaded PostgreSQL binaries holds MAJOR's server (default: the pinned
+`postgres`, else 17) and the client tools (psql, pg_dump, pg_restore of PostgreSQL 18, which serve
+every older server), downloading and verifying what is missing, and prints two lines for scripts:
+    server <major> <bin folder>
+    clients <major> <bin folder>
+The native engine uses these when the machine has no server of the pinned major; run this to fetch
+them ahead of time (before going offline, in an image build). The cache is ~/.cache/xtask/postgres
+(/var/cache/xtask/postgres as root; XTASK_POSTGRES_CACHE overrides it); see README.md."
+        }
         _ => return None,
     })
 }
@@ -478,6 +496,12 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
     let message = if name == "prepare" { positional.drain(..).reduce(|a, b| a + " " + &b) } else { None };
     let hooks_action =
         if name == "hooks" && !positional.is_empty() { Some(positional.remove(0)) } else { None };
+    let major = match (name.as_str(), positional.is_empty()) {
+        ("binaries", false) => {
+            Some(crate::config::parse_major(&positional.remove(0)).map_err(anyhow::Error::msg)?)
+        }
+        _ => None,
+    };
     if let Some(extra) = positional.first() {
         bail!("unexpected argument `{extra}` for `{name}`; see `cargo xtask {name} --help`");
     }
@@ -525,6 +549,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
         "branches" => Command::Branches { json },
         "prune" => Command::Prune { dry_run: std::mem::take(&mut options.dry_run), force },
         "connect" => Command::Connect { db: db.take(), psql_args },
+        "binaries" => Command::Binaries { major },
         other => bail!("unknown command `{other}`; run `cargo xtask help` for the list"),
     };
     reject_unused(&name, &command, db.is_some(), json, force)?;
@@ -591,6 +616,18 @@ mod tests {
 
     fn parse_str(args: &[&str]) -> Result<Args> {
         parse(args.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn binaries_takes_a_supported_major() {
+        assert!(matches!(
+            parse_str(&["binaries", "18"]).unwrap().command,
+            Command::Binaries { major: Some(18) }
+        ));
+        assert!(matches!(parse_str(&["binaries"]).unwrap().command, Command::Binaries { major: None }));
+        let error = parse_str(&["binaries", "19"]).err().unwrap();
+        assert!(error.to_string().contains("expected one of 14..18"), "{error}");
+        assert!(parse_str(&["binaries", "18", "--db", "x"]).is_err());
     }
 
     #[test]

@@ -104,6 +104,7 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Ci { json, long } => return tasks::ci::ci(&ctx, json, long),
         Command::Branches { json } => tasks::branches::branches(&ctx, json)?,
         Command::Prune { dry_run, force } => tasks::branches::prune(&ctx, dry_run, force)?,
+        Command::Binaries { major } => tasks::binaries::binaries(&ctx, major)?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -238,14 +238,14 @@ pub fn ensure_image(
     let script = build_script.display();
     if !may {
         bail!(
-            "the docker image {image} is missing: build it with `sudo {script}` in {}, or run again with \
+            "the docker image {image} is missing: build it with `sudo {script} {image}` in {}, or run again with \
              --provision (as root on Debian)",
             root.display()
         );
     }
     if !crate::os::is_root() {
         bail!(
-            "building the image {image} needs root (mmdebstrap): run `sudo {script}` in {}",
+            "building the image {image} needs root (mmdebstrap): run `sudo {script} {image}` in {}",
             root.display()
         );
     }
@@ -254,7 +254,10 @@ pub fn ensure_image(
     }
     eprintln!("provision: building the image {image} with {script}");
     // Its stdout goes to our stderr: our stdout is kept for JSON output.
-    crate::os::run_to_stderr(duct::cmd!(root.join(build_script)).dir(root), &script.to_string())?;
+    // The script may call back into this tool (`binaries`) without building it again.
+    let xtask = std::env::current_exe().context("find this program's path")?;
+    let build = duct::cmd!(root.join(build_script), image).dir(root).env("XTASK", xtask);
+    crate::os::run_to_stderr(build, &format!("{script} {image}"))?;
     if !docker_succeeds(&["image", "inspect", image]) {
         bail!("{script} succeeded but the image {image} does not exist: make the script build {image}");
     }

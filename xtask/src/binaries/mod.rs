@@ -17,6 +17,9 @@ use registry::Archive;
 /// The newest client tools published (PostgreSQL 18): their psql, pg_dump and pg_restore serve
 /// every older server too.
 pub const CLIENTS_MAJOR: u32 = 18;
+/// When nothing pins a major and nothing is installed, this one is fetched: the docker engine's
+/// default image runs the same.
+pub const DEFAULT_MAJOR: u32 = 17;
 /// What a complete entry records about itself, written last before it is renamed into place.
 const MANIFEST: &str = ".xtask-manifest.json";
 const PARTIAL_PREFIX: &str = ".partial-";

@@ -6,12 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::binaries;
+use crate::binaries::{self, DEFAULT_MAJOR};
 use crate::packages::INSTALL_HINT;
-
-/// When nothing pins a major and nothing is installed, `--provision` fetches this one: the
-/// docker engine's default image runs the same.
-pub const DEFAULT_MANAGED_MAJOR: u32 = 17;
 
 /// A directory holding `initdb` and `pg_ctl` of one major version.
 pub struct Binaries {
@@ -45,7 +41,7 @@ pub fn for_cluster(cluster: Option<u32>, pinned: Option<u32>, pgdata: &Path) -> 
             format!(
                 "the native engine needs PostgreSQL's server binaries (initdb, pg_ctl), and none were found \
                  (XTASK_PG_BINDIR, PATH, the usual places).\nPin a major in [workspace.metadata.xtask] \
-                 (`postgres = \"{DEFAULT_MANAGED_MAJOR}\"`) to have this tool download it, no root needed; or \
+                 (`postgres = \"{DEFAULT_MAJOR}\"`) to have this tool download it, no root needed; or \
                  install them:\n{INSTALL_HINT}\nor use the docker engine (XTASK_ENGINE=docker)"
             )
         });
@@ -90,7 +86,7 @@ pub fn provision(pinned: Option<u32>) -> Result<()> {
         let names: Vec<&str> = packages.iter().map(String::as_str).collect();
         return crate::packages::apt_install(&names);
     }
-    managed(pinned.unwrap_or(DEFAULT_MANAGED_MAJOR)).map(drop)
+    managed(pinned.unwrap_or(DEFAULT_MAJOR)).map(drop)
 }
 
 fn managed(major: u32) -> Result<Binaries> {

@@ -177,17 +177,18 @@ fn prerequisites(ctx: &Ctx, may: bool) -> Result<(String, Option<DockerDaemon>)>
         );
     }
     let mut daemon = None;
-    if wants.docker || test_image(ctx).is_some() || ctx.config.engine == EngineKind::Docker {
+    let images = test_images(ctx);
+    if wants.docker || !images.is_empty() || ctx.config.engine == EngineKind::Docker {
         daemon = provision::ensure_docker_engine(may)?;
         done.push(match &daemon {
             Some(started) => format!("started dockerd (pid {})", started.pid()),
             None => "Docker engine answers".into(),
         });
     }
-    if let Some(image) = test_image(ctx) {
-        // The configured script builds the configured image, not one named by XTASK_TEST_IMAGE.
-        let build = wants.test_image_build.as_deref().filter(|_| wants.test_image.as_ref() == Some(&image));
-        let built = provision::ensure_image(&ctx.root, &image, build, may)?;
+    for image in &images {
+        // The configured script builds the configured images, not one named by XTASK_TEST_IMAGE.
+        let build = wants.test_image_build.as_deref().filter(|_| wants.test_image.contains(image));
+        let built = provision::ensure_image(&ctx.root, image, build, may)?;
         done.push(built.unwrap_or_else(|| format!("{image} present")));
     }
     if done.is_empty() {
@@ -196,13 +197,17 @@ fn prerequisites(ctx: &Ctx, may: bool) -> Result<(String, Option<DockerDaemon>)>
     Ok((done.join("; "), daemon))
 }
 
-/// The image the tests run: XTASK_TEST_IMAGE, else `test-image` in `[workspace.metadata.xtask.ci]`.
-fn test_image(ctx: &Ctx) -> Option<String> {
-    std::env::var("XTASK_TEST_IMAGE").ok().filter(|image| !image.is_empty()).or(ctx
-        .config
-        .ci
-        .test_image
-        .clone())
+/// The images the tests run: `test-image` in `[workspace.metadata.xtask.ci]`, the first of them
+/// replaced by XTASK_TEST_IMAGE when that is set.
+fn test_images(ctx: &Ctx) -> Vec<String> {
+    let mut images = ctx.config.ci.test_image.clone();
+    if let Some(chosen) = std::env::var("XTASK_TEST_IMAGE").ok().filter(|image| !image.is_empty()) {
+        match images.first_mut() {
+            Some(first) => *first = chosen,
+            None => images.push(chosen),
+        }
+    }
+    images
 }
 
 fn migration_files(ctx: &Ctx, sets: &[checks::MigrationSet]) -> Result<String> {
@@ -257,8 +262,9 @@ fn tests(ctx: &Ctx, env: &[(String, String)], long: bool) -> Result<String> {
     for (key, value) in env {
         command = command.env(key, value);
     }
-    if let Some(image) = test_image(ctx) {
-        command = command.env("XTASK_TEST_IMAGE", image);
+    let images = test_images(ctx);
+    if let Some(first) = images.first() {
+        command = command.env("XTASK_TEST_IMAGE", first).env("XTASK_TEST_IMAGES", images.join(" "));
     }
     cargo(command, &shown)
 }

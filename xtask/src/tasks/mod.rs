@@ -3,6 +3,7 @@
 mod archive;
 pub mod backup;
 mod backup_files;
+pub mod binaries;
 pub mod branches;
 pub mod checks;
 pub mod ci;

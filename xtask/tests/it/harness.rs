@@ -15,6 +15,24 @@ pub fn test_image() -> String {
     std::env::var("XTASK_TEST_IMAGE").unwrap_or_else(|_| "xtask-postgres-test:15".into())
 }
 
+/// The test image of another major: the one of XTASK_TEST_IMAGES (which `cargo xtask ci` sets
+/// from `test-image`) tagged `major`, else xtask-postgres-test:<major>. Fails when it is absent.
+pub fn test_image_of(major: u32) -> String {
+    let tag = format!(":{major}");
+    let image = std::env::var("XTASK_TEST_IMAGES")
+        .unwrap_or_default()
+        .split_whitespace()
+        .find(|image| image.ends_with(&tag))
+        .map_or_else(|| format!("xtask-postgres-test{tag}"), str::to_owned);
+    let present = Command::new("docker").args(["image", "inspect", &image]).output();
+    assert!(
+        present.is_ok_and(|out| out.status.success()),
+        "the docker image {image} is missing: build it with `sudo ci/test-image/build.sh {image}`, or run \
+         the tests through `cargo xtask ci --provision`, which builds it"
+    );
+    image
+}
+
 pub struct Project {
     pub dir: tempfile::TempDir,
     pub name: String,

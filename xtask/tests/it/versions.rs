@@ -10,12 +10,32 @@ use std::path::Path;
 
 use crate::harness::{Project, contains};
 
-/// The life cycle on one major: setup (server, roles, extensions, migrations, seeds, template),
-/// a second branch copied from the template, rollback and migrate, the declared schema turned
-/// into a migration and checked, backup and restore with the rows compared.
+/// What setup and db-status say about the server an engine made.
+struct Made {
+    /// In setup's output when it makes the server.
+    created: String,
+    /// In db-status's server detail.
+    detail: String,
+    /// Where the server keeps its data, when the test knows.
+    data_directory: Option<&'static str>,
+}
+
 fn life_cycle_on(major: u32) {
     let mut p = Project::new("native");
     p.set("XTASK_POSTGRES", &major.to_string());
+    let made = Made {
+        created: format!("creating a PostgreSQL {major} cluster"),
+        detail: format!("PostgreSQL {major} cluster"),
+        data_directory: None,
+    };
+    life_cycle(p, major, made);
+}
+
+/// The life cycle on one major: setup (server, roles, extensions, migrations, seeds, template),
+/// a second branch copied from the template, the server stopped and started with its data,
+/// rollback and migrate, the declared schema turned into a migration and checked, backup and
+/// restore with the rows compared.
+fn life_cycle(p: Project, major: u32, made: Made) {
     p.service("shop", "name = \"shop\"\nextensions = [\"citext\", \"pgcrypto\"]");
     p.write(
         "migrations/shop/20240101000001_items.up.sql",
@@ -28,11 +48,15 @@ fn life_cycle_on(major: u32) {
     p.git(&["-c", "user.email=t@e", "-c", "user.name=t", "commit", "-qm", "start"]);
 
     let (_, err) = p.ok_err(&["setup"]);
-    contains(&err, &format!("creating a PostgreSQL {major} cluster"));
+    contains(&err, &made.created);
     let status = p.status("main");
-    contains(status["server"]["detail"].as_str().unwrap(), &format!("PostgreSQL {major} cluster"));
+    contains(status["server"]["detail"].as_str().unwrap(), &made.detail);
     let version: String = p.admin().query_one("SHOW server_version_num", &[]).unwrap().get(0);
     assert_eq!(version[..2].parse::<u32>().unwrap(), major, "{version}");
+    if let Some(expected) = made.data_directory {
+        let data: String = p.admin().query_one("SHOW data_directory", &[]).unwrap().get(0);
+        assert_eq!(data, expected);
+    }
     let names = |p: &Project| -> Vec<String> {
         let mut client = p.service_client("shop");
         client
@@ -49,6 +73,9 @@ fn life_cycle_on(major: u32) {
     let (_, err) = p.ok_err(&["setup"]);
     contains(&err, "as a copy of");
     assert_eq!(names(&p), ["Tea"]);
+    p.ok(&["db-down"]);
+    p.ok(&["db-up"]);
+    assert_eq!(names(&p), ["Tea"], "the data outlives db-down");
 
     // Rollback and migrate again.
     p.ok(&["rollback"]);
@@ -100,6 +127,23 @@ fn life_cycle_on_postgres_17() {
 #[test]
 fn life_cycle_on_postgres_18() {
     life_cycle_on(18);
+}
+
+/// The docker engine on a PostgreSQL 18 image built from the managed binaries: 18 keeps its data
+/// in /var/lib/postgresql/18/docker with the volume on /var/lib/postgresql, so the data survives
+/// the container only when the volume is mounted there.
+#[test]
+fn life_cycle_on_docker_postgres_18() {
+    let image = crate::harness::test_image_of(18);
+    let mut p = Project::new("docker");
+    p.set("XTASK_IMAGE", &image);
+    p.set("XTASK_POSTGRES", "18");
+    let made = Made {
+        created: format!("from {image}"),
+        detail: format!("image {image}"),
+        data_directory: Some("/var/lib/postgresql/18/docker"),
+    };
+    life_cycle(p, 18, made);
 }
 
 /// A cluster made by one major is never started, upgraded or dropped by a pin to another.
@@ -284,19 +328,19 @@ impl Drop for TestUser {
     }
 }
 
-/// A user without root, on a machine without PostgreSQL 17, pins 17 and gets a running server:
-/// the binaries land in that user's own cache.
+/// A user without root, on a machine without PostgreSQL 18, pins 18 and types the README's setup
+/// command: the binaries land in that user's own cache and the server runs.
 #[test]
 fn a_user_without_root_gets_a_pinned_server() {
     let user = TestUser::new();
     let mut p = Project::new("native");
-    p.set("XTASK_POSTGRES", "17");
+    p.set("XTASK_POSTGRES", "18");
     let chown = std::process::Command::new("chown")
         .args(["-R", &format!("{}:{}", user.uid, user.gid), p.path().to_str().unwrap()])
         .status()
         .unwrap();
     assert!(chown.success());
-    let out = user.xtask(&p, &["setup"]);
+    let out = user.xtask(&p, &["setup", "--provision"]);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     let torn_down = |p: &Project| {
         let out = user.xtask(p, &["teardown", "--force"]);
@@ -306,11 +350,11 @@ fn a_user_without_root_gets_a_pinned_server() {
         torn_down(&p);
         panic!("setup as {} failed:\n{err}", user.name);
     }
-    contains(&err, "creating a PostgreSQL 17 cluster");
+    contains(&err, "creating a PostgreSQL 18 cluster");
     let cache = user.home().join(".cache/xtask/postgres");
     let entries = entries(&cache);
-    assert!(entries.iter().any(|e| e.starts_with("17.")), "{entries:?} in {}", cache.display());
+    assert!(entries.iter().any(|e| e.starts_with("18.")), "{entries:?} in {}", cache.display());
     let version: String = p.admin().query_one("SHOW server_version_num", &[]).unwrap().get(0);
-    assert!(version.starts_with("17"), "{version}");
+    assert!(version.starts_with("18"), "{version}");
     torn_down(&p);
 }
