@@ -19,7 +19,8 @@ use crate::{fsafe, os};
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 const PROJECT_LABEL: &str = "xtask.project";
 /// In the data directory: this project's volume was made (so its absence later means its data was
-/// removed outside xtask, not that there never was any). Holds the volume's name.
+/// removed outside xtask, not that there never was any). Holds the volume's name, then
+/// `major <N>`: the PostgreSQL major whose data it holds, once known.
 const VOLUME_MARKER: &str = ".xtask-docker-volume";
 /// What to do when the Docker engine does not answer.
 const START_ENGINE: &str = "start the Docker engine (`sudo systemctl start docker`, `sudo dockerd &`, or open \
@@ -240,7 +241,17 @@ impl Docker {
     }
 
     fn create(&mut self) -> Result<()> {
-        let mount = data_mount(self.image_major()?);
+        let major = self.image_major()?;
+        if let (Some(pinned), Some(runs)) = (self.pinned, major)
+            && pinned != runs
+        {
+            bail!(
+                "image {} runs PostgreSQL {runs}, but `postgres` pins {pinned}: choose an image of \
+                 PostgreSQL {pinned} (`image`, or XTASK_IMAGE), or leave `image` out to get postgres:{pinned}",
+                self.image
+            );
+        }
+        let mount = data_mount(major);
         self.ensure_port_free()?;
         self.refuse_foreign_volume()?;
         let volume = &self.volume;
@@ -259,8 +270,11 @@ impl Docker {
             }
             let label = format!("{PROJECT_LABEL}={}", self.project);
             self.docker(&["volume", "create", "--label", &label, volume])?;
+            let _ = std::fs::remove_file(self.volume_marker()); // a new volume: no data of any major
+        } else {
+            self.refuse_volume_of_another_major(major)?;
         }
-        self.mark_volume()?;
+        self.mark_volume(major)?;
         // The container's POSTGRES_PASSWORD is the password on file: generated, saved first.
         self.admin.save_before_create()?;
         eprintln!("creating container {} from {}", self.container, self.image);
@@ -313,14 +327,38 @@ impl Docker {
         self.lock_dir.join(".xtask-docker.lock")
     }
 
-    /// Remembers that our volume exists (see VOLUME_MARKER).
-    fn mark_volume(&self) -> Result<()> {
+    /// Remembers that our volume exists, and the major its data is of (see VOLUME_MARKER).
+    fn mark_volume(&self, major: Option<u32>) -> Result<()> {
         let marker = self.volume_marker();
-        if !marker.exists() {
+        let recorded = std::fs::read_to_string(&marker).ok();
+        let wanted = match major.or_else(|| recorded.as_deref().and_then(recorded_major)) {
+            Some(major) => format!("{}\nmajor {major}\n", self.volume),
+            None => format!("{}\n", self.volume),
+        };
+        if recorded.as_deref() != Some(wanted.as_str()) {
             fsafe::private_dir(&self.lock_dir, "the data directory")?;
-            let mut file = fsafe::create_new(&marker, 0o644)?;
-            file.write_all(format!("{}\n", self.volume).as_bytes())
-                .with_context(|| format!("write {}", marker.display()))?;
+            fsafe::write_atomically(&marker, wanted.as_bytes(), 0o644)?;
+        }
+        Ok(())
+    }
+
+    /// Refuses to give the volume to a server of another major than the one whose data it holds.
+    fn refuse_volume_of_another_major(&self, major: Option<u32>) -> Result<()> {
+        let marker = std::fs::read_to_string(self.volume_marker()).ok();
+        let Some(made) = marker.as_deref().and_then(recorded_major) else {
+            return Ok(());
+        };
+        if let Some(major) = major.filter(|m| *m != made) {
+            bail!(
+                "volume {} holds this project's databases from PostgreSQL {made}, but the configuration \
+                 asks for PostgreSQL {major} (image {}); the data is never upgraded or dropped on its own, \
+                 and a PostgreSQL {major} server cannot open it. To keep it, pin {made} again (`postgres = \
+                 \"{made}\"`, or the image). To move to {major}: with {made} pinned, `cargo xtask db-up` and \
+                 `cargo xtask backup`; then `cargo xtask teardown`, pin {major}, `cargo xtask setup` and \
+                 `cargo xtask restore`; nothing was changed",
+                self.volume,
+                self.image
+            );
         }
         Ok(())
     }
@@ -373,13 +411,15 @@ impl Docker {
         if let Some(running) = found.filter(|c| c.status == "running") {
             self.check_ours(&running)?;
             self.wait()?;
-            self.mark_volume()?;
+            self.mark_volume(running.major)?;
             return Ok(UpOutcome::AlreadyRunning);
         }
         // Worktrees running setup at once: one creates or starts the container, the others wait.
         fsafe::private_dir(&self.lock_dir, "the data directory")?;
         let _lock = os::exclusive_lock(&self.lock_file())?;
-        let outcome = match self.inspect()? {
+        let found = self.inspect()?;
+        let major = found.as_ref().and_then(|c| c.major);
+        let outcome = match found {
             None => {
                 self.create()?;
                 UpOutcome::Created
@@ -408,7 +448,9 @@ impl Docker {
             }
         };
         self.wait()?;
-        self.mark_volume()?;
+        if major.is_some() {
+            self.mark_volume(major)?;
+        }
         Ok(outcome)
     }
 }
@@ -591,6 +633,11 @@ fn data_mount(major: Option<u32>) -> &'static str {
         Some(m) if m >= 18 => "/var/lib/postgresql",
         _ => "/var/lib/postgresql/data",
     }
+}
+
+/// The `major <N>` line of VOLUME_MARKER.
+fn recorded_major(marker: &str) -> Option<u32> {
+    marker.lines().find_map(|line| line.strip_prefix("major ")?.trim().parse().ok())
 }
 
 /// `postgres:17` → 17, `postgres:16.4-bookworm` → 16, `postgres` or `postgres:latest` → unknown.

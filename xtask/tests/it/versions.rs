@@ -268,7 +268,8 @@ fn managed_binaries_fail_clearly_and_leave_nothing_half_done() {
     p.ok(&["teardown", "--force"]);
 }
 
-/// The same on the docker engine: a container of another major than the pinned one is left as it is.
+/// The same on the docker engine: a container, or after db-down its volume, of another major than
+/// the pinned one is left as it is.
 #[test]
 fn a_container_of_another_major_is_refused_with_the_way_to_move() {
     let mut p = Project::new("docker");
@@ -280,6 +281,25 @@ fn a_container_of_another_major_is_refused_with_the_way_to_move() {
     contains(&err, "`cargo xtask backup`, `cargo xtask teardown`, `cargo xtask setup`");
     p.unset("XTASK_POSTGRES");
     p.ok(&["setup"]);
+    p.admin().batch_execute("CREATE TABLE kept (n int); INSERT INTO kept VALUES (15)").unwrap();
+
+    // With the container gone, the volume still holds 15's data: an 18 server is not given it.
+    p.ok(&["db-down"]);
+    p.set("XTASK_POSTGRES", "18");
+    let err = p.fails(&["db-up"]);
+    contains(&err, "image xtask-postgres-test:15 runs PostgreSQL 15, but `postgres` pins 18");
+    p.set("XTASK_IMAGE", &crate::harness::test_image_of(18));
+    let err = p.fails(&["setup"]);
+    contains(
+        &err,
+        "holds this project's databases from PostgreSQL 15, but the configuration asks for PostgreSQL 18",
+    );
+    contains(&err, "with 15 pinned, `cargo xtask db-up` and `cargo xtask backup`");
+    p.unset("XTASK_POSTGRES");
+    p.set("XTASK_IMAGE", &crate::harness::test_image());
+    p.ok(&["db-up"]);
+    let kept: i32 = p.admin().query_one("SELECT n FROM kept", &[]).unwrap().get(0);
+    assert_eq!(kept, 15, "the data of 15 is untouched");
     p.ok(&["teardown", "--force"]);
 }
 
