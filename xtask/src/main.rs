@@ -7,6 +7,7 @@ mod conn;
 mod credentials;
 mod dotenv;
 mod engine;
+mod features;
 mod flags;
 mod fsafe;
 mod git;

@@ -182,7 +182,8 @@ fn run_in_transaction(client: &mut Client, file: &File, head: &str, tail: &str) 
             }
             let _ = client.batch_execute("ROLLBACK");
             let at = Statement { offset: *offset, text: statement, sent_before: first.chars().count() };
-            return Err(anyhow!(render_statement_error(&error, file, &at)));
+            let rendered = render_statement_error(&error, file, &at);
+            return Err(anyhow!(with_major_hint(client, rendered, statement)));
         }
     }
     Ok(())
@@ -198,6 +199,7 @@ fn run_as_sqlx(client: &mut Client, file: &File, record: &str) -> Result<()> {
     let _ = client.batch_execute("ROLLBACK; RESET synchronous_commit");
     let Err(error) = ran else { return Ok(()) };
     let located = render_error(&error, file.path, file.sql, HEAD.chars().count());
+    let located = with_major_hint(client, located, file.sql);
     let (byte, words) = own_transaction_control(file.sql).unwrap_or_default();
     let (line, _) = line_col(file.sql, file.sql[..byte].chars().count() + 1);
     Err(anyhow!(located)).context(format!(
@@ -216,7 +218,8 @@ pub fn run_file(client: &mut Client, path: &Path, sql: &str) -> Result<()> {
     let prefix = "BEGIN;\n";
     if let Err(error) = client.batch_execute(&format!("{prefix}{sql}\n;COMMIT")) {
         let _ = client.batch_execute("ROLLBACK");
-        return Err(anyhow!(locate(client, &[], &error, path, sql, prefix.chars().count())));
+        let located = locate(client, &[], &error, path, sql, prefix.chars().count());
+        return Err(anyhow!(with_major_hint(client, located, sql)));
     }
     Ok(())
 }
@@ -228,7 +231,7 @@ fn run_one_by_one(client: &mut Client, file: &File) -> Result<()> {
         if let Err(error) = client.batch_execute(statement) {
             let rendered =
                 render_statement_error(&error, file, &Statement { offset, text: statement, sent_before: 0 });
-            return Err(anyhow!(rendered)).context(format!(
+            return Err(anyhow!(with_major_hint(client, rendered, statement))).context(format!(
                 "{} {} (-- no-transaction) failed; statements before the failing one stay applied \
                  and the record is unchanged: undo them by hand or make the file safe to re-run",
                 file.what,
@@ -328,6 +331,18 @@ fn render_statement_error(error: &postgres::Error, file: &File, at: &Statement) 
         .unwrap();
     }
     text
+}
+
+/// `rendered`, followed by what `sql` uses that the server's major lacks, when it does.
+fn with_major_hint(client: &mut Client, rendered: String, sql: &str) -> String {
+    let major = client
+        .query_one("SELECT current_setting('server_version_num')::int / 10000", &[])
+        .ok()
+        .and_then(|row| u32::try_from(row.get::<_, i32>(0)).ok());
+    match major.and_then(|major| crate::features::newer_than(major, sql)) {
+        Some(hint) => format!("{rendered}\nHINT: {hint}"),
+        None => rendered,
+    }
 }
 
 /// The line of a `-- no-transaction` that is not the file's first line (so has no effect).

@@ -22,6 +22,9 @@ pub struct Snapshot {
     /// Objects this tool does not write SQL for (domains, policies, rules...), by key, each with
     /// a fingerprint of its definition where one is read (empty: compared by name only).
     pub unsupported: BTreeMap<String, String>,
+    /// Objects that say no more than a part of another one (PostgreSQL 18's NOT NULL constraint
+    /// of a column) and stand for it.
+    pub implied: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -58,8 +61,10 @@ pub struct ColumnSpec {
     pub not_null: bool,
     /// `a` (ALWAYS) or `d` (BY DEFAULT) for identity columns.
     pub identity: Option<char>,
-    /// The expression of a stored generated column.
+    /// The expression of a generated column.
     pub generated: Option<String>,
+    /// A generated column computed when read (PostgreSQL 18's VIRTUAL), not stored.
+    pub generated_virtual: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -407,6 +412,7 @@ fn columns(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
             not_null: row.get(7),
             identity: identity.chars().next(),
             generated: if generated.is_empty() { None } else { expression.clone() },
+            generated_virtual: generated == "v",
         };
         if let (Some(expression), true) = (expression, generated.is_empty()) {
             let def = Def::Default { table: table.clone(), column: name.clone(), expression };
@@ -418,14 +424,25 @@ fn columns(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
     Ok(())
 }
 
+/// From PostgreSQL 18 on, each NOT NULL column has a constraint in pg_constraint too. One with the
+/// name PostgreSQL gives it, validated and inherited, says no more than the column's NOT NULL.
+const PLAIN_NOT_NULL: &str = "(co.contype = 'n' AND co.convalidated AND NOT co.connoinherit AND co.conname = \
+     (SELECT format('%s_%s_not_null', c.relname, a.attname) FROM pg_class c \
+      JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = co.conkey[1] WHERE c.oid = co.conrelid))";
+
 fn constraints(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
     let sql = format!(
-        "{RELATIONS}SELECT {}, rel.key, rel.sql_name, format('%I', co.conname), pg_get_constraintdef(co.oid) \
+        "{RELATIONS}SELECT {}, rel.key, rel.sql_name, format('%I', co.conname), pg_get_constraintdef(co.oid), \
+                {PLAIN_NOT_NULL} \
          FROM rel JOIN pg_constraint co ON co.conrelid = rel.oid \
          WHERE rel.relkind IN ('r', 'p') AND co.contype <> 't'",
         key_of("pg_constraint", "co.oid", "0")
     );
     for row in query(client, "constraints", &sql)? {
+        if row.get::<_, bool>(5) {
+            snapshot.implied.insert(row.get(0));
+            continue;
+        }
         let def = Def::Constraint { table: row.get(2), name: row.get(3), definition: row.get(4) };
         add(snapshot, row.get(0), Some(row.get(1)), def);
     }
@@ -561,6 +578,9 @@ fn dependencies(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
         };
         match row.get::<_, String>(2).as_str() {
             "i" | "e" => {
+                part_of.insert(object, referenced);
+            }
+            _ if snapshot.implied.contains(&object) => {
                 part_of.insert(object, referenced);
             }
             kind => {

@@ -314,6 +314,16 @@ impl<'a> Planner<'a> {
             Def::Sequence { name, .. } if self.action(key) == Some(Action::Drop) => statement
                 .notes
                 .push(Note::Destructive(format!("drops sequence {name} and the position it had reached"))),
+            // A virtual column holds no values; a plain column made in its place starts empty.
+            Def::Column { table, name, spec, .. }
+                if spec.generated_virtual && self.is_plain_in_target(key) =>
+            {
+                statement.notes.push(Note::Destructive(format!(
+                    "drops virtual generated column {name} of {table}: the plain column made in its \
+                     place starts empty, the values it computed are not kept"
+                )))
+            }
+            Def::Column { spec, .. } if spec.generated_virtual => {}
             Def::Column { table, name, spec, .. } => {
                 let what = if spec.generated.is_some() { "generated column" } else { "column" };
                 let loses = self.action(key) == Some(Action::Drop)
@@ -331,6 +341,10 @@ impl<'a> Planner<'a> {
 
     fn is_generated_in_target(&self, key: &str) -> bool {
         matches!(self.to.objects.get(key).map(|o| &o.def), Some(Def::Column { spec, .. }) if spec.generated.is_some())
+    }
+
+    fn is_plain_in_target(&self, key: &str) -> bool {
+        matches!(self.to.objects.get(key).map(|o| &o.def), Some(Def::Column { spec, .. }) if spec.generated.is_none())
     }
 
     fn create_or_alter(&self, key: &str) -> Vec<Statement> {
@@ -513,7 +527,14 @@ fn follow_up(def: &Def, reshape: Reshape) -> FollowUp {
 fn change(old: &Def, new: &Def) -> Action {
     match (old, new) {
         (Def::Column { spec: a, .. }, Def::Column { spec: b, .. }) => {
-            if b.generated.is_some() && a.generated != b.generated { Action::Recreate } else { Action::Alter }
+            let regenerated = b.generated.is_some()
+                && (a.generated != b.generated || a.generated_virtual != b.generated_virtual);
+            // DROP EXPRESSION works on stored columns only: a virtual one is made anew.
+            if regenerated || (a.generated_virtual && b.generated.is_none()) {
+                Action::Recreate
+            } else {
+                Action::Alter
+            }
         }
         (Def::Enum { labels: a, .. }, Def::Enum { labels: b, .. }) => {
             if is_subsequence(a, b) {

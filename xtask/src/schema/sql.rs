@@ -143,7 +143,8 @@ pub fn column(name: &str, spec: &ColumnSpec, default: Option<&str>) -> String {
         text += &format!(" COLLATE {collation}");
     }
     if let Some(expression) = &spec.generated {
-        text += &format!(" GENERATED ALWAYS AS ({expression}) STORED");
+        let kind = if spec.generated_virtual { "VIRTUAL" } else { "STORED" };
+        text += &format!(" GENERATED ALWAYS AS ({expression}) {kind}");
     }
     if let Some(kind) = spec.identity {
         text += &format!(" GENERATED {} AS IDENTITY", identity_kind(kind));

@@ -378,3 +378,103 @@ fn a_user_without_root_gets_a_pinned_server() {
     assert!(version.starts_with("18"), "{version}");
     torn_down(&p);
 }
+
+/// What 18 changed in the catalogs the declared schema is read from: NOT NULL is a constraint of
+/// its own in pg_constraint, and a generated column may be virtual (computed when read).
+#[test]
+fn declared_schema_on_postgres_18_not_null_and_virtual_columns() {
+    let mut p = Project::new("native");
+    p.set("XTASK_POSTGRES", "18");
+    p.service("shop", "name = \"shop\"");
+    p.write(
+        "migrations/shop/20240101000001_items.up.sql",
+        "CREATE TABLE items (id int PRIMARY KEY, price int);",
+    );
+    p.write("migrations/shop/20240101000001_items.down.sql", "DROP TABLE items;");
+    p.ok(&["setup"]);
+    let prepare = |p: &Project, schema: &str, message: &str| -> (String, String) {
+        p.write("migrations/shop/schema.sql", schema);
+        let (out, err) = p.ok_err(&["prepare", message, "--db", "shop"]);
+        let mut files = out.lines().map(|f| std::fs::read_to_string(p.path().join(f)).unwrap());
+        let (up, down) = (files.next().expect(&err), files.next().expect(&err));
+        p.ok(&["setup"]);
+        let (_, err) = p.ok_err(&["schema", "--check", "--db", "shop"]);
+        contains(&err, "exactly");
+        p.ok(&["rollback"]);
+        p.ok(&["migrate"]);
+        (up, down)
+    };
+
+    let (up, down) = prepare(
+        &p,
+        "CREATE TABLE items (id int PRIMARY KEY, price int NOT NULL, \
+         doubled int GENERATED ALWAYS AS (price * 2) VIRTUAL, tripled int GENERATED ALWAYS AS (price * 3) STORED);",
+        "not null and generated",
+    );
+    contains(&up, "ALTER COLUMN price SET NOT NULL;");
+    assert!(!up.contains("ADD CONSTRAINT"), "the NOT NULL constraint of 18 is the column's own:\n{up}");
+    contains(&up, "GENERATED ALWAYS AS ((price * 2)) VIRTUAL;");
+    contains(&up, "GENERATED ALWAYS AS ((price * 3)) STORED;");
+    contains(&down, "ALTER COLUMN price DROP NOT NULL;");
+    assert!(!down.contains("DESTRUCTIVE: drops virtual"), "a virtual column holds no values:\n{down}");
+    p.service_client("shop").batch_execute("INSERT INTO items (id, price) VALUES (1, 5)").unwrap();
+    let row = p.service_client("shop").query_one("SELECT doubled, tripled FROM items", &[]).unwrap();
+    assert_eq!((row.get::<_, i32>(0), row.get::<_, i32>(1)), (10, 15));
+
+    // Virtual to stored, and a virtual column made a plain one: both made anew (DROP EXPRESSION
+    // works on stored columns only), the second marked as not keeping what it computed.
+    let (up, _) = prepare(
+        &p,
+        "CREATE TABLE items (id int PRIMARY KEY, price int NOT NULL, \
+         doubled int GENERATED ALWAYS AS (price * 2) STORED, tripled int);",
+        "stored and plain",
+    );
+    contains(&up, "GENERATED ALWAYS AS ((price * 2)) STORED;");
+    contains(&up, "ALTER COLUMN tripled DROP EXPRESSION;");
+    let (up, _) = prepare(
+        &p,
+        "CREATE TABLE items (id int PRIMARY KEY, price int NOT NULL, \
+         doubled int GENERATED ALWAYS AS (price * 2) VIRTUAL, tripled int);",
+        "virtual again",
+    );
+    contains(&up, "GENERATED ALWAYS AS ((price * 2)) VIRTUAL;");
+    let (up, _) = prepare(
+        &p,
+        "CREATE TABLE items (id int PRIMARY KEY, price int NOT NULL, doubled int, tripled int);",
+        "plain",
+    );
+    contains(&up, "DESTRUCTIVE: drops virtual generated column doubled of public.items");
+    p.ok(&["teardown", "--force"]);
+}
+
+/// On an older major, SQL of a newer one fails with the major it needs, in migrations and in a
+/// declared schema alike.
+#[test]
+fn newer_sql_on_an_older_major_says_which_major_it_needs() {
+    let mut p = Project::new("native");
+    p.set("XTASK_POSTGRES", "16");
+    p.service("shop", "name = \"shop\"");
+    p.write(
+        "migrations/shop/20240101000001_items.up.sql",
+        "CREATE TABLE items (id int PRIMARY KEY, price int, doubled int GENERATED ALWAYS AS (price * 2) VIRTUAL);",
+    );
+    p.write("migrations/shop/20240101000001_items.down.sql", "DROP TABLE items;");
+    let err = p.fails(&["setup"]);
+    contains(&err, "20240101000001_items.up.sql:1:");
+    contains(&err, "HINT: this uses virtual generated columns");
+    contains(&err, "PostgreSQL 16 (the server's major) does not have: it needs PostgreSQL 18");
+
+    p.write("migrations/shop/20240101000001_items.up.sql", "CREATE TABLE items (id int PRIMARY KEY);");
+    p.ok(&["setup"]);
+    p.write(
+        "migrations/shop/schema.sql",
+        "CREATE TABLE items (id int PRIMARY KEY);\nCREATE ROLE xt_maintainer;\nGRANT MAINTAIN ON items TO xt_maintainer;",
+    );
+    let err = p.fails(&["prepare", "maintain", "--db", "shop"]);
+    contains(&err, "schema.sql does not apply");
+    contains(
+        &err,
+        "the MAINTAIN privilege, which PostgreSQL 16 (the server's major) does not have: it needs PostgreSQL 17",
+    );
+    p.ok(&["teardown", "--force"]);
+}
