@@ -32,6 +32,19 @@ pub fn exclusive_lock(path: &std::path::Path) -> anyhow::Result<std::fs::File> {
     Ok(file)
 }
 
+/// As [`exclusive_lock`], saying `waiting` on stderr first when another process holds the lock.
+pub fn exclusive_lock_noting(path: &std::path::Path, waiting: &str) -> anyhow::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let file = crate::fsafe::open_kept(path)?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(file);
+    }
+    eprintln!("{waiting}");
+    drop(file);
+    exclusive_lock(path)
+}
+
 /// `None` when the port is free on 127.0.0.1, else a description of its holder when one can be found.
 pub fn port_holder(port: u16) -> Option<String> {
     if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {

@@ -157,7 +157,11 @@ impl Cache {
     /// Held while an entry is fetched, so two processes never download the same thing at once;
     /// what an earlier, interrupted download left is swept once it is held.
     fn lock(&self) -> Result<std::fs::File> {
-        let lock = crate::os::exclusive_lock(&self.root.join(".lock"))?;
+        let waiting = format!(
+            "another xtask is downloading PostgreSQL binaries into {}: waiting for it",
+            self.root.display()
+        );
+        let lock = crate::os::exclusive_lock_noting(&self.root.join(".lock"), &waiting)?;
         for entry in std::fs::read_dir(&self.root).into_iter().flatten().flatten() {
             if entry.file_name().to_string_lossy().starts_with(PARTIAL_PREFIX) {
                 let _ = remove_any(&entry.path());

@@ -268,6 +268,39 @@ fn managed_binaries_fail_clearly_and_leave_nothing_half_done() {
     p.ok(&["teardown", "--force"]);
 }
 
+/// Two processes fetching into one empty cache at once: one downloads, the other waits for it and
+/// uses what it fetched; what an interrupted download left is swept.
+#[test]
+fn two_processes_fetch_into_one_cache_once() {
+    let cache = tempfile::Builder::new().prefix("xtask-it-cache-").tempdir().unwrap();
+    let cache_dir = cache.path().join("postgres");
+    let leftover = cache_dir.join(".partial-16.0.0-linux-x64-4242");
+    std::fs::create_dir_all(&leftover).unwrap();
+    std::fs::write(leftover.join("download"), b"cut short").unwrap();
+    let mut p = Project::new("native");
+    p.set("XTASK_POSTGRES_CACHE", cache_dir.to_str().unwrap());
+    let both: Vec<_> = (0..2)
+        .map(|_| {
+            p.command(&["binaries", "16"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outputs: Vec<_> = both.into_iter().map(|child| child.wait_with_output().unwrap()).collect();
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    for out in &outputs {
+        assert!(out.status.success(), "binaries 16: {}", text(&out.stderr));
+    }
+    assert_eq!(text(&outputs[0].stdout), text(&outputs[1].stdout));
+    let stderr: String = outputs.iter().map(|out| text(&out.stderr)).collect();
+    assert_eq!(stderr.matches("downloading PostgreSQL 16.").count(), 1, "one download only:\n{stderr}");
+    let names = entries(&cache_dir);
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names[0].starts_with("16.") && names[1].starts_with("clients-18."), "{names:?}");
+}
+
 /// The same on the docker engine: a container, or after db-down its volume, of another major than
 /// the pinned one is left as it is.
 #[test]
