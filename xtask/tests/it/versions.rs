@@ -31,10 +31,10 @@ fn life_cycle_on(major: u32) {
     life_cycle(p, major, made);
 }
 
-/// The life cycle on one major: setup (server, roles, extensions, migrations, seeds, template),
-/// a second branch copied from the template, the server stopped and started with its data,
-/// rollback and migrate, the declared schema turned into a migration and checked, backup and
-/// restore with the rows compared.
+/// The life cycle on one major: setup (server, two services' roles, extensions, migrations, seeds,
+/// template), least privilege between the services, a second branch copied from the template, the
+/// server stopped and started with its data, rollback and migrate, the declared schema turned into
+/// a migration, checked and round-tripped by pre-commit, backup and restore with the rows compared.
 fn life_cycle(p: Project, major: u32, made: Made) {
     p.service("shop", "name = \"shop\"\nextensions = [\"citext\", \"pgcrypto\"]");
     p.write(
@@ -44,6 +44,12 @@ fn life_cycle(p: Project, major: u32, made: Made) {
     );
     p.write("migrations/shop/20240101000001_items.down.sql", "DROP TABLE items;");
     p.write("seeds/shop/items.sql", "INSERT INTO items (name, price) VALUES ('Tea', 3.5);");
+    p.service("ledger", "name = \"ledger\"");
+    p.write(
+        "migrations/ledger/20240101000001_entries.up.sql",
+        "CREATE TABLE entries (id bigint PRIMARY KEY);",
+    );
+    p.write("migrations/ledger/20240101000001_entries.down.sql", "DROP TABLE entries;");
     p.git(&["add", "-A"]);
     p.git(&["-c", "user.email=t@e", "-c", "user.name=t", "commit", "-qm", "start"]);
 
@@ -67,6 +73,13 @@ fn life_cycle(p: Project, major: u32, made: Made) {
             .collect()
     };
     assert_eq!(names(&p), ["Tea"]);
+    let url = |db: &str| p.ok(&["db-endpoint", "--db", db]).trim().to_owned();
+    let (shop, ledger) = (url("shop"), url("ledger"));
+    let ledger_db = ledger.rsplit('/').next().unwrap().split('?').next().unwrap();
+    let (shop_base, _) = shop.rsplit_once('/').unwrap();
+    let crossed = postgres::Client::connect(&format!("{shop_base}/{ledger_db}"), postgres::NoTls);
+    let refused = crossed.err().expect("shop's role reached ledger's database");
+    assert_eq!(refused.code(), Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE), "{refused}");
 
     // A second branch: a copy of the template, its seeds included.
     p.git(&["checkout", "-qb", "feature"]);
@@ -78,8 +91,8 @@ fn life_cycle(p: Project, major: u32, made: Made) {
     assert_eq!(names(&p), ["Tea"], "the data outlives db-down");
 
     // Rollback and migrate again.
-    p.ok(&["rollback"]);
-    p.ok(&["migrate"]);
+    p.ok(&["rollback", "--db", "shop"]);
+    p.ok(&["migrate", "--db", "shop"]);
     p.service_client("shop").batch_execute("INSERT INTO items (name, price) VALUES ('Cake', 4)").unwrap();
 
     // The declared schema: prepare writes the migration, setup applies it, the check is clean.
@@ -95,6 +108,10 @@ fn life_cycle(p: Project, major: u32, made: Made) {
     p.ok(&["setup"]);
     let (_, err) = p.ok_err(&["schema", "--check", "--db", "shop"]);
     contains(&err, "exactly");
+    p.git(&["add", "migrations"]);
+    let (_, err) = p.ok_err(&["pre-commit", "--staged"]);
+    contains(&err, "shop: applied");
+    contains(&err, "downs");
 
     // Backup and restore: the rows come back after a change (below 17, through psql: the managed
     // pg_restore, 18's, sets transaction_timeout, which those servers refuse).
