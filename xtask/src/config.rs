@@ -69,6 +69,9 @@ pub struct CiConfig {
     /// A Docker engine that answers.
     #[serde(default)]
     pub docker: bool,
+    /// Programs the tests run (`openssl`), installed from the Debian package of the same name.
+    #[serde(default)]
+    pub programs: Vec<String>,
     /// Local Docker images the tests run (`test-image = "name"` or a list): the first is given
     /// to them as XTASK_TEST_IMAGE, all of them as XTASK_TEST_IMAGES.
     #[serde(default, deserialize_with = "one_or_many")]
@@ -120,6 +123,8 @@ pub struct Config {
     pub default_branches: Vec<String>,
     pub data_dir: PathBuf,
     pub database_url: Option<String>,
+    /// The workspace root, against which relative paths in `database-url` (sslrootcert) are taken.
+    pub root: PathBuf,
     /// Where `setup` writes the connection URLs: `.env` in the workspace root by default.
     pub env_file: PathBuf,
     /// New branch databases are cloned from pristine template databases (`templates`).
@@ -407,6 +412,7 @@ fn resolve(file: FileConfig, root: &Path, raw_env: &dyn Fn(&str) -> Option<Strin
         default_branches,
         data_dir,
         database_url: env("XTASK_DATABASE_URL").or(file.database_url),
+        root: root.to_path_buf(),
         env_file: match env("XTASK_ENV_FILE").map(PathBuf::from).or(file.env_file) {
             Some(path) if path.is_relative() => root.join(path),
             Some(path) => path,

@@ -9,6 +9,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use postgres::error::SqlState;
 use postgres::{Client, NoTls};
 
+use crate::tls::{SslMode, Tls};
+
 /// A server address and login. The password is kept out of `Debug` output.
 #[derive(Clone)]
 pub struct Endpoint {
@@ -23,6 +25,8 @@ pub struct Endpoint {
     /// with the admin's rights. Off for a service's own login and for work in a database nothing
     /// but the admin touches (see [`Endpoint::login_as`], [`Endpoint::with_own_search_path`]).
     pub pinned_search_path: bool,
+    /// TLS to this server: none for the ones this tool runs on loopback.
+    pub tls: Tls,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -40,6 +44,7 @@ impl Endpoint {
             password: password.into(),
             admin_db: "postgres".into(),
             pinned_search_path: true,
+            tls: Tls::disabled(),
         }
     }
 
@@ -55,16 +60,17 @@ impl Endpoint {
     }
 
     /// Parses a `postgres://` URL (or a `key=value` string) as the external engine's admin endpoint.
-    pub fn parse_admin_url(url: &str) -> Result<Endpoint> {
-        let config = postgres::Config::from_str(url).map_err(|e| anyhow!("{e}")).context(
+    /// Its TLS settings (`sslmode`, `sslrootcert`, `sslcert`, `sslkey`, else libpq's variables)
+    /// take relative paths from `base`.
+    pub fn parse_admin_url(url: &str, base: &std::path::Path) -> Result<Endpoint> {
+        let (rest, ssl) = split_ssl_settings(url);
+        let config = postgres::Config::from_str(&rest).map_err(|e| anyhow!("{e}")).context(
             "database-url is not a valid PostgreSQL URL (expected postgres://USER:PASSWORD@HOST:PORT/DB)",
         )?;
-        if matches!(config.get_ssl_mode(), postgres::config::SslMode::Require) {
-            bail!(
-                "database-url asks for TLS (sslmode=require or verify-*), which this tool does not speak \
-                 yet: use a server or proxy reachable without TLS (a loopback tunnel, a CI service container)"
-            );
-        }
+        let given = |key: &str| ssl.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+        let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+        let tls = Tls::from_settings(&given, &|key| std::env::var(key).ok(), home.as_deref(), base)
+            .context("the TLS settings of database-url")?;
         let host = match config.get_hosts().first() {
             Some(postgres::config::Host::Tcp(host)) => host.clone(),
             Some(_) => bail!("database-url names a Unix socket; give a TCP host instead"),
@@ -79,6 +85,7 @@ impl Endpoint {
             password,
             admin_db: config.get_dbname().unwrap_or("postgres").to_owned(),
             pinned_search_path: true,
+            tls,
         })
     }
 
@@ -104,7 +111,7 @@ impl Endpoint {
             write!(url, ":{shown}").unwrap();
         }
         let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
-        write!(url, "@{host}:{}/{}", self.port, percent_encode(db)).unwrap();
+        write!(url, "@{host}:{}/{}{}", self.port, percent_encode(db), self.tls.url_query()).unwrap();
         url
     }
 
@@ -136,7 +143,11 @@ impl Endpoint {
         if let Some(options) = options {
             config.options(&options);
         }
-        let attempt = match connect_bounded(config, CONNECT_LIMIT) {
+        let connector = self.tls.connector()?;
+        let attempt = match connect_bounded(config, &self.tls, connector, CONNECT_LIMIT) {
+            Some(Err(error)) if let Some(explained) = crate::tls::explain(&error, &self.tls, &self.host) => {
+                Err(anyhow!(explained))
+            }
             Some(attempt) => attempt.map_err(|e| anyhow::Error::from(PgError::from(e))),
             None => Err(anyhow!("no answer within {} s", CONNECT_LIMIT.as_secs())),
         };
@@ -166,13 +177,15 @@ impl Endpoint {
 
     /// Environment for a `psql` child, so no secret is ever on a command line.
     pub fn libpq_env(&self, db: &str) -> Vec<(&'static str, String)> {
-        vec![
+        let mut env = vec![
             ("PGHOST", self.host.clone()),
             ("PGPORT", self.port.to_string()),
             ("PGUSER", self.user.clone()),
             ("PGPASSWORD", self.password.clone()),
             ("PGDATABASE", db.to_owned()),
-        ]
+        ];
+        env.extend(self.tls.libpq_env());
+        env
     }
 }
 
@@ -184,12 +197,76 @@ const CONNECT_LIMIT: Duration = Duration::from_secs(10);
 
 /// Connects on a helper thread and gives up after `limit` (`None`): the driver's own timeout only
 /// covers opening the socket, not a server that accepted it and then went quiet.
-fn connect_bounded(config: postgres::Config, limit: Duration) -> Option<Result<Client, postgres::Error>> {
+/// `connector` is `tls`'s (see [`Tls::connector`]).
+fn connect_bounded(
+    mut config: postgres::Config,
+    tls: &Tls,
+    connector: Option<postgres_rustls::MakeTlsConnector>,
+    limit: Duration,
+) -> Option<Result<Client, postgres::Error>> {
+    let mode = tls.mode;
     let (sender, receiver) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let _ = sender.send(config.connect(NoTls));
+        let attempt = match (mode, connector) {
+            (SslMode::Disable, _) | (_, None) => {
+                config.ssl_mode(postgres::config::SslMode::Disable).connect(NoTls)
+            }
+            // libpq's `allow`: plain text first, TLS when the server refuses that.
+            (SslMode::Allow, Some(connector)) => {
+                match config.ssl_mode(postgres::config::SslMode::Disable).connect(NoTls) {
+                    Err(e) if e.code() == Some(&SqlState::INVALID_AUTHORIZATION_SPECIFICATION) => {
+                        config.ssl_mode(postgres::config::SslMode::Require).connect(connector)
+                    }
+                    other => other,
+                }
+            }
+            (SslMode::Prefer, Some(connector)) => {
+                config.ssl_mode(postgres::config::SslMode::Prefer).connect(connector)
+            }
+            (_, Some(connector)) => config.ssl_mode(postgres::config::SslMode::Require).connect(connector),
+        };
+        let _ = sender.send(attempt);
     });
     receiver.recv_timeout(limit).ok()
+}
+
+/// The URL (or `key=value` string) without the TLS settings [`Tls`] reads, and those settings.
+fn split_ssl_settings(url: &str) -> (String, Vec<(String, String)>) {
+    let is_ssl = |pair: &str| {
+        crate::tls::PARAMETERS.iter().any(|key| pair.split_once('=').is_some_and(|(k, _)| k == *key))
+    };
+    let taken = |pair: &str| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (key.to_owned(), percent_decode(value))
+    };
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let Some((base, query)) = url.split_once('?') else { return (url.to_owned(), Vec::new()) };
+        let (ssl, rest): (Vec<&str>, Vec<&str>) = query.split('&').partition(|pair| is_ssl(pair));
+        let url = if rest.is_empty() { base.to_owned() } else { format!("{base}?{}", rest.join("&")) };
+        return (url, ssl.into_iter().map(taken).collect());
+    }
+    let (ssl, rest): (Vec<&str>, Vec<&str>) = url.split_whitespace().partition(|pair| is_ssl(pair));
+    (rest.join(" "), ssl.into_iter().map(taken).collect())
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = (bytes[i] == b'%').then(|| text.get(i + 1..i + 3)).flatten();
+        match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn percent_encode(text: &str) -> String {
@@ -295,8 +372,16 @@ pub fn wait_ready(endpoint: &Endpoint, timeout: Duration, watch: &ReadyWatch) ->
     loop {
         let mut config = endpoint.config(&endpoint.admin_db);
         config.connect_timeout(Duration::from_secs(2));
-        let (error, refused) = match connect_bounded(config, Duration::from_secs(2)) {
+        let connector = endpoint.tls.connector()?;
+        let (error, refused) = match connect_bounded(config, &endpoint.tls, connector, Duration::from_secs(2))
+        {
             Some(Ok(_)) => return Ok(()),
+            // A certificate, or a server without TLS when TLS is asked for, will not change by waiting.
+            Some(Err(error))
+                if let Some(explained) = crate::tls::explain(&error, &endpoint.tls, &endpoint.host) =>
+            {
+                bail!("{explained}")
+            }
             Some(Err(error)) => (describe_pg_error(&error), is_login_refused(&error)),
             None => ("connected, but the server did not answer the login within 2 s".to_owned(), false),
         };
@@ -383,14 +468,30 @@ mod tests {
 
     #[test]
     fn admin_url_round_trips() {
-        let e = Endpoint::parse_admin_url("postgres://admin:s%40cret@db.internal:6543/ops").unwrap();
+        let e = Endpoint::parse_admin_url(
+            "postgres://admin:s%40cret@db.internal:6543/ops",
+            std::path::Path::new("/"),
+        )
+        .unwrap();
         assert_eq!((e.host.as_str(), e.port, e.user.as_str()), ("db.internal", 6543, "admin"));
         assert_eq!(e.password, "s@cret");
         assert_eq!(e.admin_db, "ops");
         assert!(!e.is_loopback());
-        assert!(Endpoint::parse_admin_url("postgres://a@localhost/x").unwrap().is_loopback());
-        assert!(Endpoint::parse_admin_url("postgres://a@[::1]:5/x").unwrap().is_loopback());
-        assert!(Endpoint::parse_admin_url("postgres://a@127.0.0.1/x").unwrap().is_loopback());
-        assert!(Endpoint::parse_admin_url("not a url").is_err());
+        assert!(
+            Endpoint::parse_admin_url("postgres://a@localhost/x", std::path::Path::new("/"))
+                .unwrap()
+                .is_loopback()
+        );
+        assert!(
+            Endpoint::parse_admin_url("postgres://a@[::1]:5/x", std::path::Path::new("/"))
+                .unwrap()
+                .is_loopback()
+        );
+        assert!(
+            Endpoint::parse_admin_url("postgres://a@127.0.0.1/x", std::path::Path::new("/"))
+                .unwrap()
+                .is_loopback()
+        );
+        assert!(Endpoint::parse_admin_url("not a url", std::path::Path::new("/")).is_err());
     }
 }

@@ -26,6 +26,7 @@ mod seeds;
 mod services;
 mod swap;
 mod tasks;
+mod tls;
 mod workspace;
 
 use std::process::ExitCode;

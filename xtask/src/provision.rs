@@ -217,6 +217,20 @@ fn dockerd_log_tail() -> String {
 
 /// The docker image `image`: built with `root.join(build_script)` when absent and `may`. Returns
 /// what was done, if anything. Without a build script, a missing image is an error.
+/// A program the tests run, installed with apt (the package of the same name) when missing.
+pub fn ensure_program(program: &str, may: bool) -> Result<String> {
+    if which::which(program).is_ok() {
+        return Ok(format!("{program} found"));
+    }
+    if !may {
+        bail!(
+            "the tests need {program}, which is not installed: `sudo apt-get install {program}`, or run again with --provision"
+        );
+    }
+    apt_install(&[program])?;
+    Ok(format!("installed {program}"))
+}
+
 pub fn ensure_image(
     root: &Path,
     image: &str,

@@ -21,7 +21,7 @@ impl External {
             "the external engine needs the server's admin URL: set XTASK_DATABASE_URL or `database-url` in \
              [workspace.metadata.xtask] (postgres://USER:PASSWORD@HOST:PORT/postgres)",
         )?;
-        Ok(External { endpoint: Endpoint::parse_admin_url(url)? })
+        Ok(External { endpoint: Endpoint::parse_admin_url(url, &config.root)? })
     }
 }
 
@@ -57,7 +57,10 @@ impl Engine for External {
 
     fn status(&self) -> Result<Status> {
         Ok(match self.endpoint.connect(&self.endpoint.admin_db) {
-            Ok(_) => Status::new(ServerState::Running, "external server", None),
+            Ok(mut client) => {
+                let tls = tls_state(&mut client, &self.endpoint);
+                Status::new(ServerState::Running, format!("external server; {tls}"), None)
+            }
             Err(e) => Status::new(
                 ServerState::Unreachable,
                 format!("{e:#}"),
@@ -73,5 +76,24 @@ impl Engine for External {
     /// The newest client on this machine: pg_dump refuses a server newer than itself.
     fn client_tool(&self, program: ClientProgram) -> Result<ClientTool> {
         super::find_client(program.name()).map(ClientTool::Host)
+    }
+}
+
+/// The session's TLS as the server sees it (protocol, cipher) and whether its certificate was checked.
+fn tls_state(client: &mut postgres::Client, endpoint: &Endpoint) -> String {
+    let row = client.query_opt(
+        "SELECT version, cipher FROM pg_catalog.pg_stat_ssl WHERE ssl AND pid = pg_catalog.pg_backend_pid()",
+        &[],
+    );
+    match row {
+        Ok(Some(row)) => format!(
+            "TLS {} {} (sslmode={}, {})",
+            row.get::<_, String>(0),
+            row.get::<_, String>(1),
+            endpoint.tls.mode.name(),
+            endpoint.tls.verification()
+        ),
+        Ok(None) => format!("no TLS (sslmode={})", endpoint.tls.mode.name()),
+        Err(_) => format!("TLS state unknown (sslmode={})", endpoint.tls.mode.name()),
     }
 }

@@ -176,6 +176,9 @@ fn prerequisites(ctx: &Ctx, may: bool) -> Result<(String, Option<DockerDaemon>)>
             provision::ensure_postgres_binaries(may)?.unwrap_or_else(|| "server binaries found".into()),
         );
     }
+    for program in &wants.programs {
+        done.push(provision::ensure_program(program, may)?);
+    }
     let mut daemon = None;
     let images = test_images(ctx);
     if wants.docker || !images.is_empty() || ctx.config.engine == EngineKind::Docker {

@@ -27,6 +27,7 @@ mod security_roles;
 mod services;
 mod sqlx_compat;
 mod templates;
+mod tls;
 mod versions;
 
 /// The scenarios every engine that owns its server must pass, once per engine.
