@@ -775,10 +775,27 @@ pub fn enable_extensions(endpoint: &Endpoint, database: &str, wanted: &[String])
         if created.is_err() {
             let _ = client.batch_execute("ROLLBACK");
         }
+        if let Err(error) = &created
+            && PgError::code_in(error) == Some(&SqlState::INSUFFICIENT_PRIVILEGE)
+        {
+            bail!("{}", needs_superuser(&name, &endpoint.user, &schema));
+        }
         created.with_context(|| format!("enable extension {name} in {database}"))?;
         enabled.push(name);
     }
     Ok(enabled)
+}
+
+/// An untrusted extension and an admin that is not a superuser (a managed server's): what the
+/// server's owner can do once for every database this tool makes (they are copies of template1).
+fn needs_superuser(name: &str, admin: &str, schema: &str) -> String {
+    format!(
+        "extension {name} can only be created by a superuser, and the admin user {admin} is not one (as on \
+         managed servers). A superuser can create it once in template1, which every database this tool makes \
+         is copied from: `psql -d template1 -c 'CREATE EXTENSION IF NOT EXISTS {}{schema}'`; or grant the \
+         admin what your platform needs for it, or remove {name} from `extensions`",
+        quote_ident(name)
+    )
 }
 
 fn server_major(client: &mut Client) -> Result<i32> {

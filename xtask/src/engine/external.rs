@@ -25,6 +25,15 @@ impl External {
     }
 }
 
+impl External {
+    fn server_major(&self) -> Result<u32> {
+        let mut client = self.endpoint.connect(&self.endpoint.admin_db)?;
+        let row =
+            client.query_one("SELECT pg_catalog.current_setting('server_version_num')::int / 10000", &[])?;
+        Ok(u32::try_from(row.get::<_, i32>(0))?)
+    }
+}
+
 impl Engine for External {
     fn kind(&self) -> EngineKind {
         EngineKind::External
@@ -73,9 +82,11 @@ impl Engine for External {
         bail!("an external server is never removed by xtask")
     }
 
-    /// The newest client on this machine: pg_dump refuses a server newer than itself.
+    /// A client of the server's major or newer (pg_dump refuses a server newer than itself): an
+    /// installed one, else the downloaded PostgreSQL 18 tools.
     fn client_tool(&self, program: ClientProgram) -> Result<ClientTool> {
-        super::find_client(program.name()).map(ClientTool::Host)
+        let major = self.server_major().ok();
+        super::server_binaries::client_for_major(program.name(), major).map(ClientTool::Host)
     }
 }
 

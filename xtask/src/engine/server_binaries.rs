@@ -159,6 +159,20 @@ pub fn client_for(program: &str, server: &Binaries) -> Result<PathBuf> {
     Ok(binaries::clients()?.join(program))
 }
 
+/// A client program for a server of `major` this tool does not run: an installed one of that
+/// major or newer, else the downloaded ones when they serve it, else the newest found (whose own
+/// error names the mismatch).
+pub fn client_for_major(program: &str, major: Option<u32>) -> Result<PathBuf> {
+    let Some(major) = major else { return find_client(program) };
+    if let Some(dir) = newest_client_dir(program).filter(|b| b.major >= major) {
+        return Ok(dir.dir.join(program));
+    }
+    if major <= binaries::CLIENTS_MAJOR && std::env::var_os("XTASK_PG_BINDIR").is_none_or(|d| d.is_empty()) {
+        return Ok(binaries::clients()?.join(program));
+    }
+    find_client(program)
+}
+
 fn newest_client_dir(program: &str) -> Option<Binaries> {
     let mut versioned: Vec<Binaries> = known_bin_dirs()
         .into_iter()

@@ -149,7 +149,6 @@ pub fn restore(ctx: &Ctx, file: &Path, db: Option<&str>, force: bool) -> Result<
         .into_iter()
         .filter(|e| database.spec.role.is_none() || database.spec.extensions.contains(e))
         .collect();
-    let list = toc.list_without(&made_by_admin);
 
     let scratch_name = crate::scratch::name("restore", project)?;
     // From here Ctrl-C, SIGTERM and SIGHUP drop the half-restored copy; pg_restore is started with
@@ -172,6 +171,9 @@ pub fn restore(ctx: &Ctx, file: &Path, db: Option<&str>, force: bool) -> Result<
             crate::admin::enable_extensions(engine.endpoint(), &scratch_name, &made_by_admin).map(|_| ())
         })
         .and_then(|()| {
+            // Those the new database has already (the declared ones, and any its template holds,
+            // such as one a superuser put in template1) are left out: the role could not replay them.
+            let list = toc.list_without(&installed_extensions(engine.endpoint(), &scratch_name)?);
             let restore = Restore { tool: &tool, login: &login, file, into: &scratch_name, list: &list };
             let as_role = database.spec.role.is_some();
             match older_server_than_client(&mut admin, &tool)? {
@@ -621,4 +623,12 @@ mod tests {
         std::fs::write(&file, b"PGDMP\x01\x0e\x00").unwrap();
         check_archive(&file).unwrap();
     }
+}
+
+fn installed_extensions(endpoint: &crate::conn::Endpoint, database: &str) -> Result<Vec<String>> {
+    let mut client = endpoint.connect(database)?;
+    let rows = client
+        .query("SELECT extname::text FROM pg_catalog.pg_extension", &[])
+        .map_err(crate::conn::PgError::from)?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
 }

@@ -120,3 +120,76 @@ fn external_engine_dead_server_is_a_clear_error() {
     assert!(!err.contains("topsecret"), "{err}");
     assert_eq!(p.status("main")["server"]["state"], "unreachable");
 }
+
+/// A managed-style admin (NOSUPERUSER CREATEDB CREATEROLE) on a server of `major`: the life cycle
+/// works, teardown leaves nothing, and an extension only a superuser may create is an error that
+/// says what the server's owner can run.
+fn non_superuser_admin_on(major: Option<u32>) {
+    let mut server = Project::new("native");
+    if let Some(major) = major {
+        server.set("XTASK_POSTGRES", &major.to_string());
+    }
+    server.ok(&["db-up"]);
+    server
+        .admin()
+        .batch_execute("CREATE ROLE app_admin LOGIN CREATEDB CREATEROLE PASSWORD 'x-managed-admin-pw'")
+        .unwrap();
+    let mut p = Project::new("external");
+    p.use_server(&server);
+    p.set(
+        "XTASK_DATABASE_URL",
+        &format!("postgres://app_admin:x-managed-admin-pw@127.0.0.1:{}/postgres", server.port),
+    );
+    p.service("shop", "name = \"shop\"\nextensions = [\"pgcrypto\"]");
+    p.service("logs", "name = \"logs\"\nextensions = [\"file_fdw\"]");
+    p.write(
+        "migrations/shop/20240101000001_items.up.sql",
+        "CREATE TABLE items (id int PRIMARY KEY, token uuid DEFAULT gen_random_uuid());",
+    );
+    p.write("migrations/shop/20240101000001_items.down.sql", "DROP TABLE items;");
+    p.write("seeds/shop/items.sql", "INSERT INTO items (id) VALUES (1) ON CONFLICT DO NOTHING;");
+
+    let err = p.fails(&["setup"]);
+    contains(
+        &err,
+        "extension file_fdw can only be created by a superuser, and the admin user app_admin is not one",
+    );
+    contains(&err, "psql -d template1 -c 'CREATE EXTENSION IF NOT EXISTS \"file_fdw\" SCHEMA public'");
+    let template1 = server.admin_url("template1");
+    let owner = || postgres::Client::connect(&template1, postgres::NoTls).unwrap();
+    // The session ends at once: PostgreSQL copies template1 only when nobody is connected to it.
+    owner().batch_execute("CREATE EXTENSION IF NOT EXISTS file_fdw SCHEMA public").unwrap();
+
+    p.ok(&["setup"]);
+    let (_, err) = p.ok_err(&["setup", "--branch", "feature"]);
+    contains(&err, "as a copy of");
+    p.ok(&["rollback", "--db", "shop", "--branch", "feature"]);
+    p.ok(&["migrate", "--branch", "feature"]);
+    let (out, _) = p.ok_err(&["backup", "--db", "shop"]);
+    p.service_client("shop").batch_execute("DELETE FROM items").unwrap();
+    p.ok(&["restore", out.trim(), "--db", "shop"]);
+    let rows: i64 = p.service_client("shop").query_one("SELECT count(*) FROM items", &[]).unwrap().get(0);
+    assert_eq!(rows, 1, "the restored row");
+    p.ok(&["wipe", "--branch", "feature"]);
+    contains(&p.ok_err(&["prune"]).1, "nothing to prune");
+    p.ok(&["teardown"]);
+    assert_eq!(p.databases_on_server(), Vec::<String>::new());
+    let roles: i64 = server
+        .admin()
+        .query_one("SELECT count(*) FROM pg_roles WHERE starts_with(rolname, $1)", &[&p.name])
+        .unwrap()
+        .get(0);
+    assert_eq!(roles, 0, "teardown dropped the roles the admin made");
+    owner().batch_execute("DROP EXTENSION file_fdw").unwrap();
+}
+
+#[test]
+fn non_superuser_admin_on_postgres_15() {
+    non_superuser_admin_on(None);
+}
+
+/// 16 changed CREATEROLE: the creator gets ADMIN OPTION on the roles it makes, not on every role.
+#[test]
+fn non_superuser_admin_on_postgres_18() {
+    non_superuser_admin_on(Some(18));
+}
