@@ -558,6 +558,14 @@ fn check_archive(file: &Path) -> Result<()> {
     Ok(())
 }
 
+fn installed_extensions(endpoint: &crate::conn::Endpoint, database: &str) -> Result<Vec<String>> {
+    let mut client = endpoint.connect(database)?;
+    let rows = client
+        .query("SELECT extname::text FROM pg_catalog.pg_extension", &[])
+        .map_err(crate::conn::PgError::from)?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -623,12 +631,4 @@ mod tests {
         std::fs::write(&file, b"PGDMP\x01\x0e\x00").unwrap();
         check_archive(&file).unwrap();
     }
-}
-
-fn installed_extensions(endpoint: &crate::conn::Endpoint, database: &str) -> Result<Vec<String>> {
-    let mut client = endpoint.connect(database)?;
-    let rows = client
-        .query("SELECT extname::text FROM pg_catalog.pg_extension", &[])
-        .map_err(crate::conn::PgError::from)?;
-    Ok(rows.iter().map(|row| row.get(0)).collect())
 }
