@@ -9,6 +9,8 @@ use crate::harness::{Project, contains};
 
 /// The role that logs in with a client certificate (CN = its name) instead of a password.
 const CERT_USER: &str = "xt_cert_admin";
+/// A managed server's kind of admin: NOSUPERUSER CREATEDB CREATEROLE, and its password.
+const MANAGED_ADMIN: (&str, &str) = ("xt_app_admin", "x-managed-admin-pw");
 
 /// A running cluster that speaks TLS only, and the files a client needs.
 struct TlsServer {
@@ -109,6 +111,10 @@ impl TlsServer {
             "ALTER SYSTEM SET ssl_key_file = 'tls-server.key'".into(),
             "ALTER SYSTEM SET ssl_ca_file = 'tls-ca.pem'".into(),
             format!("CREATE ROLE {CERT_USER} LOGIN SUPERUSER"),
+            format!(
+                "CREATE ROLE {} LOGIN CREATEDB CREATEROLE PASSWORD '{}'",
+                MANAGED_ADMIN.0, MANAGED_ADMIN.1
+            ),
         ] {
             admin.batch_execute(&statement).unwrap();
         }
@@ -147,6 +153,12 @@ impl TlsServer {
         format!("{}?{query}", plain.replace("@127.0.0.1:", &format!("@{host}:")))
     }
 
+    /// The managed-style admin's URL through `host`, with `query`.
+    fn managed_url(&self, host: &str, query: &str) -> String {
+        let (user, password) = MANAGED_ADMIN;
+        format!("postgres://{user}:{password}@{host}:{}/postgres?{query}", self.server.port)
+    }
+
     /// A project on this server through `url`.
     fn project(&self, url: &str) -> Project {
         let mut p = Project::new("external");
@@ -173,9 +185,24 @@ fn detail(p: &Project) -> String {
 /// carry the same settings. The server refuses plain text, so none of it fell back to that.
 #[test]
 fn verify_full_end_to_end_and_nothing_in_plain_text() {
+    verify_full_end_to_end(false);
+}
+
+/// The same with a managed server's kind of admin, which is no superuser.
+#[test]
+fn verify_full_end_to_end_with_an_admin_that_is_no_superuser() {
+    verify_full_end_to_end(true);
+}
+
+fn verify_full_end_to_end(managed_admin: bool) {
     let tls = TlsServer::start("DNS:localhost,IP:127.0.0.1");
     let ca = tls.file("ca.pem");
-    let p = tls.project(&tls.url("localhost", &format!("sslmode=verify-full&sslrootcert={ca}")));
+    let query = format!("sslmode=verify-full&sslrootcert={ca}");
+    let url = if managed_admin { tls.managed_url("localhost", &query) } else { tls.url("localhost", &query) };
+    let mut p = tls.project(&url);
+    if managed_admin {
+        p.unset("XTASK_PASSWORD");
+    }
     p.service("shop", "name = \"shop\"\nextensions = [\"pgcrypto\"]");
     p.write(
         "migrations/shop/20240101000001_items.up.sql",
@@ -195,12 +222,15 @@ fn verify_full_end_to_end_and_nothing_in_plain_text() {
     p.ok(&["migrate"]);
     p.write(
         "migrations/shop/schema.sql",
-        "CREATE EXTENSION IF NOT EXISTS pgcrypto;\nCREATE TABLE items (id int PRIMARY KEY, name text);",
+        "CREATE EXTENSION IF NOT EXISTS pgcrypto;\nCREATE TABLE items (id int PRIMARY KEY, name text, note text);",
     );
+    let (out, _) = p.ok_err(&["prepare", "note", "--db", "shop"]);
+    assert_eq!(out.lines().count(), 2, "prepare wrote the migration pair");
+    p.ok(&["migrate"]);
     let (_, err) = p.ok_err(&["schema", "--check", "--db", "shop"]);
     contains(&err, "exactly");
     let psql = |sql: &str| p.ok(&["connect", "--db", "shop", "--", "-Atc", sql]).trim().to_owned();
-    psql("INSERT INTO items VALUES (2, 'cake')");
+    psql("INSERT INTO items VALUES (2, 'cake', 'after the migration')");
     let (out, _) = p.ok_err(&["backup", "--db", "shop"]);
     psql("DELETE FROM items");
     p.ok(&["restore", out.trim(), "--db", "shop"]);
