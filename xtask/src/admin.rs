@@ -32,6 +32,9 @@ pub struct Label {
     /// On a test's own copy (`services/testdb`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub test: bool,
+    /// On a server developers share (the external engine), whose it is; `None`: everyone's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub developer: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -82,6 +85,8 @@ pub struct NewDatabase<'a> {
     pub template: Option<&'a str>,
     /// For a shared template, the commit its migrations come from.
     pub base: Option<&'a str>,
+    /// On a server developers share, whose it is (see [`Label::developer`]).
+    pub developer: Option<&'a str>,
 }
 
 /// Writes the label of a database this tool made (`COMMENT ON DATABASE`, JSON).
@@ -92,8 +97,8 @@ pub fn label(client: &mut Client, name: &str, new: &NewDatabase<'_>) -> Result<(
             "SELECT format('COMMENT ON DATABASE %I IS %L', $1::text, json_strip_nulls(json_build_object( \
                'tool', 'xtask', 'project', $2::text, 'database', $3::text, 'branch', $4::text, \
                'created', to_char(now() AT TIME ZONE 'utc', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
-               'template', $5::text, 'base', $6::text))::text)",
-            &[&name, &new.project, &new.logical, &new.branch, &new.template, &new.base],
+               'template', $5::text, 'base', $6::text, 'developer', $7::text))::text)",
+            &[&name, &new.project, &new.logical, &new.branch, &new.template, &new.base, &new.developer],
         )
         .map_err(PgError::from)?;
     client.batch_execute(row.get::<_, &str>(0)).map_err(PgError::from).context("label database")?;

@@ -46,6 +46,10 @@ struct FileConfig {
     user: Option<Spanned<String>>,
     password: Option<Spanned<String>>,
     default_branches: Option<Spanned<Vec<String>>>,
+    /// On the external engine, the branches whose databases every developer shares.
+    shared_branches: Option<Vec<String>>,
+    /// On the external engine, databases named per developer (the default).
+    per_developer: Option<bool>,
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
     env_file: Option<PathBuf>,
@@ -121,6 +125,10 @@ pub struct Config {
     /// The admin password the user chose; `None`: the native and docker engines generate one.
     pub password: Option<String>,
     pub default_branches: Vec<String>,
+    /// On the external engine, branches whose databases are not named per developer.
+    pub shared_branches: Vec<String>,
+    /// On the external engine, databases are named per developer (`per-developer = false`: not).
+    pub per_developer: bool,
     pub data_dir: PathBuf,
     pub database_url: Option<String>,
     /// The workspace root, against which relative paths in `database-url` (sslrootcert) are taken.
@@ -410,6 +418,18 @@ fn resolve(file: FileConfig, root: &Path, raw_env: &dyn Fn(&str) -> Option<Strin
         user,
         password,
         default_branches,
+        shared_branches: match env("XTASK_SHARED_BRANCHES") {
+            Some(list) => {
+                list.split(',').map(str::trim).filter(|b| !b.is_empty()).map(str::to_owned).collect()
+            }
+            None => file.shared_branches.unwrap_or_default(),
+        },
+        per_developer: match env("XTASK_PER_DEVELOPER").as_deref() {
+            None => file.per_developer.unwrap_or(true),
+            Some("1" | "true" | "on") => true,
+            Some("0" | "false" | "off") => false,
+            Some(other) => bail!("XTASK_PER_DEVELOPER={other:?}: expected 1 or 0 (true/false, on/off)"),
+        },
         data_dir,
         database_url: env("XTASK_DATABASE_URL").or(file.database_url),
         root: root.to_path_buf(),

@@ -36,6 +36,8 @@ pub enum Command {
     },
     Teardown {
         force: bool,
+        /// On the external engine, every developer's databases, not only the caller's.
+        all_developers: bool,
     },
     Backup {
         db: Option<String>,
@@ -90,10 +92,12 @@ pub enum Command {
     },
     Branches {
         json: bool,
+        all_developers: bool,
     },
     Prune {
         dry_run: bool,
         force: bool,
+        all_developers: bool,
     },
     /// `binaries [MAJOR]`: the managed binaries' folders, fetched when absent.
     Binaries {
@@ -182,12 +186,13 @@ on this machine, --force is required.
         }
         "teardown" => {
             "\
-cargo xtask teardown [--force] [--branch NAME]
+cargo xtask teardown [--force] [--all-developers] [--branch NAME]
 
 Removes the server and every database of the project, on all branches: docker removes the container and
-its volume; native stops the cluster and deletes its data directory; external drops every database and
-role labelled with this project (--force is required when the host is not this machine). The roles'
-saved passwords are deleted too."
+its volume; native stops the cluster and deletes its data directory; external drops the caller's
+databases labelled with this project, and its roles once no other developer's remain (--force is
+required when the host is not this machine; --all-developers drops every developer's and the shared
+branches' too). The roles' saved passwords are deleted with the roles."
         }
         "backup" => {
             "\
@@ -380,7 +385,7 @@ and duration (--json: one JSON object, see README.md); exits 1 when any step fai
         }
         "branches" => {
             "\
-cargo xtask branches [--json]
+cargo xtask branches [--json] [--all-developers]
 
 Lists every database on the server labelled for this project, templates apart: its branch, whether
 that branch still exists in git, the logical database, name, size, when it was created (from its
@@ -396,11 +401,14 @@ keeps no time of last use. Writes reach the files at the next checkpoint (minute
 reading leaves no trace; it needs an admin user that may read the server's files (a superuser),
 else it shows `-`. \"connected\" counts the client sessions on the database now.
 
+On the external engine it lists the caller's databases and the shared branches' (see README.md,
+\"Developers on one server\"); --all-developers lists every developer's.
+
 --json   print one JSON object instead (see README.md)"
         }
         "prune" => {
             "\
-cargo xtask prune [--dry-run] [--force]
+cargo xtask prune [--dry-run] [--force] [--all-developers]
 
 Drops the databases of this project whose branch no longer exists in git: no local branch, no
 remote-tracking branch (run `git fetch --prune` first to forget branches deleted on the remote),
@@ -408,6 +416,9 @@ not checked out in any worktree, and not the branch this run acts for. The defau
 never dropped, and only databases carrying this project's label (templates labelled with a gone
 branch included); nothing else on the server is touched. The list (name, branch, size) is printed
 first. A database that clients are connected to is kept and named. Needs a git repository.
+
+On the external engine only the caller's own databases are judged (another developer's branches are
+in their clone); --all-developers judges every developer's by this clone's branches.
 
 --dry-run  print the list; drop nothing
 --force    required on an external server that is not on this machine (not with --dry-run)"
@@ -452,6 +463,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
     let mut steps: Option<usize> = None;
     let mut from: Option<String> = None;
     let mut long = false;
+    let mut all_developers = false;
     let mut positional: Vec<String> = Vec::new();
     let mut psql_args: Vec<OsString> = Vec::new();
     while let Some(arg) = parser.next()? {
@@ -461,6 +473,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
             Long("db") => db = Some(parser.value()?.string()?),
             Long("from") => from = Some(parser.value()?.string()?),
             Long("long") => long = true,
+            Long("all-developers") => all_developers = true,
             Long("json") => json = true,
             Long("force") => force = true,
             Long("provision") => provision = true,
@@ -512,7 +525,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
         "db-endpoint" => Command::DbEndpoint { db: db.take() },
         "setup" => Command::Setup { from: from.take() },
         "wipe" => Command::Wipe { db: db.take(), force, backup },
-        "teardown" => Command::Teardown { force },
+        "teardown" => Command::Teardown { force, all_developers: std::mem::take(&mut all_developers) },
         "backup" => Command::Backup { db: db.take() },
         "restore" => Command::Restore {
             file: file.take().ok_or_else(|| {
@@ -546,8 +559,12 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
             _ => bail!("hooks takes `install` or `uninstall`; see `cargo xtask hooks --help`"),
         },
         "ci" => Command::Ci { json, long: std::mem::take(&mut long) },
-        "branches" => Command::Branches { json },
-        "prune" => Command::Prune { dry_run: std::mem::take(&mut options.dry_run), force },
+        "branches" => Command::Branches { json, all_developers: std::mem::take(&mut all_developers) },
+        "prune" => Command::Prune {
+            dry_run: std::mem::take(&mut options.dry_run),
+            force,
+            all_developers: std::mem::take(&mut all_developers),
+        },
         "connect" => Command::Connect { db: db.take(), psql_args },
         "binaries" => Command::Binaries { major },
         other => bail!("unknown command `{other}`; run `cargo xtask help` for the list"),
@@ -580,6 +597,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
     }
     if long {
         bail!("`{name}` does not take --long; see `cargo xtask {name} --help`");
+    }
+    if all_developers {
+        bail!("`{name}` does not take --all-developers; see `cargo xtask {name} --help`");
     }
     if provision && !matches!(command, Command::Setup { .. } | Command::DbUp | Command::Ci { .. }) {
         bail!("`{name}` does not take --provision; see `cargo xtask {name} --help`");
@@ -702,11 +722,11 @@ mod tests {
         assert!(parse_str(&["hooks"]).is_err());
         assert!(matches!(
             parse_str(&["prune", "--dry-run", "--force"]).unwrap().command,
-            Command::Prune { dry_run: true, force: true }
+            Command::Prune { dry_run: true, force: true, all_developers: false }
         ));
         assert!(matches!(
             parse_str(&["branches", "--json"]).unwrap().command,
-            Command::Branches { json: true }
+            Command::Branches { json: true, all_developers: false }
         ));
         assert!(parse_str(&["branches", "--dry-run"]).is_err());
         assert!(parse_str(&["prune", "--json"]).is_err());

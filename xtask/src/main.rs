@@ -5,6 +5,7 @@ mod binaries;
 mod config;
 mod conn;
 mod credentials;
+mod developer;
 mod dotenv;
 mod engine;
 mod features;
@@ -83,7 +84,7 @@ fn run() -> anyhow::Result<ExitCode> {
             tasks::setup(&ctx, from.as_deref())?;
         }
         Command::Wipe { db, force, backup } => tasks::wipe(&ctx, db.as_deref(), force, backup)?,
-        Command::Teardown { force } => tasks::teardown(&ctx, force)?,
+        Command::Teardown { force, all_developers } => tasks::teardown(&ctx, force, all_developers)?,
         Command::Backup { db } => tasks::backup::backup(&ctx, db.as_deref())?,
         Command::Restore { file, db, force } => tasks::backup::restore(&ctx, &file, db.as_deref(), force)?,
         Command::Connect { db, psql_args } => {
@@ -104,8 +105,10 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Hooks { install: true } => tasks::hooks::install(&ctx)?,
         Command::Hooks { install: false } => tasks::hooks::uninstall(&ctx)?,
         Command::Ci { json, long } => return tasks::ci::ci(&ctx, json, long),
-        Command::Branches { json } => tasks::branches::branches(&ctx, json)?,
-        Command::Prune { dry_run, force } => tasks::branches::prune(&ctx, dry_run, force)?,
+        Command::Branches { json, all_developers } => tasks::branches::branches(&ctx, json, all_developers)?,
+        Command::Prune { dry_run, force, all_developers } => {
+            tasks::branches::prune(&ctx, dry_run, force, all_developers)?
+        }
         Command::Binaries { major } => tasks::binaries::binaries(&ctx, major)?,
     }
     Ok(ExitCode::SUCCESS)

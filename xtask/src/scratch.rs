@@ -221,6 +221,7 @@ impl Scratch {
             owner: None,
             template: None,
             base: None,
+            developer: None,
         };
         crate::admin::label(&mut scratch.admin, &scratch.name, &new)?;
         Ok(scratch)

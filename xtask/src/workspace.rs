@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use xshell::{Shell, cmd};
 
-use crate::config::Config;
+use crate::config::{Config, EngineKind};
+use crate::developer::Developer;
 use crate::naming::DbName;
 use crate::services::DatabaseSpec;
 
@@ -16,6 +17,8 @@ pub struct Ctx {
     pub branch: Branch,
     /// Install a missing PostgreSQL where this tool may (`--provision`).
     pub provision: bool,
+    /// On the external engine, whose databases these are (see [`Ctx::developer_of_branch`]).
+    pub developer: Option<Developer>,
 }
 
 #[derive(Debug, Clone)]
@@ -41,12 +44,24 @@ impl Ctx {
         sh.change_dir(&root);
         let config = Config::load(&root)?;
         let branch = current_branch(&sh, &root, branch_flag, &config.default_branches)?;
-        Ok(Ctx { root, config, branch, provision })
+        let developer = match config.engine {
+            EngineKind::External if config.per_developer => {
+                Developer::resolve(&root, &|key| std::env::var(key).ok())?
+            }
+            _ => None,
+        };
+        Ok(Ctx { root, config, branch, provision, developer })
     }
 
     /// The same project and branch, its files read from another copy (the staged ones, for the hook).
     pub fn with_root(&self, root: PathBuf) -> Ctx {
-        Ctx { root, config: self.config.clone(), branch: self.branch.clone(), provision: self.provision }
+        Ctx {
+            root,
+            config: self.config.clone(),
+            branch: self.branch.clone(),
+            provision: self.provision,
+            developer: self.developer.clone(),
+        }
     }
 
     /// The same project acting for another branch.
@@ -54,14 +69,25 @@ impl Ctx {
         Ctx { branch, ..self.with_root(self.root.clone()) }
     }
 
-    /// The project's logical databases on this branch, the default one first.
+    /// The developer this branch's databases are named for: on the external engine, unless the
+    /// branch is one of `shared-branches`.
+    pub fn developer_of_branch(&self) -> Option<&Developer> {
+        self.developer.as_ref().filter(|_| !self.config.shared_branches.contains(&self.branch.name))
+    }
+
+    /// The project's logical databases on this branch, the default one first. Per developer, the
+    /// name is that of branch `<developer part>/<branch>`, so it always carries a hash.
     pub fn databases(&self) -> Vec<Database> {
+        let (key, is_default) = match self.developer_of_branch() {
+            Some(developer) => (format!("{}/{}", developer.part, self.branch.name), false),
+            None => (self.branch.name.clone(), self.branch.is_default),
+        };
         self.config
             .databases
             .iter()
             .map(|spec| Database {
                 logical: spec.logical.clone(),
-                name: DbName::for_branch(&spec.base, &self.branch.name, self.branch.is_default),
+                name: DbName::for_branch(&spec.base, &key, is_default),
                 spec: spec.clone(),
             })
             .collect()

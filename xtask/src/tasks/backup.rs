@@ -164,6 +164,7 @@ pub fn restore(ctx: &Ctx, file: &Path, db: Option<&str>, force: bool) -> Result<
         owner: database.spec.role.as_deref(),
         template: None,
         base: None,
+        developer: ctx.developer_of_branch().map(|d| d.id.as_str()),
     };
     let filled = admin
         .create_from(&scratch_name, &new, None, |_, _| Ok(()))

@@ -45,6 +45,8 @@ struct Row {
     connections: i64,
     /// A test's own copy (`services/testdb`), left by a failing test.
     test: bool,
+    /// On a server developers share, whose it is (git's user.email); `None`: everyone's.
+    developer: Option<String>,
     /// Its branch is gone from git and is not a default branch, or it is a test's copy: `prune`
     /// drops it (unless in use).
     prunable: bool,
@@ -133,14 +135,18 @@ fn names_commit(branch: &str, commit: &str) -> bool {
         && commit.starts_with(branch)
 }
 
-fn row(ctx: &Ctx, git: Option<&GitBranches>, db: LabelledDatabase) -> Row {
+fn row(ctx: &Ctx, git: Option<&GitBranches>, db: LabelledDatabase, all_developers: bool) -> Row {
     let label = db.label;
-    let current = label.branch == ctx.branch.name;
+    // Only the caller's own are judged by the caller's git (another developer's branches are
+    // in their clone); `--all-developers` judges them all by it.
+    let mine = all_developers || label.developer.as_deref() == ctx.developer.as_ref().map(|d| d.id.as_str());
+    let current = label.branch == ctx.branch.name && (mine || label.developer.is_none());
     let default = ctx.config.default_branches.contains(&label.branch);
     let found_in = git.map(|g| g.found_in(&label.branch)).unwrap_or_default();
     let branch_exists = git.map(|_| current || !found_in.is_empty());
     Row {
-        prunable: (branch_exists == Some(false) && !default) || label.test,
+        prunable: mine && ((branch_exists == Some(false) && !default) || label.test),
+        developer: label.developer,
         test: label.test,
         created_epoch: parse_utc(&label.created),
         last_write_epoch: db.files_changed,
@@ -161,14 +167,22 @@ fn row(ctx: &Ctx, git: Option<&GitBranches>, db: LabelledDatabase) -> Row {
 
 /// The project's databases on the running server, sorted for reading: branch databases before
 /// templates, default branches first, then the current one, then by branch and database.
+/// With developers (the external engine), the caller's own and everyone's; `all_developers`:
+/// every developer's, each judged as the caller's.
 fn survey(
     ctx: &Ctx,
     admin: &mut Admin,
     git: Option<&GitBranches>,
     engine: &dyn engine::Engine,
+    all_developers: bool,
 ) -> Result<Report> {
     let (databases, now) = admin.labelled_databases(&ctx.config.project)?;
-    let mut rows: Vec<Row> = databases.into_iter().map(|db| row(ctx, git, db)).collect();
+    let me = ctx.developer.as_ref().map(|d| d.id.as_str());
+    let mut rows: Vec<Row> = databases
+        .into_iter()
+        .filter(|db| all_developers || db.label.developer.is_none() || db.label.developer.as_deref() == me)
+        .map(|db| row(ctx, git, db, all_developers))
+        .collect();
     rows.sort_by(|a, b| {
         let key = |r: &Row| (r.template.is_some(), !r.default, !r.current);
         key(a)
@@ -190,11 +204,11 @@ fn git_branches(ctx: &Ctx) -> Result<Option<GitBranches>> {
     Ok(git::branch_refs(&ctx.root)?.map(GitBranches::new))
 }
 
-pub fn branches(ctx: &Ctx, json: bool) -> Result<()> {
+pub fn branches(ctx: &Ctx, json: bool, all_developers: bool) -> Result<()> {
     let git = git_branches(ctx)?;
     let engine = engine::select(ctx)?;
     let mut admin = connect_running(engine.as_ref(), "branches")?;
-    let report = survey(ctx, &mut admin, git.as_ref(), engine.as_ref())?;
+    let report = survey(ctx, &mut admin, git.as_ref(), engine.as_ref(), all_developers)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -290,7 +304,7 @@ fn age(seconds: i64) -> String {
     }
 }
 
-pub fn prune(ctx: &Ctx, dry_run: bool, force: bool) -> Result<()> {
+pub fn prune(ctx: &Ctx, dry_run: bool, force: bool, all_developers: bool) -> Result<()> {
     let Some(git) = git_branches(ctx)? else {
         bail!(
             "prune needs git to tell which branches are gone, but {} is not inside a git repository; \
@@ -303,7 +317,7 @@ pub fn prune(ctx: &Ctx, dry_run: bool, force: bool) -> Result<()> {
         refuse_remote_without_force(engine.as_ref(), force, "prune")?;
     }
     let mut admin = connect_running(engine.as_ref(), "prune")?;
-    let report = survey(ctx, &mut admin, Some(&git), engine.as_ref())?;
+    let report = survey(ctx, &mut admin, Some(&git), engine.as_ref(), all_developers)?;
     let (in_use, doomed): (Vec<&Row>, Vec<&Row>) =
         report.databases.iter().filter(|r| r.prunable).partition(|r| r.connections > 0);
     if doomed.is_empty() && in_use.is_empty() {

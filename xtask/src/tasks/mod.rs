@@ -257,6 +257,7 @@ fn setup_database(
         owner: role,
         template: None,
         base: None,
+        developer: ctx.developer_of_branch().map(|d| d.id.as_str()),
     };
     let expected = (db.logical.as_str(), ctx.branch.name.as_str());
     if let Some(aside) = crate::swap::put_back(admin, db.name.as_str(), &ctx.config.project, expected)? {
@@ -398,7 +399,7 @@ pub fn wipe(ctx: &Ctx, db: Option<&str>, force: bool, backup: bool) -> Result<()
     Ok(())
 }
 
-pub fn teardown(ctx: &Ctx, force: bool) -> Result<()> {
+pub fn teardown(ctx: &Ctx, force: bool, all_developers: bool) -> Result<()> {
     let engine = engine::select(ctx)?;
     if engine.kind() != EngineKind::External {
         // The passwords go only once the server is gone (a failed removal must leave the admin
@@ -415,15 +416,27 @@ pub fn teardown(ctx: &Ctx, force: bool) -> Result<()> {
     }
     refuse_remote_without_force(engine.as_ref(), force, "teardown")?;
     let mut admin = connect_running(engine.as_ref(), "teardown")?;
-    let ours: Vec<String> = admin
+    let me = ctx.developer.as_ref().map(|d| d.id.as_str());
+    let (ours, others): (Vec<_>, Vec<_>) = admin
         .databases(&[])?
         .into_iter()
         .filter(|d| d.belongs_to(&ctx.config.project))
-        .map(|d| d.name)
-        .collect();
+        .partition(|d| all_developers || d.label.as_ref().is_some_and(|l| l.developer.as_deref() == me));
+    let ours: Vec<String> = ours.into_iter().map(|d| d.name).collect();
     for name in &ours {
         admin.drop_labelled(name, &ctx.config.project, None)?;
         eprintln!("teardown: dropped database {name}");
+    }
+    // The roles serve every developer's databases: they go with the last of them.
+    if !others.is_empty() {
+        eprintln!(
+            "teardown: {} database(s) of project `{}` dropped; its roles and {} database(s) of other developers \
+             (or shared branches) are kept: `cargo xtask teardown --all-developers` drops them too",
+            ours.len(),
+            ctx.config.project,
+            others.len()
+        );
+        return Ok(());
     }
     let mut credentials = Credentials::load(&ctx.config.data_dir)?;
     let roles = admin.project_roles(&ctx.config.project)?;

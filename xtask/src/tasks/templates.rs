@@ -58,7 +58,7 @@ pub fn ensure(
 ) -> Result<String> {
     let inputs = Inputs { migrations: files, seeds: seeds::discover(&ctx.root, &db.seeds_dir(ctx))? };
     let full = hash(db, inputs.migrations, &inputs.seeds);
-    let full_name = name(db, &full);
+    let full_name = name(ctx, db, &full);
     if ready(ctx, admin, &full_name, &full, changes)? {
         return Ok(full_name);
     }
@@ -109,7 +109,8 @@ pub fn ensure(
     }
     // The branch's older templates; shared ones (with a base) are never this branch's to drop.
     for (name, label) in admin.templates_of(&ctx.config.project, &db.logical)? {
-        if label.branch == ctx.branch.name && label.base.is_none() && !keep.contains(&name.as_str()) {
+        let branch_own = label.branch == ctx.branch.name && label.base.is_none();
+        if branch_own && is_mine(ctx, &label) && !keep.contains(&name.as_str()) {
             admin.drop_labelled(&name, &ctx.config.project, None)?;
         }
     }
@@ -128,7 +129,7 @@ fn ensure_shared(
 ) -> Result<String> {
     let migrations = &inputs.migrations[..shared_count];
     let shared = hash(db, migrations, &inputs.seeds);
-    let shared_name = name(db, &shared);
+    let shared_name = name(ctx, db, &shared);
     if ready(ctx, admin, &shared_name, &shared, changes)? {
         return Ok(shared_name);
     }
@@ -152,7 +153,7 @@ fn drop_superseded(
 ) -> Result<()> {
     for (name, label) in admin.templates_of(&ctx.config.project, &db.logical)? {
         let superseded = match (base, label.base.as_deref()) {
-            _ if name == keep || label.branch != default_branch => false,
+            _ if name == keep || label.branch != default_branch || !is_mine(ctx, &label) => false,
             (Some(ours), Some(theirs)) => theirs != ours && git::is_ancestor(&ctx.root, theirs, ours),
             (None, None) => true,
             _ => false,
@@ -209,6 +210,7 @@ fn template_label<'a>(
         owner: db.spec.role.as_deref(),
         template: Some(hash),
         base,
+        developer: ctx.developer.as_ref().map(|d| d.id.as_str()),
     }
 }
 
@@ -328,7 +330,22 @@ fn hash(db: &Database, migrations: &[Migration], seeds: &[Seed]) -> String {
 }
 
 /// `<base>__tpl_<8 hex digits>`: at most 62 bytes, and no branch database is ever named so (a
-/// hashed branch name has hex digits after its `__`).
-fn name(db: &Database, hash: &str) -> String {
-    format!("{}__tpl_{}", db.spec.base, &hash[..8])
+/// hashed branch name has hex digits after its `__`). On a server developers share, each has
+/// templates of their own (the digits hash the developer too), dropped only by them.
+fn name(ctx: &Ctx, db: &Database, hash: &str) -> String {
+    match &ctx.developer {
+        Some(developer) => {
+            format!(
+                "{}__tpl_{}",
+                db.spec.base,
+                crate::naming::short_hash(&format!("{hash} {}", developer.id))
+            )
+        }
+        None => format!("{}__tpl_{}", db.spec.base, &hash[..8]),
+    }
+}
+
+/// Whether a template is this developer's (or, without developers, anyone's) to drop.
+fn is_mine(ctx: &Ctx, label: &crate::admin::Label) -> bool {
+    label.developer.as_deref() == ctx.developer.as_ref().map(|d| d.id.as_str())
 }

@@ -7,6 +7,7 @@ mod harness;
 mod backup;
 mod branches;
 mod corpus;
+mod developers;
 mod docker;
 mod engine_faults;
 mod errors;
