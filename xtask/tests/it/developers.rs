@@ -98,7 +98,7 @@ fn twenty_developers_on_one_server_never_meet() {
     let mut names = std::collections::BTreeSet::new();
     for (email, p) in &team {
         assert_eq!(fingerprint(p).replace(email.as_str(), "EMAIL"), reference, "{email}'s database");
-        let url = p.endpoint(&p.git(&["branch", "--show-current"]).trim().to_owned());
+        let url = p.endpoint(p.git(&["branch", "--show-current"]).trim());
         assert!(names.insert(url.split('/').next_back().unwrap().split('?').next().unwrap().to_owned()));
         // Their own only: their branch database and their templates; nothing of the scratch and
         // gone branches is left.
