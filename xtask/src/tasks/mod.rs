@@ -494,6 +494,9 @@ struct BranchReport {
     name: String,
     default: bool,
     source: &'static str,
+    /// On the external engine, the developer this branch's databases are named for; `None` for a
+    /// shared branch and on the other engines.
+    developer: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -549,6 +552,7 @@ pub fn db_status(ctx: &Ctx, json: bool) -> Result<()> {
             name: ctx.branch.name.clone(),
             default: ctx.branch.is_default,
             source: ctx.branch.source,
+            developer: ctx.developer_of_branch().map(|d| d.id.clone()),
         },
         databases: branch_databases
             .iter()
@@ -646,7 +650,9 @@ fn print_status(report: &StatusReport) {
     }
     println!("endpoint   {}", report.server.endpoint);
     let default = if report.branch.default { ", default branch" } else { "" };
-    println!("branch     {} (from {}{default})", report.branch.name, report.branch.source);
+    let developer =
+        report.branch.developer.as_ref().map(|d| format!("; databases of developer {d}")).unwrap_or_default();
+    println!("branch     {} (from {}{default}{developer})", report.branch.name, report.branch.source);
     println!("databases");
     for db in &report.databases {
         let mut state = match (db.exists, db.size_bytes) {

@@ -149,6 +149,8 @@ fn shared_branches_are_one_database_for_all() {
         "teamshop_shop"
     );
     assert_ne!(alice.endpoint("fix"), bob.endpoint("fix"), "other branches stay apart");
+    assert_eq!(alice.status("fix")["branch"]["developer"], "alice@example.com");
+    assert_eq!(alice.status("main")["branch"]["developer"], serde_json::Value::Null);
     let labelled: serde_json::Value = serde_json::from_str(&alice.ok(&["branches", "--json"])).unwrap();
     assert_eq!(
         labelled["databases"][0]["developer"],
