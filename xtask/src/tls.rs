@@ -131,9 +131,11 @@ impl Tls {
         }
     }
 
-    /// The URL query that gives a client the same settings (for `.env` and db-endpoint).
+    /// The URL query that gives a client the same settings (for `.env` and db-endpoint); none for
+    /// libpq's default (`prefer`) and for the servers this tool runs.
     pub fn url_query(&self) -> String {
-        if self.mode == SslMode::Disable && self.roots.is_none() && self.client.is_none() {
+        let plain = matches!(self.mode, SslMode::Disable | SslMode::Prefer);
+        if plain && self.roots.is_none() && self.client.is_none() {
             return String::new();
         }
         let mut query = format!("?sslmode={}", self.mode.name());
@@ -400,5 +402,6 @@ mod tests {
         assert!(settings(&[("sslmode", "required")], &[]).is_err());
         assert!(settings(&[("sslcert", "c.pem")], &[]).unwrap_err().to_string().contains("without its key"));
         assert_eq!(Tls::disabled().url_query(), "");
+        assert_eq!(settings(&[], &[]).unwrap().url_query(), "", "libpq's default needs no query");
     }
 }

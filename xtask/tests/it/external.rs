@@ -193,3 +193,23 @@ fn non_superuser_admin_on_postgres_15() {
 fn non_superuser_admin_on_postgres_18() {
     non_superuser_admin_on(Some(18));
 }
+
+/// The example services and their tests' per-test databases (copies of the templates made through
+/// XTASK_ADMIN_URL) with a managed-style admin.
+#[test]
+fn non_superuser_admin_serves_the_example_services_and_their_per_test_databases() {
+    let server = Project::new("native");
+    server.ok(&["db-up"]);
+    server
+        .admin()
+        .batch_execute("CREATE ROLE app_admin LOGIN CREATEDB CREATEROLE PASSWORD 'x-managed-admin-pw'")
+        .unwrap();
+    let mut p = Project::new("external");
+    p.use_server(&server);
+    p.unset("XTASK_PASSWORD");
+    p.set(
+        "XTASK_DATABASE_URL",
+        &format!("postgres://app_admin:x-managed-admin-pw@127.0.0.1:{}/postgres", server.port),
+    );
+    crate::services::example_services_in(p, "external, admin without superuser");
+}

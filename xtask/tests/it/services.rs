@@ -322,7 +322,12 @@ pub fn declared_reads(engine: &str) {
 /// env file, so the developer's `.env` and databases are untouched), then their tests with the
 /// URLs setup wrote.
 pub fn example_services(engine: &str) {
-    let mut p = Project::new(engine);
+    example_services_in(Project::new(engine), engine);
+}
+
+/// This repository's example services set up by `p`, then their own tests (each test on a fresh
+/// copy of its service's template, through XTASK_ADMIN_URL) run against what setup wrote.
+pub fn example_services_in(mut p: Project, engine: &str) {
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let env_file = p.path().join("services.env");
     p.set("XTASK_ENV_FILE", env_file.to_str().unwrap());
@@ -331,9 +336,10 @@ pub fn example_services(engine: &str) {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "setup of the example services failed:\n{err}");
     contains(&err, "with extension(s) pgcrypto, citext");
-    let env = std::fs::read_to_string(&env_file).unwrap();
-    let vars: Vec<(&str, &str)> = env.lines().filter_map(|line| line.split_once('=')).collect();
-    let keys: Vec<&str> = vars.iter().map(|(k, _)| *k).collect();
+    // Read as a dotenv loader reads it: a value with `?` in it (an external server's sslmode) is quoted.
+    let vars: Vec<(String, String)> =
+        dotenvy::from_path_iter(&env_file).unwrap().map(Result::unwrap).collect();
+    let keys: Vec<&str> = vars.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(
         keys,
         [
@@ -349,7 +355,7 @@ pub fn example_services(engine: &str) {
     let tests = std::process::Command::new(env!("CARGO"))
         .args(["test", "--locked", "-p", "accounts", "-p", "notes", "-p", "testdb"])
         .current_dir(repo)
-        .envs(vars)
+        .envs(vars.iter().cloned())
         .output()
         .unwrap();
     let report =
@@ -357,7 +363,7 @@ pub fn example_services(engine: &str) {
     assert!(tests.status.success(), "the example services' tests failed on {engine}:\n{report}");
     assert!(report.contains("test result: ok"), "{report}");
     // The seeds went in as each service's role, and sqlx's migrator found nothing to do.
-    let mut notes = connect(vars_url(&env, "NOTES_DATABASE_URL")).unwrap();
+    let mut notes = connect(vars_url(&vars, "NOTES_DATABASE_URL")).unwrap();
     let applied: i64 = notes.query_one("SELECT count(*) FROM _sqlx_migrations", &[]).unwrap().get(0);
     let ups = std::fs::read_dir(repo.join("migrations/notes"))
         .unwrap()
@@ -366,6 +372,6 @@ pub fn example_services(engine: &str) {
     assert_eq!(applied, ups, "each notes migration recorded once");
 }
 
-fn vars_url<'a>(env: &'a str, key: &str) -> &'a str {
-    env.lines().find_map(|line| line.strip_prefix(key)?.strip_prefix('=')).unwrap()
+fn vars_url<'a>(vars: &'a [(String, String)], key: &str) -> &'a str {
+    vars.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str()).unwrap()
 }
