@@ -268,6 +268,10 @@ impl Admin {
                 let source = source.unwrap_or("template1");
                 bail!("{}", in_use_message(source, &self.sessions(source)?))
             }
+            Err(error) if error.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) && source.is_none() => {
+                let error = anyhow::Error::from(PgError::from(error));
+                bail!("{}", missing_attribute("CREATEDB", "the branch databases", &error))
+            }
             Err(error) => Err(PgError::from(error).into()),
         }
     }
@@ -509,7 +513,12 @@ impl Admin {
         if created.is_err() {
             let _ = self.client.batch_execute("ROLLBACK");
         }
-        created
+        match created {
+            Err(error) if PgError::code_in(&error) == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => {
+                bail!("{}", missing_attribute("CREATEROLE", "the services' login roles", &error))
+            }
+            other => other,
+        }
     }
 
     /// This project's roles on the server.
@@ -789,6 +798,14 @@ pub fn enable_extensions(endpoint: &Endpoint, database: &str, wanted: &[String])
         enabled.push(name);
     }
     Ok(enabled)
+}
+
+/// The admin user lacks a role attribute the tool needs: which, for what, and how to grant it.
+fn missing_attribute(attribute: &str, needed_for: &str, error: &anyhow::Error) -> String {
+    format!(
+        "the admin user lacks {attribute}, which this tool needs to make {needed_for} ({error:#}): a superuser \
+         (or the platform's console) can grant it with `ALTER ROLE <admin user> {attribute}`"
+    )
 }
 
 /// An untrusted extension and an admin that is not a superuser (a managed server's): what the

@@ -213,3 +213,32 @@ fn non_superuser_admin_serves_the_example_services_and_their_per_test_databases(
     );
     crate::services::example_services_in(p, "external, admin without superuser");
 }
+
+/// An admin without CREATEDB, or without CREATEROLE, is told which attribute it lacks.
+#[test]
+fn a_missing_attribute_is_named() {
+    let server = Project::new("native");
+    server.ok(&["db-up"]);
+    server
+        .admin()
+        .batch_execute(
+            "CREATE ROLE xt_no_createdb LOGIN CREATEROLE PASSWORD 'x-pw-1'; \
+             CREATE ROLE xt_no_createrole LOGIN CREATEDB PASSWORD 'x-pw-2'",
+        )
+        .unwrap();
+    for (user, password, lacks) in
+        [("xt_no_createdb", "x-pw-1", "CREATEDB"), ("xt_no_createrole", "x-pw-2", "CREATEROLE")]
+    {
+        let mut p = Project::new("external");
+        p.use_server(&server);
+        p.unset("XTASK_PASSWORD");
+        p.set(
+            "XTASK_DATABASE_URL",
+            &format!("postgres://{user}:{password}@127.0.0.1:{}/postgres", server.port),
+        );
+        p.service("shop", "name = \"shop\"");
+        let err = p.fails(&["setup"]);
+        contains(&err, &format!("the admin user lacks {lacks}, which this tool needs"));
+        contains(&err, &format!("`ALTER ROLE <admin user> {lacks}`"));
+    }
+}
