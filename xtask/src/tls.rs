@@ -122,6 +122,11 @@ impl Tls {
         Ok(Tls { mode, roots, client })
     }
 
+    /// Whether connections must be encrypted (no plain-text fallback).
+    pub fn required(&self) -> bool {
+        matches!(self.mode, SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull)
+    }
+
     /// Whether the server's certificate is checked (and against which host name).
     pub fn verification(&self) -> &'static str {
         match (self.mode, &self.roots) {

@@ -86,7 +86,8 @@ impl Engine for External {
     /// installed one, else the downloaded PostgreSQL 18 tools.
     fn client_tool(&self, program: ClientProgram) -> Result<ClientTool> {
         let major = self.server_major().ok();
-        super::server_binaries::client_for_major(program.name(), major).map(ClientTool::Host)
+        let tls = self.endpoint.tls.required().then(|| self.endpoint.tls.mode.name());
+        super::server_binaries::client_for_major(program.name(), major, tls).map(ClientTool::Host)
     }
 }
 

@@ -161,11 +161,24 @@ pub fn client_for(program: &str, server: &Binaries) -> Result<PathBuf> {
 
 /// A client program for a server of `major` this tool does not run: an installed one of that
 /// major or newer, else the downloaded ones when they serve it, else the newest found (whose own
-/// error names the mismatch).
-pub fn client_for_major(program: &str, major: Option<u32>) -> Result<PathBuf> {
+/// error names the mismatch). The downloaded ones are built without TLS: with `tls` (a mode that
+/// asks for it) psql comes from this machine whatever its version (psql serves newer servers),
+/// and a pg_dump or pg_restore this machine lacks is an error saying what to install.
+pub fn client_for_major(program: &str, major: Option<u32>, tls: Option<&str>) -> Result<PathBuf> {
     let Some(major) = major else { return find_client(program) };
     if let Some(dir) = newest_client_dir(program).filter(|b| b.major >= major) {
         return Ok(dir.dir.join(program));
+    }
+    if let Some(mode) = tls {
+        if program == "psql" {
+            return find_client(program);
+        }
+        bail!(
+            "{program} of PostgreSQL {major} or newer is needed for this server, over TLS (sslmode={mode}), and this \
+             machine has none; the PostgreSQL client tools this tool downloads are built without TLS. Install \
+             the PostgreSQL {major} client (Debian/Ubuntu: postgresql-client-{major}, from apt.postgresql.org \
+             when the distribution lacks it; macOS: brew install postgresql@{major})"
+        );
     }
     if major <= binaries::CLIENTS_MAJOR && std::env::var_os("XTASK_PG_BINDIR").is_none_or(|d| d.is_empty()) {
         return Ok(binaries::clients()?.join(program));

@@ -78,6 +78,12 @@ fn authority(dir: &Path, name: &str) {
 impl TlsServer {
     /// `names`: the server certificate's subjectAltName (`DNS:localhost`, `IP:127.0.0.1`).
     fn start(names: &str) -> TlsServer {
+        TlsServer::start_with(names, false, None)
+    }
+
+    /// `client_certificates`: every password login needs a valid client certificate too
+    /// (`clientcert=verify-ca`). `major`: the server's PostgreSQL major (managed binaries).
+    fn start_with(names: &str, client_certificates: bool, major: Option<u32>) -> TlsServer {
         let certs = tempfile::Builder::new().prefix("xtask-it-tls-").tempdir().unwrap();
         let dir = certs.path();
         authority(dir, "ca");
@@ -91,7 +97,10 @@ impl TlsServer {
         );
         signed(dir, "client", &format!("/CN={CERT_USER}"), "ca", "extendedKeyUsage=clientAuth\n");
 
-        let server = Project::new("native");
+        let mut server = Project::new("native");
+        if let Some(major) = major {
+            server.set("XTASK_POSTGRES", &major.to_string());
+        }
         server.ok(&["db-up"]);
         let pgdata = server.data_dir().join("pgdata");
         // The server reads its key and certificates as its own user (postgres, when we are root).
@@ -122,11 +131,12 @@ impl TlsServer {
         let hba = std::fs::read_to_string(&hba_path).unwrap();
         let local: String =
             hba.lines().filter(|l| l.starts_with("local")).map(|l| format!("{l}\n")).collect();
+        let clientcert = if client_certificates { " clientcert=verify-ca" } else { "" };
         std::fs::write(
             &hba_path,
             format!(
                 "{local}hostssl all {CERT_USER} 127.0.0.1/32 cert\nhostssl all {CERT_USER} ::1/128 cert\n\
-                 hostssl all all 127.0.0.1/32 scram-sha-256\nhostssl all all ::1/128 scram-sha-256\n"
+                 hostssl all all 127.0.0.1/32 scram-sha-256{clientcert}\nhostssl all all ::1/128 scram-sha-256{clientcert}\n"
             ),
         )
         .unwrap();
@@ -185,17 +195,23 @@ fn detail(p: &Project) -> String {
 /// carry the same settings. The server refuses plain text, so none of it fell back to that.
 #[test]
 fn verify_full_end_to_end_and_nothing_in_plain_text() {
-    verify_full_end_to_end(false);
+    verify_full_end_to_end(false, None);
 }
 
 /// The same with a managed server's kind of admin, which is no superuser.
 #[test]
 fn verify_full_end_to_end_with_an_admin_that_is_no_superuser() {
-    verify_full_end_to_end(true);
+    verify_full_end_to_end(true, None);
 }
 
-fn verify_full_end_to_end(managed_admin: bool) {
-    let tls = TlsServer::start("DNS:localhost,IP:127.0.0.1");
+/// And on PostgreSQL 18, whose CREATEROLE gives the creator ADMIN OPTION on what it makes only.
+#[test]
+fn verify_full_end_to_end_with_an_admin_that_is_no_superuser_on_postgres_18() {
+    verify_full_end_to_end(true, Some(18));
+}
+
+fn verify_full_end_to_end(managed_admin: bool, major: Option<u32>) {
+    let tls = TlsServer::start_with("DNS:localhost,IP:127.0.0.1", false, major);
     let ca = tls.file("ca.pem");
     let query = format!("sslmode=verify-full&sslrootcert={ca}");
     let url = if managed_admin { tls.managed_url("localhost", &query) } else { tls.url("localhost", &query) };
@@ -231,9 +247,18 @@ fn verify_full_end_to_end(managed_admin: bool) {
     contains(&err, "exactly");
     let psql = |sql: &str| p.ok(&["connect", "--db", "shop", "--", "-Atc", sql]).trim().to_owned();
     psql("INSERT INTO items VALUES (2, 'cake', 'after the migration')");
-    let (out, _) = p.ok_err(&["backup", "--db", "shop"]);
-    psql("DELETE FROM items");
-    p.ok(&["restore", out.trim(), "--db", "shop"]);
+    let installed_pg_dump =
+        |major: u32| std::path::Path::new(&format!("/usr/lib/postgresql/{major}/bin/pg_dump")).exists();
+    if major.is_some_and(|m| !installed_pg_dump(m)) {
+        // The downloaded client tools have no TLS: pg_dump of the server's major is needed.
+        let err = p.fails(&["backup", "--db", "shop"]);
+        contains(&err, "over TLS (sslmode=verify-full), and this machine has none");
+        contains(&err, "the PostgreSQL client tools this tool downloads are built without TLS");
+    } else {
+        let (out, _) = p.ok_err(&["backup", "--db", "shop"]);
+        psql("DELETE FROM items");
+        p.ok(&["restore", out.trim(), "--db", "shop"]);
+    }
     let query =
         "SELECT ssl::text || ' ' || (SELECT name FROM items) FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
     assert_eq!(psql(query), "true cake", "psql ran over TLS and the restored row is there");
@@ -274,21 +299,43 @@ fn certificate_problems_are_named_and_client_certificates_log_in() {
         &none.fails(&["setup"]),
         "sslmode=verify-full checks the server's certificate against a CA, and none is given",
     );
+}
 
-    // A client certificate (its CN is the role) instead of a password.
+/// A server that asks every client for a certificate: the role logging in by certificate (its CN)
+/// and a password login with a certificate get in, the same logins without one do not, and the
+/// key's text is in no file or output of the tool (its path is).
+#[test]
+fn a_server_requiring_client_certificates() {
+    let tls = TlsServer::start_with("DNS:localhost", true, None);
+    let ca = tls.file("ca.pem");
     let port = tls.server.port;
     let (cert, key) = (tls.file("client.pem"), tls.file("client.key"));
+    let client = format!("&sslcert={cert}&sslkey={key}");
     let mut by_cert = tls.project(&format!(
-        "postgres://{CERT_USER}@localhost:{port}/postgres?sslmode=verify-full&sslrootcert={ca}&sslcert={cert}&sslkey={key}"
+        "postgres://{CERT_USER}@localhost:{port}/postgres?sslmode=verify-full&sslrootcert={ca}{client}"
     ));
     by_cert.unset("XTASK_PASSWORD");
-    by_cert.ok(&["setup"]);
+    by_cert.service("shop", "name = \"shop\"");
+    let (out, err) = by_cert.ok_err(&["setup"]);
     contains(&detail(&by_cert), "TLS TLSv1.3");
+    let key_text = std::fs::read_to_string(&key).unwrap();
+    let key_body = key_text.lines().nth(1).unwrap();
+    let env = std::fs::read_to_string(by_cert.path().join(".env")).unwrap();
+    contains(&env, &format!("sslkey={key}"));
+    for shown in [&out, &err, &env] {
+        assert!(!shown.contains(key_body) && !shown.contains("PRIVATE KEY"), "{shown}");
+    }
     by_cert.ok(&["teardown"]);
-    let without = tls.project(&format!(
-        "postgres://{CERT_USER}@localhost:{port}/postgres?sslmode=verify-full&sslrootcert={ca}"
-    ));
-    contains(&without.fails(&["setup"]), "certificate");
+    let with_password =
+        tls.project(&tls.url("localhost", &format!("sslmode=verify-full&sslrootcert={ca}{client}")));
+    with_password.ok(&["db-status"]);
+    contains(&detail(&with_password), "TLS TLSv1.3");
+    for url in [
+        format!("postgres://{CERT_USER}@localhost:{port}/postgres?sslmode=verify-full&sslrootcert={ca}"),
+        tls.url("localhost", &format!("sslmode=verify-full&sslrootcert={ca}")),
+    ] {
+        contains(&tls.project(&url).fails(&["setup"]), "certificate");
+    }
 }
 
 /// `require` against a server without TLS fails instead of falling back; `prefer` falls back and
