@@ -218,7 +218,11 @@ fn verify_full_end_to_end(managed_admin: bool, major: Option<u32>) {
     let mut p = tls.project(&url);
     if managed_admin {
         p.unset("XTASK_PASSWORD");
+        // As a team would write it: the CA beside Cargo.toml, named relative to it.
+        std::fs::copy(&ca, p.path().join("ca.pem")).unwrap();
+        p.set("XTASK_DATABASE_URL", &url.replace(&format!("sslrootcert={ca}"), "sslrootcert=ca.pem"));
     }
+    let ca = if managed_admin { p.path().join("ca.pem").to_str().unwrap().to_owned() } else { ca };
     p.service("shop", "name = \"shop\"\nextensions = [\"pgcrypto\"]");
     p.write(
         "migrations/shop/20240101000001_items.up.sql",
