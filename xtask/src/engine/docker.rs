@@ -472,16 +472,19 @@ impl Engine for Docker {
         Ok(outcome)
     }
 
-    fn down(&self) -> Result<()> {
+    fn down(&self) -> Result<bool> {
         let Some(container) = self.inspect()? else {
-            eprintln!("no container {} to stop", self.container);
-            return Ok(());
+            eprintln!(
+                "no container {}: nothing to stop; its data, if any, is kept in volume {}",
+                self.container, self.volume
+            );
+            return Ok(false);
         };
         self.check_owner(&container)?;
         self.docker(&["stop", "--time", "30", &self.container])?;
         // -v removes anonymous volumes an image may declare besides ours; the named volume stays.
         self.docker(&["rm", "--volumes", &self.container])?;
-        Ok(())
+        Ok(true)
     }
 
     fn status(&self) -> Result<Status> {

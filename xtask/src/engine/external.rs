@@ -56,12 +56,12 @@ impl Engine for External {
         )
     }
 
-    fn down(&self) -> Result<()> {
+    fn down(&self) -> Result<bool> {
         eprintln!(
             "the external server at {} is not managed by xtask: nothing to stop",
             self.endpoint.redacted_url(&self.endpoint.admin_db)
         );
-        Ok(())
+        Ok(false)
     }
 
     fn status(&self) -> Result<Status> {

@@ -146,7 +146,8 @@ pub trait Engine {
     /// connections; does nothing to a running server with the right settings.
     fn up(&mut self) -> Result<UpOutcome>;
     /// Stops the server, keeping its data.
-    fn down(&self) -> Result<()>;
+    /// Stops the server, keeping its data; `false` when there was none running to stop (said why).
+    fn down(&self) -> Result<bool>;
     fn status(&self) -> Result<Status>;
     /// Removes the server and all its data. Not called for the external engine.
     fn destroy(&self) -> Result<()>;

@@ -450,10 +450,10 @@ impl Engine for Native {
         Ok(outcome)
     }
 
-    fn down(&self) -> Result<()> {
+    fn down(&self) -> Result<bool> {
         if !self.is_running() {
-            eprintln!("the cluster in {} is not running", self.pgdata.display());
-            return Ok(());
+            eprintln!("the cluster in {} is not running; nothing to stop", self.pgdata.display());
+            return Ok(false);
         }
         let bins = self.binaries()?;
         let args: Vec<OsString> = vec![
@@ -464,7 +464,7 @@ impl Engine for Native {
             "--wait".into(),
         ];
         self.run(&bins, "pg_ctl", args).context("stop the cluster")?;
-        Ok(())
+        Ok(true)
     }
 
     fn status(&self) -> Result<Status> {

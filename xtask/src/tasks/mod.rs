@@ -43,8 +43,7 @@ pub fn db_up(ctx: &Ctx) -> Result<()> {
 
 pub fn db_down(ctx: &Ctx) -> Result<()> {
     let engine = engine::select(ctx)?;
-    engine.down().context("stop the PostgreSQL server")?;
-    if engine.kind() != EngineKind::External {
+    if engine.down().context("stop the PostgreSQL server")? {
         eprintln!("PostgreSQL ({}) stopped; its data is kept", engine.kind().name());
     }
     Ok(())

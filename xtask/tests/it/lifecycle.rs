@@ -44,9 +44,14 @@ pub fn server_life_cycle(engine: &str) {
     assert_eq!(label["branch"], "main");
     assert!(label["created"].as_str().unwrap().ends_with('Z'));
 
-    p.ok(&["db-down"]);
+    let (_, err) = p.ok_err(&["db-down"]);
+    contains(&err, "stopped; its data is kept");
     let stopped = p.server_state();
     assert!(stopped == "stopped" || stopped == "absent", "{stopped}");
+    // A second db-down has nothing to stop and does not claim it stopped something.
+    let (_, err) = p.ok_err(&["db-down"]);
+    contains(&err, "nothing to stop");
+    assert!(!err.contains("stopped; its data is kept"), "{err}");
     assert_eq!(p.status("main")["databases"][0]["exists"], serde_json::Value::Null);
     p.fails(&["wipe"]);
     p.ok(&["db-up"]);
