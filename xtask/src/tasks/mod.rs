@@ -457,7 +457,16 @@ pub fn connect(ctx: &Ctx, db: Option<&str>, psql_args: &[std::ffi::OsString]) ->
     let engine = engine::select(ctx)?;
     let database = ctx.database(db)?;
     let name = database.name.as_str();
-    connect_running(engine.as_ref(), "connect")?;
+    let mut admin = connect_running(engine.as_ref(), "connect")?;
+    if !admin.databases(&[])?.iter().any(|d| d.name == name) {
+        bail!(
+            "database {name} (`{}` of branch `{}`) does not exist (wiped, or never set up): run `cargo xtask \
+             setup` to create it",
+            database.logical,
+            ctx.branch.name
+        );
+    }
+    drop(admin);
     let login = database_login(ctx, engine.endpoint(), &database)?;
     let terminal = std::io::stdin().is_terminal();
     let psql = engine.client_tool(ClientProgram::Psql)?;

@@ -129,6 +129,11 @@ pub fn endpoint_and_connect(engine: &str) {
     assert_eq!(stdout.trim(), db);
     let out = p.run(&["connect", "--branch", "feat/psql", "--", "-X", "-c", "select nonsense"]);
     assert_ne!(out.status.code(), Some(0), "psql's failure is passed on");
+
+    // After wipe: what to do, not psql's raw "database does not exist".
+    p.ok(&["wipe", "--branch", "feat/psql"]);
+    let err = p.fails(&["connect", "--branch", "feat/psql", "--", "-c", "select 1"]);
+    contains(&err, "does not exist (wiped, or never set up): run `cargo xtask setup` to create it");
 }
 
 /// The password never shows in what is printed, except db-endpoint's line.
