@@ -440,6 +440,65 @@ them ahead of time (before going offline, in an image build). The cache is ~/.ca
     })
 }
 
+const COMMANDS: &[&str] = &[
+    "setup",
+    "wipe",
+    "teardown",
+    "backup",
+    "restore",
+    "db-up",
+    "db-down",
+    "db-status",
+    "db-endpoint",
+    "connect",
+    "migrate",
+    "rollback",
+    "migrations",
+    "prepare",
+    "schema",
+    "seed",
+    "pre-commit",
+    "hooks",
+    "ci",
+    "branches",
+    "prune",
+    "binaries",
+    "help",
+];
+const OPTIONS: &[&str] = &[
+    "help",
+    "branch",
+    "db",
+    "from",
+    "long",
+    "all-developers",
+    "json",
+    "force",
+    "provision",
+    "check",
+    "manual",
+    "write",
+    "staged",
+    "backup",
+    "dry-run",
+    "allow-out-of-order",
+    "steps",
+];
+
+/// `; did you mean `x`?` for the known word nearest to `given` (at most a third of it
+/// misspelt), else the way to the list.
+fn nearest(given: &str, known: &[&str], prefix: &str) -> String {
+    let best = known
+        .iter()
+        .map(|word| (strsim::damerau_levenshtein(given, word), *word))
+        .filter(|(distance, word)| *distance <= (word.len() / 3).max(1))
+        .min();
+    match best {
+        Some((_, word)) => format!("; did you mean `{prefix}{word}`?"),
+        None => "; run `cargo xtask help` for the list".to_owned(),
+    }
+}
+
 pub fn help_text(topic: Option<&str>) -> Result<&'static str> {
     match topic {
         None => Ok(HELP),
@@ -496,6 +555,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
                 file = Some(PathBuf::from(value))
             }
             Value(value) => positional.push(value.string()?),
+            Long(option) => {
+                let option = option.to_owned();
+                bail!("unknown option `--{option}`{}", nearest(&option, OPTIONS, "--"))
+            }
             _ => return Err(arg.unexpected().into()),
         }
     }
@@ -567,7 +630,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
         },
         "connect" => Command::Connect { db: db.take(), psql_args },
         "binaries" => Command::Binaries { major },
-        other => bail!("unknown command `{other}`; run `cargo xtask help` for the list"),
+        other => bail!("unknown command `{other}`{}", nearest(other, COMMANDS, "")),
     };
     reject_unused(&name, &command, db.is_some(), json, force)?;
     if manual && !matches!(command, Command::Prepare { .. }) {
@@ -636,6 +699,16 @@ mod tests {
 
     fn parse_str(args: &[&str]) -> Result<Args> {
         parse(args.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn a_misspelt_command_or_option_gets_the_nearest() {
+        let error = |args: &[&str]| parse_str(args).err().unwrap().to_string();
+        assert!(error(&["migrat"]).ends_with("did you mean `migrate`?"), "{}", error(&["migrat"]));
+        assert!(error(&["migrate", "--dryrun"]).ends_with("did you mean `--dry-run`?"));
+        assert!(error(&["db-stauts"]).ends_with("did you mean `db-status`?"));
+        assert!(error(&["frobnicate"]).ends_with("run `cargo xtask help` for the list"));
+        assert!(error(&["setup", "--xyzzy"]).ends_with("run `cargo xtask help` for the list"));
     }
 
     #[test]

@@ -57,7 +57,14 @@ fn run() -> anyhow::Result<ExitCode> {
     let args = match flags::parse(args) {
         Ok(args) => args,
         Err(error) => {
-            eprintln!("error: {error}\nrun `cargo xtask help` for usage");
+            // One hint: the error's own when it has one.
+            let text = error.to_string();
+            let hint = if text.contains("cargo xtask") || text.contains("did you mean") {
+                ""
+            } else {
+                "\nrun `cargo xtask help` for usage"
+            };
+            eprintln!("error: {error}{hint}");
             return Ok(ExitCode::from(2));
         }
     };

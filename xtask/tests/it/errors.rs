@@ -49,6 +49,17 @@ fn usage_errors_exit_2_and_help_explains() {
     contains(&String::from_utf8_lossy(&out.stderr), "unknown command");
     let out = p.run(&["setup", "--json"]);
     assert_eq!(out.status.code(), Some(2));
+    // A misspelling gets the nearest word, and one hint only.
+    for (args, nearest) in [
+        (&["migrat"][..], "did you mean `migrate`?"),
+        (&["migrate", "--dryrun"], "did you mean `--dry-run`?"),
+    ] {
+        let out = p.run(args);
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        contains(&err, nearest);
+    }
     let help = p.ok(&["--help"]);
     for command in ["setup", "wipe", "teardown", "db-up", "db-down", "db-status", "db-endpoint", "connect"] {
         contains(&help, command);
