@@ -93,6 +93,13 @@ fn resolve_symlink(path: &Path) -> Result<std::path::PathBuf> {
 /// comments included; appends the missing ones with the line ending of the file's last line.
 /// Refuses a file with a quote it never closes: where its values end cannot be told, and dotenvy
 /// rejects it.
+/// The value of `key` in a dotenv text, its quotes removed (the way setup writes them).
+pub fn value(text: &str, key: &str) -> Option<String> {
+    let raw = text.lines().find_map(|line| line.trim_start().strip_prefix(key)?.strip_prefix('='))?;
+    let raw = raw.trim();
+    Some(raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')).unwrap_or(raw).to_owned())
+}
+
 pub fn rewrite(old: &str, vars: &[(&str, String)]) -> Result<String> {
     let assignments = grammar::assignments(old).map_err(|unterminated| {
         anyhow!(

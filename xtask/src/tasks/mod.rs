@@ -486,6 +486,9 @@ struct StatusReport {
     server: ServerReport,
     branch: BranchReport,
     databases: Vec<DatabaseReport>,
+    /// The env file names another database than this branch's (a branch switch since the last
+    /// setup): what it names, and what to do. `None` when it is current or has no DATABASE_URL.
+    stale_env_file: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -566,6 +569,7 @@ pub fn db_status(ctx: &Ctx, json: bool) -> Result<()> {
             .iter()
             .map(|db| database_report(ctx, db, on_server.as_deref(), endpoint))
             .collect::<Result<_>>()?,
+        stale_env_file: stale_env_file(ctx),
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -649,6 +653,22 @@ fn database_report(
     })
 }
 
+/// Whether the env file's DATABASE_URL names a database of this project other than this branch's.
+fn stale_env_file(ctx: &Ctx) -> Option<String> {
+    let text = std::fs::read_to_string(&ctx.config.env_file).ok()?;
+    let url = crate::dotenv::value(&text, "DATABASE_URL")?;
+    let named = url.rsplit('/').next()?.split('?').next()?.to_owned();
+    let current = ctx.databases().into_iter().next()?.name;
+    let ours = named == ctx.config.project || named.starts_with(&format!("{}_", ctx.config.project));
+    (ours && named != current.as_str()).then(|| {
+        format!(
+            "{} names database {named}, not this branch's {current} (the branch changed since the last setup): \
+             `cargo xtask setup` rewrites it",
+            ctx.config.env_file.display()
+        )
+    })
+}
+
 fn print_status(report: &StatusReport) {
     println!("project    {}", report.project);
     println!("engine     {}", report.engine);
@@ -661,6 +681,9 @@ fn print_status(report: &StatusReport) {
     let developer =
         report.branch.developer.as_ref().map(|d| format!("; databases of developer {d}")).unwrap_or_default();
     println!("branch     {} (from {}{default}{developer})", report.branch.name, report.branch.source);
+    if let Some(stale) = &report.stale_env_file {
+        println!("note       {stale}");
+    }
     println!("databases");
     for db in &report.databases {
         let mut state = match (db.exists, db.size_bytes) {

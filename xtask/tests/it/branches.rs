@@ -322,3 +322,21 @@ fn branches_and_prune_need_the_server_and_force_on_a_remote_host() {
     contains(&err, "--force");
     assert!(!err.contains("hunter2"), "{err}");
 }
+
+/// After a branch switch, db-status says that .env still names the other branch's databases.
+#[test]
+fn a_stale_env_file_is_reported_until_setup_rewrites_it() {
+    let p = Project::new("native");
+    p.write("migrations/20240101000001_t.up.sql", "CREATE TABLE t (id int);");
+    p.write("migrations/20240101000001_t.down.sql", "DROP TABLE t;");
+    p.ok(&["setup"]);
+    assert_eq!(p.status_current()["stale_env_file"], serde_json::Value::Null);
+    p.git(&["-c", "user.email=t@e", "-c", "user.name=t", "commit", "-q", "--allow-empty", "-m", "start"]);
+    p.git(&["checkout", "-qb", "feature/x"]);
+    let stale = p.status_current()["stale_env_file"].as_str().unwrap().to_owned();
+    contains(&stale, &format!("names database {}, not this branch's", p.name));
+    contains(&stale, "`cargo xtask setup` rewrites it");
+    contains(&p.ok(&["db-status"]), "note       ");
+    p.ok(&["setup"]);
+    assert_eq!(p.status_current()["stale_env_file"], serde_json::Value::Null);
+}
