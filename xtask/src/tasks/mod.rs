@@ -737,7 +737,7 @@ fn refuse_remote_without_force(engine: &dyn Engine, force: bool, task: &str) -> 
 fn connect_running(engine: &dyn Engine, task: &str) -> Result<Admin> {
     let status = engine.status()?;
     if status.state != ServerState::Running {
-        bail!("{}", not_running_message(task, &status));
+        bail!("{}", not_running_message(engine, task, &status));
     }
     // The port may lead to another cluster than the engine's: nothing of its is touched.
     engine.check_port(task)?;
@@ -752,8 +752,17 @@ fn connect_running(engine: &dyn Engine, task: &str) -> Result<Admin> {
     Ok(admin)
 }
 
-fn not_running_message(task: &str, status: &engine::Status) -> String {
-    let next = status.next.as_deref().unwrap_or("run `cargo xtask db-up`");
+fn not_running_message(engine: &dyn Engine, task: &str, status: &engine::Status) -> String {
+    let port = engine.endpoint().port;
+    // Our server is down and something else holds its port: db-up would fail on it too.
+    let holder = (engine.kind() != EngineKind::External).then(|| crate::os::port_holder(port)).flatten();
+    let next = match holder {
+        Some(holder) => format!(
+            "port {port} on 127.0.0.1 is taken by {holder}, so `cargo xtask db-up` cannot start it there: stop \
+             that program, or choose a free port with `port` in [workspace.metadata.xtask] or XTASK_PORT"
+        ),
+        None => status.next.clone().unwrap_or_else(|| "run `cargo xtask db-up`".into()),
+    };
     format!("{task} needs the server, which is {} ({}): {next}", state_name(status.state), status.detail)
 }
 
@@ -764,7 +773,7 @@ fn not_running_message(task: &str, status: &engine::Status) -> String {
 pub fn explain_if_not_running(engine: &dyn Engine, task: &str, error: anyhow::Error) -> anyhow::Error {
     match engine.status() {
         Ok(status) if status.state != ServerState::Running => {
-            error.context(not_running_message(task, &status))
+            error.context(not_running_message(engine, task, &status))
         }
         _ => error,
     }

@@ -16,6 +16,22 @@ fn busy_port_names_its_holder() {
     contains(&err, "XTASK_PORT");
 }
 
+/// The project's server is stopped and another program took its port: migrate names that program
+/// instead of advising db-up, which would fail on the port.
+#[test]
+fn migrate_with_the_port_taken_names_its_holder() {
+    let p = Project::new("native");
+    p.write("migrations/20240101000001_t.up.sql", "CREATE TABLE t (id int);");
+    p.write("migrations/20240101000001_t.down.sql", "DROP TABLE t;");
+    p.ok(&["setup"]);
+    p.ok(&["db-down"]);
+    let _taken = TcpListener::bind((Ipv4Addr::LOCALHOST, p.port)).unwrap();
+    let err = p.fails(&["migrate"]);
+    contains(&err, &format!("port {} on 127.0.0.1 is taken by", p.port));
+    contains(&err, &format!("pid {}", std::process::id()));
+    contains(&err, "cannot start it there");
+}
+
 #[test]
 fn broken_config_names_file_line_column_and_key() {
     let p = Project::new("native");
