@@ -127,6 +127,12 @@ pub fn merge_base_with_head(root: &Path, rev: &str) -> Option<String> {
     run(root, &["merge-base", "HEAD", rev]).ok().map(text).filter(|s| !s.is_empty())
 }
 
+/// Whether HEAD holds `path` (relative to `root`); `None` without a repository or a first commit.
+pub fn in_head(root: &Path, path: &Path) -> Option<bool> {
+    run(root, &["rev-parse", "--verify", "--quiet", "HEAD"]).ok()?;
+    Some(run(root, &["cat-file", "-e", &format!("HEAD:./{}", path.display())]).is_ok())
+}
+
 /// Whether commit `ancestor` is `descendant` or one of its ancestors; `false` when git cannot say
 /// (an unknown commit, no repository).
 pub fn is_ancestor(root: &Path, ancestor: &str, descendant: &str) -> bool {

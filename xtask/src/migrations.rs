@@ -333,19 +333,46 @@ pub fn plan(files: &[Migration], applied: &[Applied], allow_out_of_order: bool) 
     plan
 }
 
+/// Where the files are, so the advice can tell a file git has from one it does not: the workspace
+/// root and the migrations folder (relative to it).
+pub struct Checkout<'a> {
+    pub root: &'a Path,
+    pub dir: &'a Path,
+}
+
 /// The problems as one message that names every file and version and says the way out.
-pub fn explain(problems: &[Problem], db_name: &str) -> String {
+pub fn explain(problems: &[Problem], db_name: &str, checkout: Option<&Checkout>) -> String {
     let mut lines = vec![format!("the migrations of {db_name} do not match the files:")];
     let mut missing = Vec::new();
+    let in_head = |path: &Path| checkout.and_then(|c| crate::git::in_head(c.root, path));
     for problem in problems {
         match problem {
+            Problem::Modified { version, file } if in_head(file) == Some(false) => lines.push(format!(
+                "  {}: applied as version {version}, but the file changed since, and git has no committed copy \
+                 to restore. Applied migrations are never re-run: undo the edit by hand and put the change in a \
+                 new migration, or, if no one else applied it, `cargo xtask wipe` then `cargo xtask setup` to \
+                 apply it as it is now",
+                file.display()
+            )),
             Problem::Modified { version, file } => lines.push(format!(
                 "  {}: applied as version {version}, but the file changed since. Applied migrations are \
                  never re-run: restore the file (git checkout -- {}) and put the change in a new migration",
                 file.display(),
                 file.display()
             )),
-            Problem::Missing { version, description } => missing.push(format!("{version} ({description})")),
+            Problem::Missing { version, description } => {
+                let name = format!("{version}_{}.up.sql", description.replace(' ', "_"));
+                match checkout.map(|c| c.dir.join(&name)) {
+                    Some(path) if in_head(&path) == Some(true) => lines.push(format!(
+                        "  {}: applied as version {version}, and deleted from this checkout although this branch's \
+                         last commit has it: restore it (git checkout -- {}), or roll it back first and then \
+                         delete it in a commit",
+                        path.display(),
+                        path.display()
+                    )),
+                    _ => missing.push(format!("{version} ({description})")),
+                }
+            }
             Problem::OutOfOrder { version, file, newest_applied } => lines.push(format!(
                 "  {}: version {version} is pending but older than the newest applied one, {newest_applied} \
                  (merged from another branch?). Run with --allow-out-of-order to apply it anyway, or give it \

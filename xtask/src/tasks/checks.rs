@@ -171,7 +171,7 @@ pub fn applied(
         .collect();
     if !problems.is_empty() {
         let owned: Vec<Problem> = problems.into_iter().cloned().collect();
-        bail!(migrations::explain(&owned, name));
+        bail!(migrations::explain(&owned, name, None));
     }
     Ok(format!("{} applied to {name}, none changed", applied.len()))
 }

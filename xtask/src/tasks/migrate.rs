@@ -127,14 +127,22 @@ fn migrate_one(
         }
         let mut problems = Vec::new();
         if !plan.problems.is_empty() {
-            let explained = migrations::explain(&plan.problems, name);
+            let explained = migrations::explain(
+                &plan.problems,
+                name,
+                Some(&migrations::Checkout { root: &ctx.root, dir: &dir }),
+            );
             eprintln!("{explained}");
             problems = explained.lines().skip(1).map(|l| l.trim().to_owned()).collect();
         }
         return Ok(Migrated::CheckFailed { pending: versions(&files, &plan.pending), problems });
     }
     if !plan.problems.is_empty() {
-        bail!(migrations::explain(&plan.problems, name));
+        bail!(migrations::explain(
+            &plan.problems,
+            name,
+            Some(&migrations::Checkout { root: &ctx.root, dir: &dir })
+        ));
     }
     if plan.pending.is_empty() {
         if !options.quiet {
@@ -154,7 +162,11 @@ fn migrate_one(
     // Another runner may have applied some while we waited for the lock.
     let plan = migrations::plan(&files, &runner::applied(&mut client)?, options.allow_out_of_order);
     if !plan.problems.is_empty() {
-        bail!(migrations::explain(&plan.problems, name));
+        bail!(migrations::explain(
+            &plan.problems,
+            name,
+            Some(&migrations::Checkout { root: &ctx.root, dir: &dir })
+        ));
     }
     apply_pending(&mut client, &files, &plan.pending, name)?;
     Ok(Migrated::Applied { applied: versions(&files, &plan.pending) })

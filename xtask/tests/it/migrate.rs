@@ -280,3 +280,39 @@ pub fn sqlx_interop(engine: &str) {
     q.ok(&["rollback", "--steps", "2"]);
     assert_eq!(q.recorded(), [20240101000001]);
 }
+
+/// The advice for a changed or missing applied migration depends on what git has: a committed
+/// file is restored with git, an uncommitted one cannot be, and a file deleted on this branch is
+/// not one "from another branch".
+#[test]
+fn advice_tells_committed_uncommitted_and_deleted_files_apart() {
+    let p = Project::new("native");
+    let commit = |p: &Project| {
+        p.git(&["add", "-A"]);
+        p.git(&["-c", "user.email=t@e", "-c", "user.name=t", "commit", "-qm", "migrations"]);
+    };
+    p.write("migrations/20240101000001_kept.up.sql", "CREATE TABLE kept (id int);");
+    p.write("migrations/20240101000001_kept.down.sql", "DROP TABLE kept;");
+    commit(&p);
+    p.write("migrations/20240101000002_draft.up.sql", "CREATE TABLE draft (id int);");
+    p.write("migrations/20240101000002_draft.down.sql", "DROP TABLE draft;");
+    p.ok(&["setup"]);
+
+    p.write("migrations/20240101000002_draft.up.sql", "CREATE TABLE draft (id bigint);");
+    let err = p.fails(&["migrate"]);
+    contains(
+        &err,
+        "20240101000002_draft.up.sql: applied as version 20240101000002, but the file changed since, and git has no committed copy",
+    );
+    p.write("migrations/20240101000002_draft.up.sql", "CREATE TABLE draft (id int);");
+
+    for file in ["up", "down"] {
+        std::fs::remove_file(p.path().join(format!("migrations/20240101000001_kept.{file}.sql"))).unwrap();
+    }
+    let err = p.fails(&["migrate"]);
+    contains(
+        &err,
+        "deleted from this checkout although this branch's last commit has it: restore it (git checkout -- migrations/20240101000001_kept.up.sql)",
+    );
+    assert!(!err.contains("came from another branch"), "{err}");
+}
