@@ -948,6 +948,7 @@ mod tests {
                 Problem::Modified { version: 2, file: "migrations/2_b.up.sql".into() },
             ],
             "geney_x",
+            None,
         );
         assert!(text.contains("migrations/2_b.up.sql"), "{text}");
         assert!(text.contains("7 (x)") && text.contains("rollback") && text.contains("wipe"), "{text}");
