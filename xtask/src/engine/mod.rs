@@ -172,8 +172,9 @@ pub trait Engine {
 
 /// The engine the configuration asks for; `auto` is docker when a Docker engine answers (or this
 /// project has a container, its engine stopped or not), else native when server binaries are found.
-/// A native cluster of this project that is already running wins, so starting Docker later does not
-/// hide a running server's databases.
+/// A native cluster of this project wins, running or stopped (unless the project has a container
+/// too), so starting Docker later, or a db-down, does not hide its databases: once a project has a
+/// server, `auto` keeps its engine until teardown.
 pub fn select(ctx: &Ctx) -> Result<Box<dyn Engine>> {
     let config = &ctx.config;
     let native_wanted = matches!(config.engine, EngineKind::Native | EngineKind::Auto);
@@ -186,7 +187,7 @@ pub fn select(ctx: &Ctx) -> Result<Box<dyn Engine>> {
         EngineKind::External => Box::new(external::External::new(config)?),
         EngineKind::Auto => {
             let native = native::Native::new(config)?;
-            if native.is_running() {
+            if native.is_running() || (native.has_cluster() && !docker::used_here(config)) {
                 Box::new(native)
             } else if docker::engine_answers() || docker::used_here(config) {
                 // A stopped Docker engine must not hand the project to an empty native server: the

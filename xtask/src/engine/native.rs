@@ -64,6 +64,11 @@ impl Native {
         self.running_pid_and_port().is_some()
     }
 
+    /// Whether this project has a cluster here (running or not).
+    pub fn has_cluster(&self) -> bool {
+        self.cluster_major().is_some()
+    }
+
     fn cluster_major(&self) -> Option<u32> {
         let text = self.read_cluster_file("PG_VERSION")?;
         String::from_utf8(text).ok()?.trim().parse().ok()

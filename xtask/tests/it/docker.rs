@@ -100,3 +100,25 @@ fn docker_busy_port_names_the_container() {
         &format!("port {} on 127.0.0.1 is taken by docker container {}-postgres", first.port, first.name),
     );
 }
+
+/// With a Docker engine answering, `auto` keeps a stopped native cluster's project on the native
+/// engine: db-down does not hand the project to docker (whose image may not even be there).
+#[test]
+fn auto_keeps_a_stopped_native_cluster() {
+    crate::harness::require_docker();
+    let mut p = Project::new("native");
+    p.set("XTASK_IMAGE", "xtask-no-such-image:1");
+    p.ok(&["setup"]);
+    p.client("main").batch_execute("CREATE TABLE kept (v text); INSERT INTO kept VALUES ('here')").unwrap();
+    p.ok(&["db-down"]);
+    p.set("XTASK_ENGINE", "auto");
+    let status = p.status("main");
+    assert_eq!(status["engine"], "native", "{status}");
+    assert_eq!(status["server"]["state"], "stopped", "{status}");
+    let err = p.fails(&["migrate"]);
+    contains(&err, "run `cargo xtask db-up`");
+    p.ok(&["db-up"]);
+    let kept: String = p.client("main").query_one("SELECT v FROM kept", &[]).unwrap().get(0);
+    assert_eq!(kept, "here");
+    p.ok(&["teardown"]);
+}

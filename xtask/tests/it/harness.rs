@@ -327,7 +327,7 @@ pub fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap().port()
 }
 
-fn require_docker() {
+pub fn require_docker() {
     let version = Command::new("docker").args(["version", "--format", "{{.Server.Version}}"]).output();
     let answers = version.as_ref().is_ok_and(|o| o.status.success());
     assert!(
