@@ -651,6 +651,18 @@ fn major_from_tag(image: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
+/// Whether `image` is on this machine, else whether it can be pulled now (the pull's output on
+/// stderr).
+pub fn image_obtainable(image: &str) -> bool {
+    let here = duct::cmd!("docker", "image", "inspect", image).stdout_null().stderr_null().unchecked().run();
+    if here.is_ok_and(|out| out.status.success()) {
+        return true;
+    }
+    eprintln!("image {image} is not on this machine; pulling it");
+    let pulled = duct::cmd!("docker", "pull", image).stdout_to_stderr().unchecked().run();
+    pulled.is_ok_and(|out| out.status.success())
+}
+
 /// True when a Docker engine answers. Asks the engine's socket directly (well under a millisecond)
 /// and falls back to the CLI only when DOCKER_HOST or a context points elsewhere.
 pub fn engine_answers() -> bool {

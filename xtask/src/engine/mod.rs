@@ -189,10 +189,27 @@ pub fn select(ctx: &Ctx) -> Result<Box<dyn Engine>> {
             let native = native::Native::new(config)?;
             if native.is_running() || (native.has_cluster() && !docker::used_here(config)) {
                 Box::new(native)
-            } else if docker::engine_answers() || docker::used_here(config) {
+            } else if docker::used_here(config) {
                 // A stopped Docker engine must not hand the project to an empty native server: the
                 // container's databases would look gone. Its errors say to start the engine.
                 Box::new(docker::Docker::new(config)?)
+            } else if docker::engine_answers() {
+                // A new project: the Docker engine, unless it cannot get the image and the native
+                // engine can run (binaries here, downloadable, or --provision to get them).
+                let native_can = ctx.provision || server_binaries::available(config.postgres);
+                if native_can && !docker::image_obtainable(&config.image) {
+                    eprintln!(
+                        "the Docker engine answers, but the image {} is not here and could not be pulled: \
+                         using the native engine instead (XTASK_ENGINE=docker insists on docker)",
+                        config.image
+                    );
+                    if ctx.provision {
+                        server_binaries::provision(config.postgres)?;
+                    }
+                    Box::new(native)
+                } else {
+                    Box::new(docker::Docker::new(config)?)
+                }
             } else if server_binaries::available(config.postgres) {
                 Box::new(native)
             } else {

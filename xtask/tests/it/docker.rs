@@ -122,3 +122,22 @@ fn auto_keeps_a_stopped_native_cluster() {
     assert_eq!(kept, "here");
     p.ok(&["teardown"]);
 }
+
+/// `auto` with a Docker engine that answers but cannot get the image: the native engine, said so,
+/// when server binaries are there; the project then stays on it.
+#[test]
+fn auto_falls_back_to_native_when_the_image_cannot_be_had() {
+    crate::harness::require_docker();
+    let mut p = Project::new("native");
+    p.set("XTASK_ENGINE", "auto");
+    p.set("XTASK_IMAGE", "xtask-no-such-image:1");
+    let (_, err) = p.ok_err(&["setup"]);
+    contains(
+        &err,
+        "the image xtask-no-such-image:1 is not here and could not be pulled: using the native engine",
+    );
+    assert_eq!(p.status("main")["engine"], "native");
+    let (_, err) = p.ok_err(&["setup"]);
+    assert!(!err.contains("pulling"), "the native cluster keeps the project: {err}");
+    p.ok(&["teardown"]);
+}
