@@ -828,25 +828,7 @@ mod tests {
             parse_str(&["prepare", "--manual", "add", "users"]).unwrap().command,
             Command::Prepare { manual: true, ref message, .. } if message == "add users"
         ));
-        for name in [
-            "setup",
-            "wipe",
-            "teardown",
-            "backup",
-            "restore",
-            "db-up",
-            "db-down",
-            "db-status",
-            "db-endpoint",
-            "connect",
-            "prepare",
-            "schema",
-            "pre-commit",
-            "hooks",
-            "ci",
-            "branches",
-            "prune",
-        ] {
+        for name in COMMANDS.iter().filter(|c| **c != "help") {
             assert!(help_text(Some(name)).is_ok(), "{name}");
             assert!(HELP.contains(name), "{name}");
         }

@@ -121,10 +121,9 @@ fn external_engine_dead_server_is_a_clear_error() {
     assert_eq!(p.status("main")["server"]["state"], "unreachable");
 }
 
-/// A managed-style admin (NOSUPERUSER CREATEDB CREATEROLE) on a server of `major`: the life cycle
-/// works, teardown leaves nothing, and an extension only a superuser may create is an error that
-/// says what the server's owner can run.
-fn non_superuser_admin_on(major: Option<u32>) {
+/// A native server of `major` with a managed-style admin (NOSUPERUSER CREATEDB CREATEROLE), and
+/// an external project logging in as that admin.
+fn managed_admin_project(major: Option<u32>) -> (Project, Project) {
     let mut server = Project::new("native");
     if let Some(major) = major {
         server.set("XTASK_POSTGRES", &major.to_string());
@@ -135,11 +134,19 @@ fn non_superuser_admin_on(major: Option<u32>) {
         .batch_execute("CREATE ROLE app_admin LOGIN CREATEDB CREATEROLE PASSWORD 'x-managed-admin-pw'")
         .unwrap();
     let mut p = Project::new("external");
+    // XTASK_PASSWORD stays the superuser's, for the harness's own admin connection; the URL's
+    // password is the one xtask logs in with.
     p.use_server(&server);
-    p.set(
-        "XTASK_DATABASE_URL",
-        &format!("postgres://app_admin:x-managed-admin-pw@127.0.0.1:{}/postgres", server.port),
-    );
+    let url = format!("postgres://app_admin:x-managed-admin-pw@127.0.0.1:{}/postgres", server.port);
+    p.set("XTASK_DATABASE_URL", &url);
+    (server, p)
+}
+
+/// A managed-style admin (NOSUPERUSER CREATEDB CREATEROLE) on a server of `major`: the life cycle
+/// works, teardown leaves nothing, and an extension only a superuser may create is an error that
+/// says what the server's owner can run.
+fn non_superuser_admin_on(major: Option<u32>) {
+    let (server, p) = managed_admin_project(major);
     p.service("shop", "name = \"shop\"\nextensions = [\"pgcrypto\"]");
     p.service("logs", "name = \"logs\"\nextensions = [\"file_fdw\"]");
     p.write(
@@ -198,19 +205,7 @@ fn non_superuser_admin_on_postgres_18() {
 /// XTASK_ADMIN_URL) with a managed-style admin.
 #[test]
 fn non_superuser_admin_serves_the_example_services_and_their_per_test_databases() {
-    let server = Project::new("native");
-    server.ok(&["db-up"]);
-    server
-        .admin()
-        .batch_execute("CREATE ROLE app_admin LOGIN CREATEDB CREATEROLE PASSWORD 'x-managed-admin-pw'")
-        .unwrap();
-    let mut p = Project::new("external");
-    p.use_server(&server);
-    p.unset("XTASK_PASSWORD");
-    p.set(
-        "XTASK_DATABASE_URL",
-        &format!("postgres://app_admin:x-managed-admin-pw@127.0.0.1:{}/postgres", server.port),
-    );
+    let (_server, p) = managed_admin_project(None);
     crate::services::example_services_in(p, "external, admin without superuser");
 }
 
