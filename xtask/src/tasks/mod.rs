@@ -754,8 +754,10 @@ fn connect_running(engine: &dyn Engine, task: &str) -> Result<Admin> {
 
 fn not_running_message(engine: &dyn Engine, task: &str, status: &engine::Status) -> String {
     let port = engine.endpoint().port;
-    // Our server is down and something else holds its port: db-up would fail on it too.
-    let holder = (engine.kind() != EngineKind::External).then(|| crate::os::port_holder(port)).flatten();
+    // Our server is stopped and something else holds its port: db-up would fail on it too. (An
+    // absent one's port may be held by its own orphaned server, which setup stops.)
+    let ours_stopped = engine.kind() != EngineKind::External && status.state == ServerState::Stopped;
+    let holder = ours_stopped.then(|| crate::os::port_holder(port)).flatten();
     let next = match holder {
         Some(holder) => format!(
             "port {port} on 127.0.0.1 is taken by {holder}, so `cargo xtask db-up` cannot start it there: stop \
