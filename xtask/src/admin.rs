@@ -759,7 +759,7 @@ pub fn enable_extensions(endpoint: &Endpoint, database: &str, wanted: &[String])
             continue;
         }
         if !available {
-            let major = server_major(&mut client)?;
+            let major = crate::conn::server_major(&mut client)?;
             bail!("{}", missing_extension_help(&name, major));
         }
         let schema = match fixed_schema {
@@ -820,15 +820,8 @@ fn needs_superuser(name: &str, admin: &str, schema: &str) -> String {
     )
 }
 
-fn server_major(client: &mut Client) -> Result<i32> {
-    let row = client
-        .query_one("SELECT pg_catalog.current_setting('server_version_num')::int / 10000", &[])
-        .map_err(PgError::from)?;
-    Ok(row.get(0))
-}
-
 /// Where an extension comes from, for the common ones; a general hint otherwise.
-fn missing_extension_help(name: &str, major: i32) -> String {
+fn missing_extension_help(name: &str, major: u32) -> String {
     const CONTRIB: &[&str] = &[
         "adminpack",
         "amcheck",

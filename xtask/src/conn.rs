@@ -189,6 +189,14 @@ impl Endpoint {
     }
 }
 
+/// The server's major version (`server_version_num` / 10000), asked on an open session.
+pub fn server_major(client: &mut Client) -> Result<u32> {
+    let row = client
+        .query_one("SELECT pg_catalog.current_setting('server_version_num')::int / 10000", &[])
+        .map_err(PgError::from)?;
+    Ok(u32::try_from(row.get::<_, i32>(0))?)
+}
+
 /// What an admin session logs in with (see [`Endpoint::pinned_search_path`]).
 const PINNED_SEARCH_PATH: &str = "-c search_path=pg_catalog";
 

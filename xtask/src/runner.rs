@@ -335,11 +335,7 @@ fn render_statement_error(error: &postgres::Error, file: &File, at: &Statement) 
 
 /// `rendered`, followed by what `sql` uses that the server's major lacks, when it does.
 fn with_major_hint(client: &mut Client, rendered: String, sql: &str) -> String {
-    let major = client
-        .query_one("SELECT current_setting('server_version_num')::int / 10000", &[])
-        .ok()
-        .and_then(|row| u32::try_from(row.get::<_, i32>(0)).ok());
-    match major.and_then(|major| crate::features::newer_than(major, sql)) {
+    match crate::conn::server_major(client).ok().and_then(|major| crate::features::newer_than(major, sql)) {
         Some(hint) => format!("{rendered}\nHINT: {hint}"),
         None => rendered,
     }

@@ -199,10 +199,7 @@ impl Tls {
             .with_custom_certificate_verifier(verifier);
         let mut config = match &self.client {
             Some((cert, key)) => {
-                let chain = CertificateDer::pem_file_iter(cert)
-                    .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                    .map_err(|e| anyhow::anyhow!("{e}"))
-                    .with_context(|| format!("read the client certificate {} (sslcert)", cert.display()))?;
+                let chain = certificates(cert, "the client certificate", "sslcert")?;
                 let key = PrivateKeyDer::from_pem_file(key)
                     .map_err(|e| anyhow::anyhow!("{e}"))
                     .with_context(|| format!("read the client key {} (sslkey)", key.display()))?;
@@ -218,16 +215,21 @@ impl Tls {
 }
 
 fn roots(file: &Path) -> Result<RootCertStore> {
-    let certs = CertificateDer::pem_file_iter(file)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| format!("read the CA certificates in {} (sslrootcert)", file.display()))?;
+    let certs = certificates(file, "the CA certificates in", "sslrootcert")?;
     let mut store = RootCertStore::empty();
     let (added, _) = store.add_parsable_certificates(certs);
     if added == 0 {
         bail!("{} (sslrootcert) holds no usable CA certificate", file.display());
     }
     Ok(store)
+}
+
+/// The PEM certificates in `file` (`what` and `setting` name it in errors).
+fn certificates(file: &Path, what: &str, setting: &str) -> Result<Vec<CertificateDer<'static>>> {
+    CertificateDer::pem_file_iter(file)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("read {what} {} ({setting})", file.display()))
 }
 
 fn encode(path: &Path) -> String {

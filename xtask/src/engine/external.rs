@@ -27,10 +27,7 @@ impl External {
 
 impl External {
     fn server_major(&self) -> Result<u32> {
-        let mut client = self.endpoint.connect(&self.endpoint.admin_db)?;
-        let row =
-            client.query_one("SELECT pg_catalog.current_setting('server_version_num')::int / 10000", &[])?;
-        Ok(u32::try_from(row.get::<_, i32>(0))?)
+        crate::conn::server_major(&mut self.endpoint.connect(&self.endpoint.admin_db)?)
     }
 }
 
