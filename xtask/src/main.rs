@@ -19,12 +19,14 @@ mod migrations;
 mod naming;
 mod os;
 mod packages;
+mod procs;
 mod provision;
 mod runner;
 mod schema;
 mod scratch;
 mod seeds;
 mod services;
+mod signals;
 mod swap;
 mod tasks;
 mod tls;
@@ -40,7 +42,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             // A signal is being handled: its thread reports and exits.
-            scratch::park_if_interrupted();
+            signals::park_if_interrupted();
             let mut chain = error.chain();
             eprintln!("error: {}", chain.next().expect("an error has a message"));
             for cause in chain {

@@ -104,7 +104,7 @@ fn listening_socket_inodes(port: u16) -> Vec<String> {
 }
 
 /// A child process that takes Ctrl-C and SIGTERM as usual although this process blocks them
-/// (`scratch::drop_on_signals`): its signal mask is cleared before it starts.
+/// (`signals::handle`): its signal mask is cleared before it starts.
 pub fn signals_unblocked(expression: duct::Expression) -> duct::Expression {
     use std::os::unix::process::CommandExt;
     expression.before_spawn(|command| {
@@ -172,13 +172,26 @@ pub struct TempDir(std::path::PathBuf);
 
 impl TempDir {
     pub fn new(purpose: &str) -> anyhow::Result<TempDir> {
+        TempDir::with_mode(purpose, 0o700)
+    }
+
+    /// As [`TempDir::new`], but others may pass through it (not list it): for a run whose servers
+    /// work inside it as another user.
+    pub fn passable(purpose: &str) -> anyhow::Result<TempDir> {
+        TempDir::with_mode(purpose, 0o711)
+    }
+
+    fn with_mode(purpose: &str, mode: u32) -> anyhow::Result<TempDir> {
         use anyhow::Context;
-        use std::os::unix::fs::DirBuilderExt;
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
         let token = crate::credentials::random_hex(6)?;
         let path = std::env::temp_dir().join(format!("xtask-{purpose}-{}-{token}", std::process::id()));
         std::fs::DirBuilder::new()
-            .mode(0o700)
+            .mode(mode)
             .create(&path)
+            .with_context(|| format!("create {}", path.display()))?;
+        // The umask may have taken bits away.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
             .with_context(|| format!("create {}", path.display()))?;
         Ok(TempDir(path))
     }

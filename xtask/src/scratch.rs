@@ -8,8 +8,7 @@
 //! can be taken was left by a process that is gone (killed, crashed, its machine lost): [`sweep`]
 //! drops those.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, Once};
+use std::sync::Mutex;
 
 use anyhow::{Context, Result};
 use postgres::Client;
@@ -19,12 +18,6 @@ use crate::naming::quote_ident;
 
 /// Databases made and not yet dropped, for the signal handler.
 static LIVE: Mutex<Vec<(Endpoint, String)>> = Mutex::new(Vec::new());
-static SIGNALS: Once = Once::new();
-/// Set once a signal arrived: the main thread must then write nothing and report nothing.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-/// Held by the main thread through work a signal must not cut in two (`swap`): the signal thread
-/// takes it before it ends the process.
-static HELD: Mutex<()> = Mutex::new(());
 
 /// The names of databases being made or used for a while.
 pub const PREFIX: &str = "_xtask_";
@@ -68,11 +61,6 @@ pub fn try_hold(admin: &mut Client, name: &str) -> Result<bool> {
         .query_one("SELECT pg_catalog.pg_try_advisory_lock($1, $2)", &[&LOCK_CLASS, &lock_id(name)])
         .map_err(PgError::from)?;
     Ok(row.get(0))
-}
-
-/// Until the guard is dropped, Ctrl-C, SIGTERM and SIGHUP wait (see `drop_on_signals`).
-pub fn signals_held() -> std::sync::MutexGuard<'static, ()> {
-    HELD.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 pub fn release(admin: &mut Client, name: &str) -> Result<()> {
@@ -137,42 +125,17 @@ pub struct Scratch {
     admin: Client,
 }
 
-/// Routes Ctrl-C, SIGTERM and SIGHUP to a thread that drops the live throwaway databases and
-/// exits. Call it on the main thread before starting any other thread (they inherit the blocked
-/// signals) and after the last child process is started (so children do not).
+/// Has Ctrl-C, SIGTERM and SIGHUP drop the live throwaway databases before the process exits (see
+/// [`crate::signals::handle`] for when to call it).
 pub fn drop_on_signals() {
-    SIGNALS.call_once(|| {
-        // SAFETY: plain libc calls on a locally owned, initialised sigset_t.
-        let set = unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-                libc::sigaddset(&mut set, signal);
-            }
-            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-            set
-        };
-        std::thread::spawn(move || {
-            let mut signal = 0;
-            // SAFETY: waits on the set blocked above.
-            unsafe { libc::sigwait(&set, &mut signal) };
-            INTERRUPTED.store(true, Ordering::SeqCst);
-            // Held to the exit: the main thread blocks when it next asks for it.
-            let _held = signals_held();
-            let live = std::mem::take(&mut *LIVE.lock().unwrap_or_else(|e| e.into_inner()));
-            for (endpoint, name) in &live {
-                let _ = drop_database(endpoint, name);
-            }
-            eprintln!("interrupted: dropped {} database(s) this run made", live.len());
-            std::process::exit(128 + signal);
-        });
+    crate::signals::on_signal("throwaway databases", || {
+        let live = std::mem::take(&mut *LIVE.lock().unwrap_or_else(|e| e.into_inner()));
+        for (endpoint, name) in &live {
+            let _ = drop_database(endpoint, name);
+        }
+        eprintln!("interrupted: dropped {} database(s) this run made", live.len());
     });
-}
-
-/// Whether a signal is being handled; then the caller should stop where it is and wait for the
-/// exit (its connections are being ended under it, so its errors would mislead).
-pub fn interrupted() -> bool {
-    INTERRUPTED.load(Ordering::SeqCst)
+    crate::signals::handle();
 }
 
 /// Has the signal thread drop `name` too, a database made elsewhere (ci's run databases), until
@@ -185,13 +148,6 @@ pub fn forget_on_signal(name: &str) {
     LIVE.lock().unwrap_or_else(|e| e.into_inner()).retain(|(_, live)| live != name);
 }
 
-/// Waits for the signal thread to end the process, when a signal arrived.
-pub fn park_if_interrupted() {
-    while interrupted() {
-        std::thread::park_timeout(std::time::Duration::from_millis(100));
-    }
-}
-
 impl Scratch {
     /// Creates `_xtask_<purpose>_...` (see [`name`]), empty, from template1.
     /// Labelled for the project and logical database of `database`, with no branch, so the next
@@ -201,7 +157,7 @@ impl Scratch {
         purpose: &str,
         database: &crate::workspace::Database,
     ) -> Result<Scratch> {
-        park_if_interrupted();
+        crate::signals::park_if_interrupted();
         let name = name(purpose, &database.spec.project)?;
         let mut admin = endpoint.connect_watched(&endpoint.admin_db, "")?;
         hold(&mut admin, &name)?;
@@ -209,7 +165,7 @@ impl Scratch {
         LIVE.lock().unwrap_or_else(|e| e.into_inner()).push((endpoint.clone(), name.clone()));
         if let Err(error) = admin.batch_execute(&format!("CREATE DATABASE {}", quote_ident(&name))) {
             LIVE.lock().unwrap_or_else(|e| e.into_inner()).retain(|(_, live)| *live != name);
-            park_if_interrupted();
+            crate::signals::park_if_interrupted();
             return Err(PgError::from(error))
                 .with_context(|| format!("create the throwaway database {name}"));
         }
@@ -230,7 +186,7 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        if interrupted() {
+        if crate::signals::interrupted() {
             return;
         }
         let dropped = self

@@ -2,7 +2,7 @@
 //! only in a database the next `setup` would drop: the branch database is renamed aside first (a
 //! rename is instant and, unlike a drop, cannot be left half-done), the copy takes its name, and
 //! only then is the old one dropped. Ctrl-C, SIGTERM and SIGHUP wait for the swap to finish
-//! (`scratch::signals_held`). After a SIGKILL between the two renames the old database waits under
+//! (`signals::held`). After a SIGKILL between the two renames the old database waits under
 //! its aside name, which `scratch::sweep` never drops while its branch database is missing, and
 //! which the next `setup` or `restore` puts back ([`put_back`]).
 
@@ -28,7 +28,7 @@ pub fn replace(
     project: &str,
     expected: (&str, &str),
 ) -> Result<()> {
-    let _held = crate::scratch::signals_held();
+    let _held = crate::signals::held();
     admin.with_catalog_lock(|admin| {
         let client = admin.client();
         let checked = check_replaceable(client, name, project, expected);

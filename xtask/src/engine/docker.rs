@@ -3,7 +3,7 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -18,6 +18,8 @@ use crate::{fsafe, os};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 const PROJECT_LABEL: &str = "xtask.project";
+/// The data directory of the project that made a container or volume: what `ci` sweeps by.
+const DATA_DIR_LABEL: &str = "xtask.data-dir";
 /// In the data directory: this project's volume was made (so its absence later means its data was
 /// removed outside xtask, not that there never was any). Holds the volume's name, then
 /// `major <N>`: the PostgreSQL major whose data it holds, once known.
@@ -38,7 +40,7 @@ pub struct Docker {
     endpoint: Endpoint,
     admin: AdminPassword,
     /// Where the lock that serialises `up` between processes lives.
-    lock_dir: PathBuf,
+    data_dir: PathBuf,
 }
 
 /// What `docker container inspect` says about our container.
@@ -68,7 +70,7 @@ impl Docker {
             port: config.port,
             endpoint: Endpoint::local(config.port, &config.user, admin.first()),
             admin,
-            lock_dir: config.data_dir.clone(),
+            data_dir: config.data_dir.clone(),
         })
     }
 
@@ -269,7 +271,8 @@ impl Docker {
                 );
             }
             let label = format!("{PROJECT_LABEL}={}", self.project);
-            self.docker(&["volume", "create", "--label", &label, volume])?;
+            let data_dir = self.data_dir_label();
+            self.docker(&["volume", "create", "--label", &label, "--label", &data_dir, volume])?;
             let _ = std::fs::remove_file(self.volume_marker()); // a new volume: no data of any major
         } else {
             self.refuse_volume_of_another_major(major)?;
@@ -279,6 +282,7 @@ impl Docker {
         self.admin.save_before_create()?;
         eprintln!("creating container {} from {}", self.container, self.image);
         let label = format!("{PROJECT_LABEL}={}", self.project);
+        let data_dir = self.data_dir_label();
         let user = format!("POSTGRES_USER={}", self.endpoint.user);
         let publish = format!("127.0.0.1:{}:5432", self.port);
         let mount = format!("{volume}:{mount}");
@@ -287,7 +291,7 @@ impl Docker {
         // so the password never appears on a command line.
         let output = cmd!(
             self.sh,
-            "docker run --detach --name {container} --label {label} -e {user} -e POSTGRES_PASSWORD
+            "docker run --detach --name {container} --label {label} --label {data_dir} -e {user} -e POSTGRES_PASSWORD
              -e POSTGRES_DB=postgres --publish {publish} --volume {mount} {image}"
         )
         .env("POSTGRES_PASSWORD", &self.endpoint.password)
@@ -318,13 +322,17 @@ impl Docker {
         false
     }
 
+    fn data_dir_label(&self) -> String {
+        format!("{DATA_DIR_LABEL}={}", self.data_dir.display())
+    }
+
     fn volume_marker(&self) -> PathBuf {
-        self.lock_dir.join(VOLUME_MARKER)
+        self.data_dir.join(VOLUME_MARKER)
     }
 
     /// Serialises creating, starting and the admin password's rotation between processes.
     fn lock_file(&self) -> PathBuf {
-        self.lock_dir.join(".xtask-docker.lock")
+        self.data_dir.join(".xtask-docker.lock")
     }
 
     /// Remembers that our volume exists, and the major its data is of (see VOLUME_MARKER).
@@ -336,7 +344,7 @@ impl Docker {
             None => format!("{}\n", self.volume),
         };
         if recorded.as_deref() != Some(wanted.as_str()) {
-            fsafe::private_dir(&self.lock_dir, "the data directory")?;
+            fsafe::private_dir(&self.data_dir, "the data directory")?;
             fsafe::write_atomically(&marker, wanted.as_bytes(), 0o644)?;
         }
         Ok(())
@@ -415,7 +423,7 @@ impl Docker {
             return Ok(UpOutcome::AlreadyRunning);
         }
         // Worktrees running setup at once: one creates or starts the container, the others wait.
-        fsafe::private_dir(&self.lock_dir, "the data directory")?;
+        fsafe::private_dir(&self.data_dir, "the data directory")?;
         let _lock = os::exclusive_lock(&self.lock_file())?;
         let found = self.inspect()?;
         let major = found.as_ref().and_then(|c| c.major);
@@ -711,6 +719,38 @@ fn cli_answers() -> bool {
         .stderr(std::process::Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// Removes the containers (with their anonymous volumes) and the volumes that projects whose data
+/// directory lies in `root` made; returns how many. Nothing when no Docker engine answers.
+pub fn remove_under(root: &Path) -> usize {
+    let under = |labelled: &str| Path::new(labelled).starts_with(root);
+    let listed = |args: &[&str]| -> Vec<String> {
+        let format = format!("{{{{.{}}}}}\t{{{{.Label \"{DATA_DIR_LABEL}\"}}}}", args[0]);
+        let output = std::process::Command::new("docker")
+            .args(&args[1..])
+            .args(["--filter", &format!("label={DATA_DIR_LABEL}"), "--format", &format])
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .output();
+        let Some(output) = output.ok().filter(|o| o.status.success()) else { return Vec::new() };
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| line.split_once('\t'))
+            .filter(|(_, dir)| under(dir))
+            .map(|(id, _)| id.to_owned())
+            .collect()
+    };
+    let remove = |args: &[&str], ids: &[String]| {
+        if !ids.is_empty() {
+            let _ = std::process::Command::new("docker").args(args).args(ids).output();
+        }
+        ids.len()
+    };
+    let containers = listed(&["ID", "ps", "--all"]);
+    let removed = remove(&["rm", "--force", "--volumes"], &containers);
+    let volumes = listed(&["Name", "volume", "ls"]);
+    removed + remove(&["volume", "rm", "--force"], &volumes)
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use super::server_binaries::{self, Binaries};
 use super::{ClientProgram, ClientTool, Engine, NEXT_SETUP, NEXT_UP, ServerState, Status, UpOutcome, tail};
 use crate::config::{Config, EngineKind};
 use crate::conn::{Endpoint, ReadyWatch, wait_ready};
-use crate::{fsafe, os};
+use crate::{fsafe, os, procs};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Marks a data directory as made by this tool, so it is never confused with someone else's folder.
@@ -100,8 +100,8 @@ impl Native {
     /// may belong to another cluster's server by now. Where /proc cannot tell, the pid is trusted.
     fn is_our_postmaster(&self, pid: i32) -> bool {
         process_is_postgres(pid)
-            && match (std::fs::read_link(format!("/proc/{pid}/cwd")), std::fs::canonicalize(&self.pgdata)) {
-                (Ok(cwd), Ok(pgdata)) => cwd == pgdata,
+            && match (procs::cwd(pid), std::fs::canonicalize(&self.pgdata)) {
+                (Some(cwd), Ok(pgdata)) => cwd == pgdata,
                 _ => true,
             }
     }
@@ -658,13 +658,9 @@ fn already_exists(error: &anyhow::Error) -> bool {
 
 /// What became of the pid a stale postmaster.pid names.
 fn pid_fate(pid: i32) -> &'static str {
-    // SAFETY: signal 0 only checks that the process exists.
-    let exists = unsafe { libc::kill(pid, 0) == 0 }
-        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-    if exists && process_is_postgres(pid) {
+    if process_is_postgres(pid) {
         "which is another server's process now"
-    } else if exists && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z"))
-    {
+    } else if procs::alive(pid) {
         "which is another program now"
     } else {
         "which is gone"
@@ -672,22 +668,10 @@ fn pid_fate(pid: i32) -> &'static str {
 }
 
 fn process_is_postgres(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    let alive = unsafe { libc::kill(pid, 0) == 0 }
-        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-    if !alive {
-        return false;
-    }
     // A pid reused by another program, or a zombie, is not our server (Linux tells; elsewhere trust
     // the pid).
-    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| stat.rsplit_once(") ").map(|(_, rest)| rest.starts_with('Z')))
-        .unwrap_or(false);
-    match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
-        Ok(comm) => !zombie && matches!(comm.trim(), "postgres" | "postmaster"),
-        Err(_) => true,
-    }
+    procs::alive(pid)
+        && procs::name(pid).is_none_or(|name| matches!(name.as_str(), "postgres" | "postmaster"))
 }
 
 /// Live PostgreSQL processes whose working directory is `dir` (a server's postmaster and children
@@ -695,9 +679,9 @@ fn process_is_postgres(pid: i32) -> bool {
 /// elsewhere none are found. Zombies have no working directory.
 fn processes_in(dir: &Path) -> Vec<i32> {
     let Ok(real) = std::fs::canonicalize(dir) else { return Vec::new() };
-    proc_pids()
+    procs::all()
         .into_iter()
-        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == real))
+        .filter(|pid| procs::cwd(*pid).is_some_and(|cwd| cwd == real))
         .filter(|pid| process_is_postgres(*pid))
         .collect()
 }
@@ -706,19 +690,13 @@ fn processes_in(dir: &Path) -> Vec<i32> {
 /// directory has since been deleted. Linux only.
 fn orphaned_postmaster(pgdata: &Path) -> Option<i32> {
     let wanted = pgdata.as_os_str().as_encoded_bytes();
-    proc_pids().into_iter().find(|pid| {
-        let deleted = std::fs::read_link(format!("/proc/{pid}/cwd"))
-            .is_ok_and(|cwd| cwd.as_os_str().as_encoded_bytes().ends_with(b" (deleted)"));
-        let args = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let args: Vec<&[u8]> = args.split(|b| *b == 0).collect();
+    procs::all().into_iter().find(|pid| {
+        let deleted =
+            procs::cwd(*pid).is_some_and(|cwd| cwd.as_os_str().as_encoded_bytes().ends_with(b" (deleted)"));
+        let args = procs::args(*pid);
         let on_pgdata = args.windows(2).any(|pair| pair[0] == b"-D" && pair[1] == wanted);
         deleted && on_pgdata && process_is_postgres(*pid)
     })
-}
-
-fn proc_pids() -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
-    entries.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect()
 }
 
 /// A new 0600 file holding `content`, given to the server's user when there is one.

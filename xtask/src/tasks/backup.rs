@@ -18,7 +18,7 @@ use super::{
 use crate::admin::Admin;
 use crate::engine::{self, ClientProgram, ClientTool, Engine};
 use crate::workspace::{Ctx, Database};
-use crate::{os, scratch};
+use crate::{os, scratch, signals};
 
 /// Where backups go, under the workspace root.
 const DIR: &str = "backups";
@@ -189,7 +189,7 @@ pub fn restore(ctx: &Ctx, file: &Path, db: Option<&str>, force: bool) -> Result<
         .and_then(|()| grant_reads_of(&mut admin, engine.endpoint(), &all, &database, &scratch_name))
         .map(|_| ());
     if let Err(error) = filled {
-        scratch::park_if_interrupted();
+        signals::park_if_interrupted();
         if let Err(dropped) = admin.drop_labelled(&scratch_name, project, Some(expected)) {
             eprintln!("warning: could not drop database {scratch_name}: {dropped:#}");
         }
@@ -203,7 +203,7 @@ pub fn restore(ctx: &Ctx, file: &Path, db: Option<&str>, force: bool) -> Result<
     scratch::forget_on_signal(&scratch_name);
     crate::swap::replace(&mut admin, &scratch_name, name, project, expected)
         .with_context(|| format!("restore {} into database {name}", file.display()))?;
-    scratch::park_if_interrupted();
+    signals::park_if_interrupted();
     admin.release_scratch(&scratch_name)?;
     eprintln!("restore: database {name} now holds {}", file.display());
     Ok(())

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::checks;
 use super::roundtrip;
+use super::test_run::{self, TestRun};
 use crate::config::EngineKind;
 use crate::engine::{self, UpOutcome};
 use crate::os::TempDir;
@@ -65,6 +66,8 @@ impl Pipeline {
         eprintln!("ci: {name} ...");
         let start = Instant::now();
         let outcome = step();
+        // Interrupted: the signal thread is cleaning up and ends the process; no further step.
+        crate::signals::park_if_interrupted();
         let seconds = start.elapsed().as_secs_f64();
         let (status, detail) = match outcome {
             Ok(detail) => (Status::Ok, detail),
@@ -139,7 +142,7 @@ pub fn ci(ctx: &Ctx, json: bool, long: bool) -> Result<ExitCode> {
     pipeline.run("downs", &["db-up"], || downs(&run_ctx, &sets));
     pipeline.run("schema", &["db-up"], || declared_schema(&run_ctx));
     pipeline.run("fmt", &[], || checks::formatting(&ctx.root, false));
-    pipeline.run("tests", &["prerequisites", "setup"], || tests(ctx, &test_env, long));
+    pipeline.run("tests", &["prerequisites", "setup"], || tests(ctx, &run, &test_env, long));
     pipeline.run("clippy", &[], || clippy(ctx));
     pipeline.run("teardown", &[], || teardown(&run_ctx, &run_templates, started_server, daemon.take()));
 
@@ -254,8 +257,9 @@ fn declared_schema(ctx: &Ctx) -> Result<String> {
 }
 
 /// The workspace's tests, pointed at the run's databases through the variables setup would write
-/// to .env (the environment wins over .env in the services' test helper).
-fn tests(ctx: &Ctx, env: &[(String, String)], long: bool) -> Result<String> {
+/// to .env (the environment wins over .env in the services' test helper); then what they left
+/// behind is swept.
+fn tests(ctx: &Ctx, run: &str, env: &[(String, String)], long: bool) -> Result<String> {
     let mut args = vec!["test", "--workspace", "--locked"];
     if long {
         args.extend(["--", "--include-ignored"]);
@@ -269,20 +273,17 @@ fn tests(ctx: &Ctx, env: &[(String, String)], long: bool) -> Result<String> {
     if let Some(first) = images.first() {
         command = command.env("XTASK_TEST_IMAGE", first).env("XTASK_TEST_IMAGES", images.join(" "));
     }
-    cargo(command, &shown)
+    let test_run = TestRun::new(run)?;
+    let passed = test_run::cargo(test_run.command(command), &shown);
+    let swept = test_run.finish();
+    Ok(format!("{}; {swept}", passed?))
 }
 
 fn clippy(ctx: &Ctx) -> Result<String> {
     let command =
         duct::cmd!("cargo", "clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings")
             .dir(&ctx.root);
-    cargo(command, "cargo clippy --workspace --all-targets --locked -- -D warnings")
-}
-
-/// Runs a cargo command (Ctrl-C reaches it) with its output on stderr.
-fn cargo(command: duct::Expression, shown: &str) -> Result<String> {
-    crate::os::run_to_stderr(crate::os::signals_unblocked(command), shown)?;
-    Ok(format!("`{shown}` passed"))
+    test_run::cargo(command, "cargo clippy --workspace --all-targets --locked -- -D warnings")
 }
 
 /// Drops the run's databases and its branch's templates; stops the server and the Docker engine

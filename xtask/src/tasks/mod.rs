@@ -13,6 +13,7 @@ pub mod precommit;
 pub mod roundtrip;
 pub mod schema;
 pub mod templates;
+mod test_run;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

@@ -17,6 +17,7 @@ use crate::migrations;
 use crate::runner;
 use crate::schema::{self, Snapshot, Statement};
 use crate::scratch::{self, Scratch};
+use crate::signals;
 use crate::workspace::{Ctx, Database};
 
 pub const SCHEMA_FILE: &str = "schema.sql";
@@ -225,7 +226,7 @@ pub fn write(ctx: &Ctx, db: Option<&str>) -> Result<()> {
                 schema::render(&[], &left)
             );
         }
-        scratch::park_if_interrupted();
+        signals::park_if_interrupted();
         crate::dotenv::write_atomically(&ctx.root.join(&path), text.as_bytes(), 0o644)?;
         println!("{}", path.display());
         eprintln!("schema --write: {} statement(s) for {}", statements.len(), database.logical);
@@ -353,7 +354,7 @@ fn write_pair(
     down_header: &[String],
     down: &[Statement],
 ) -> Result<(PathBuf, PathBuf)> {
-    scratch::park_if_interrupted();
+    signals::park_if_interrupted();
     let dir = database.migrations_dir(ctx);
     let files = migrations::discover(&ctx.root, &dir)?;
     let newest = files.iter().map(|f| f.version).max().unwrap_or(0);

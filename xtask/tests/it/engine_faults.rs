@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{Project, contains, test_image};
+use crate::harness::{Project, alive, contains, test_image};
 
 fn docker(args: &[&str]) -> String {
     let out = Command::new("docker").args(args).output().unwrap();
@@ -174,7 +174,7 @@ fn native_data_directory_deleted_while_the_server_runs() {
     assert_eq!(server(&status, "state"), "absent");
     // The orphaned server stops itself within about a minute of losing its lock file; while it
     // runs, status names it.
-    if is_live_postgres(pid) {
+    if alive(pid) {
         let detail = server(&status, "detail");
         contains(detail, "was deleted while its server ran");
         contains(detail, &format!("pid {pid}"));
@@ -191,7 +191,7 @@ fn native_data_directory_deleted_while_the_server_runs() {
     }
     contains(&err, "server created and started");
     contains(&err, &format!("created database {}", p.name));
-    assert!(!is_live_postgres(pid));
+    assert!(!alive(pid));
     assert_eq!(p.server_state(), "running");
     assert!(notes(&p).is_empty());
 }
@@ -222,7 +222,7 @@ fn native_stale_postmaster_pid_after_kill_9() {
     let pid = postmaster_pid(&p);
     // SAFETY: the test cluster's own postmaster, started by this test.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
-    wait_until("the postmaster is gone", || !is_live_postgres(pid));
+    wait_until("the postmaster is gone", || !alive(pid));
     assert!(p.data_dir().join("pgdata/postmaster.pid").exists(), "the pid file is left behind");
 
     let (status, _) = read_status(&p);
@@ -269,7 +269,7 @@ fn native_stale_postmaster_pid_naming_another_server() {
     let pid = postmaster_pid(&p);
     // SAFETY: the test cluster's own postmaster, started by this test.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
-    wait_until("the postmaster is gone", || !is_live_postgres(pid));
+    wait_until("the postmaster is gone", || !alive(pid));
     let pid_file = p.data_dir().join("pgdata/postmaster.pid");
     let text = std::fs::read_to_string(&pid_file).unwrap();
     let (_, rest) = text.split_once('\n').unwrap();
@@ -285,21 +285,13 @@ fn native_stale_postmaster_pid_naming_another_server() {
     let (_, err) = p.ok_err(&["db-up"]);
     contains(&err, "removed that stale postmaster.pid");
     assert_eq!(notes(&p), ["kept"]);
-    assert!(is_live_postgres(other_pid), "the other server is left alone");
+    assert!(alive(other_pid), "the other server is left alone");
     assert_eq!(other.server_state(), "running");
 }
 
 fn postmaster_pid(p: &Project) -> i32 {
     let text = std::fs::read_to_string(p.data_dir().join("pgdata/postmaster.pid")).unwrap();
     text.lines().next().unwrap().trim().parse().unwrap()
-}
-
-/// Alive and not a zombie.
-fn is_live_postgres(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')),
-        Err(_) => false,
-    }
 }
 
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {

@@ -342,6 +342,12 @@ pub fn require_docker() {
     );
 }
 
+/// Whether a process runs (a zombie waiting for its parent, or its new one, to reap it has ended).
+pub fn alive(pid: i32) -> bool {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    text.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z'))
+}
+
 pub fn contains(haystack: &str, needle: &str) {
     assert!(haystack.contains(needle), "expected {needle:?} in:\n{haystack}");
 }

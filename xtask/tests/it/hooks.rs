@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-use crate::harness::{Project, XTASK, contains};
+use crate::harness::{Project, XTASK, alive, contains};
 
 const FIRST: &str = "20250101000000";
 const SECOND: &str = "20250102000000";
@@ -229,45 +229,97 @@ fn member_crate(p: &Project, test_body: &str) {
     assert!(lock.unwrap().status.success());
 }
 
+/// The member test of `interrupted_ci_ends_and_sweeps_what_it_started`: it starts what tests
+/// start (a native server in a folder of its temporary directory, a child in its process group, a
+/// child that left the group), writes their pids to PROBE_FILE, and waits to be interrupted.
+const STARTS_SERVERS_AND_WAITS: &str = r#"
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::Command;
+    let dir = std::env::temp_dir().join(format!("probe-{}", std::process::id()));
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(dir.join("Cargo.toml"), "[workspace]\nmembers = []\n").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let up = Command::new(std::env::var("PROBE_XTASK").unwrap())
+        .arg("db-up")
+        .current_dir(&dir)
+        .env("XTASK_ENGINE", "native")
+        .env("XTASK_PROJECT", "probe")
+        .env("XTASK_BRANCH", "main")
+        .env("XTASK_PORT", port.to_string())
+        .env("XTASK_DATA_DIR", dir.join("data"))
+        .status()
+        .unwrap();
+    assert!(up.success());
+    let pid_file = std::fs::read_to_string(dir.join("data/pgdata/postmaster.pid")).unwrap();
+    let in_group = Command::new("sleep").arg("300").spawn().unwrap();
+    let left_group = Command::new("setsid").args(["sleep", "301"]).spawn().unwrap();
+    let probe = format!(
+        "{} {} {} {}",
+        dir.display(),
+        pid_file.lines().next().unwrap(),
+        in_group.id(),
+        left_group.id()
+    );
+    std::fs::write(std::env::var("PROBE_FILE").unwrap(), probe).unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(300));
+"#;
+
 #[test]
-fn interrupted_ci_drops_its_databases() {
+fn interrupted_ci_ends_and_sweeps_what_it_started() {
     use std::io::{BufRead, BufReader, Read};
     use std::os::unix::process::CommandExt;
-    let p = project();
-    member_crate(&p, "std::thread::sleep(std::time::Duration::from_secs(300));");
+    let mut p = project();
+    member_crate(&p, STARTS_SERVERS_AND_WAITS);
     p.write(&format!("migrations/app/{FIRST}_items.up.sql"), "CREATE TABLE items (id int);");
     p.write(&format!("migrations/app/{FIRST}_items.down.sql"), "DROP TABLE items;");
+    let probe = p.path().join("probe");
+    p.set("PROBE_FILE", probe.to_str().unwrap());
+    p.set("PROBE_XTASK", XTASK);
     p.ok(&["db-up"]);
     let before = p.databases_on_server_all();
 
-    let mut command = Command::new(XTASK);
-    command.arg("ci").current_dir(p.path()).process_group(0);
-    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("XTASK_")) {
-        command.env_remove(key);
-    }
-    command.envs(p.env.iter().map(|(k, v)| (k, v)));
+    // Ctrl-C reaches the terminal's foreground process group: here, xtask's own.
+    let mut command = p.command(&["ci"]);
+    command.process_group(0);
     let mut child =
         command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut seen = String::new();
-    loop {
+    while !seen.contains("ci: tests ...") {
         let mut line = String::new();
         assert!(stderr.read_line(&mut line).unwrap() > 0, "ci ended before its tests:\n{seen}");
         seen.push_str(&line);
-        if line.starts_with("ci: tests ...") {
-            break;
-        }
     }
+    let start = std::time::Instant::now();
+    while !probe.exists() {
+        assert!(start.elapsed().as_secs() < 300, "the member test never started its servers:\n{seen}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
     let databases_during = p.databases_on_server_all();
     assert!(databases_during.len() > before.len(), "{databases_during:?}");
-    // Ctrl-C reaches the whole foreground process group: xtask and the cargo test under it.
-    std::thread::sleep(std::time::Duration::from_secs(2));
+    let probed = std::fs::read_to_string(&probe).unwrap();
+    let (dir, pids) = probed.split_once(' ').unwrap();
+    let pids: Vec<i32> = pids.split(' ').map(|pid| pid.parse().unwrap()).collect();
+    assert!(pids.iter().all(|pid| alive(*pid)), "{probed}");
+
     // SAFETY: signals the process group this test started.
     assert_eq!(unsafe { libc::kill(-(child.id() as i32), libc::SIGINT) }, 0);
     let status = child.wait().unwrap();
     stderr.read_to_string(&mut seen).unwrap();
     assert_eq!(status.code(), Some(130), "{seen}");
+    contains(&seen, "interrupted: ended 1 child process group(s)");
+    contains(&seen, "interrupted: ended what the tests left: ");
     contains(&seen, "interrupted: dropped");
+    assert!(!seen.contains("ci: clippy"), "no step after the signal:\n{seen}");
+    // The server, the child that left the group and the one that did not, and their folder: gone.
+    for pid in &pids {
+        assert!(!alive(*pid), "pid {pid} ({probed}) outlived ci:\n{seen}");
+    }
+    assert!(!Path::new(dir).exists(), "{dir}");
+    assert!(!Path::new(dir).parent().unwrap().exists(), "the run's temporary directory is removed");
+
     // The shared template the run built stays (as after any setup: the next branch copies it).
     let after: Vec<String> =
         p.databases_on_server_all().into_iter().filter(|d| !d.contains("__tpl_")).collect();

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Project, contains};
+use crate::harness::{Project, alive, contains};
 
 /// The admin password of these servers (the same on both clusters of the port test, as two
 /// clones of one project would have).
@@ -101,12 +101,6 @@ fn children_named(parent: u32, program: &str) -> Vec<u32> {
     .collect()
 }
 
-/// Whether a process runs (a zombie waiting for its new parent to reap it has ended).
-fn alive(pid: u32) -> bool {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    text.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z'))
-}
-
 fn output_of(child: Child) -> (Option<i32>, String) {
     let out = child.wait_with_output().unwrap();
     (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
@@ -177,7 +171,7 @@ pub fn killed_backups_leave_nothing() {
         let _ = output_of(child);
         assert_eq!(partials(&p).len(), 1, "the killed backup's partial file");
         let start = Instant::now();
-        while alive(pg_dump[0]) {
+        while alive(pg_dump[0] as i32) {
             assert!(
                 start.elapsed() < Duration::from_secs(5),
                 "pg_dump {} outlived the killed xtask",

@@ -1,0 +1,89 @@
+//! `ci`'s cargo steps, run so that nothing they start outlives them: each in a process group of its
+//! own (a signal to `ci` ends the group), the tests with a temporary directory of their own (TMPDIR)
+//! and a marker in their environment, so that what they leave behind when interrupted or crashed
+//! (servers that left the group, their data directories, containers) is found and removed.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::os::TempDir;
+use crate::{engine, procs, signals};
+
+/// Set in the tests' environment to the run's name; every process that inherits it is the run's.
+pub const MARKER: &str = "XTASK_CI_RUN";
+
+pub struct TestRun {
+    root: TempDir,
+    marker: String,
+}
+
+impl TestRun {
+    pub fn new(run: &str) -> Result<TestRun> {
+        let run = TestRun { root: TempDir::passable("tests")?, marker: format!("{MARKER}={run}") };
+        let (root, marker) = (run.root.path().to_owned(), run.marker.clone());
+        signals::on_signal(&run.key(), move || {
+            let swept = sweep(&root, &marker);
+            eprintln!("interrupted: {swept}");
+        });
+        Ok(run)
+    }
+
+    fn key(&self) -> String {
+        format!("sweep {}", self.root.path().display())
+    }
+
+    /// `command` with the run's TMPDIR and marker.
+    pub fn command(&self, command: duct::Expression) -> duct::Expression {
+        let (name, value) = self.marker.split_once('=').unwrap_or_default();
+        command.env("TMPDIR", self.root.path()).env(name, value)
+    }
+
+    /// Ends and removes what the run left; says what that was.
+    pub fn finish(self) -> String {
+        signals::forget(&self.key());
+        sweep(self.root.path(), &self.marker)
+    }
+}
+
+/// Runs `command` to its end in a process group of its own (see [`signals::run_as_group`]).
+pub fn cargo(command: duct::Expression, shown: &str) -> Result<String> {
+    let status = signals::run_as_group(command, shown)?;
+    if !status.success() {
+        anyhow::bail!("`{shown}` failed ({status}); its output is above");
+    }
+    Ok(format!("`{shown}` passed"))
+}
+
+fn sweep(root: &Path, marker: &str) -> String {
+    let processes = procs::end(&procs::left_by(root, marker), Duration::from_secs(5));
+    let containers = engine::remove_containers_under(root);
+    let removed = remove_tree(root);
+    let mut left = Vec::new();
+    if processes > 0 {
+        left.push(format!("{processes} process(es)"));
+    }
+    if containers > 0 {
+        left.push(format!("{containers} container(s) and volume(s)"));
+    }
+    match (left.is_empty(), removed) {
+        (true, Ok(())) => "the tests left nothing behind".into(),
+        (false, Ok(())) => {
+            format!("ended what the tests left: {}; removed their temporary files", left.join(", "))
+        }
+        (_, Err(path)) => format!(
+            "ended what the tests left ({}), but could not remove {}: remove it by hand",
+            if left.is_empty() { "nothing".into() } else { left.join(", ") },
+            path.display()
+        ),
+    }
+}
+
+fn remove_tree(root: &Path) -> Result<(), PathBuf> {
+    match std::fs::remove_dir_all(root) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(_) => Err(root.to_owned()),
+    }
+}
