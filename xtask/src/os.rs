@@ -166,6 +166,19 @@ pub fn run_to_stderr(command: duct::Expression, shown: &str) -> anyhow::Result<(
     Ok(())
 }
 
+/// Whether `dir` is on a tmpfs (memory, no disk) with at least `room` bytes free. Linux only.
+pub fn is_tmpfs_with_room(dir: &std::path::Path, room: u64) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return false };
+    // SAFETY: statfs fills the zeroed struct we own from a NUL-terminated path.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(path.as_ptr(), &mut stat) } != 0 {
+        return false;
+    }
+    stat.f_type as i64 == TMPFS_MAGIC && (stat.f_bavail as u64).saturating_mul(stat.f_bsize as u64) >= room
+}
+
 /// A private directory under the system's temporary directory, removed with everything in it when
 /// dropped.
 pub struct TempDir(std::path::PathBuf);
@@ -175,17 +188,21 @@ impl TempDir {
         TempDir::with_mode(purpose, 0o700)
     }
 
-    /// As [`TempDir::new`], but others may pass through it (not list it): for a run whose servers
-    /// work inside it as another user.
-    pub fn passable(purpose: &str) -> anyhow::Result<TempDir> {
-        TempDir::with_mode(purpose, 0o711)
+    /// As [`TempDir::new`], in `base`, and others may pass through it (not list it): for a run
+    /// whose servers work inside it as another user.
+    pub fn passable_in(base: &std::path::Path, purpose: &str) -> anyhow::Result<TempDir> {
+        TempDir::with_mode_in(base, purpose, 0o711)
     }
 
     fn with_mode(purpose: &str, mode: u32) -> anyhow::Result<TempDir> {
+        TempDir::with_mode_in(&std::env::temp_dir(), purpose, mode)
+    }
+
+    fn with_mode_in(base: &std::path::Path, purpose: &str, mode: u32) -> anyhow::Result<TempDir> {
         use anyhow::Context;
         use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
         let token = crate::credentials::random_hex(6)?;
-        let path = std::env::temp_dir().join(format!("xtask-{purpose}-{}-{token}", std::process::id()));
+        let path = base.join(format!("xtask-{purpose}-{}-{token}", std::process::id()));
         std::fs::DirBuilder::new()
             .mode(mode)
             .create(&path)

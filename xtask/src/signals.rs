@@ -2,7 +2,6 @@
 //! for long work (`cargo test`, clippy), runs the cleanups registered for the moment (dropping
 //! throwaway databases, sweeping what the tests left), and exits with 128 + the signal.
 
-use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, Once};
 use std::time::Duration;
@@ -91,9 +90,10 @@ pub fn forget(key: &str) {
     lock(&CLEANUPS).retain(|(k, _)| k != key);
 }
 
-/// Runs `command` to its end in a process group of its own, with the signals unblocked and its
-/// output on stderr: a signal to this process ends it and everything it started in its group.
-pub fn run_as_group(command: duct::Expression, shown: &str) -> anyhow::Result<ExitStatus> {
+/// Runs `command` (its redirections set by the caller) to its end in a process group of its own,
+/// with the signals unblocked: a signal to this process ends it and everything it started in its
+/// group.
+pub fn run_as_group(command: duct::Expression, shown: &str) -> anyhow::Result<std::process::Output> {
     use anyhow::Context;
     use std::os::unix::process::CommandExt;
     let command = crate::os::signals_unblocked(command).before_spawn(|command| {
@@ -110,16 +110,11 @@ pub fn run_as_group(command: duct::Expression, shown: &str) -> anyhow::Result<Ex
             drop(groups);
             park_if_interrupted();
         };
-        let handle = command
-            .stdin_null()
-            .stdout_to_stderr()
-            .unchecked()
-            .start()
-            .with_context(|| format!("run {shown}"))?;
+        let handle = command.unchecked().start().with_context(|| format!("run {shown}"))?;
         groups.extend(handle.pids().into_iter().map(|pid| pid as i32));
         handle
     };
-    let waited = handle.wait().map(|output| output.status);
+    let waited = handle.wait().cloned();
     let pids: Vec<i32> = handle.pids().into_iter().map(|pid| pid as i32).collect();
     lock(&GROUPS).retain(|group| !pids.contains(group));
     park_if_interrupted();

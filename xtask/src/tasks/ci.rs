@@ -52,6 +52,18 @@ struct Pipeline {
 impl Pipeline {
     /// Runs `step` unless one of `needs` did not succeed; prints its outcome as it ends.
     fn run(&mut self, name: &'static str, needs: &[&str], step: impl FnOnce() -> Result<String>) {
+        if !self.may_run(name, needs) {
+            return;
+        }
+        eprintln!("ci: {name} ...");
+        let (outcome, seconds) = timed(step);
+        // Interrupted: the signal thread is cleaning up and ends the process; no further step.
+        crate::signals::park_if_interrupted();
+        self.record(name, outcome, seconds);
+    }
+
+    /// Whether all of `needs` succeeded; else `name` is recorded as not run.
+    fn may_run(&mut self, name: &'static str, needs: &[&str]) -> bool {
         let blocked: Vec<&str> = needs
             .iter()
             .copied()
@@ -61,14 +73,11 @@ impl Pipeline {
             let detail = format!("needs {}", blocked.join(", "));
             eprintln!("ci: {name}: not run ({detail})");
             self.steps.push(Step { name, status: Status::NotRun, seconds: 0.0, detail });
-            return;
         }
-        eprintln!("ci: {name} ...");
-        let start = Instant::now();
-        let outcome = step();
-        // Interrupted: the signal thread is cleaning up and ends the process; no further step.
-        crate::signals::park_if_interrupted();
-        let seconds = start.elapsed().as_secs_f64();
+        blocked.is_empty()
+    }
+
+    fn record(&mut self, name: &'static str, outcome: Result<String>, seconds: f64) {
         let (status, detail) = match outcome {
             Ok(detail) => (Status::Ok, detail),
             Err(error) => (Status::Failed, format!("{error:#}")),
@@ -142,8 +151,21 @@ pub fn ci(ctx: &Ctx, json: bool, long: bool) -> Result<ExitCode> {
     pipeline.run("downs", &["db-up"], || downs(&run_ctx, &sets));
     pipeline.run("schema", &["db-up"], || declared_schema(&run_ctx));
     pipeline.run("fmt", &[], || checks::formatting(&ctx.root, false));
-    pipeline.run("tests", &["prerequisites", "setup"], || tests(ctx, &run, &test_env, long));
-    pipeline.run("clippy", &[], || clippy(ctx));
+    pipeline.run("build", &[], || build_tests(ctx));
+    std::thread::scope(|scope| {
+        // Clippy needs no database and little of what the tests use while they wait on their
+        // servers: it runs beside them, its output held back unless it fails.
+        let clippy = pipeline.may_run("clippy", &["build"]).then(|| {
+            eprintln!("ci: clippy ... (beside the tests)");
+            scope.spawn(|| timed(|| clippy(ctx)))
+        });
+        pipeline.run("tests", &["prerequisites", "setup", "build"], || tests(ctx, &run, &test_env, long));
+        if let Some(clippy) = clippy {
+            let (outcome, seconds) =
+                clippy.join().unwrap_or_else(|_| (Err(anyhow::anyhow!("the clippy thread panicked")), 0.0));
+            pipeline.record("clippy", outcome, seconds);
+        }
+    });
     pipeline.run("teardown", &[], || teardown(&run_ctx, &run_templates, started_server, daemon.take()));
 
     let report = Report {
@@ -159,6 +181,12 @@ pub fn ci(ctx: &Ctx, json: bool, long: bool) -> Result<ExitCode> {
         println!("{}", table(&report));
     }
     Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn timed(step: impl FnOnce() -> Result<String>) -> (Result<String>, f64) {
+    let start = Instant::now();
+    let outcome = step();
+    (outcome, start.elapsed().as_secs_f64())
 }
 
 /// `ci-<the CI's run id, or local>-<random>`: unique even for two jobs of one run on one server.
@@ -256,6 +284,13 @@ fn declared_schema(ctx: &Ctx) -> Result<String> {
     checks::declared_schemas(ctx, engine.endpoint())
 }
 
+/// Compiles the workspace's tests, so that clippy can run beside them without waiting for the
+/// build directory, nor slowing the build down.
+fn build_tests(ctx: &Ctx) -> Result<String> {
+    let command = duct::cmd!("cargo", "test", "--workspace", "--locked", "--no-run").dir(&ctx.root);
+    test_run::cargo(command, "cargo test --workspace --locked --no-run")
+}
+
 /// The workspace's tests, pointed at the run's databases through the variables setup would write
 /// to .env (the environment wins over .env in the services' test helper); then what they left
 /// behind is swept.
@@ -283,7 +318,7 @@ fn clippy(ctx: &Ctx) -> Result<String> {
     let command =
         duct::cmd!("cargo", "clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings")
             .dir(&ctx.root);
-    test_run::cargo(command, "cargo clippy --workspace --all-targets --locked -- -D warnings")
+    test_run::cargo_quietly(command, "cargo clippy --workspace --all-targets --locked -- -D warnings")
 }
 
 /// Drops the run's databases and its branch's templates; stops the server and the Docker engine

@@ -21,7 +21,8 @@ pub struct TestRun {
 
 impl TestRun {
     pub fn new(run: &str) -> Result<TestRun> {
-        let run = TestRun { root: TempDir::passable("tests")?, marker: format!("{MARKER}={run}") };
+        let root = TempDir::passable_in(&base_dir(), "tests")?;
+        let run = TestRun { root, marker: format!("{MARKER}={run}") };
         let (root, marker) = (run.root.path().to_owned(), run.marker.clone());
         signals::on_signal(&run.key(), move || {
             let swept = sweep(&root, &marker);
@@ -47,11 +48,39 @@ impl TestRun {
     }
 }
 
-/// Runs `command` to its end in a process group of its own (see [`signals::run_as_group`]).
+/// Where the tests' temporary directory goes: TMPDIR when set; else /dev/shm when it is a tmpfs
+/// with room, because the tests' servers create and delete tens of thousands of files, and on a disk
+/// file system without a journal (ext4 then skips recently freed inodes one by one) that costs most
+/// of the run; else /tmp.
+fn base_dir() -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    if std::env::var_os("TMPDIR").is_none() && crate::os::is_tmpfs_with_room(shm, 4 << 30) {
+        shm.to_owned()
+    } else {
+        std::env::temp_dir()
+    }
+}
+
+/// Runs `command` to its end in a process group of its own (see [`signals::run_as_group`]), its
+/// output on stderr.
 pub fn cargo(command: duct::Expression, shown: &str) -> Result<String> {
-    let status = signals::run_as_group(command, shown)?;
-    if !status.success() {
-        anyhow::bail!("`{shown}` failed ({status}); its output is above");
+    let out = signals::run_as_group(command.stdin_null().stdout_to_stderr(), shown)?;
+    if !out.status.success() {
+        anyhow::bail!("`{shown}` failed ({}); its output is above", out.status);
+    }
+    Ok(format!("`{shown}` passed"))
+}
+
+/// As [`cargo`], its output kept and given only when it fails: for a step that runs beside
+/// another one's output.
+pub fn cargo_quietly(command: duct::Expression, shown: &str) -> Result<String> {
+    let out = signals::run_as_group(command.stdin_null().stderr_to_stdout().stdout_capture(), shown)?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "`{shown}` failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout).trim_end()
+        );
     }
     Ok(format!("`{shown}` passed"))
 }

@@ -188,7 +188,7 @@ fn ci_tears_down_after_a_failing_step() {
         |name: &str| report["steps"].as_array().unwrap().iter().find(|s| s["name"] == name).cloned().unwrap();
     assert_eq!(step("downs")["status"], "failed");
     contains(step("downs")["detail"].as_str().unwrap(), &format!("{FIRST}_items.down.sql does not undo"));
-    for ok in ["db-up", "setup", "migrations", "fmt", "tests", "clippy", "teardown"] {
+    for ok in ["db-up", "setup", "migrations", "fmt", "build", "tests", "clippy", "teardown"] {
         assert_eq!(step(ok)["status"], "ok", "{ok}: {report:#}");
     }
     let run = report["run"].as_str().unwrap();
@@ -309,10 +309,12 @@ fn interrupted_ci_ends_and_sweeps_what_it_started() {
     let status = child.wait().unwrap();
     stderr.read_to_string(&mut seen).unwrap();
     assert_eq!(status.code(), Some(130), "{seen}");
-    contains(&seen, "interrupted: ended 1 child process group(s)");
+    contains(&seen, "child process group(s)");
     contains(&seen, "interrupted: ended what the tests left: ");
     contains(&seen, "interrupted: dropped");
-    assert!(!seen.contains("ci: clippy"), "no step after the signal:\n{seen}");
+    for step in ["tests", "clippy", "teardown"] {
+        assert!(!seen.contains(&format!("ci: {step}: ")), "no step ends after the signal:\n{seen}");
+    }
     // The server, the child that left the group and the one that did not, and their folder: gone.
     for pid in &pids {
         assert!(!alive(*pid), "pid {pid} ({probed}) outlived ci:\n{seen}");
