@@ -308,6 +308,12 @@ fn tests(ctx: &Ctx, run: &str, env: &[(String, String)], long: bool) -> Result<S
     if let Some(first) = images.first() {
         command = command.env("XTASK_TEST_IMAGE", first).env("XTASK_TEST_IMAGES", images.join(" "));
     }
+    // Most tests wait on their servers (startup, containers, locks): twice as many as cores keep
+    // the machine busy (measured in BENCHMARKS.md). RUST_TEST_THREADS set by the caller wins.
+    if std::env::var_os("RUST_TEST_THREADS").is_none() {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        command = command.env("RUST_TEST_THREADS", (2 * cores).to_string());
+    }
     let test_run = TestRun::new(run)?;
     let passed = test_run::cargo(test_run.command(command), &shown);
     let swept = test_run.finish();
