@@ -164,6 +164,12 @@ pub trait Engine {
     fn check_identity(&self, _task: &str, _admin: &mut postgres::Client) -> Result<()> {
         Ok(())
     }
+    /// Known not to be running without asking anything over the network (a native cluster without
+    /// postmaster.pid): a task then fails at once instead of waiting for its connection to time out
+    /// (a silent program on the port).
+    fn surely_down(&self) -> bool {
+        false
+    }
     /// The admin login to try when the endpoint's password is refused: the one a half-done
     /// rotation replaced (see `admin_password`).
     fn fallback_endpoint(&self) -> Option<Endpoint> {

@@ -431,6 +431,10 @@ impl Native {
 }
 
 impl Engine for Native {
+    fn surely_down(&self) -> bool {
+        self.read_cluster_file("PG_VERSION").is_some() && self.pid_file().is_none()
+    }
+
     fn kind(&self) -> EngineKind {
         EngineKind::Native
     }

@@ -47,6 +47,7 @@ pub enum Migrated {
 
 pub fn migrate(ctx: &Ctx, db: Option<&str>, options: MigrateOptions, json: bool) -> Result<ExitCode> {
     let engine = engine::select(ctx)?;
+    super::fail_if_surely_down(engine.as_ref(), "migrate")?;
     let mut clean = true;
     let mut report = serde_json::Map::new();
     for database in ctx.select_databases(db)? {
@@ -193,6 +194,7 @@ pub fn rollback(ctx: &Ctx, db: Option<&str>, steps: usize) -> Result<()> {
     let database = ctx.database(db)?;
     let name = database.name.as_str();
     let files = migrations::discover(&ctx.root, &database.migrations_dir(ctx))?;
+    super::fail_if_surely_down(engine.as_ref(), "rollback")?;
     // Undoing migrations is destructive: the configured port must lead to this engine's server.
     engine.check_port("rollback")?;
     let login = super::database_login(ctx, engine.endpoint(), &database)?;
@@ -282,6 +284,7 @@ struct StatusLine {
 
 pub fn migrations_status(ctx: &Ctx, db: Option<&str>, json: bool) -> Result<()> {
     let engine = engine::select(ctx)?;
+    super::fail_if_surely_down(engine.as_ref(), "migrations")?;
     let mut report = serde_json::Map::new();
     for database in ctx.select_databases(db)? {
         let files = migrations::discover(&ctx.root, &database.migrations_dir(ctx))?;
@@ -327,6 +330,7 @@ pub fn migrations_status(ctx: &Ctx, db: Option<&str>, json: bool) -> Result<()> 
 
 pub fn seed(ctx: &Ctx, db: Option<&str>) -> Result<()> {
     let engine = engine::select(ctx)?;
+    super::fail_if_surely_down(engine.as_ref(), "seed")?;
     for database in ctx.select_databases(db)? {
         let login = super::database_login(ctx, engine.endpoint(), &database)?;
         seed_database(ctx, &login, &database)

@@ -769,6 +769,18 @@ fn not_running_message(engine: &dyn Engine, task: &str, status: &engine::Status)
     format!("{task} needs the server, which is {} ({}): {next}", state_name(status.state), status.detail)
 }
 
+/// Fails at once, as [`explain_if_not_running`] would after a timeout, when the engine knows its
+/// server is down without asking it.
+pub fn fail_if_surely_down(engine: &dyn Engine, task: &str) -> Result<()> {
+    if engine.surely_down() {
+        let status = engine.status()?;
+        if status.state != ServerState::Running {
+            bail!("{}", not_running_message(engine, task, &status));
+        }
+    }
+    Ok(())
+}
+
 /// A task that failed because the server is not running fails with what the engine knows (stopped,
 /// removed, its data deleted, the Docker engine down) and the command that brings it back, in
 /// place of a bare "connection refused". Only asked once the task has failed, so it costs nothing

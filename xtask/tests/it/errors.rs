@@ -25,11 +25,17 @@ fn migrate_with_the_port_taken_names_its_holder() {
     p.write("migrations/20240101000001_t.down.sql", "DROP TABLE t;");
     p.ok(&["setup"]);
     p.ok(&["db-down"]);
+    // A program that accepts connections and never answers: no login is tried, so no timeout.
     let _taken = TcpListener::bind((Ipv4Addr::LOCALHOST, p.port)).unwrap();
-    let err = p.fails(&["migrate"]);
-    contains(&err, &format!("port {} on 127.0.0.1 is taken by", p.port));
-    contains(&err, &format!("pid {}", std::process::id()));
-    contains(&err, "cannot start it there");
+    for task in ["migrate", "rollback", "migrations", "seed"] {
+        let start = std::time::Instant::now();
+        let err = p.fails(&[task]);
+        assert!(start.elapsed() < std::time::Duration::from_secs(5), "{task} waited {:?}", start.elapsed());
+        contains(&err, &format!("{task} needs the server, which is stopped"));
+        contains(&err, &format!("port {} on 127.0.0.1 is taken by", p.port));
+        contains(&err, &format!("pid {}", std::process::id()));
+        contains(&err, "cannot start it there");
+    }
 }
 
 #[test]
