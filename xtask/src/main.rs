@@ -53,6 +53,23 @@ fn main() -> ExitCode {
     }
 }
 
+/// The commands that act on this branch's databases beside a `.env` that services read: a `.env`
+/// left from another branch is worth a note there (`setup` rewrites it, `db-status` reports it).
+fn works_on_this_branch(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::DbEndpoint { .. }
+            | Command::Connect { .. }
+            | Command::Migrate { .. }
+            | Command::Rollback { .. }
+            | Command::Migrations { .. }
+            | Command::Prepare { .. }
+            | Command::Schema { .. }
+            | Command::Seed { .. }
+            | Command::PreCommit { .. }
+    )
+}
+
 fn run() -> anyhow::Result<ExitCode> {
     // Run as `cargo-xtask` (cargo's external subcommand), the first argument is `xtask` itself.
     let args = std::env::args_os().skip(1).skip_while(|arg| arg == "xtask");
@@ -83,6 +100,11 @@ fn run() -> anyhow::Result<ExitCode> {
         });
     }
     let ctx = Ctx::new(args.branch, args.provision)?;
+    if works_on_this_branch(&args.command)
+        && let Some(stale) = tasks::stale_env_file(&ctx)
+    {
+        eprintln!("note: {stale}");
+    }
     match args.command {
         Command::Help { .. } => unreachable!("handled above"),
         Command::DbUp => tasks::db_up(&ctx)?,

@@ -655,7 +655,7 @@ fn database_report(
 }
 
 /// Whether the env file's DATABASE_URL names a database of this project other than this branch's.
-fn stale_env_file(ctx: &Ctx) -> Option<String> {
+pub fn stale_env_file(ctx: &Ctx) -> Option<String> {
     let text = std::fs::read_to_string(&ctx.config.env_file).ok()?;
     let url = crate::dotenv::value(&text, "DATABASE_URL")?;
     let named = url.rsplit('/').next()?.split('?').next()?.to_owned();

@@ -337,6 +337,15 @@ fn a_stale_env_file_is_reported_until_setup_rewrites_it() {
     contains(&stale, &format!("names database {}, not this branch's", p.name));
     contains(&stale, "`cargo xtask setup` rewrites it");
     contains(&p.ok(&["db-status"]), "note       ");
+    // So do the commands that work on this branch's databases, once, on stderr (migrate, whose
+    // database this branch has not got yet, before it fails).
+    for args in [&["migrate"][..], &["db-endpoint"], &["schema", "--check"]] {
+        let err = String::from_utf8_lossy(&p.run(args).stderr).into_owned();
+        assert_eq!(err.matches("note: ").count(), 1, "{args:?}: {err}");
+        contains(&err, "`cargo xtask setup` rewrites it");
+    }
     p.ok(&["setup"]);
     assert_eq!(p.status_current()["stale_env_file"], serde_json::Value::Null);
+    let (_, err) = p.ok_err(&["migrate"]);
+    assert!(!err.contains("note: "), "{err}");
 }
