@@ -87,6 +87,8 @@ pub enum Def {
     Extension {
         name: String,
         schema: String,
+        /// `extversion`, as CREATE EXTENSION ... VERSION and ALTER EXTENSION ... UPDATE TO take it.
+        version: String,
     },
     Enum {
         name: String,
@@ -268,12 +270,13 @@ fn schemas(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
 
 fn extensions(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
     let sql = format!(
-        "SELECT {}, format('%I', x.extname), format('%I', n.nspname) \
+        "SELECT {}, format('%I', x.extname), format('%I', n.nspname), x.extversion \
          FROM pg_extension x JOIN pg_namespace n ON n.oid = x.extnamespace WHERE x.extname <> 'plpgsql'",
         key_of("pg_extension", "x.oid", "0")
     );
     for row in query(client, "extensions", &sql)? {
-        add(snapshot, row.get(0), None, Def::Extension { name: row.get(1), schema: row.get(2) });
+        let def = Def::Extension { name: row.get(1), schema: row.get(2), version: row.get(3) };
+        add(snapshot, row.get(0), None, def);
     }
     Ok(())
 }

@@ -323,6 +323,13 @@ impl<'a> Planner<'a> {
                      place starts empty, the values it computed are not kept"
                 )))
             }
+            Def::Extension { name, version, .. } if self.action(key) == Some(Action::Recreate) => {
+                statement.notes.push(Note::Destructive(format!(
+                    "{name} has no update path back from {version}: it is dropped and made again at the \
+                     older version, and what depends on it (its types in columns, its operators in \
+                     indexes) stops the drop"
+                )))
+            }
             Def::Column { spec, .. } if spec.generated_virtual => {}
             Def::Column { table, name, spec, .. } => {
                 let what = if spec.generated.is_some() { "generated column" } else { "column" };
@@ -526,6 +533,10 @@ fn follow_up(def: &Def, reshape: Reshape) -> FollowUp {
 /// How an object that exists on both sides but differs is changed.
 fn change(old: &Def, new: &Def) -> Action {
     match (old, new) {
+        // Extensions ship update scripts forward only: an older version is made anew.
+        (Def::Extension { version: a, .. }, Def::Extension { version: b, .. }) if is_older(b, a) => {
+            Action::Recreate
+        }
         (Def::Column { spec: a, .. }, Def::Column { spec: b, .. }) => {
             let regenerated = b.generated.is_some()
                 && (a.generated != b.generated || a.generated_virtual != b.generated_virtual);
@@ -559,6 +570,13 @@ fn change(old: &Def, new: &Def) -> Action {
         ) => Action::Alter,
         _ => Action::Recreate,
     }
+}
+
+/// Whether dotted version `a` comes before `b` (`1.5` before `1.10`); `false` when either is not
+/// made of numbers, and PostgreSQL's own update path decides.
+fn is_older(a: &str, b: &str) -> bool {
+    let parts = |v: &str| v.split('.').map(str::parse::<u64>).collect::<Result<Vec<_>, _>>();
+    matches!((parts(a), parts(b)), (Ok(a), Ok(b)) if a < b)
 }
 
 fn is_subsequence(old: &[String], new: &[String]) -> bool {
@@ -764,6 +782,32 @@ mod tests {
         depends(&mut to, "table public.a", "table public.b");
         depends(&mut to, "table public.b", "table public.a");
         assert_eq!(diff(&Snapshot::default(), &to).len(), 2);
+    }
+
+    #[test]
+    fn an_extension_goes_forward_by_update_and_back_by_drop_and_create() {
+        let extension = |version: &str| {
+            let mut snapshot = Snapshot::default();
+            let def =
+                Def::Extension { name: "citext".into(), schema: "public".into(), version: version.into() };
+            snapshot.objects.insert("extension citext".into(), Object { owner: None, def });
+            snapshot
+        };
+        let sql = |from: &str, to: &str| -> Vec<String> {
+            diff(&extension(from), &extension(to)).into_iter().map(|s| s.sql).collect()
+        };
+        assert_eq!(sql("1.5", "1.6"), ["ALTER EXTENSION citext UPDATE TO '1.6';"]);
+        assert_eq!(
+            sql("1.6", "1.5"),
+            [
+                "DROP EXTENSION citext;",
+                "CREATE EXTENSION IF NOT EXISTS citext WITH SCHEMA public VERSION '1.5';"
+            ]
+        );
+        assert!(sql("1.6", "1.6").is_empty());
+        assert!(is_older("1.9", "1.10") && !is_older("1.10", "1.9") && !is_older("1.0beta", "1.0"));
+        let down = diff(&extension("1.6"), &extension("1.5"));
+        assert!(down[0].notes.iter().any(|n| matches!(n, Note::Destructive(_))), "{down:?}");
     }
 
     #[test]

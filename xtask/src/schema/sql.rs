@@ -6,8 +6,11 @@ use crate::naming::{quote_ident, quote_literal};
 pub fn create(def: &Def) -> String {
     match def {
         Def::Schema { name } => format!("CREATE SCHEMA {name};"),
-        Def::Extension { name, schema } => {
-            format!("CREATE EXTENSION IF NOT EXISTS {name} WITH SCHEMA {schema};")
+        Def::Extension { name, schema, version } => {
+            format!(
+                "CREATE EXTENSION IF NOT EXISTS {name} WITH SCHEMA {schema} VERSION {};",
+                quote_literal(version)
+            )
         }
         Def::Enum { name, labels } => {
             let labels: Vec<String> = labels.iter().map(|l| quote_literal(l)).collect();
@@ -104,8 +107,15 @@ pub fn alter(old: &Def, new: &Def) -> Vec<String> {
                 if s.cycle { "" } else { "NO " }
             )]
         }
-        (Def::Extension { .. }, Def::Extension { name, schema }) => {
-            vec![format!("ALTER EXTENSION {name} SET SCHEMA {schema};")]
+        (Def::Extension { schema: s1, version: v1, .. }, Def::Extension { name, schema, version }) => {
+            let mut statements = Vec::new();
+            if s1 != schema {
+                statements.push(format!("ALTER EXTENSION {name} SET SCHEMA {schema};"));
+            }
+            if v1 != version {
+                statements.push(format!("ALTER EXTENSION {name} UPDATE TO {};", quote_literal(version)));
+            }
+            statements
         }
         (Def::SequenceOwner { .. } | Def::Default { .. } | Def::Comment { .. } | Def::Function { .. }, _) => {
             vec![create(new)]

@@ -65,6 +65,12 @@ corpus! {
         "CREATE TABLE doc (id int, body text);" =>
         "CREATE EXTENSION pg_trgm; CREATE TABLE doc (id int, body text);
          CREATE INDEX doc_body_trgm ON doc USING gin (body gin_trgm_ops);";
+    extension_created_at_its_declared_version:
+        "CREATE TABLE t (id int);" =>
+        "CREATE EXTENSION citext VERSION '1.5'; CREATE TABLE t (id int, email citext);";
+    extension_version_updated_and_back:
+        "CREATE EXTENSION pg_trgm VERSION '1.5'; CREATE TABLE doc (body text);" =>
+        "CREATE EXTENSION pg_trgm VERSION '1.6'; CREATE TABLE doc (body text);";
     enum_type_added:
         "CREATE TABLE t (id int);" =>
         "CREATE TYPE mood AS ENUM ('sad', 'happy'); CREATE TABLE t (id int, m mood DEFAULT 'happy');";
