@@ -315,6 +315,34 @@ impl Drop for Project {
     }
 }
 
+/// A native server shared by the tests that need only some server (the prepare corpus, through the
+/// external engine): made on first use, torn down when the test binary exits, so that each of
+/// them does not pay for initdb and a server start.
+pub fn shared_server() -> &'static Project {
+    static SHARED: std::sync::OnceLock<Project> = std::sync::OnceLock::new();
+    extern "C" fn tear_down_shared() {
+        if let Some(server) = SHARED.get() {
+            let _ = server.run(&["teardown"]);
+            let _ = std::fs::remove_dir_all(server.path());
+        }
+    }
+    SHARED.get_or_init(|| {
+        let server = Project::new("native");
+        server.ok(&["db-up"]);
+        // SAFETY: registers a plain function, run once at the process's normal exit.
+        unsafe { libc::atexit(tear_down_shared) };
+        server
+    })
+}
+
+/// A project of the external engine on `server`, with its admin URL.
+pub fn project_on(server: &Project) -> Project {
+    let mut p = Project::new("external");
+    p.use_server(server);
+    p.set("XTASK_DATABASE_URL", &p.admin_url("postgres"));
+    p
+}
+
 /// 128 random bits as hex, from the kernel.
 pub fn random_password() -> String {
     use std::io::Read;

@@ -15,7 +15,8 @@ const DECLARED: &str = "migrations/schema.sql";
 
 /// Runs one corpus case and returns the generated up and down.
 pub fn round_trip(from: &str, to: &str) -> (String, String) {
-    let p = Project::new("native");
+    // On the shared server: what is checked is prepare's SQL, the same on every engine.
+    let p = crate::harness::project_on(crate::harness::shared_server());
     p.write(START, from);
     p.write(DECLARED, to);
     let (out, err) = p.ok_err(&["prepare", "the change"]);
@@ -40,6 +41,7 @@ pub fn round_trip(from: &str, to: &str) -> (String, String) {
     std::fs::remove_file(p.path().join("migrations/20990101000000_undo.up.sql")).unwrap();
     p.ok(&["rollback"]);
     p.ok(&["migrate"]);
+    p.ok(&["teardown"]);
     (up, down)
 }
 
