@@ -185,17 +185,13 @@ pub struct TempDir(std::path::PathBuf);
 
 impl TempDir {
     pub fn new(purpose: &str) -> anyhow::Result<TempDir> {
-        TempDir::with_mode(purpose, 0o700)
+        TempDir::with_mode_in(&std::env::temp_dir(), purpose, 0o700)
     }
 
     /// As [`TempDir::new`], in `base`, and others may pass through it (not list it): for a run
     /// whose servers work inside it as another user.
     pub fn passable_in(base: &std::path::Path, purpose: &str) -> anyhow::Result<TempDir> {
         TempDir::with_mode_in(base, purpose, 0o711)
-    }
-
-    fn with_mode(purpose: &str, mode: u32) -> anyhow::Result<TempDir> {
-        TempDir::with_mode_in(&std::env::temp_dir(), purpose, mode)
     }
 
     fn with_mode_in(base: &std::path::Path, purpose: &str, mode: u32) -> anyhow::Result<TempDir> {

@@ -16,19 +16,25 @@ pub const MARKER: &str = "XTASK_CI_RUN";
 
 pub struct TestRun {
     root: TempDir,
-    marker: String,
+    /// The run's name: MARKER's value.
+    run: String,
 }
 
 impl TestRun {
     pub fn new(run: &str) -> Result<TestRun> {
         let root = TempDir::passable_in(&base_dir(), "tests")?;
-        let run = TestRun { root, marker: format!("{MARKER}={run}") };
-        let (root, marker) = (run.root.path().to_owned(), run.marker.clone());
+        let run = TestRun { root, run: run.to_owned() };
+        let (root, marker) = (run.root.path().to_owned(), run.marker());
         signals::on_signal(&run.key(), move || {
             let swept = sweep(&root, &marker);
             eprintln!("interrupted: {swept}");
         });
         Ok(run)
+    }
+
+    /// `MARKER=<run>`, as /proc shows it in an environment.
+    fn marker(&self) -> String {
+        format!("{MARKER}={}", self.run)
     }
 
     fn key(&self) -> String {
@@ -37,14 +43,13 @@ impl TestRun {
 
     /// `command` with the run's TMPDIR and marker.
     pub fn command(&self, command: duct::Expression) -> duct::Expression {
-        let (name, value) = self.marker.split_once('=').unwrap_or_default();
-        command.env("TMPDIR", self.root.path()).env(name, value)
+        command.env("TMPDIR", self.root.path()).env(MARKER, &self.run)
     }
 
     /// Ends and removes what the run left; says what that was.
     pub fn finish(self) -> String {
         signals::forget(&self.key());
-        sweep(self.root.path(), &self.marker)
+        sweep(self.root.path(), &self.marker())
     }
 }
 
