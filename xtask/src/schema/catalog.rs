@@ -19,7 +19,7 @@ pub struct Snapshot {
     pub objects: BTreeMap<String, Object>,
     /// Object key to the keys it depends on (only keys in `objects`).
     pub deps: BTreeMap<String, BTreeSet<String>>,
-    /// Objects this tool does not write SQL for (domains, policies, rules...), by key, each with
+    /// Objects this tool does not write SQL for (domains, rules, inheritance...), by key, each with
     /// a fingerprint of its definition where one is read (empty: compared by name only).
     pub unsupported: BTreeMap<String, String>,
     /// Objects that say no more than a part of another one (PostgreSQL 18's NOT NULL constraint
@@ -31,6 +31,9 @@ pub struct Snapshot {
 pub struct Object {
     /// The object this one is part of, and is dropped with (a column's table, a comment's target).
     pub owner: Option<String>,
+    /// On a partition: its parent's object this one is the copy of (a column, a CHECK, a key, an
+    /// index, a foreign key, a trigger), which PostgreSQL makes and drops with that one.
+    pub inherited_from: Option<String>,
     pub def: Def,
 }
 
@@ -39,6 +42,7 @@ pub struct Object {
 pub enum Kind {
     Schema,
     Extension,
+    Collation,
     Enum,
     Sequence,
     Table,
@@ -47,10 +51,13 @@ pub enum Kind {
     SequenceOwner,
     Constraint,
     Index,
+    Partition,
+    ReplicaIdentity,
     View,
     MaterializedView,
     Function,
     Trigger,
+    Policy,
     Comment,
 }
 
@@ -65,6 +72,8 @@ pub struct ColumnSpec {
     pub generated: Option<String>,
     /// A generated column computed when read (PostgreSQL 18's VIRTUAL), not stored.
     pub generated_virtual: bool,
+    /// An identity column's sequence options.
+    pub identity_options: Option<SequenceSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +99,16 @@ pub enum Def {
         /// `extversion`, as CREATE EXTENSION ... VERSION and ALTER EXTENSION ... UPDATE TO take it.
         version: String,
     },
+    /// `CREATE COLLATION`: `provider` is `icu`, `libc` or `builtin`.
+    Collation {
+        name: String,
+        provider: String,
+        locale: Option<String>,
+        lc_collate: Option<String>,
+        lc_ctype: Option<String>,
+        deterministic: bool,
+        rules: Option<String>,
+    },
     Enum {
         name: String,
         labels: Vec<String>,
@@ -108,6 +127,19 @@ pub enum Def {
         unlogged: bool,
         row_security: bool,
         force_row_security: bool,
+        /// A partitioned table's key, as in `RANGE (created_at)`.
+        partition_by: Option<String>,
+    },
+    /// A table attached as a partition: `bound` is `FOR VALUES ...` or `DEFAULT`.
+    Partition {
+        table: String,
+        parent: String,
+        bound: String,
+    },
+    /// A table's REPLICA IDENTITY other than DEFAULT: `FULL`, `NOTHING` or `USING INDEX name`.
+    ReplicaIdentity {
+        table: String,
+        setting: String,
     },
     Column {
         table: String,
@@ -149,6 +181,16 @@ pub enum Def {
         definition: String,
         enabled: String,
     },
+    /// `command` is ALL, SELECT, INSERT, UPDATE or DELETE; `roles` SQL-ready, PUBLIC included.
+    Policy {
+        table: String,
+        name: String,
+        permissive: bool,
+        command: String,
+        roles: Vec<String>,
+        using: Option<String>,
+        check: Option<String>,
+    },
     /// `COMMENT ON <target> IS <text>`; target as in `TABLE public.users`.
     Comment {
         target: String,
@@ -161,10 +203,14 @@ impl Def {
         match self {
             Def::Schema { .. } => Kind::Schema,
             Def::Extension { .. } => Kind::Extension,
+            Def::Collation { .. } => Kind::Collation,
             Def::Enum { .. } => Kind::Enum,
             Def::Sequence { .. } => Kind::Sequence,
             Def::SequenceOwner { .. } => Kind::SequenceOwner,
             Def::Table { .. } => Kind::Table,
+            Def::Partition { .. } => Kind::Partition,
+            Def::ReplicaIdentity { .. } => Kind::ReplicaIdentity,
+            Def::Policy { .. } => Kind::Policy,
             Def::Column { .. } => Kind::Column,
             Def::Default { .. } => Kind::Default,
             Def::Constraint { .. } => Kind::Constraint,
@@ -192,7 +238,7 @@ impl Def {
 /// The relations this tool looks at: user schemas only, not extension members, not sqlx's table.
 const RELATIONS: &str = "WITH rel AS (
     SELECT c.oid, c.relname, c.relkind, c.relpersistence, c.reloptions, n.nspname,
-           c.relrowsecurity, c.relforcerowsecurity,
+           c.relrowsecurity, c.relforcerowsecurity, c.relispartition, c.relreplident,
            format('%I.%I', n.nspname, c.relname) AS sql_name,
            (SELECT o.type || ' ' || o.identity FROM pg_identify_object('pg_class'::regclass, c.oid, 0) o) AS key
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -228,11 +274,14 @@ pub fn introspect(client: &mut Client) -> Result<Snapshot> {
     let mut snapshot = Snapshot::default();
     schemas(client, &mut snapshot)?;
     extensions(client, &mut snapshot)?;
+    collations(client, &mut snapshot)?;
     types(client, &mut snapshot)?;
-    policies_and_rules(client, &mut snapshot)?;
+    policies(client, &mut snapshot)?;
+    rules(client, &mut snapshot)?;
     sequences(client, &mut snapshot)?;
     tables(client, &mut snapshot)?;
     columns(client, &mut snapshot)?;
+    identity_options(client, &mut snapshot)?;
     constraints(client, &mut snapshot)?;
     indexes(client, &mut snapshot)?;
     views(client, &mut snapshot)?;
@@ -252,7 +301,18 @@ fn query(client: &mut Client, what: &str, sql: &str) -> Result<Vec<postgres::Row
 }
 
 fn add(snapshot: &mut Snapshot, key: String, owner: Option<String>, def: Def) {
-    snapshot.objects.insert(key, Object { owner, def });
+    add_copy(snapshot, key, owner, None, def);
+}
+
+/// Adds an object that may be a partition's copy of its parent's object `inherited_from`.
+fn add_copy(
+    snapshot: &mut Snapshot,
+    key: String,
+    owner: Option<String>,
+    inherited_from: Option<String>,
+    def: Def,
+) {
+    snapshot.objects.insert(key, Object { owner, inherited_from, def });
 }
 
 fn schemas(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
@@ -312,14 +372,69 @@ fn types(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
     Ok(())
 }
 
-/// Row-level security policies and rewrite rules: not written, but compared by definition.
-fn policies_and_rules(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
+/// Collations a user made; the version recorded with one is the library's, not the schema's.
+fn collations(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
+    // Through jsonb: the locale column is `colliculocale` in 15 and 16, `colllocale` from 17 on.
     let sql = format!(
-        "{RELATIONS}SELECT {}, concat_ws(' | ', p.polcmd, p.polpermissive,                 (SELECT string_agg(r::regrole::text, ',' ORDER BY r) FROM unnest(p.polroles) r),                 pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid))          FROM rel JOIN pg_policy p ON p.polrelid = rel.oid          UNION ALL          SELECT {}, pg_get_ruledef(w.oid) FROM rel JOIN pg_rewrite w ON w.ev_class = rel.oid          WHERE w.rulename <> '_RETURN'",
-        key_of("pg_policy", "p.oid", "0"),
+        "SELECT {}, format('%I.%I', n.nspname, co.collname), \
+                CASE co.collprovider WHEN 'i' THEN 'icu' WHEN 'b' THEN 'builtin' ELSE 'libc' END, \
+                coalesce(to_jsonb(co) ->> 'colllocale', to_jsonb(co) ->> 'colliculocale'), \
+                co.collcollate, co.collctype, co.collisdeterministic, to_jsonb(co) ->> 'collicurules' \
+         FROM pg_collation co JOIN pg_namespace n ON n.oid = co.collnamespace WHERE {}",
+        key_of("pg_collation", "co.oid", "0"),
+        user_object("pg_collation", "co.oid")
+    );
+    for row in query(client, "collations", &sql)? {
+        let provider: String = row.get(2);
+        let libc = provider == "libc";
+        let def = Def::Collation {
+            name: row.get(1),
+            locale: if libc { None } else { row.get(3) },
+            lc_collate: if libc { row.get(4) } else { None },
+            lc_ctype: if libc { row.get(5) } else { None },
+            provider,
+            deterministic: row.get(6),
+            rules: row.get(7),
+        };
+        add(snapshot, row.get(0), None, def);
+    }
+    Ok(())
+}
+
+fn policies(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
+    let sql = format!(
+        "{RELATIONS}SELECT {}, rel.key, rel.sql_name, format('%I', p.polname), p.polpermissive, \
+                CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE' \
+                              WHEN 'd' THEN 'DELETE' ELSE 'ALL' END, \
+                array(SELECT CASE WHEN r = 0 THEN 'PUBLIC' ELSE r::regrole::text END \
+                      FROM unnest(p.polroles) r ORDER BY 1), \
+                pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid) \
+         FROM rel JOIN pg_policy p ON p.polrelid = rel.oid",
+        key_of("pg_policy", "p.oid", "0")
+    );
+    for row in query(client, "policies", &sql)? {
+        let def = Def::Policy {
+            table: row.get(2),
+            name: row.get(3),
+            permissive: row.get(4),
+            command: row.get(5),
+            roles: row.get(6),
+            using: row.get(7),
+            check: row.get(8),
+        };
+        add(snapshot, row.get(0), Some(row.get(1)), def);
+    }
+    Ok(())
+}
+
+/// Rewrite rules: not written, but compared by definition.
+fn rules(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
+    let sql = format!(
+        "{RELATIONS}SELECT {}, pg_get_ruledef(w.oid) FROM rel JOIN pg_rewrite w ON w.ev_class = rel.oid \
+         WHERE w.rulename <> '_RETURN'",
         key_of("pg_rewrite", "w.oid", "0")
     );
-    for row in query(client, "policies and rules", &sql)? {
+    for row in query(client, "rules", &sql)? {
         snapshot.unsupported.insert(row.get(0), row.get(1));
     }
     Ok(())
@@ -364,25 +479,71 @@ fn sequences(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
     Ok(())
 }
 
+/// The parent of a partition `rel`, as `pg_inherits` row `i` joined to its class `pc`.
+const PARENT: &str = "FROM pg_inherits i JOIN pg_class pc ON pc.oid = i.inhparent \
+     JOIN pg_namespace pn ON pn.oid = pc.relnamespace WHERE i.inhrelid = rel.oid";
+
 fn tables(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
+    // Inheritance outside partitioning: a regular table with children, or a child that is not
+    // a partition.
+    let parent_key = format!("SELECT {} {PARENT}", key_of("pg_class", "i.inhparent", "0"));
     let sql = format!(
         "{RELATIONS}SELECT rel.key, rel.sql_name, rel.relpersistence = 'u', \
-                rel.relkind = 'p' OR EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = rel.oid OR inhparent = rel.oid), \
-                rel.relrowsecurity, rel.relforcerowsecurity \
-         FROM rel WHERE rel.relkind IN ('r', 'p')"
+                (rel.relkind = 'r' AND EXISTS (SELECT 1 FROM pg_inherits WHERE inhparent = rel.oid)) \
+                OR (NOT rel.relispartition AND EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = rel.oid)), \
+                rel.relrowsecurity, rel.relforcerowsecurity, \
+                CASE WHEN rel.relkind = 'p' THEN pg_get_partkeydef(rel.oid) END, \
+                CASE WHEN rel.relispartition THEN (SELECT format('%I.%I', pn.nspname, pc.relname) {PARENT}) END, \
+                CASE WHEN rel.relispartition THEN ({parent_key}) END, \
+                pg_get_expr((SELECT relpartbound FROM pg_class WHERE oid = rel.oid), rel.oid), \
+                rel.relreplident::text, \
+                (SELECT format('USING INDEX %I', ic.relname) FROM pg_index x JOIN pg_class ic ON ic.oid = x.indexrelid \
+                 WHERE x.indrelid = rel.oid AND x.indisreplident), \
+                (SELECT coalesce((SELECT {} FROM pg_constraint co WHERE co.conindid = x.indexrelid \
+                                  AND co.conrelid = x.indrelid AND co.contype IN ('p', 'u', 'x')), {}) \
+                 FROM pg_index x WHERE x.indrelid = rel.oid AND x.indisreplident) \
+         FROM rel WHERE rel.relkind IN ('r', 'p')",
+        key_of("pg_constraint", "co.oid", "0"),
+        key_of("pg_class", "x.indexrelid", "0")
     );
     for row in query(client, "tables", &sql)? {
         let key: String = row.get(0);
+        let name: String = row.get(1);
         if row.get::<_, bool>(3) {
-            snapshot.unsupported.insert(format!("{key} (partitioned or inherited)"), String::new());
+            snapshot.unsupported.insert(format!("{key} (inheritance)"), String::new());
+        }
+        let parent_key: Option<String> = row.get(8);
+        if let (Some(parent), Some(parent_key), Some(bound)) = (row.get(7), &parent_key, row.get(9)) {
+            let partition = format!("partition of {key}");
+            add(
+                snapshot,
+                partition.clone(),
+                Some(key.clone()),
+                Def::Partition { table: name.clone(), parent, bound },
+            );
+            snapshot.deps.entry(partition).or_default().insert(parent_key.clone());
+        }
+        let setting = match row.get::<_, String>(10).as_str() {
+            "f" => Some("FULL".to_owned()),
+            "n" => Some("NOTHING".to_owned()),
+            "i" => row.get(11),
+            _ => None,
+        };
+        if let Some(setting) = setting {
+            let replica = format!("replica identity of {key}");
+            if let Some(index) = row.get::<_, Option<String>>(12) {
+                snapshot.deps.entry(replica.clone()).or_default().insert(index);
+            }
+            add(snapshot, replica, Some(key.clone()), Def::ReplicaIdentity { table: name.clone(), setting });
         }
         let def = Def::Table {
-            name: row.get(1),
+            name,
             unlogged: row.get(2),
             row_security: row.get(4),
             force_row_security: row.get(5),
+            partition_by: row.get(6),
         };
-        add(snapshot, key, None, def);
+        add_copy(snapshot, key, None, parent_key, def);
     }
     Ok(())
 }
@@ -395,12 +556,16 @@ fn columns(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
                     (SELECT format('%I.%I', cn.nspname, co.collname) FROM pg_collation co \
                      JOIN pg_namespace cn ON cn.oid = co.collnamespace WHERE co.oid = a.attcollation) END, \
                 a.attnotnull, a.attidentity::text, a.attgenerated::text, \
-                pg_get_expr(ad.adbin, ad.adrelid), {} \
+                pg_get_expr(ad.adbin, ad.adrelid), {}, \
+                CASE WHEN rel.relispartition AND a.attinhcount > 0 THEN \
+                    (SELECT {} FROM pg_inherits i JOIN pg_attribute pa ON pa.attrelid = i.inhparent \
+                     WHERE i.inhrelid = rel.oid AND pa.attname = a.attname) END \
          FROM rel JOIN pg_attribute a ON a.attrelid = rel.oid JOIN pg_type t ON t.oid = a.atttypid \
          LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum \
          WHERE rel.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped",
         key_of("pg_class", "rel.oid", "a.attnum"),
-        key_of("pg_attrdef", "ad.oid", "0")
+        key_of("pg_attrdef", "ad.oid", "0"),
+        key_of("pg_class", "i.inhparent", "pa.attnum")
     );
     for row in query(client, "columns", &sql)? {
         let key: String = row.get(0);
@@ -416,13 +581,42 @@ fn columns(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
             identity: identity.chars().next(),
             generated: if generated.is_empty() { None } else { expression.clone() },
             generated_virtual: generated == "v",
+            identity_options: None,
         };
         if let (Some(expression), true) = (expression, generated.is_empty()) {
             let def = Def::Default { table: table.clone(), column: name.clone(), expression };
             add(snapshot, row.get(11), Some(key.clone()), def);
         }
         let def = Def::Column { table, name, position: row.get(4), spec };
-        add(snapshot, key, Some(row.get(1)), def);
+        add_copy(snapshot, key, Some(row.get(1)), row.get(12), def);
+    }
+    Ok(())
+}
+
+/// Each identity column's own sequence, read into the column.
+fn identity_options(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
+    let sql = format!(
+        "SELECT {}, format_type(s.seqtypid, NULL), s.seqstart, s.seqincrement, s.seqmin, s.seqmax, \
+                s.seqcache, s.seqcycle \
+         FROM pg_sequence s JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = s.seqrelid \
+              AND d.deptype = 'i' AND d.refclassid = 'pg_class'::regclass AND d.refobjsubid > 0",
+        key_of("pg_class", "d.refobjid", "d.refobjsubid")
+    );
+    for row in query(client, "identity sequences", &sql)? {
+        let Some(Object { def: Def::Column { spec, .. }, .. }) =
+            snapshot.objects.get_mut(&row.get::<_, String>(0))
+        else {
+            continue;
+        };
+        spec.identity_options = Some(SequenceSpec {
+            data_type: row.get(1),
+            start: row.get(2),
+            increment: row.get(3),
+            min: row.get(4),
+            max: row.get(5),
+            cache: row.get(6),
+            cycle: row.get(7),
+        });
     }
     Ok(())
 }
@@ -436,10 +630,16 @@ const PLAIN_NOT_NULL: &str = "(co.contype = 'n' AND co.convalidated AND NOT co.c
 fn constraints(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
     let sql = format!(
         "{RELATIONS}SELECT {}, rel.key, rel.sql_name, format('%I', co.conname), pg_get_constraintdef(co.oid), \
-                {PLAIN_NOT_NULL} \
+                {PLAIN_NOT_NULL} OR (co.contype = 'n' AND rel.relispartition AND co.coninhcount > 0), \
+                CASE WHEN rel.relispartition AND co.coninhcount > 0 THEN coalesce( \
+                    (SELECT {} WHERE co.conparentid <> 0), \
+                    (SELECT {} FROM pg_inherits i JOIN pg_constraint pco ON pco.conrelid = i.inhparent \
+                     WHERE i.inhrelid = rel.oid AND pco.conname = co.conname)) END \
          FROM rel JOIN pg_constraint co ON co.conrelid = rel.oid \
          WHERE rel.relkind IN ('r', 'p') AND co.contype <> 't'",
-        key_of("pg_constraint", "co.oid", "0")
+        key_of("pg_constraint", "co.oid", "0"),
+        key_of("pg_constraint", "co.conparentid", "0"),
+        key_of("pg_constraint", "pco.oid", "0")
     );
     for row in query(client, "constraints", &sql)? {
         if row.get::<_, bool>(5) {
@@ -447,7 +647,7 @@ fn constraints(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
             continue;
         }
         let def = Def::Constraint { table: row.get(2), name: row.get(3), definition: row.get(4) };
-        add(snapshot, row.get(0), Some(row.get(1)), def);
+        add_copy(snapshot, row.get(0), Some(row.get(1)), row.get(6), def);
     }
     Ok(())
 }
@@ -455,15 +655,18 @@ fn constraints(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
 /// Indexes of their own; those behind a constraint come with it.
 fn indexes(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
     let sql = format!(
-        "{RELATIONS}SELECT rel.key, rel.sql_name, {}, pg_get_indexdef(rel.oid) \
+        "{RELATIONS}SELECT rel.key, rel.sql_name, {}, pg_get_indexdef(rel.oid), \
+                CASE WHEN rel.relispartition THEN \
+                    (SELECT {} FROM pg_inherits h WHERE h.inhrelid = rel.oid) END \
          FROM rel JOIN pg_index i ON i.indexrelid = rel.oid \
          WHERE NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass \
                            AND d.objid = rel.oid AND d.deptype = 'i')",
-        key_of("pg_class", "i.indrelid", "0")
+        key_of("pg_class", "i.indrelid", "0"),
+        key_of("pg_class", "h.inhparent", "0")
     );
     for row in query(client, "indexes", &sql)? {
         let def = Def::Index { name: row.get(1), definition: row.get(3) };
-        add(snapshot, row.get(0), Some(row.get(2)), def);
+        add_copy(snapshot, row.get(0), Some(row.get(2)), row.get(4), def);
     }
     Ok(())
 }
@@ -520,14 +723,15 @@ fn functions(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
 fn triggers(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
     let sql = format!(
         "{RELATIONS}SELECT {}, rel.key, rel.sql_name, format('%I', t.tgname), pg_get_triggerdef(t.oid), \
-                t.tgenabled::text \
+                t.tgenabled::text, CASE WHEN t.tgparentid <> 0 THEN {} END \
          FROM rel JOIN pg_trigger t ON t.tgrelid = rel.oid WHERE NOT t.tgisinternal",
-        key_of("pg_trigger", "t.oid", "0")
+        key_of("pg_trigger", "t.oid", "0"),
+        key_of("pg_trigger", "t.tgparentid", "0")
     );
     for row in query(client, "triggers", &sql)? {
         let def =
             Def::Trigger { table: row.get(2), name: row.get(3), definition: row.get(4), enabled: row.get(5) };
-        add(snapshot, row.get(0), Some(row.get(1)), def);
+        add_copy(snapshot, row.get(0), Some(row.get(1)), row.get(6), def);
     }
     Ok(())
 }
@@ -648,7 +852,29 @@ fn dependencies(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
             snapshot.deps.entry(key).or_default().insert(owner);
         }
     }
+    link_partition_copies(snapshot);
     Ok(())
+}
+
+/// A partition's copy comes after what it copies, and the partition's attachment after both, so
+/// that ATTACH PARTITION finds the copies made beforehand and takes them as its own (and DETACH
+/// comes before what stays of them is dropped).
+fn link_partition_copies(snapshot: &mut Snapshot) {
+    let copies: Vec<(String, Option<String>, String)> = snapshot
+        .objects
+        .iter()
+        .filter_map(|(key, object)| {
+            let original = object.inherited_from.clone().filter(|o| snapshot.objects.contains_key(o))?;
+            Some((key.clone(), object.owner.clone(), original))
+        })
+        .collect();
+    for (key, table, original) in copies {
+        snapshot.deps.entry(key.clone()).or_default().insert(original.clone());
+        let Some(partition) = table.map(|table| format!("partition of {table}")) else { continue };
+        if snapshot.objects.contains_key(&partition) {
+            snapshot.deps.entry(partition).or_default().extend([key, original]);
+        }
+    }
 }
 
 /// Objects of the server's own making, and the migration record table with its parts.

@@ -96,11 +96,61 @@ impl<'a> Planner<'a> {
         }
         let mut planner =
             Planner { from, to, actions, retyped: BTreeSet::new(), drop_units: BTreeMap::new(), parts };
+        planner.recreate_parts_of_recreated_tables();
+        planner.follow_partition_triggers();
         planner.rebuild_enums_used_at_once();
         planner.cascade();
         planner.drop_units =
             from.objects.keys().filter_map(|k| planner.find_drop_unit(k).map(|u| (k.clone(), u))).collect();
         planner
+    }
+
+    /// A table made anew (its partitioning changed) is made with all its parts.
+    fn recreate_parts_of_recreated_tables(&mut self) {
+        let tables: Vec<String> = self
+            .actions
+            .iter()
+            .filter(|(k, a)| **a == Action::Recreate && self.is_table(k))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for table in tables {
+            let mut owned = vec![table];
+            while let Some(owner) = owned.pop() {
+                for (key, object) in &self.from.objects {
+                    if object.owner.as_deref() == Some(&owner) && self.to.objects.contains_key(key) {
+                        self.actions.insert(key.clone(), Action::Recreate);
+                        owned.push(key.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_table(&self, key: &str) -> bool {
+        matches!(self.to.objects.get(key).map(|o| o.def.kind()), Some(Kind::Table))
+    }
+
+    /// DETACH PARTITION drops a partition's copies of its parent's triggers, and ATTACH makes them:
+    /// a copy that stays as the table's own trigger is made again after the detach, and a trigger of
+    /// the table's own that the attach will copy is dropped before it.
+    fn follow_partition_triggers(&mut self) {
+        for (key, old) in &self.from.objects {
+            let Some(new) = self.to.objects.get(key) else { continue };
+            if old.def.kind() != Kind::Trigger || old.inherited_from.is_some() == new.inherited_from.is_some()
+            {
+                continue;
+            }
+            let action = if old.inherited_from.is_some() { Action::Create } else { Action::Drop };
+            self.actions.insert(key.clone(), action);
+        }
+    }
+
+    /// Whether the partition `table` (a key) is attached in this migration (`to`) or detached (`from`).
+    fn attachment_changes(&self, table: &str) -> bool {
+        matches!(
+            self.action(&format!("partition of {table}")),
+            Some(Action::Create | Action::Recreate | Action::Drop)
+        )
     }
 
     /// A value added with ALTER TYPE cannot be used before its transaction commits; an enum whose
@@ -162,10 +212,13 @@ impl<'a> Planner<'a> {
                 if matches!(action, Some(Action::Drop | Action::Recreate | Action::RebuildEnum)) {
                     continue;
                 }
-                let Some(strongest) = deps.iter().filter_map(|dep| self.reshape(dep)).max() else {
+                let def = &self.from.objects[key].def;
+                // An attachment is made again when its tables are, not when its copies are.
+                let counts = |dep: &&String| def.kind() != Kind::Partition || self.is_table(dep);
+                let Some(strongest) = deps.iter().filter(counts).filter_map(|dep| self.reshape(dep)).max()
+                else {
                     continue;
                 };
-                let def = &self.from.objects[key].def;
                 match follow_up(def, strongest) {
                     FollowUp::Recreate => changes.push((key.clone(), true)),
                     FollowUp::Retype if !self.retyped.contains(key) => changes.push((key.clone(), false)),
@@ -194,14 +247,27 @@ impl<'a> Planner<'a> {
         self.drop_units.get(key).cloned()
     }
 
+    /// A partition's copy goes with its original, unless the partition is detached first.
     fn find_drop_unit(&self, key: &str) -> Option<String> {
         let mut unit = None;
         let mut current = Some(key.to_owned());
         while let Some(k) = current {
-            if matches!(self.action(&k), Some(Action::Drop | Action::Recreate)) {
+            let dropped = matches!(self.action(&k), Some(Action::Drop | Action::Recreate));
+            if dropped {
                 unit = Some(k.clone());
             }
-            current = self.from.objects.get(&k).and_then(|o| o.owner.clone());
+            let object = self.from.objects.get(&k);
+            let original = object.and_then(|o| o.inherited_from.clone()).filter(|original| {
+                let table = if self.from.objects[&k].def.kind() == Kind::Table {
+                    Some(&k)
+                } else {
+                    object.and_then(|o| o.owner.as_ref())
+                };
+                dropped
+                    && matches!(self.action(original), Some(Action::Drop | Action::Recreate))
+                    && !table.is_some_and(|t| self.attachment_changes(t))
+            });
+            current = original.or_else(|| object.and_then(|o| o.owner.clone()));
         }
         unit
     }
@@ -212,10 +278,10 @@ impl<'a> Planner<'a> {
         let mut unit = key.to_owned();
         loop {
             let Some(object) = self.to.objects.get(&unit) else { return unit };
-            let inlined = matches!(object.def.kind(), Kind::Column | Kind::Default)
-                && self.action(&unit) == Some(Action::Create);
+            let made = |key: &str| matches!(self.action(key), Some(Action::Create | Action::Recreate));
+            let inlined = matches!(object.def.kind(), Kind::Column | Kind::Default) && made(&unit);
             match (&object.owner, inlined) {
-                (Some(owner), true) if self.action(owner) == Some(Action::Create) => unit = owner.clone(),
+                (Some(owner), true) if made(owner) => unit = owner.clone(),
                 _ => return unit,
             }
         }
@@ -227,7 +293,13 @@ impl<'a> Planner<'a> {
         let early: BTreeSet<String> = dropped.difference(&late).cloned().collect();
 
         let mut out = Vec::new();
-        let early_order = topo(&early, self.from, |k| self.drop_unit(k));
+        // Tables that point at each other are dropped once the foreign keys between them are.
+        let cyclic = self.foreign_keys_in_cycles(&early);
+        for key in &cyclic {
+            out.extend(sql::drop(&self.from.objects[key].def).map(plain));
+        }
+        let early_order =
+            topo(&early, self.from, |k| if cyclic.contains(k) { None } else { self.drop_unit(k) });
         for key in early_order.iter().rev() {
             out.extend(self.drop(key));
         }
@@ -264,6 +336,52 @@ impl<'a> Planner<'a> {
         }
         self.add_rename_hints(&mut out);
         out
+    }
+
+    /// Foreign keys dropped with their table that point at another dropped table from which a
+    /// chain of dependencies leads back to theirs: dropped first, on their own, to break the cycle.
+    fn foreign_keys_in_cycles(&self, dropped: &BTreeSet<String>) -> BTreeSet<String> {
+        let unit = |key: &str| self.drop_unit(key).filter(|u| dropped.contains(u));
+        let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (key, deps) in &self.from.deps {
+            let Some(from) = unit(key) else { continue };
+            edges
+                .entry(from.clone())
+                .or_default()
+                .extend(deps.iter().filter_map(|d| unit(d)).filter(|to| *to != from));
+        }
+        let reaches = |start: &str, goal: &str| {
+            let mut seen = BTreeSet::new();
+            let mut stack = vec![start.to_owned()];
+            while let Some(node) = stack.pop() {
+                if node == goal {
+                    return true;
+                }
+                if seen.insert(node.clone()) {
+                    stack.extend(edges.get(&node).into_iter().flatten().cloned());
+                }
+            }
+            false
+        };
+        let mut cyclic = BTreeSet::new();
+        for (key, object) in &self.from.objects {
+            let Def::Constraint { definition, .. } = &object.def else { continue };
+            let Some(own) = unit(key).filter(|u| u != key && definition.starts_with("FOREIGN KEY")) else {
+                continue;
+            };
+            let points_back = self
+                .from
+                .deps
+                .get(key)
+                .into_iter()
+                .flatten()
+                .filter_map(|d| unit(d))
+                .any(|target| target != own && reaches(&target, &own));
+            if points_back {
+                cyclic.insert(key.clone());
+            }
+        }
+        cyclic
     }
 
     /// Dropped objects that something staying still uses until the create phase has changed it.
@@ -311,6 +429,11 @@ impl<'a> Planner<'a> {
             Def::Table { name, .. } if self.action(key) == Some(Action::Drop) => {
                 statement.notes.push(Note::Destructive(format!("drops table {name} and every row in it")))
             }
+            Def::Table { name, .. } if self.action(key) == Some(Action::Recreate) => {
+                statement.notes.push(Note::Destructive(format!(
+                    "drops table {name} and every row in it, to make it again with its new partitioning"
+                )))
+            }
             Def::Sequence { name, .. } if self.action(key) == Some(Action::Drop) => statement
                 .notes
                 .push(Note::Destructive(format!("drops sequence {name} and the position it had reached"))),
@@ -356,6 +479,9 @@ impl<'a> Planner<'a> {
 
     fn create_or_alter(&self, key: &str) -> Vec<Statement> {
         let new = &self.to.objects[key].def;
+        if let Some(statements) = self.copy_statements(key) {
+            return statements;
+        }
         match self.action(key) {
             Some(Action::Create) => vec![self.create(key)],
             Some(Action::Recreate) => vec![self.create(key)],
@@ -381,13 +507,51 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// For a partition's copy of its parent's object, what to write if it differs from a plain
+    /// object's; `None` when it does not. PostgreSQL makes a copy itself when its original is made
+    /// (ADD COLUMN, a CHECK, a foreign key, a trigger) or the partition attached (a foreign key, a
+    /// trigger). Checks, keys and indexes are made beforehand on a table being attached, which
+    /// ATTACH PARTITION then takes as its copies; and keys and indexes of a parent are made ON ONLY
+    /// it, each partition's own made and attached to it by name.
+    fn copy_statements(&self, key: &str) -> Option<Vec<Statement>> {
+        let object = &self.to.objects[key];
+        let original = object.inherited_from.as_ref()?;
+        let table = object.owner.as_ref()?;
+        let attaching = self.attachment_changes(table);
+        let action = self.action(key);
+        if !matches!(action, Some(Action::Create | Action::Recreate)) {
+            // An original's ALTER reaches its copies (and a copy cannot be altered on its own).
+            return matches!(object.def, Def::Column { .. }).then(Vec::new);
+        }
+        let index = match (&object.def, &self.to.objects.get(original)?.def) {
+            (Def::Trigger { .. }, _) => return Some(Vec::new()),
+            (Def::Constraint { definition, .. }, _) if definition.starts_with("FOREIGN KEY") => {
+                return Some(Vec::new());
+            }
+            (Def::Column { .. } | Def::Constraint { .. }, _)
+                if !attaching && !sql::makes_index(&object.def) =>
+            {
+                return Some(Vec::new());
+            }
+            _ if attaching => return None,
+            (Def::Index { name, .. }, Def::Index { name: parent, .. }) => (name.clone(), parent.clone()),
+            (
+                Def::Constraint { table, name, .. },
+                Def::Constraint { table: parent_table, name: parent, .. },
+            ) => (sql::beside(table, name), sql::beside(parent_table, parent)),
+            _ => return None,
+        };
+        let (index, parent) = index;
+        Some(vec![self.create(key), plain(format!("ALTER INDEX {parent} ATTACH PARTITION {index};"))])
+    }
+
     fn create(&self, key: &str) -> Statement {
         let def = &self.to.objects[key].def;
         match def {
-            Def::Table { name, unlogged, row_security, force_row_security } => {
+            Def::Table { name, unlogged, row_security, force_row_security, partition_by } => {
                 let mut columns: Vec<(i16, String)> = self
                     .parts_of(key)
-                    .filter(|k| self.action(k) == Some(Action::Create))
+                    .filter(|k| matches!(self.action(k), Some(Action::Create | Action::Recreate)))
                     .filter_map(|k| match &self.to.objects[k].def {
                         Def::Column { name, position, spec, .. } => {
                             Some((*position, sql::column(name, spec, self.new_default(k))))
@@ -397,7 +561,7 @@ impl<'a> Planner<'a> {
                     .collect();
                 columns.sort();
                 let columns: Vec<String> = columns.into_iter().map(|(_, c)| c).collect();
-                let mut text = sql::create_table(name, *unlogged, &columns);
+                let mut text = sql::create_table(name, *unlogged, &columns, partition_by.as_deref());
                 text += &sql::row_security(name, (false, false), (*row_security, *force_row_security));
                 plain(text)
             }
@@ -413,6 +577,22 @@ impl<'a> Planner<'a> {
                 }
                 statement
             }
+            // A key made on a partitioned table ON ONLY it: each partition's is made and attached.
+            Def::Constraint { table, name, definition }
+                if sql::makes_index(def) && self.is_partitioned(table) =>
+            {
+                plain(format!("ALTER TABLE ONLY {table} ADD CONSTRAINT {name} {definition};"))
+            }
+            Def::Partition { .. }
+                if self
+                    .from
+                    .objects
+                    .contains_key(&self.to.objects[key].owner.clone().unwrap_or_default()) =>
+            {
+                let mut statement = plain(sql::create(def));
+                statement.notes.push(Note::Review("ATTACH PARTITION reads every row to check it fits the bound, under a lock that blocks writes; a row outside it makes this fail".into()));
+                statement
+            }
             Def::Extension { name, .. } => {
                 let mut statement = plain(sql::create(def));
                 statement.notes.push(Note::Review(format!(
@@ -425,6 +605,13 @@ impl<'a> Planner<'a> {
         }
     }
 
+    fn is_partitioned(&self, table: &str) -> bool {
+        self.to
+            .objects
+            .values()
+            .any(|o| matches!(&o.def, Def::Table { name, partition_by: Some(_), .. } if name == table))
+    }
+
     fn parts_of(&self, owner: &str) -> impl Iterator<Item = &String> {
         self.parts.get(owner).into_iter().flatten()
     }
@@ -432,7 +619,9 @@ impl<'a> Planner<'a> {
     /// The default made together with a new column.
     fn new_default(&self, column_key: &str) -> Option<&str> {
         self.parts_of(column_key).find_map(|k| match &self.to.objects[k].def {
-            Def::Default { expression, .. } if self.action(k) == Some(Action::Create) => {
+            Def::Default { expression, .. }
+                if matches!(self.action(k), Some(Action::Create | Action::Recreate)) =>
+            {
                 Some(expression.as_str())
             }
             _ => None,
@@ -518,12 +707,23 @@ fn follow_up(def: &Def, reshape: Reshape) -> FollowUp {
             Def::Column { spec, .. } if spec.generated.is_some() => FollowUp::Recreate,
             _ => FollowUp::Nothing,
         },
-        (Kind::View | Kind::MaterializedView | Kind::Default | Kind::Trigger | Kind::Function, _) => {
-            FollowUp::Recreate
-        }
+        (
+            Kind::View
+            | Kind::MaterializedView
+            | Kind::Default
+            | Kind::Trigger
+            | Kind::Function
+            | Kind::Policy,
+            _,
+        ) => FollowUp::Recreate,
         (Kind::Constraint | Kind::Index, Reshape::EnumColumn) => FollowUp::Recreate,
         (
-            Kind::Constraint | Kind::Index | Kind::SequenceOwner | Kind::Comment,
+            Kind::Constraint
+            | Kind::Index
+            | Kind::SequenceOwner
+            | Kind::Comment
+            | Kind::Partition
+            | Kind::ReplicaIdentity,
             Reshape::Enum | Reshape::Gone,
         ) => FollowUp::Recreate,
         _ => FollowUp::Nothing,
@@ -547,6 +747,16 @@ fn change(old: &Def, new: &Def) -> Action {
                 Action::Alter
             }
         }
+        (Def::Table { partition_by: a, .. }, Def::Table { partition_by: b, .. }) if a != b => {
+            Action::Recreate
+        }
+        // ALTER POLICY cannot change the command or kind, nor take a clause away.
+        (
+            Def::Policy { permissive: p1, command: c1, using: u1, check: k1, .. },
+            Def::Policy { permissive: p2, command: c2, using: u2, check: k2, .. },
+        ) if p1 == p2 && c1 == c2 && (u1.is_none() || u2.is_some()) && (k1.is_none() || k2.is_some()) => {
+            Action::Alter
+        }
         (Def::Enum { labels: a, .. }, Def::Enum { labels: b, .. }) => {
             if is_subsequence(a, b) {
                 Action::Alter
@@ -565,6 +775,7 @@ fn change(old: &Def, new: &Def) -> Action {
             | Def::Default { .. }
             | Def::Comment { .. }
             | Def::Extension { .. }
+            | Def::ReplicaIdentity { .. }
             | Def::Schema { .. },
             _,
         ) => Action::Alter,
@@ -661,7 +872,11 @@ fn alter_column(
     }
     match (a.identity, b.identity) {
         (None, Some(kind)) => {
-            out.push(plain(format!("{prefix} ADD GENERATED {} AS IDENTITY;", sql::identity_kind(kind))));
+            out.push(plain(format!(
+                "{prefix} ADD GENERATED {} AS IDENTITY{};",
+                sql::identity_kind(kind),
+                sql::identity_options(b)
+            )));
             // The new sequence starts at 1: move it past the values already there.
             out.push(plain(format!(
                 "SELECT setval(pg_get_serial_sequence({}, {}), max({name})) FROM {table} \
@@ -674,6 +889,29 @@ fn alter_column(
             out.push(plain(format!("{prefix} SET GENERATED {};", sql::identity_kind(y))))
         }
         _ => {}
+    }
+    if let (Some(_), Some(_), Some(x), Some(y)) =
+        (a.identity, b.identity, &a.identity_options, &b.identity_options)
+    {
+        let options = sql::changed_sequence_options(x, y);
+        if y.min > x.min && y.increment > 0 {
+            // A MINVALUE above the sequence's position fails: move a position below it up first.
+            out.push(plain(format!(
+                "SELECT setval(s, {}, false) FROM pg_get_serial_sequence({}, {}) AS s \
+                 WHERE coalesce(pg_sequence_last_value(s::regclass), {}) < {};",
+                y.min,
+                quote_literal(table),
+                quote_literal(name),
+                i64::MIN,
+                y.min
+            )));
+        }
+        if !options.is_empty() {
+            out.push(plain(format!(
+                "{prefix} {};",
+                options.iter().map(|o| format!("SET {o}")).collect::<Vec<_>>().join(" ")
+            )));
+        }
     }
     out
 }
@@ -736,7 +974,7 @@ fn topo(nodes: &BTreeSet<String>, graph: &Snapshot, unit: impl Fn(&str) -> Optio
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::catalog::Object;
+    use crate::schema::catalog::{Object, SequenceSpec};
 
     fn table(snapshot: &mut Snapshot, name: &str) {
         let def = Def::Table {
@@ -744,8 +982,11 @@ mod tests {
             unlogged: false,
             row_security: false,
             force_row_security: false,
+            partition_by: None,
         };
-        snapshot.objects.insert(format!("table public.{name}"), Object { owner: None, def });
+        snapshot
+            .objects
+            .insert(format!("table public.{name}"), Object { owner: None, inherited_from: None, def });
     }
 
     fn depends(snapshot: &mut Snapshot, key: &str, on: &str) {
@@ -763,7 +1004,10 @@ mod tests {
             definition: "FOREIGN KEY (customer_id) REFERENCES public.customers(id)".into(),
         };
         let fk_key = "table constraint orders_customer_fkey on public.orders";
-        to.objects.insert(fk_key.into(), Object { owner: Some("table public.orders".into()), def: fk });
+        to.objects.insert(
+            fk_key.into(),
+            Object { owner: Some("table public.orders".into()), inherited_from: None, def: fk },
+        );
         depends(&mut to, fk_key, "table public.orders");
         depends(&mut to, fk_key, "table public.customers");
         let up: Vec<String> = diff(&Snapshot::default(), &to).into_iter().map(|s| s.sql).collect();
@@ -790,7 +1034,9 @@ mod tests {
             let mut snapshot = Snapshot::default();
             let def =
                 Def::Extension { name: "citext".into(), schema: "public".into(), version: version.into() };
-            snapshot.objects.insert("extension citext".into(), Object { owner: None, def });
+            snapshot
+                .objects
+                .insert("extension citext".into(), Object { owner: None, inherited_from: None, def });
             snapshot
         };
         let sql = |from: &str, to: &str| -> Vec<String> {
@@ -808,6 +1054,216 @@ mod tests {
         assert!(is_older("1.9", "1.10") && !is_older("1.10", "1.9") && !is_older("1.0beta", "1.0"));
         let down = diff(&extension("1.6"), &extension("1.5"));
         assert!(down[0].notes.iter().any(|n| matches!(n, Note::Destructive(_))), "{down:?}");
+    }
+
+    fn put(snapshot: &mut Snapshot, key: &str, owner: Option<&str>, inherited_from: Option<&str>, def: Def) {
+        let object =
+            Object { owner: owner.map(Into::into), inherited_from: inherited_from.map(Into::into), def };
+        snapshot.objects.insert(key.into(), object);
+        for dep in [owner, inherited_from].into_iter().flatten() {
+            depends(snapshot, key, dep);
+        }
+    }
+
+    fn sql_of(from: &Snapshot, to: &Snapshot) -> Vec<String> {
+        diff(from, to).into_iter().map(|s| s.sql).collect()
+    }
+
+    fn policy(command: &str, using: &str, check: Option<&str>) -> Snapshot {
+        let mut snapshot = Snapshot::default();
+        table(&mut snapshot, "doc");
+        let def = Def::Policy {
+            table: "public.doc".into(),
+            name: "own".into(),
+            permissive: true,
+            command: command.into(),
+            roles: vec!["PUBLIC".into()],
+            using: Some(using.into()),
+            check: check.map(Into::into),
+        };
+        put(&mut snapshot, "policy own on public.doc", Some("table public.doc"), None, def);
+        snapshot
+    }
+
+    #[test]
+    fn policies_are_altered_where_alter_policy_can_and_made_again_otherwise() {
+        let (a, b) = (policy("ALL", "(owner = CURRENT_USER)", None), policy("ALL", "true", Some("(id > 0)")));
+        assert_eq!(sql_of(&a, &b), ["ALTER POLICY own ON public.doc USING (true) WITH CHECK ((id > 0));"]);
+        // A WITH CHECK taken away, or another command: dropped and made again.
+        assert_eq!(sql_of(&b, &a).len(), 2);
+        let select = policy("SELECT", "(owner = CURRENT_USER)", None);
+        assert_eq!(
+            sql_of(&a, &select),
+            [
+                "DROP POLICY own ON public.doc;",
+                "CREATE POLICY own ON public.doc FOR SELECT USING ((owner = CURRENT_USER));"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_collation_is_made_again_when_its_definition_changes() {
+        let collation = |locale: &str| {
+            let mut snapshot = Snapshot::default();
+            let def = Def::Collation {
+                name: "public.sorted".into(),
+                provider: "icu".into(),
+                locale: Some(locale.into()),
+                lc_collate: None,
+                lc_ctype: None,
+                deterministic: false,
+                rules: None,
+            };
+            put(&mut snapshot, "collation public.sorted", None, None, def);
+            snapshot
+        };
+        assert_eq!(
+            sql_of(&collation("de-DE"), &collation("fr-FR")),
+            [
+                "DROP COLLATION public.sorted;",
+                "CREATE COLLATION public.sorted (provider = icu, locale = 'fr-FR', deterministic = false);"
+            ]
+        );
+    }
+
+    #[test]
+    fn replica_identity_is_set_and_reset_to_default() {
+        let mut full = Snapshot::default();
+        table(&mut full, "t");
+        let def = Def::ReplicaIdentity { table: "public.t".into(), setting: "FULL".into() };
+        put(&mut full, "replica identity of table public.t", Some("table public.t"), None, def);
+        let mut plain_table = Snapshot::default();
+        table(&mut plain_table, "t");
+        assert_eq!(sql_of(&plain_table, &full), ["ALTER TABLE public.t REPLICA IDENTITY FULL;"]);
+        assert_eq!(sql_of(&full, &plain_table), ["ALTER TABLE public.t REPLICA IDENTITY DEFAULT;"]);
+    }
+
+    #[test]
+    fn identity_options_are_set_on_the_column() {
+        let column = |increment: i64| {
+            let mut snapshot = Snapshot::default();
+            table(&mut snapshot, "t");
+            let options = SequenceSpec {
+                data_type: "integer".into(),
+                start: 1,
+                increment,
+                min: 1,
+                max: i64::from(i32::MAX),
+                cache: 1,
+                cycle: false,
+            };
+            let spec = ColumnSpec {
+                data_type: "integer".into(),
+                collation: None,
+                not_null: true,
+                identity: Some('a'),
+                generated: None,
+                generated_virtual: false,
+                identity_options: Some(options),
+            };
+            let def = Def::Column { table: "public.t".into(), name: "id".into(), position: 1, spec };
+            put(&mut snapshot, "table column public.t.id", Some("table public.t"), None, def);
+            snapshot
+        };
+        assert_eq!(
+            sql_of(&column(1), &column(5)),
+            ["ALTER TABLE public.t ALTER COLUMN id SET INCREMENT BY 5;"]
+        );
+    }
+
+    /// A partitioned `m` with partition `m_1`, and optionally an index on `m` with its copy on `m_1`.
+    fn partitioned(with_index: bool) -> Snapshot {
+        let mut snapshot = Snapshot::default();
+        let parent = Def::Table {
+            name: "public.m".into(),
+            unlogged: false,
+            row_security: false,
+            force_row_security: false,
+            partition_by: Some("RANGE (at)".into()),
+        };
+        put(&mut snapshot, "table public.m", None, None, parent);
+        table(&mut snapshot, "m_1");
+        snapshot.objects.get_mut("table public.m_1").unwrap().inherited_from = Some("table public.m".into());
+        let partition =
+            Def::Partition { table: "public.m_1".into(), parent: "public.m".into(), bound: "DEFAULT".into() };
+        put(&mut snapshot, "partition of table public.m_1", Some("table public.m_1"), None, partition);
+        depends(&mut snapshot, "partition of table public.m_1", "table public.m");
+        if with_index {
+            let index = Def::Index {
+                name: "public.m_v".into(),
+                definition: "CREATE INDEX m_v ON ONLY public.m USING btree (v)".into(),
+            };
+            put(&mut snapshot, "index public.m_v", Some("table public.m"), None, index);
+            let copy = Def::Index {
+                name: "public.m_1_v_idx".into(),
+                definition: "CREATE INDEX m_1_v_idx ON public.m_1 USING btree (v)".into(),
+            };
+            put(
+                &mut snapshot,
+                "index public.m_1_v_idx",
+                Some("table public.m_1"),
+                Some("index public.m_v"),
+                copy,
+            );
+            depends(&mut snapshot, "partition of table public.m_1", "index public.m_1_v_idx");
+        }
+        snapshot
+    }
+
+    #[test]
+    fn a_partitioned_index_is_made_on_only_its_table_and_attached_to_by_each_partition() {
+        assert_eq!(
+            sql_of(&partitioned(false), &partitioned(true)),
+            [
+                "CREATE INDEX m_v ON ONLY public.m USING btree (v);",
+                "CREATE INDEX m_1_v_idx ON public.m_1 USING btree (v);",
+                "ALTER INDEX public.m_v ATTACH PARTITION public.m_1_v_idx;"
+            ]
+        );
+        // Dropping the parent's index drops its copies.
+        assert_eq!(sql_of(&partitioned(true), &partitioned(false)), ["DROP INDEX public.m_v;"]);
+    }
+
+    #[test]
+    fn a_new_partition_gets_its_copies_before_it_is_attached() {
+        let mut parent_only = partitioned(true);
+        for key in ["table public.m_1", "partition of table public.m_1", "index public.m_1_v_idx"] {
+            parent_only.objects.remove(key);
+            parent_only.deps.remove(key);
+        }
+        let up = sql_of(&parent_only, &partitioned(true));
+        assert_eq!(up.len(), 3, "{up:?}");
+        assert!(
+            up[1].starts_with("CREATE INDEX m_1_v_idx")
+                && up[2].contains("ATTACH PARTITION public.m_1 DEFAULT"),
+            "{up:?}"
+        );
+    }
+
+    #[test]
+    fn tables_pointing_at_each_other_lose_their_foreign_keys_before_they_are_dropped() {
+        let mut both = Snapshot::default();
+        for (name, other) in [("a", "b"), ("b", "a")] {
+            table(&mut both, name);
+            let key = format!("table constraint {name}_fk on public.{name}");
+            let def = Def::Constraint {
+                table: format!("public.{name}"),
+                name: format!("{name}_fk"),
+                definition: format!("FOREIGN KEY (x) REFERENCES public.{other}(id)"),
+            };
+            put(&mut both, &key, Some(&format!("table public.{name}")), None, def);
+            depends(&mut both, &key, &format!("table public.{other}"));
+        }
+        let down = sql_of(&both, &Snapshot::default());
+        assert_eq!(
+            down,
+            [
+                "ALTER TABLE public.a DROP CONSTRAINT a_fk;",
+                "ALTER TABLE public.b DROP CONSTRAINT b_fk;",
+                "DROP TABLE public.b;",
+                "DROP TABLE public.a;"
+            ]
+        );
     }
 
     #[test]

@@ -12,15 +12,44 @@ pub fn create(def: &Def) -> String {
                 quote_literal(version)
             )
         }
+        Def::Collation { name, provider, locale, lc_collate, lc_ctype, deterministic, rules } => {
+            let mut options = vec![format!("provider = {provider}")];
+            for (option, value) in [("locale", locale), ("lc_collate", lc_collate), ("lc_ctype", lc_ctype)] {
+                if let Some(value) = value {
+                    options.push(format!("{option} = {}", quote_literal(value)));
+                }
+            }
+            if !deterministic {
+                options.push("deterministic = false".into());
+            }
+            if let Some(rules) = rules {
+                options.push(format!("rules = {}", quote_literal(rules)));
+            }
+            format!("CREATE COLLATION {name} ({});", options.join(", "))
+        }
         Def::Enum { name, labels } => {
             let labels: Vec<String> = labels.iter().map(|l| quote_literal(l)).collect();
             format!("CREATE TYPE {name} AS ENUM ({});", labels.join(", "))
         }
         Def::Sequence { name, spec } => format!("CREATE SEQUENCE {name}{};", sequence_options(spec)),
         Def::SequenceOwner { sequence, column } => format!("ALTER SEQUENCE {sequence} OWNED BY {column};"),
-        Def::Table { name, unlogged, row_security, force_row_security } => {
-            create_table(name, *unlogged, &[])
+        Def::Table { name, unlogged, row_security, force_row_security, partition_by } => {
+            create_table(name, *unlogged, &[], partition_by.as_deref())
                 + &self::row_security(name, (false, false), (*row_security, *force_row_security))
+        }
+        Def::Partition { table, parent, bound } => {
+            format!("ALTER TABLE {parent} ATTACH PARTITION {table} {bound};")
+        }
+        Def::ReplicaIdentity { table, setting } => format!("ALTER TABLE {table} REPLICA IDENTITY {setting};"),
+        Def::Policy { table, name, permissive, command, roles, using, check } => {
+            let mut text = format!("CREATE POLICY {name} ON {table}");
+            if !permissive {
+                text += " AS RESTRICTIVE";
+            }
+            if command != "ALL" {
+                text += &format!(" FOR {command}");
+            }
+            text + &policy_clauses(roles, using.as_deref(), check.as_deref()) + ";"
         }
         Def::Column { table, name, spec, .. } => {
             format!("ALTER TABLE {table} ADD COLUMN {};", column(name, spec, None))
@@ -56,6 +85,10 @@ pub fn drop(def: &Def) -> Option<String> {
     Some(match def {
         Def::Schema { name } => format!("DROP SCHEMA {name};"),
         Def::Extension { name, .. } => format!("DROP EXTENSION {name};"),
+        Def::Collation { name, .. } => format!("DROP COLLATION {name};"),
+        Def::Partition { table, parent, .. } => format!("ALTER TABLE {parent} DETACH PARTITION {table};"),
+        Def::ReplicaIdentity { table, .. } => format!("ALTER TABLE {table} REPLICA IDENTITY DEFAULT;"),
+        Def::Policy { table, name, .. } => format!("DROP POLICY {name} ON {table};"),
         Def::Enum { name, .. } => format!("DROP TYPE {name};"),
         Def::Sequence { name, .. } => format!("DROP SEQUENCE {name};"),
         Def::SequenceOwner { sequence, .. } => format!("ALTER SEQUENCE {sequence} OWNED BY NONE;"),
@@ -81,7 +114,7 @@ pub fn alter(old: &Def, new: &Def) -> Vec<String> {
     match (old, new) {
         (
             Def::Table { unlogged: was_unlogged, row_security: a1, force_row_security: a2, .. },
-            Def::Table { name, unlogged, row_security: b1, force_row_security: b2 },
+            Def::Table { name, unlogged, row_security: b1, force_row_security: b2, .. },
         ) => {
             let mut statements = Vec::new();
             if was_unlogged != unlogged {
@@ -117,9 +150,24 @@ pub fn alter(old: &Def, new: &Def) -> Vec<String> {
             }
             statements
         }
-        (Def::SequenceOwner { .. } | Def::Default { .. } | Def::Comment { .. } | Def::Function { .. }, _) => {
-            vec![create(new)]
+        (
+            Def::Policy { roles: r1, using: u1, check: c1, .. },
+            Def::Policy { table, name, roles, using, check, .. },
+        ) => {
+            // ALTER POLICY sets what it names and keeps the rest.
+            let changed = |a: &Option<String>, b: &Option<String>| if a == b { None } else { b.clone() };
+            let roles = if r1 == roles { String::new() } else { format!(" TO {}", roles.join(", ")) };
+            let clauses = policy_clauses(&[], changed(u1, using).as_deref(), changed(c1, check).as_deref());
+            vec![format!("ALTER POLICY {name} ON {table}{roles}{clauses};")]
         }
+        (
+            Def::SequenceOwner { .. }
+            | Def::Default { .. }
+            | Def::Comment { .. }
+            | Def::Function { .. }
+            | Def::ReplicaIdentity { .. },
+            _,
+        ) => vec![create(new)],
         _ => Vec::new(),
     }
 }
@@ -138,12 +186,28 @@ pub fn row_security(table: &str, from: (bool, bool), to: (bool, bool)) -> String
     text
 }
 
-pub fn create_table(name: &str, unlogged: bool, columns: &[String]) -> String {
-    let unlogged = if unlogged { "UNLOGGED " } else { "" };
-    if columns.is_empty() {
-        return format!("CREATE {unlogged}TABLE {name} ();");
+/// ` TO roles USING (..) WITH CHECK (..)`, each part left out when empty.
+fn policy_clauses(roles: &[String], using: Option<&str>, check: Option<&str>) -> String {
+    let mut text = String::new();
+    if !roles.is_empty() && roles != ["PUBLIC"] {
+        text += &format!(" TO {}", roles.join(", "));
     }
-    format!("CREATE {unlogged}TABLE {name} (\n    {}\n);", columns.join(",\n    "))
+    if let Some(using) = using {
+        text += &format!(" USING ({using})");
+    }
+    if let Some(check) = check {
+        text += &format!(" WITH CHECK ({check})");
+    }
+    text
+}
+
+pub fn create_table(name: &str, unlogged: bool, columns: &[String], partition_by: Option<&str>) -> String {
+    let unlogged = if unlogged { "UNLOGGED " } else { "" };
+    let partitioned = partition_by.map(|key| format!(" PARTITION BY {key}")).unwrap_or_default();
+    if columns.is_empty() {
+        return format!("CREATE {unlogged}TABLE {name} (){partitioned};");
+    }
+    format!("CREATE {unlogged}TABLE {name} (\n    {}\n){partitioned};", columns.join(",\n    "))
 }
 
 /// A column as written in CREATE TABLE or ADD COLUMN.
@@ -157,7 +221,7 @@ pub fn column(name: &str, spec: &ColumnSpec, default: Option<&str>) -> String {
         text += &format!(" GENERATED ALWAYS AS ({expression}) {kind}");
     }
     if let Some(kind) = spec.identity {
-        text += &format!(" GENERATED {} AS IDENTITY", identity_kind(kind));
+        text += &format!(" GENERATED {} AS IDENTITY{}", identity_kind(kind), identity_options(spec));
     }
     if let Some(default) = default {
         text += &format!(" DEFAULT {default}");
@@ -170,6 +234,38 @@ pub fn column(name: &str, spec: &ColumnSpec, default: Option<&str>) -> String {
 
 pub fn identity_kind(kind: char) -> &'static str {
     if kind == 'a' { "ALWAYS" } else { "BY DEFAULT" }
+}
+
+/// Whether a constraint is backed by an index of its own (a key or an exclusion).
+pub fn makes_index(def: &Def) -> bool {
+    matches!(def, Def::Constraint { definition, .. }
+        if ["PRIMARY KEY", "UNIQUE", "EXCLUDE"].iter().any(|k| definition.starts_with(k)))
+}
+
+/// `name` qualified with the schema of `qualified` (a constraint's index lives beside its table).
+pub fn beside(qualified: &str, name: &str) -> String {
+    let (schema, _) = split_qualified(qualified);
+    format!("{schema}.{name}")
+}
+
+/// `SET`-able options (`INCREMENT BY 5`, `NO CYCLE`) that differ from sequence `a` to `b`.
+pub fn changed_sequence_options(a: &SequenceSpec, b: &SequenceSpec) -> Vec<String> {
+    let mut options = Vec::new();
+    for (word, x, y) in [
+        ("INCREMENT BY", a.increment, b.increment),
+        ("MINVALUE", a.min, b.min),
+        ("MAXVALUE", a.max, b.max),
+        ("START WITH", a.start, b.start),
+        ("CACHE", a.cache, b.cache),
+    ] {
+        if x != y {
+            options.push(format!("{word} {y}"));
+        }
+    }
+    if a.cycle != b.cycle {
+        options.push(if b.cycle { "CYCLE" } else { "NO CYCLE" }.into());
+    }
+    options
 }
 
 /// Converts a column to its rebuilt enum type through text.
@@ -213,8 +309,26 @@ fn unquote(identifier: &str) -> String {
     }
 }
 
+/// ` (START WITH 100 ...)` for an identity column whose sequence is not PostgreSQL's default.
+pub fn identity_options(spec: &ColumnSpec) -> String {
+    let options = spec.identity_options.as_ref().map(sequence_option_list).unwrap_or_default();
+    if options.is_empty() { String::new() } else { format!(" ({})", options.join(" ")) }
+}
+
 /// Options of CREATE SEQUENCE that differ from what PostgreSQL would choose.
 fn sequence_options(spec: &SequenceSpec) -> String {
+    let mut text = String::new();
+    if spec.data_type != "bigint" {
+        text += &format!(" AS {}", spec.data_type);
+    }
+    for option in sequence_option_list(spec) {
+        text += &format!(" {option}");
+    }
+    text
+}
+
+/// The sequence options, after `AS type`, that differ from that type's defaults.
+pub fn sequence_option_list(spec: &SequenceSpec) -> Vec<String> {
     let (type_min, type_max) = match spec.data_type.as_str() {
         "smallint" => (i64::from(i16::MIN), i64::from(i16::MAX)),
         "integer" => (i64::from(i32::MIN), i64::from(i32::MAX)),
@@ -223,10 +337,7 @@ fn sequence_options(spec: &SequenceSpec) -> String {
     let ascending = spec.increment > 0;
     let (min, max) = if ascending { (1, type_max) } else { (type_min, -1) };
     let start = if ascending { spec.min } else { spec.max };
-    let mut text = String::new();
-    if spec.data_type != "bigint" {
-        text += &format!(" AS {}", spec.data_type);
-    }
+    let mut options = Vec::new();
     for (word, value, default) in [
         ("INCREMENT BY", spec.increment, 1),
         ("MINVALUE", spec.min, min),
@@ -235,13 +346,13 @@ fn sequence_options(spec: &SequenceSpec) -> String {
         ("CACHE", spec.cache, 1),
     ] {
         if value != default {
-            text += &format!(" {word} {value}");
+            options.push(format!("{word} {value}"));
         }
     }
     if spec.cycle {
-        text += " CYCLE";
+        options.push("CYCLE".into());
     }
-    text
+    options
 }
 
 /// Whether every value of type `from` fits `to` unchanged, so the change needs no review.

@@ -20,6 +20,7 @@ mod load;
 mod migrate;
 mod native;
 mod schema;
+mod schema_kinds;
 mod secrets;
 mod security_files;
 mod security_local;
