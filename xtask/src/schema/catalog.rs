@@ -58,6 +58,8 @@ pub enum Kind {
     Function,
     Trigger,
     Policy,
+    Grant,
+    DefaultPrivileges,
     Comment,
 }
 
@@ -191,6 +193,30 @@ pub enum Def {
         using: Option<String>,
         check: Option<String>,
     },
+    /// What `grantee` (SQL-ready, or PUBLIC) holds on `target` (as in `TABLE public.t`, or
+    /// `SCHEMA s`; with `column`, on that column) where it is not what PostgreSQL gives it by
+    /// `default` (EXECUTE on a function to PUBLIC): privileges as `aclexplode` names them, sorted,
+    /// and those of them held WITH GRANT OPTION.
+    Grant {
+        target: String,
+        column: Option<String>,
+        grantee: String,
+        privileges: Vec<String>,
+        grantable: Vec<String>,
+        default: Vec<String>,
+    },
+    /// `ALTER DEFAULT PRIVILEGES`: `for_role` None for the role the migrations run as; `schema`
+    /// None for all schemas; `on` TABLES, SEQUENCES, FUNCTIONS, TYPES or SCHEMAS. `revoke` says
+    /// the privileges are taken away from PostgreSQL's default rather than given.
+    DefaultPrivileges {
+        for_role: Option<String>,
+        schema: Option<String>,
+        on: String,
+        grantee: String,
+        privileges: Vec<String>,
+        grantable: Vec<String>,
+        revoke: bool,
+    },
     /// `COMMENT ON <target> IS <text>`; target as in `TABLE public.users`.
     Comment {
         target: String,
@@ -211,6 +237,8 @@ impl Def {
             Def::Partition { .. } => Kind::Partition,
             Def::ReplicaIdentity { .. } => Kind::ReplicaIdentity,
             Def::Policy { .. } => Kind::Policy,
+            Def::Grant { .. } => Kind::Grant,
+            Def::DefaultPrivileges { .. } => Kind::DefaultPrivileges,
             Def::Column { .. } => Kind::Column,
             Def::Default { .. } => Kind::Default,
             Def::Constraint { .. } => Kind::Constraint,
@@ -287,6 +315,8 @@ pub fn introspect(client: &mut Client) -> Result<Snapshot> {
     views(client, &mut snapshot)?;
     functions(client, &mut snapshot)?;
     triggers(client, &mut snapshot)?;
+    grants(client, &mut snapshot)?;
+    default_privileges(client, &mut snapshot)?;
     comments(client, &mut snapshot)?;
     dependencies(client, &mut snapshot)?;
     client.batch_execute("RESET search_path").map_err(PgError::from)?;
@@ -736,6 +766,148 @@ fn triggers(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
     Ok(())
 }
 
+/// Privileges on the objects read above (and the public schema) that differ, for a grantee other
+/// than the object's owner, from what PostgreSQL gives by default: one object per object and grantee.
+fn grants(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
+    let default = |kind: &str, owner: &str| format!("acldefault('{kind}', {owner})");
+    let sources = [
+        format!(
+            "{RELATIONS}SELECT rel.key, CASE WHEN rel.relkind = 'S' THEN 'SEQUENCE ' ELSE 'TABLE ' END || rel.sql_name, \
+                    NULL::text, c.relowner, coalesce(c.relacl, d.acl), d.acl \
+             FROM rel JOIN pg_class c ON c.oid = rel.oid, \
+             LATERAL (SELECT CASE WHEN rel.relkind = 'S' THEN {} ELSE {} END AS acl) d \
+             WHERE rel.relkind IN ('r', 'p', 'v', 'm', 'S')",
+            default("s", "c.relowner"),
+            default("r", "c.relowner")
+        ),
+        format!(
+            "{RELATIONS}SELECT {}, 'TABLE ' || rel.sql_name, format('%I', at.attname), c.relowner, at.attacl, NULL::aclitem[] \
+             FROM rel JOIN pg_class c ON c.oid = rel.oid JOIN pg_attribute at ON at.attrelid = rel.oid \
+             WHERE at.attacl IS NOT NULL AND at.attnum > 0 AND NOT at.attisdropped",
+            key_of("pg_class", "rel.oid", "at.attnum")
+        ),
+        format!(
+            "SELECT {}, 'SCHEMA ' || format('%I', n.nspname), NULL, n.nspowner, coalesce(n.nspacl, {}), {} \
+             FROM pg_namespace n WHERE {}",
+            key_of("pg_namespace", "n.oid", "0"),
+            default("n", "n.nspowner"),
+            default("n", "n.nspowner"),
+            user_object("pg_namespace", "n.oid")
+        ),
+        format!(
+            "SELECT {}, CASE p.prokind WHEN 'p' THEN 'PROCEDURE ' ELSE 'FUNCTION ' END \
+                    || (SELECT o.identity FROM pg_identify_object('pg_proc'::regclass, p.oid, 0) o), \
+                    NULL, p.proowner, coalesce(p.proacl, {}), {} \
+             FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE {}",
+            key_of("pg_proc", "p.oid", "0"),
+            default("f", "p.proowner"),
+            default("f", "p.proowner"),
+            user_object("pg_proc", "p.oid")
+        ),
+        format!(
+            "SELECT {}, 'TYPE ' || format('%I.%I', n.nspname, t.typname), NULL, t.typowner, \
+                    coalesce(t.typacl, {}), {} \
+             FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace \
+             WHERE t.typtype IN ('e', 'd') AND {}",
+            key_of("pg_type", "t.oid", "0"),
+            default("T", "t.typowner"),
+            default("T", "t.typowner"),
+            user_object("pg_type", "t.oid")
+        ),
+    ];
+    let privileges = |acl: &str, grantable: bool| {
+        format!(
+            "coalesce((SELECT array_agg(p.privilege_type::text ORDER BY p.privilege_type) FROM aclexplode({acl}) p \
+                       WHERE p.grantee = g.grantee{}), '{{}}')",
+            if grantable { " AND p.is_grantable" } else { "" }
+        )
+    };
+    for source in sources {
+        // A source's columns: key, target, column, owner, acl, default acl.
+        let (select, with) = match source.strip_prefix(RELATIONS) {
+            Some(rest) => (rest.to_owned(), RELATIONS.to_owned() + ", "),
+            None => (source, "WITH ".to_owned()),
+        };
+        let sql = format!(
+            "{with}x (key, target, col, owner, acl, dflt) AS ({select}) \
+             SELECT x.key, x.target, x.col, CASE g.grantee WHEN 0 THEN 'PUBLIC' ELSE g.grantee::regrole::text END, \
+                    {}, {}, {} \
+             FROM x, LATERAL (SELECT grantee FROM aclexplode(x.acl) UNION SELECT grantee FROM aclexplode(x.dflt)) g \
+             WHERE g.grantee <> x.owner",
+            privileges("x.acl", false),
+            privileges("x.acl", true),
+            privileges("x.dflt", false)
+        );
+        for row in query(client, "privileges", &sql)? {
+            let object: String = row.get(0);
+            let (privileges, grantable, default): (Vec<String>, Vec<String>, Vec<String>) =
+                (row.get(4), row.get(5), row.get(6));
+            let known = snapshot.objects.contains_key(&object) || object == "schema public";
+            if !known || (privileges == default && grantable.is_empty()) {
+                continue;
+            }
+            let grantee: String = row.get(3);
+            let def = Def::Grant {
+                target: row.get(1),
+                column: row.get(2),
+                grantee: grantee.clone(),
+                privileges,
+                grantable,
+                default,
+            };
+            add(snapshot, format!("grant on {object} to {grantee}"), Some(object), def);
+        }
+    }
+    Ok(())
+}
+
+/// `ALTER DEFAULT PRIVILEGES`, one object per role, schema, kind and grantee. Those of the role
+/// reading (the one the migrations run as) say no FOR ROLE; those for all schemas are what they
+/// add to or take from PostgreSQL's default.
+fn default_privileges(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
+    let sql = "WITH d AS (SELECT d.oid, d.defaclrole, d.defaclnamespace, d.defaclobjtype, \
+                   CASE WHEN d.defaclnamespace = 0 THEN acldefault(d.defaclobjtype, d.defaclrole) END AS base, \
+                   d.defaclacl FROM pg_default_acl d), \
+               entries AS (SELECT d.oid, false AS revoke, a.* FROM d, aclexplode(d.defaclacl) a \
+                           WHERE NOT (a.grantee, a.privilege_type, a.is_grantable) IN \
+                                 (SELECT b.grantee, b.privilege_type, b.is_grantable FROM aclexplode(d.base) b) \
+                           UNION ALL \
+                           SELECT d.oid, true, b.* FROM d, aclexplode(d.base) b \
+                           WHERE NOT (b.grantee, b.privilege_type) IN \
+                                 (SELECT a.grantee, a.privilege_type FROM aclexplode(d.defaclacl) a)) \
+               SELECT CASE WHEN d.defaclrole = (SELECT oid FROM pg_roles WHERE rolname = current_user) THEN NULL \
+                      ELSE d.defaclrole::regrole::text END, \
+                      (SELECT format('%I', nspname) FROM pg_namespace WHERE oid = d.defaclnamespace), \
+                      CASE d.defaclobjtype WHEN 'r' THEN 'TABLES' WHEN 'S' THEN 'SEQUENCES' WHEN 'f' THEN 'FUNCTIONS' \
+                                           WHEN 'T' THEN 'TYPES' ELSE 'SCHEMAS' END, \
+                      CASE e.grantee WHEN 0 THEN 'PUBLIC' ELSE e.grantee::regrole::text END, e.revoke, \
+                      array_agg(e.privilege_type::text ORDER BY e.privilege_type), \
+                      coalesce(array_agg(e.privilege_type::text ORDER BY e.privilege_type) FILTER (WHERE e.is_grantable), '{}') \
+               FROM d JOIN entries e ON e.oid = d.oid WHERE e.grantee <> d.defaclrole \
+               GROUP BY 1, 2, 3, 4, 5";
+    for row in query(client, "default privileges", sql)? {
+        let (for_role, schema, on, grantee, revoke): (Option<String>, Option<String>, String, String, bool) =
+            (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+        let key = format!(
+            "default privileges{} on {on}{} {} {grantee}",
+            for_role.as_ref().map(|r| format!(" for {r}")).unwrap_or_default(),
+            schema.as_ref().map(|s| format!(" in {s}")).unwrap_or_default(),
+            if revoke { "revoked from" } else { "to" }
+        );
+        let def = Def::DefaultPrivileges {
+            for_role,
+            schema,
+            on,
+            grantee,
+            privileges: row.get(5),
+            grantable: row.get(6),
+            revoke,
+        };
+        add(snapshot, key, None, def);
+    }
+    Ok(())
+}
+
 /// Comments on modelled objects (the public schema's stock comment is the same everywhere).
 fn comments(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
     let sql = "SELECT o.type, o.identity, d.description FROM pg_description d, \
@@ -877,10 +1049,12 @@ fn link_partition_copies(snapshot: &mut Snapshot) {
     }
 }
 
-/// Objects of the server's own making, and the migration record table with its parts.
+/// Objects of the server's own making, the migration record table with its parts, and default
+/// privileges (read under keys of their own, see `default_privileges`).
 fn is_internal(key: &str) -> bool {
     const RECORDS: &str = "public._sqlx_migrations";
-    key.contains(" pg_toast.")
+    key.starts_with("default acl ")
+        || key.contains(" pg_toast.")
         || key.starts_with("toast table")
         || key.ends_with(&format!(" {RECORDS}"))
         || key.contains(&format!(" {RECORDS}."))

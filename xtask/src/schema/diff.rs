@@ -723,7 +723,8 @@ fn follow_up(def: &Def, reshape: Reshape) -> FollowUp {
             | Kind::SequenceOwner
             | Kind::Comment
             | Kind::Partition
-            | Kind::ReplicaIdentity,
+            | Kind::ReplicaIdentity
+            | Kind::Grant,
             Reshape::Enum | Reshape::Gone,
         ) => FollowUp::Recreate,
         _ => FollowUp::Nothing,
@@ -776,6 +777,7 @@ fn change(old: &Def, new: &Def) -> Action {
             | Def::Comment { .. }
             | Def::Extension { .. }
             | Def::ReplicaIdentity { .. }
+            | Def::Grant { .. }
             | Def::Schema { .. },
             _,
         ) => Action::Alter,
@@ -1169,6 +1171,35 @@ mod tests {
             sql_of(&column(1), &column(5)),
             ["ALTER TABLE public.t ALTER COLUMN id SET INCREMENT BY 5;"]
         );
+    }
+
+    #[test]
+    fn grants_change_by_what_is_taken_and_what_is_given() {
+        let grant = |privileges: &[&str], grantable: &[&str]| {
+            let mut snapshot = Snapshot::default();
+            table(&mut snapshot, "t");
+            let list = |l: &[&str]| l.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+            let def = Def::Grant {
+                target: "TABLE public.t".into(),
+                column: None,
+                grantee: "app".into(),
+                privileges: list(privileges),
+                grantable: list(grantable),
+                default: Vec::new(),
+            };
+            put(&mut snapshot, "grant on table public.t to app", Some("table public.t"), None, def);
+            snapshot
+        };
+        assert_eq!(
+            sql_of(&grant(&["INSERT", "SELECT"], &[]), &grant(&["INSERT", "UPDATE"], &["UPDATE"])),
+            [
+                "REVOKE SELECT ON TABLE public.t FROM app;",
+                "GRANT UPDATE ON TABLE public.t TO app WITH GRANT OPTION;"
+            ]
+        );
+        let mut bare = Snapshot::default();
+        table(&mut bare, "t");
+        assert_eq!(sql_of(&grant(&["SELECT"], &[]), &bare), ["REVOKE SELECT ON TABLE public.t FROM app;"]);
     }
 
     /// A partitioned `m` with partition `m_1`, and optionally an index on `m` with its copy on `m_1`.

@@ -76,7 +76,93 @@ pub fn create(def: &Def) -> String {
             };
             format!("{definition};\nALTER TABLE {table} {state} TRIGGER {name};")
         }
+        Def::Grant { target, column, grantee, privileges, grantable, default } => {
+            let on = Privileges { target, column: column.as_deref(), grantee };
+            on.change((default, &[]), (privileges, grantable)).join("\n")
+        }
+        Def::DefaultPrivileges { for_role, schema, on, grantee, privileges, grantable, revoke } => {
+            let prefix = default_privileges_prefix(for_role.as_deref(), schema.as_deref());
+            if *revoke {
+                return format!("{prefix} REVOKE {} ON {on} FROM {grantee};", privileges.join(", "));
+            }
+            let mut lines = Vec::new();
+            let plain: Vec<&String> = privileges.iter().filter(|p| !grantable.contains(p)).collect();
+            if !plain.is_empty() {
+                lines.push(format!("{prefix} GRANT {} ON {on} TO {grantee};", join(&plain)));
+            }
+            if !grantable.is_empty() {
+                lines.push(format!(
+                    "{prefix} GRANT {} ON {on} TO {grantee} WITH GRANT OPTION;",
+                    grantable.join(", ")
+                ));
+            }
+            lines.join("\n")
+        }
         Def::Comment { target, text } => format!("COMMENT ON {target} IS {};", quote_literal(text)),
+    }
+}
+
+fn join(items: &[&String]) -> String {
+    items.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+fn default_privileges_prefix(for_role: Option<&str>, schema: Option<&str>) -> String {
+    let mut prefix = "ALTER DEFAULT PRIVILEGES".to_owned();
+    if let Some(role) = for_role {
+        prefix += &format!(" FOR ROLE {role}");
+    }
+    if let Some(schema) = schema {
+        prefix += &format!(" IN SCHEMA {schema}");
+    }
+    prefix
+}
+
+/// What one grantee holds on one object (or one column of it).
+struct Privileges<'a> {
+    target: &'a str,
+    column: Option<&'a str>,
+    grantee: &'a str,
+}
+
+impl Privileges<'_> {
+    /// GRANT and REVOKE statements from one (privileges, those held WITH GRANT OPTION) to another.
+    fn change(&self, from: (&[String], &[String]), to: (&[String], &[String])) -> Vec<String> {
+        let Privileges { target, grantee, .. } = self;
+        let minus =
+            |a: &[String], b: &[String]| a.iter().filter(|p| !b.contains(p)).cloned().collect::<Vec<_>>();
+        let mut out = Vec::new();
+        let revoked = minus(from.0, to.0);
+        if !revoked.is_empty() {
+            out.push(format!("REVOKE {} ON {target} FROM {grantee};", self.list(&revoked)));
+        }
+        let option_lost: Vec<String> = minus(from.1, to.1).into_iter().filter(|p| to.0.contains(p)).collect();
+        if !option_lost.is_empty() {
+            out.push(format!(
+                "REVOKE GRANT OPTION FOR {} ON {target} FROM {grantee};",
+                self.list(&option_lost)
+            ));
+        }
+        let added = minus(&minus(to.0, from.0), to.1);
+        if !added.is_empty() {
+            out.push(format!("GRANT {} ON {target} TO {grantee};", self.list(&added)));
+        }
+        let with_option = minus(to.1, from.1);
+        if !with_option.is_empty() {
+            out.push(format!(
+                "GRANT {} ON {target} TO {grantee} WITH GRANT OPTION;",
+                self.list(&with_option)
+            ));
+        }
+        out
+    }
+
+    /// `SELECT, UPDATE`, or `SELECT (c), UPDATE (c)` for a column.
+    fn list(&self, privileges: &[String]) -> String {
+        let one = |p: &String| match self.column {
+            Some(column) => format!("{p} ({column})"),
+            None => p.clone(),
+        };
+        privileges.iter().map(one).collect::<Vec<_>>().join(", ")
     }
 }
 
@@ -106,6 +192,18 @@ pub fn drop(def: &Def) -> Option<String> {
         }
         Def::Trigger { table, name, .. } => format!("DROP TRIGGER {name} ON {table};"),
         Def::Comment { target, .. } => format!("COMMENT ON {target} IS NULL;"),
+        Def::Grant { target, column, grantee, privileges, grantable, default } => {
+            let on = Privileges { target, column: column.as_deref(), grantee };
+            on.change((privileges, grantable), (default, &[])).join("\n")
+        }
+        Def::DefaultPrivileges { for_role, schema, on, grantee, privileges, revoke, .. } => {
+            let prefix = default_privileges_prefix(for_role.as_deref(), schema.as_deref());
+            if *revoke {
+                format!("{prefix} GRANT {} ON {on} TO {grantee};", privileges.join(", "))
+            } else {
+                format!("{prefix} REVOKE ALL ON {on} FROM {grantee};")
+            }
+        }
     })
 }
 
@@ -160,6 +258,10 @@ pub fn alter(old: &Def, new: &Def) -> Vec<String> {
             let clauses = policy_clauses(&[], changed(u1, using).as_deref(), changed(c1, check).as_deref());
             vec![format!("ALTER POLICY {name} ON {table}{roles}{clauses};")]
         }
+        (
+            Def::Grant { privileges: p1, grantable: g1, .. },
+            Def::Grant { target, column, grantee, privileges: p2, grantable: g2, .. },
+        ) => Privileges { target, column: column.as_deref(), grantee }.change((p1, g1), (p2, g2)),
         (
             Def::SequenceOwner { .. }
             | Def::Default { .. }

@@ -227,3 +227,39 @@ mod found_wrong_before {
             "CREATE TABLE keep (id int);";
     }
 }
+
+mod grants {
+    cases! {
+        grant_added:
+            "CREATE TABLE t (id int);" => "CREATE TABLE t (id int); GRANT SELECT, INSERT ON t TO pg_monitor;";
+        grant_changed_from_select_to_update:
+            "CREATE TABLE t (id int); GRANT SELECT, INSERT ON t TO pg_monitor;" =>
+            "CREATE TABLE t (id int); GRANT UPDATE, INSERT ON t TO pg_monitor;";
+        grant_given_with_grant_option:
+            "CREATE TABLE t (id int); GRANT SELECT ON t TO pg_monitor;" =>
+            "CREATE TABLE t (id int); GRANT SELECT ON t TO pg_monitor WITH GRANT OPTION; GRANT DELETE ON t TO pg_read_all_stats;";
+        column_grant_added:
+            "CREATE TABLE t (id int, secret text);" =>
+            "CREATE TABLE t (id int, secret text); GRANT SELECT (id), UPDATE (id) ON t TO pg_monitor;";
+        function_taken_from_public:
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1';" =>
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1';
+             REVOKE EXECUTE ON FUNCTION f() FROM PUBLIC; GRANT EXECUTE ON FUNCTION f() TO pg_monitor;";
+        schema_and_sequence_granted:
+            "CREATE SCHEMA app; CREATE SEQUENCE app.n;" =>
+            "CREATE SCHEMA app; CREATE SEQUENCE app.n; GRANT USAGE ON SCHEMA app TO pg_monitor;
+             GRANT USAGE, SELECT ON SEQUENCE app.n TO pg_monitor;";
+        grant_on_a_view_made_again:
+            "CREATE TABLE t (id int, v int); CREATE VIEW w AS SELECT id, v FROM t; GRANT SELECT ON w TO pg_monitor;" =>
+            "CREATE TABLE t (id int, v bigint); CREATE VIEW w AS SELECT id, v FROM t; GRANT SELECT ON w TO pg_monitor;";
+        default_privileges_granted_in_a_schema:
+            "CREATE TABLE t (id int);" =>
+            "CREATE TABLE t (id int); ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, UPDATE ON TABLES TO pg_monitor;";
+        default_privileges_taken_from_public:
+            "CREATE TABLE t (id int);" =>
+            "CREATE TABLE t (id int); ALTER DEFAULT PRIVILEGES REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;";
+        default_privileges_changed:
+            "ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO pg_monitor;" =>
+            "ALTER DEFAULT PRIVILEGES GRANT SELECT, INSERT ON TABLES TO pg_monitor;";
+    }
+}
