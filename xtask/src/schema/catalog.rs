@@ -31,8 +31,9 @@ pub struct Snapshot {
 pub struct Object {
     /// The object this one is part of, and is dropped with (a column's table, a comment's target).
     pub owner: Option<String>,
-    /// On a partition: its parent's object this one is the copy of (a column, a CHECK, a key, an
-    /// index, a foreign key, a trigger), which PostgreSQL makes and drops with that one.
+    /// On a partition or an inheriting table: its parent's object this one is the copy of (a
+    /// column or CHECK it does not declare itself; on a partition also a key, an index, a foreign
+    /// key, a trigger), which PostgreSQL makes and drops with that one.
     pub inherited_from: Option<String>,
     pub def: Def,
 }
@@ -52,6 +53,7 @@ pub enum Kind {
     Constraint,
     Index,
     Partition,
+    Inherits,
     ReplicaIdentity,
     View,
     MaterializedView,
@@ -137,6 +139,11 @@ pub enum Def {
         table: String,
         parent: String,
         bound: String,
+    },
+    /// `ALTER TABLE table INHERIT parent` (table inheritance outside partitioning).
+    Inherits {
+        table: String,
+        parent: String,
     },
     /// A table's REPLICA IDENTITY other than DEFAULT: `FULL`, `NOTHING` or `USING INDEX name`.
     ReplicaIdentity {
@@ -235,6 +242,7 @@ impl Def {
             Def::SequenceOwner { .. } => Kind::SequenceOwner,
             Def::Table { .. } => Kind::Table,
             Def::Partition { .. } => Kind::Partition,
+            Def::Inherits { .. } => Kind::Inherits,
             Def::ReplicaIdentity { .. } => Kind::ReplicaIdentity,
             Def::Policy { .. } => Kind::Policy,
             Def::Grant { .. } => Kind::Grant,
@@ -509,6 +517,19 @@ fn sequences(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
     Ok(())
 }
 
+/// `schema.name rest` at the first space outside double quotes.
+fn split_sql_name(text: &str) -> (&str, &str) {
+    let mut quoted = false;
+    for (i, c) in text.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            ' ' if !quoted => return (&text[..i], &text[i + 1..]),
+            _ => {}
+        }
+    }
+    (text, "")
+}
+
 /// The parent of a partition `rel`, as `pg_inherits` row `i` joined to its class `pc`.
 const PARENT: &str = "FROM pg_inherits i JOIN pg_class pc ON pc.oid = i.inhparent \
      JOIN pg_namespace pn ON pn.oid = pc.relnamespace WHERE i.inhrelid = rel.oid";
@@ -519,8 +540,8 @@ fn tables(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
     let parent_key = format!("SELECT {} {PARENT}", key_of("pg_class", "i.inhparent", "0"));
     let sql = format!(
         "{RELATIONS}SELECT rel.key, rel.sql_name, rel.relpersistence = 'u', \
-                (rel.relkind = 'r' AND EXISTS (SELECT 1 FROM pg_inherits WHERE inhparent = rel.oid)) \
-                OR (NOT rel.relispartition AND EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = rel.oid)), \
+                array(SELECT format('%I.%I', pn.nspname, pc.relname) || ' ' || {} {PARENT} AND NOT rel.relispartition \
+                      ORDER BY i.inhseqno), \
                 rel.relrowsecurity, rel.relforcerowsecurity, \
                 CASE WHEN rel.relkind = 'p' THEN pg_get_partkeydef(rel.oid) END, \
                 CASE WHEN rel.relispartition THEN (SELECT format('%I.%I', pn.nspname, pc.relname) {PARENT}) END, \
@@ -533,14 +554,20 @@ fn tables(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
                                   AND co.conrelid = x.indrelid AND co.contype IN ('p', 'u', 'x')), {}) \
                  FROM pg_index x WHERE x.indrelid = rel.oid AND x.indisreplident) \
          FROM rel WHERE rel.relkind IN ('r', 'p')",
+        key_of("pg_class", "i.inhparent", "0"),
         key_of("pg_constraint", "co.oid", "0"),
         key_of("pg_class", "x.indexrelid", "0")
     );
     for row in query(client, "tables", &sql)? {
         let key: String = row.get(0);
         let name: String = row.get(1);
-        if row.get::<_, bool>(3) {
-            snapshot.unsupported.insert(format!("{key} (inheritance)"), String::new());
+        // Each parent as `sql_name key` (a SQL name holds no unquoted space).
+        for parent in row.get::<_, Vec<String>>(3) {
+            let (parent, parent_key) = split_sql_name(&parent);
+            let inherits = format!("inheritance of {key} from {parent_key}");
+            let def = Def::Inherits { table: name.clone(), parent: parent.to_owned() };
+            add(snapshot, inherits.clone(), Some(key.clone()), def);
+            snapshot.deps.entry(inherits).or_default().insert(parent_key.to_owned());
         }
         let parent_key: Option<String> = row.get(8);
         if let (Some(parent), Some(parent_key), Some(bound)) = (row.get(7), &parent_key, row.get(9)) {
@@ -587,9 +614,9 @@ fn columns(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
                      JOIN pg_namespace cn ON cn.oid = co.collnamespace WHERE co.oid = a.attcollation) END, \
                 a.attnotnull, a.attidentity::text, a.attgenerated::text, \
                 pg_get_expr(ad.adbin, ad.adrelid), {}, \
-                CASE WHEN rel.relispartition AND a.attinhcount > 0 THEN \
+                CASE WHEN a.attinhcount > 0 AND NOT a.attislocal THEN \
                     (SELECT {} FROM pg_inherits i JOIN pg_attribute pa ON pa.attrelid = i.inhparent \
-                     WHERE i.inhrelid = rel.oid AND pa.attname = a.attname) END \
+                     WHERE i.inhrelid = rel.oid AND pa.attname = a.attname ORDER BY i.inhseqno LIMIT 1) END \
          FROM rel JOIN pg_attribute a ON a.attrelid = rel.oid JOIN pg_type t ON t.oid = a.atttypid \
          LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum \
          WHERE rel.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped",
@@ -660,11 +687,11 @@ const PLAIN_NOT_NULL: &str = "(co.contype = 'n' AND co.convalidated AND NOT co.c
 fn constraints(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
     let sql = format!(
         "{RELATIONS}SELECT {}, rel.key, rel.sql_name, format('%I', co.conname), pg_get_constraintdef(co.oid), \
-                {PLAIN_NOT_NULL} OR (co.contype = 'n' AND rel.relispartition AND co.coninhcount > 0), \
-                CASE WHEN rel.relispartition AND co.coninhcount > 0 THEN coalesce( \
+                {PLAIN_NOT_NULL} OR (co.contype = 'n' AND co.coninhcount > 0 AND NOT co.conislocal), \
+                CASE WHEN co.coninhcount > 0 AND NOT co.conislocal THEN coalesce( \
                     (SELECT {} WHERE co.conparentid <> 0), \
                     (SELECT {} FROM pg_inherits i JOIN pg_constraint pco ON pco.conrelid = i.inhparent \
-                     WHERE i.inhrelid = rel.oid AND pco.conname = co.conname)) END \
+                     WHERE i.inhrelid = rel.oid AND pco.conname = co.conname ORDER BY i.inhseqno LIMIT 1)) END \
          FROM rel JOIN pg_constraint co ON co.conrelid = rel.oid \
          WHERE rel.relkind IN ('r', 'p') AND co.contype <> 't'",
         key_of("pg_constraint", "co.oid", "0"),
@@ -1028,9 +1055,9 @@ fn dependencies(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
     Ok(())
 }
 
-/// A partition's copy comes after what it copies, and the partition's attachment after both, so
-/// that ATTACH PARTITION finds the copies made beforehand and takes them as its own (and DETACH
-/// comes before what stays of them is dropped).
+/// A copy comes after what it copies, and its table's attachment (ATTACH PARTITION, INHERIT)
+/// after both, so that the attachment finds the copies made beforehand and takes them as its own
+/// (and DETACH or NO INHERIT comes before what stays of them is dropped).
 fn link_partition_copies(snapshot: &mut Snapshot) {
     let copies: Vec<(String, Option<String>, String)> = snapshot
         .objects
@@ -1042,9 +1069,16 @@ fn link_partition_copies(snapshot: &mut Snapshot) {
         .collect();
     for (key, table, original) in copies {
         snapshot.deps.entry(key.clone()).or_default().insert(original.clone());
-        let Some(partition) = table.map(|table| format!("partition of {table}")) else { continue };
-        if snapshot.objects.contains_key(&partition) {
-            snapshot.deps.entry(partition).or_default().extend([key, original]);
+        let Some(table) = table else { continue };
+        let inheritance = format!("inheritance of {table} from ");
+        let attachments: Vec<String> = snapshot
+            .objects
+            .keys()
+            .filter(|k| **k == format!("partition of {table}") || k.starts_with(&inheritance))
+            .cloned()
+            .collect();
+        for attachment in attachments {
+            snapshot.deps.entry(attachment).or_default().extend([key.clone(), original.clone()]);
         }
     }
 }

@@ -145,12 +145,27 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// Whether the partition `table` (a key) is attached in this migration (`to`) or detached (`from`).
+    /// Whether `table` (a key) is attached as a partition or to a parent (INHERIT) in this
+    /// migration, or detached from one.
     fn attachment_changes(&self, table: &str) -> bool {
-        matches!(
-            self.action(&format!("partition of {table}")),
-            Some(Action::Create | Action::Recreate | Action::Drop)
-        )
+        let inheritance = format!("inheritance of {table} from ");
+        self.action(&format!("partition of {table}")).is_some()
+            || self
+                .actions
+                .range(inheritance.clone()..)
+                .next()
+                .is_some_and(|(k, _)| k.starts_with(&inheritance))
+    }
+
+    /// The parents a new table inherits from, made with it (`INHERITS (...)`).
+    fn new_parents(&self, table: &str) -> Vec<&str> {
+        self.parts_of(table)
+            .filter(|k| matches!(self.action(k), Some(Action::Create | Action::Recreate)))
+            .filter_map(|k| match &self.to.objects[k].def {
+                Def::Inherits { parent, .. } => Some(parent.as_str()),
+                _ => None,
+            })
+            .collect()
     }
 
     /// A value added with ALTER TYPE cannot be used before its transaction commits; an enum whose
@@ -214,7 +229,9 @@ impl<'a> Planner<'a> {
                 }
                 let def = &self.from.objects[key].def;
                 // An attachment is made again when its tables are, not when its copies are.
-                let counts = |dep: &&String| def.kind() != Kind::Partition || self.is_table(dep);
+                let counts = |dep: &&String| {
+                    !matches!(def.kind(), Kind::Partition | Kind::Inherits) || self.is_table(dep)
+                };
                 let Some(strongest) = deps.iter().filter(counts).filter_map(|dep| self.reshape(dep)).max()
                 else {
                     continue;
@@ -279,7 +296,8 @@ impl<'a> Planner<'a> {
         loop {
             let Some(object) = self.to.objects.get(&unit) else { return unit };
             let made = |key: &str| matches!(self.action(key), Some(Action::Create | Action::Recreate));
-            let inlined = matches!(object.def.kind(), Kind::Column | Kind::Default) && made(&unit);
+            let inlined =
+                matches!(object.def.kind(), Kind::Column | Kind::Default | Kind::Inherits) && made(&unit);
             match (&object.owner, inlined) {
                 (Some(owner), true) if made(owner) => unit = owner.clone(),
                 _ => return unit,
@@ -425,6 +443,10 @@ impl<'a> Planner<'a> {
     fn drop(&self, key: &str) -> Option<Statement> {
         let def = &self.from.objects[key].def;
         let mut statement = plain(sql::drop(def)?);
+        if self.keeps_copies(key) {
+            // ONLY leaves each child's copy in place, as the child's own.
+            statement.sql = statement.sql.replacen("ALTER TABLE ", "ALTER TABLE ONLY ", 1);
+        }
         match def {
             Def::Table { name, .. } if self.action(key) == Some(Action::Drop) => {
                 statement.notes.push(Note::Destructive(format!("drops table {name} and every row in it")))
@@ -467,6 +489,16 @@ impl<'a> Planner<'a> {
             _ => {}
         }
         Some(statement)
+    }
+
+    /// Whether some inheriting table keeps, as its own, a copy of this dropped column or CHECK.
+    fn keeps_copies(&self, key: &str) -> bool {
+        matches!(self.from.objects[key].def, Def::Column { .. } | Def::Constraint { .. })
+            && self.from.objects.iter().any(|(copy, object)| {
+                object.inherited_from.as_deref() == Some(key)
+                    && self.to.objects.get(copy).is_some_and(|o| o.inherited_from.is_none())
+                    && object.owner.as_ref().is_some_and(|t| !self.attachment_changes(t))
+            })
     }
 
     fn is_generated_in_target(&self, key: &str) -> bool {
@@ -523,6 +555,11 @@ impl<'a> Planner<'a> {
             // An original's ALTER reaches its copies (and a copy cannot be altered on its own).
             return matches!(object.def, Def::Column { .. }).then(Vec::new);
         }
+        let made_with_inherits = matches!(self.action(table), Some(Action::Create | Action::Recreate))
+            && !self.new_parents(table).is_empty();
+        if made_with_inherits && matches!(object.def, Def::Column { .. } | Def::Constraint { .. }) {
+            return Some(Vec::new());
+        }
         let index = match (&object.def, &self.to.objects.get(original)?.def) {
             (Def::Trigger { .. }, _) => return Some(Vec::new()),
             (Def::Constraint { definition, .. }, _) if definition.starts_with("FOREIGN KEY") => {
@@ -549,9 +586,15 @@ impl<'a> Planner<'a> {
         let def = &self.to.objects[key].def;
         match def {
             Def::Table { name, unlogged, row_security, force_row_security, partition_by } => {
+                let parents = self.new_parents(key);
+                // Columns a new child inherits come with INHERITS; a partition's are its own until
+                // it is attached.
+                let inherited =
+                    |k: &&String| !parents.is_empty() && self.to.objects[*k].inherited_from.is_some();
                 let mut columns: Vec<(i16, String)> = self
                     .parts_of(key)
                     .filter(|k| matches!(self.action(k), Some(Action::Create | Action::Recreate)))
+                    .filter(|k| !inherited(k))
                     .filter_map(|k| match &self.to.objects[k].def {
                         Def::Column { name, position, spec, .. } => {
                             Some((*position, sql::column(name, spec, self.new_default(k))))
@@ -561,7 +604,8 @@ impl<'a> Planner<'a> {
                     .collect();
                 columns.sort();
                 let columns: Vec<String> = columns.into_iter().map(|(_, c)| c).collect();
-                let mut text = sql::create_table(name, *unlogged, &columns, partition_by.as_deref());
+                let mut text =
+                    sql::create_child_table(name, *unlogged, &columns, partition_by.as_deref(), &parents);
                 text += &sql::row_security(name, (false, false), (*row_security, *force_row_security));
                 plain(text)
             }
@@ -1269,6 +1313,45 @@ mod tests {
                 && up[2].contains("ATTACH PARTITION public.m_1 DEFAULT"),
             "{up:?}"
         );
+    }
+
+    #[test]
+    fn a_column_a_child_keeps_is_dropped_from_only_its_parent() {
+        let column = |table: &str| Def::Column {
+            table: format!("public.{table}"),
+            name: "b".into(),
+            position: 1,
+            spec: ColumnSpec {
+                data_type: "integer".into(),
+                collation: None,
+                not_null: false,
+                identity: None,
+                generated: None,
+                generated_virtual: false,
+                identity_options: None,
+            },
+        };
+        let family = |parent_has_b: bool| {
+            let mut snapshot = Snapshot::default();
+            table(&mut snapshot, "p");
+            table(&mut snapshot, "c");
+            let inherits = Def::Inherits { table: "public.c".into(), parent: "public.p".into() };
+            put(
+                &mut snapshot,
+                "inheritance of table public.c from table public.p",
+                Some("table public.c"),
+                None,
+                inherits,
+            );
+            let original = parent_has_b.then_some("table column public.p.b");
+            if let Some(key) = original {
+                put(&mut snapshot, key, Some("table public.p"), None, column("p"));
+            }
+            put(&mut snapshot, "table column public.c.b", Some("table public.c"), original, column("c"));
+            snapshot
+        };
+        let up = sql_of(&family(true), &family(false));
+        assert_eq!(up, ["ALTER TABLE ONLY public.p DROP COLUMN b;"]);
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub fn create(def: &Def) -> String {
         Def::Partition { table, parent, bound } => {
             format!("ALTER TABLE {parent} ATTACH PARTITION {table} {bound};")
         }
+        Def::Inherits { table, parent } => format!("ALTER TABLE {table} INHERIT {parent};"),
         Def::ReplicaIdentity { table, setting } => format!("ALTER TABLE {table} REPLICA IDENTITY {setting};"),
         Def::Policy { table, name, permissive, command, roles, using, check } => {
             let mut text = format!("CREATE POLICY {name} ON {table}");
@@ -173,6 +174,7 @@ pub fn drop(def: &Def) -> Option<String> {
         Def::Extension { name, .. } => format!("DROP EXTENSION {name};"),
         Def::Collation { name, .. } => format!("DROP COLLATION {name};"),
         Def::Partition { table, parent, .. } => format!("ALTER TABLE {parent} DETACH PARTITION {table};"),
+        Def::Inherits { table, parent } => format!("ALTER TABLE {table} NO INHERIT {parent};"),
         Def::ReplicaIdentity { table, .. } => format!("ALTER TABLE {table} REPLICA IDENTITY DEFAULT;"),
         Def::Policy { table, name, .. } => format!("DROP POLICY {name} ON {table};"),
         Def::Enum { name, .. } => format!("DROP TYPE {name};"),
@@ -304,12 +306,29 @@ fn policy_clauses(roles: &[String], using: Option<&str>, check: Option<&str>) ->
 }
 
 pub fn create_table(name: &str, unlogged: bool, columns: &[String], partition_by: Option<&str>) -> String {
+    create_child_table(name, unlogged, columns, partition_by, &[])
+}
+
+/// CREATE TABLE, with `INHERITS (parents)` when it has any.
+pub fn create_child_table(
+    name: &str,
+    unlogged: bool,
+    columns: &[String],
+    partition_by: Option<&str>,
+    parents: &[&str],
+) -> String {
     let unlogged = if unlogged { "UNLOGGED " } else { "" };
-    let partitioned = partition_by.map(|key| format!(" PARTITION BY {key}")).unwrap_or_default();
-    if columns.is_empty() {
-        return format!("CREATE {unlogged}TABLE {name} (){partitioned};");
+    let mut tail = String::new();
+    if !parents.is_empty() {
+        tail += &format!(" INHERITS ({})", parents.join(", "));
     }
-    format!("CREATE {unlogged}TABLE {name} (\n    {}\n){partitioned};", columns.join(",\n    "))
+    if let Some(key) = partition_by {
+        tail += &format!(" PARTITION BY {key}");
+    }
+    if columns.is_empty() {
+        return format!("CREATE {unlogged}TABLE {name} (){tail};");
+    }
+    format!("CREATE {unlogged}TABLE {name} (\n    {}\n){tail};", columns.join(",\n    "))
 }
 
 /// A column as written in CREATE TABLE or ADD COLUMN.

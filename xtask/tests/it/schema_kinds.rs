@@ -263,3 +263,37 @@ mod grants {
             "ALTER DEFAULT PRIVILEGES GRANT SELECT, INSERT ON TABLES TO pg_monitor;";
     }
 }
+
+mod inheritance {
+    /// A parent and a child that inherits all its columns.
+    const FAMILY: &str = "CREATE TABLE base (id int NOT NULL, name text CHECK (name <> ''));
+        CREATE TABLE child (extra text) INHERITS (base);";
+
+    cases! {
+        inheriting_table_added:
+            "CREATE TABLE base (id int NOT NULL, name text CHECK (name <> ''));" => FAMILY;
+        child_declaring_an_inherited_column_added:
+            "CREATE TABLE base (id int NOT NULL, name text);" =>
+            "CREATE TABLE base (id int NOT NULL, name text); CREATE TABLE child (name text, extra text) INHERITS (base);";
+        column_added_to_a_parent:
+            FAMILY => &FAMILY.replace("name text CHECK", "added int DEFAULT 1, name text CHECK");
+        inherited_column_dropped_from_the_parent_kept_by_the_child:
+            FAMILY =>
+            "CREATE TABLE base (id int NOT NULL); CREATE TABLE child (name text CHECK (name <> ''), extra text) INHERITS (base);";
+        inherited_column_dropped_everywhere:
+            FAMILY => "CREATE TABLE base (id int NOT NULL); CREATE TABLE child (extra text) INHERITS (base);";
+        check_added_to_a_parent:
+            FAMILY => &FAMILY.replace("INHERITS (base);", "INHERITS (base); ALTER TABLE base ADD CONSTRAINT id_positive CHECK (id > 0);");
+        column_of_a_parent_retyped:
+            FAMILY => &FAMILY.replace("id int NOT NULL", "id bigint NOT NULL");
+        existing_table_starts_inheriting:
+            "CREATE TABLE base (id int); CREATE TABLE other (id int, x int);" =>
+            "CREATE TABLE base (id int); CREATE TABLE other (id int, x int); ALTER TABLE other INHERIT base;";
+        table_with_two_parents_added:
+            "CREATE TABLE a (x int); CREATE TABLE b (y int);" =>
+            "CREATE TABLE a (x int); CREATE TABLE b (y int); CREATE TABLE ab (z int) INHERITS (a, b);";
+        parent_dropped_and_child_kept:
+            "CREATE TABLE base (id int); CREATE TABLE child (x int) INHERITS (base);" =>
+            "CREATE TABLE child (id int, x int);";
+    }
+}
