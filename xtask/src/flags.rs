@@ -69,10 +69,11 @@ pub enum Command {
         message: String,
         manual: bool,
     },
-    /// `schema --check` (write: false) or `schema --write`.
+    /// `schema --check` (write: false) or `schema --write`; `live`: `--check --live`.
     Schema {
         db: Option<String>,
         write: bool,
+        live: bool,
     },
     Seed {
         db: Option<String>,
@@ -303,11 +304,13 @@ removed) carry a `-- DESTRUCTIVE:` comment; a dropped and an added column of the
 before they are written. With no difference, nothing is written. Without --db, every database with
 a schema.sql is looked at. The throwaway databases are dropped afterwards, also on error or Ctrl-C.
 
-Covered: schemas, extensions, enum types, sequences, tables, columns (type, nullability, default,
-identity, generated), primary key, unique, check, foreign key and exclusion constraints, indexes,
-views, materialized views, functions, procedures, triggers, row-level security switches, comments.
-Other kinds are compared (domains, composite and range types, policies and rules by definition; the
-rest by name) and stop prepare with their names when they differ.
+Covered: schemas, extensions (versions), collations, enum types, sequences, tables, columns (type,
+collation, nullability, default, identity and its options, generated), primary key, unique, check,
+foreign key and exclusion constraints, indexes, partitioned tables and partitions (attached,
+detached, keys and indexes attached by name), inheritance, row-level security and policies, replica
+identity, grants and default privileges, views, materialized views, functions, procedures,
+triggers, comments. Other kinds are compared (domains, composite and range types and rules by
+definition; the rest by name) and stop prepare with their names when they differ.
 
 --manual   write empty files to fill in by hand (also what happens without a schema.sql)"
         }
@@ -319,6 +322,13 @@ cargo xtask schema --write [--db NAME]
 --check  builds the migrations and migrations/<db>/schema.sql in throwaway databases and compares
          their catalogs; exits 1 printing the SQL a migration would need when they differ. Without
          --db, every database with a schema.sql.
+--check --live
+         compares this branch's database itself with what its applied migrations make (built in a
+         throwaway database), to find changes made by hand (a column added in psql); exits 1
+         listing them with the SQL that would remove them. Needs no schema.sql; without --db,
+         every database. The grants setup makes for `reads` are its own and not compared.
+         db-status and pre-commit mention drift cheaply, by a fingerprint of the catalogs kept
+         when this tool migrates.
 --write  rewrites schema.sql from what the migrations produce, for projects that prefer to write
          migrations and keep the schema file as a record (checked to rebuild the same schema)."
         }
@@ -478,6 +488,7 @@ const OPTIONS: &[&str] = &[
     "check",
     "manual",
     "write",
+    "live",
     "staged",
     "backup",
     "dry-run",
@@ -516,7 +527,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
     let mut db = None;
     let (mut json, mut force, mut help, mut provision) = (false, false, false, false);
     let (mut manual, mut write, mut staged) = (false, false, false);
-    let mut backup = false;
+    let (mut backup, mut live) = (false, false);
     let mut file: Option<PathBuf> = None;
     let mut options = MigrateOptions::default();
     let mut steps: Option<usize> = None;
@@ -539,6 +550,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
             Long("check") => options.check = true,
             Long("manual") => manual = true,
             Long("write") => write = true,
+            Long("live") => live = true,
             Long("staged") => staged = true,
             Long("backup") => backup = true,
             Long("dry-run") => options.dry_run = true,
@@ -611,8 +623,11 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
             if options.check == write {
                 bail!("schema takes one of --check or --write; see `cargo xtask schema --help`");
             }
+            if live && write {
+                bail!("--live goes with --check: `cargo xtask schema --check --live`");
+            }
             options.check = false;
-            Command::Schema { db: db.take(), write }
+            Command::Schema { db: db.take(), write, live: std::mem::take(&mut live) }
         }
         "seed" => Command::Seed { db: db.take() },
         "pre-commit" => Command::PreCommit { staged },
@@ -638,6 +653,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args> {
     }
     if write && !matches!(command, Command::Schema { .. }) {
         bail!("`{name}` does not take --write; see `cargo xtask {name} --help`");
+    }
+    if live {
+        bail!("`{name}` does not take --live; see `cargo xtask {name} --help`");
     }
     if backup && !matches!(command, Command::Wipe { .. }) {
         bail!("`{name}` does not take --backup; see `cargo xtask {name} --help`");
@@ -822,7 +840,7 @@ mod tests {
         assert!(parse_str(&["migrate", "--manual"]).is_err());
         assert!(matches!(
             parse_str(&["schema", "--check"]).unwrap().command,
-            Command::Schema { write: false, db: None }
+            Command::Schema { write: false, db: None, live: false }
         ));
         assert!(matches!(
             parse_str(&["prepare", "--manual", "add", "users"]).unwrap().command,

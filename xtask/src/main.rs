@@ -7,6 +7,7 @@ mod conn;
 mod credentials;
 mod developer;
 mod dotenv;
+mod drift;
 mod engine;
 mod features;
 mod flags;
@@ -129,8 +130,13 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Prepare { db, message, manual } => {
             tasks::schema::prepare(&ctx, &message, db.as_deref(), manual)?
         }
-        Command::Schema { db, write: false } => return tasks::schema::check(&ctx, db.as_deref()),
-        Command::Schema { db, write: true } => tasks::schema::write(&ctx, db.as_deref())?,
+        Command::Schema { db, write: false, live: false } => {
+            return tasks::schema::check(&ctx, db.as_deref());
+        }
+        Command::Schema { db, write: false, live: true } => {
+            return tasks::schema::check_live(&ctx, db.as_deref());
+        }
+        Command::Schema { db, write: true, .. } => tasks::schema::write(&ctx, db.as_deref())?,
         Command::Seed { db } => tasks::migrate::seed(&ctx, db.as_deref())?,
         Command::PreCommit { staged } => return tasks::precommit::pre_commit(&ctx, staged),
         Command::Hooks { install: true } => tasks::hooks::install(&ctx)?,

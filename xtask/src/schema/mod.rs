@@ -5,7 +5,7 @@ mod catalog;
 mod diff;
 mod sql;
 
-pub use catalog::{Snapshot, introspect};
+pub use catalog::{Def, Snapshot, introspect};
 pub use diff::{Note, Statement, diff};
 
 /// A migration file's text: a header, then each statement under its notes, blank-line separated.
@@ -51,4 +51,32 @@ pub fn unmodelled_differences(from: &Snapshot, to: &Snapshot, from_name: &str, t
 /// Objects both sides have whose definitions were not read, so only their names were compared.
 pub fn compared_by_name_only(snapshot: &Snapshot) -> Vec<&str> {
     snapshot.unsupported.iter().filter(|(_, f)| f.is_empty()).map(|(k, _)| k.as_str()).collect()
+}
+
+/// Objects this tool writes SQL for that only one side has, or that differ, each named with the
+/// side (`from_name` or `to_name`) that has it.
+pub fn object_differences(from: &Snapshot, to: &Snapshot, from_name: &str, to_name: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (key, object) in &from.objects {
+        match to.objects.get(key) {
+            None => lines.push(format!("{key} (only in {from_name})")),
+            Some(other) if !other.def.same_as(&object.def) => lines.push(format!("{key} (differs)")),
+            Some(_) => {}
+        }
+    }
+    for key in to.objects.keys().filter(|key| !from.objects.contains_key(*key)) {
+        lines.push(format!("{key} (only in {to_name})"));
+    }
+    lines
+}
+
+/// Leaves out the grants and default privileges given to `roles` (unquoted names; a grantee is
+/// written as PostgreSQL writes a role, quoted only where it must be).
+pub fn forget_grants_to(snapshot: &mut Snapshot, roles: &[String]) {
+    let named =
+        |grantee: &str| roles.iter().any(|r| grantee == r || grantee == crate::naming::quote_ident(r));
+    snapshot.objects.retain(|_, object| match &object.def {
+        Def::Grant { grantee, .. } | Def::DefaultPrivileges { grantee, .. } => !named(grantee),
+        _ => true,
+    });
 }

@@ -144,6 +144,30 @@ fn ups_at(repo: &Path, rev: &str, dir: &str) -> Result<BTreeMap<i64, String>> {
 
 /// Against this branch's own database: no applied migration changed or removed (`elsewhere`:
 /// versions whose files exist though they are not among `files`, e.g. not staged yet).
+/// Whether this branch's database still has the schema its migrations made when this tool last
+/// migrated it (by the fingerprint kept then: one query, not a comparison).
+pub fn drift(endpoint: &Endpoint, database: &Database) -> Result<String> {
+    let name = database.name.as_str();
+    let mut client = match runner::connect(endpoint, name) {
+        Ok(client) => client,
+        Err(error) if PgError::code_in(&error) == Some(&SqlState::INVALID_CATALOG_NAME) => {
+            return Ok(format!("{name} does not exist yet"));
+        }
+        Err(error) => return Err(error),
+    };
+    match crate::drift::drifted(&mut client)? {
+        Some(false) => Ok(format!("{name} has the schema its migrations made")),
+        Some(true) => bail!(
+            "the schema of {name} changed outside its migrations since they were applied (by hand?): \
+             `cargo xtask schema --check --live` shows the difference and the SQL that removes it; \
+             or `cargo xtask wipe` then `cargo xtask setup` makes it again from the migrations"
+        ),
+        None => Ok(format!(
+            "{name} keeps no fingerprint (migrated by another tool): `cargo xtask schema --check --live` compares in full"
+        )),
+    }
+}
+
 pub fn applied(
     endpoint: &Endpoint,
     database: &Database,

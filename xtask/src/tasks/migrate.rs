@@ -170,6 +170,7 @@ fn migrate_one(
         ));
     }
     apply_pending(&mut client, &files, &plan.pending, name)?;
+    crate::drift::keep(&mut client);
     Ok(Migrated::Applied { applied: versions(&files, &plan.pending) })
 }
 
@@ -243,6 +244,7 @@ pub fn rollback(ctx: &Ctx, db: Option<&str>, steps: usize) -> Result<()> {
             .map_err(|error| error.context(partial_rollback(&downs, done, name)))?;
         eprintln!("rolled back {} ({})", path.display(), millis(took));
     }
+    crate::drift::keep(&mut client);
     eprintln!("rollback: {} migration(s) of {name} rolled back", downs.len());
     Ok(())
 }

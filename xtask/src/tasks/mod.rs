@@ -130,6 +130,12 @@ pub fn setup(ctx: &Ctx, from: Option<&str>) -> Result<Vec<(String, String)>> {
         }
     }
     grant_declared_reads(&mut admin, endpoint, &databases, &changed_databases, &mut changes)?;
+    // What setup made (a new database, migrations, reads granted on them) is the schema's record.
+    for (db, login) in
+        databases.iter().zip(&logins).filter(|(db, _)| changed_databases.contains(&db.logical.as_str()))
+    {
+        crate::drift::keep(&mut login.connect(db.name.as_str())?);
+    }
     let mut vars = vec![("DATABASE_URL".to_owned(), logins[0].url(databases[0].name.as_str()))];
     for (db, login) in databases.iter().zip(&logins).filter(|(db, _)| db.spec.role.is_some()) {
         vars.push((db.spec.env_var(), login.url(db.name.as_str())));
@@ -531,6 +537,9 @@ struct DatabaseReport {
     /// What is wrong with a database that exists but cannot be read (left invalid by an interrupted
     /// DROP DATABASE); `None` when all is well.
     problem: Option<String>,
+    /// Whether its schema changed outside its migrations since this tool last migrated it (see
+    /// `schema --check --live`); `None` when unknown (no fingerprint kept, or not readable).
+    schema_drift: Option<bool>,
 }
 
 pub fn db_status(ctx: &Ctx, json: bool) -> Result<()> {
@@ -612,7 +621,7 @@ fn database_report(
     endpoint: &crate::conn::Endpoint,
 ) -> Result<DatabaseReport> {
     let found = on_server.and_then(|all| all.iter().find(|d| d.name == db.name.as_str()));
-    let (mut pending_migrations, mut seeds, mut errors) = (None, None, Vec::new());
+    let (mut pending_migrations, mut seeds, mut errors, mut schema_drift) = (None, None, Vec::new(), None);
     let (client, problem) = match found {
         Some(_) => open_for_report(ctx, endpoint, db)?,
         None => (None, None),
@@ -636,6 +645,10 @@ fn database_report(
             }
             Err(error) => errors.push(format!("seeds unknown: {error:#}")),
         }
+        match crate::drift::drifted(&mut client) {
+            Ok(drifted) => schema_drift = drifted,
+            Err(error) => errors.push(format!("schema drift unknown: {error:#}")),
+        }
     }
     Ok(DatabaseReport {
         database: db.logical.clone(),
@@ -651,6 +664,7 @@ fn database_report(
         seeds,
         files_error: (!errors.is_empty()).then(|| errors.join("; ")),
         problem,
+        schema_drift,
     })
 }
 
@@ -695,6 +709,11 @@ fn print_status(report: &StatusReport) {
         };
         if let Some(pending) = db.pending_migrations.filter(|n| *n > 0) {
             state.push_str(&format!(", {pending} migration(s) pending (run `cargo xtask migrate`)"));
+        }
+        if db.schema_drift == Some(true) {
+            state.push_str(
+                ", schema changed outside its migrations (`cargo xtask schema --check --live` shows how)",
+            );
         }
         if let Some(problem) = &db.problem {
             state = problem.clone();

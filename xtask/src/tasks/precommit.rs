@@ -106,12 +106,15 @@ fn database_checks(
 ) -> Vec<Line> {
     let logical = &set.database.logical;
     let Ok(files) = &set.files else { return Vec::new() };
-    let mut lines = vec![Line {
-        check: format!("{logical}: applied"),
-        // As the database's own login: its record table is the service's role's to shape.
-        outcome: super::database_login(view, endpoint, &set.database)
-            .and_then(|login| checks::applied(&login, &set.database, files, elsewhere)),
-    }];
+    let applied = format!("{logical}: applied");
+    // As the database's own login: its record table is the service's role's to shape.
+    let mut lines = match super::database_login(view, endpoint, &set.database) {
+        Ok(login) => vec![
+            Line { check: applied, outcome: checks::applied(&login, &set.database, files, elsewhere) },
+            Line { check: format!("{logical}: drift"), outcome: checks::drift(&login, &set.database) },
+        ],
+        Err(error) => vec![Line { check: applied, outcome: Err(error) }],
+    };
     let Some(first_new) = first_new else { return lines };
     let downs = if first_new == files.len() {
         Ok("no new migration".into())

@@ -193,6 +193,108 @@ pub fn check_databases(ctx: &Ctx, endpoint: &Endpoint, databases: &[Database]) -
     Ok(differences)
 }
 
+/// `schema --check --live`: each of this branch's databases against what its applied migrations
+/// make, built in a throwaway database.
+pub fn check_live(ctx: &Ctx, db: Option<&str>) -> Result<ExitCode> {
+    let endpoint = server(ctx)?;
+    let all = ctx.databases();
+    let mut drifted = false;
+    for database in ctx.select_databases(db)? {
+        if let Some(difference) = live_drift(ctx, &endpoint, &database, &all)? {
+            println!("schema --check --live: {difference}");
+            drifted = true;
+        }
+    }
+    Ok(if drifted { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// What differs between a branch database and its applied migrations, with the SQL that would
+/// make it what they make; `None` when nothing does (and its fingerprint is kept anew).
+fn live_drift(
+    ctx: &Ctx,
+    endpoint: &Endpoint,
+    database: &Database,
+    all: &[Database],
+) -> Result<Option<String>> {
+    let name = database.name.as_str();
+    // As the database's own login: the role its migrations ran as, whose default privileges
+    // are written without FOR ROLE.
+    let login = super::database_login(ctx, endpoint, database)?;
+    let mut live = runner::connect(&login, name)
+        .with_context(|| format!("connect to {name} (`cargo xtask setup` makes it)"))?;
+    let applied = applied_files(ctx, database, &mut live)?;
+    eprintln!(
+        "{}: building what its {} applied migration(s) make in a throwaway database",
+        database.logical,
+        applied.len()
+    );
+    let (_scratch, mut client) = empty_database(endpoint, database, "live")?;
+    runner::ensure_table(&mut client)?;
+    for migration in &applied {
+        runner::apply(&mut client, migration, false)?;
+    }
+    let made = schema::introspect(&mut client)?;
+    let mut now = schema::introspect(&mut live)?;
+    schema::forget_grants_to(&mut now, &setup_readers(database, all));
+    let unmodelled = schema::unmodelled_differences(&now, &made, name, "its migrations");
+    let removing = schema::diff(&now, &made);
+    if removing.is_empty() && unmodelled.is_empty() {
+        eprintln!(
+            "schema --check --live: {name} is what its {} applied migration(s) make ({} objects)",
+            applied.len(),
+            made.objects.len()
+        );
+        crate::drift::keep(&mut live);
+        return Ok(None);
+    }
+    let mut listed = schema::object_differences(&now, &made, name, "its migrations");
+    listed.extend(unmodelled.into_iter().map(|line| format!("{line} (no SQL written for its kind)")));
+    Ok(Some(format!(
+        "{name} differs from what its applied migrations make:\n  {}\nSQL that makes it what they make:\n{}\n\
+         Keep the change by writing it as a migration (`cargo xtask prepare \"...\"`), or remove it by \
+         running that SQL (`cargo xtask connect`), or make the database again with `cargo xtask wipe` \
+         then `cargo xtask setup`",
+        listed.join("\n  "),
+        schema::render(&[], &removing).trim()
+    )))
+}
+
+/// The migration files applied to a branch database, each as it was applied.
+fn applied_files(ctx: &Ctx, database: &Database, client: &mut Client) -> Result<Vec<migrations::Migration>> {
+    let files = migrations::discover(&ctx.root, &database.migrations_dir(ctx))?;
+    let mut applied = Vec::new();
+    for row in runner::applied(client)?.iter().filter(|row| row.success) {
+        let Some(file) = files.iter().find(|f| f.version == row.version) else {
+            bail!(
+                "{} has migration {} ({}) applied, and this checkout has no file for it: the schema it \
+                 made cannot be rebuilt here; check out the branch that has it",
+                database.name,
+                row.version,
+                row.description
+            );
+        };
+        if file.checksum != row.checksum {
+            bail!(
+                "{} changed since it was applied to {}: the schema it made is not what the file says now; \
+                 restore it (`git checkout -- {}`) to compare",
+                file.up.display(),
+                database.name,
+                file.up.display()
+            );
+        }
+        applied.push(file.clone());
+    }
+    Ok(applied)
+}
+
+/// The roles setup lets read `database` (`reads = [...]`): their grants are setup's, not the schema's.
+fn setup_readers(database: &Database, all: &[Database]) -> Vec<String> {
+    all.iter()
+        .filter(|d| d.spec.reads.contains(&database.logical))
+        .filter_map(|d| d.spec.role.clone())
+        .collect()
+}
+
 pub fn write(ctx: &Ctx, db: Option<&str>) -> Result<()> {
     let endpoint = server(ctx)?;
     for database in ctx.select_databases(db)? {

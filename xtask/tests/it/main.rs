@@ -9,6 +9,7 @@ mod branches;
 mod corpus;
 mod developers;
 mod docker;
+mod drift;
 mod engine_faults;
 mod errors;
 mod external;

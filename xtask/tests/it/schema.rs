@@ -26,10 +26,20 @@ pub fn round_trip(from: &str, to: &str) -> (String, String) {
     let (up, down) = (read(files[0]), read(files[1]));
     assert!(files[0].ends_with("_the_change.up.sql") && files[1].ends_with("_the_change.down.sql"));
 
-    // Up: the migrations, applied to the branch database by setup, now make the declared schema.
+    // Up: the migrations, applied to the branch database by setup, now make the declared schema,
+    // by the catalogs and by pg_dump.
     p.ok(&["setup"]);
     let (_, err) = p.ok_err(&["schema", "--check"]);
     contains(&err, "produce migrations/schema.sql exactly");
+    let declared = format!("{}_declared_dump", p.name);
+    let mut admin = p.admin();
+    admin.batch_execute(&format!("CREATE DATABASE {declared}")).unwrap();
+    let made = postgres::Client::connect(&p.admin_url(&declared), postgres::NoTls).unwrap().batch_execute(to);
+    let migrated_dump = schema_dump(p.ok(&["db-endpoint"]).trim());
+    let declared_dump = schema_dump(&p.admin_url(&declared));
+    admin.batch_execute(&format!("DROP DATABASE {declared}")).unwrap();
+    made.unwrap();
+    assert_eq!(migrated_dump, declared_dump, "pg_dump --schema-only differs after the up:\n{up}");
 
     // Down: run after the up as one more migration, it gives back the starting schema.
     p.write("migrations/20990101000000_undo.up.sql", &down);
@@ -43,6 +53,56 @@ pub fn round_trip(from: &str, to: &str) -> (String, String) {
     p.ok(&["migrate"]);
     p.ok(&["teardown"]);
     (up, down)
+}
+
+/// `pg_dump --schema-only` of a database, without what differs between any two databases (owners,
+/// the migration record, pg_dump's own header and session lines), the columns of each CREATE TABLE
+/// sorted (PostgreSQL cannot reorder columns, so a column added by a migration comes last).
+pub fn schema_dump(url: &str) -> String {
+    let config: postgres::Config = url.parse().unwrap();
+    let host = match &config.get_hosts()[0] {
+        postgres::config::Host::Tcp(host) => host.clone(),
+        postgres::config::Host::Unix(path) => path.display().to_string(),
+    };
+    let password = String::from_utf8(config.get_password().unwrap_or_default().to_vec()).unwrap();
+    let out = Command::new("pg_dump")
+        .args(["--schema-only", "--no-owner", "--exclude-table=public._sqlx_migrations", "--host", &host])
+        .args(["--port", &config.get_ports()[0].to_string(), "--username", config.get_user().unwrap()])
+        .args(["--dbname", config.get_dbname().unwrap()])
+        .env("PGPASSWORD", password)
+        .output()
+        .expect("pg_dump runs (`cargo xtask ci --provision` installs it)");
+    assert!(out.status.success(), "pg_dump: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = Vec::new();
+    let mut columns: Option<Vec<String>> = None;
+    for line in text.lines() {
+        let noise = line.is_empty()
+            || line.starts_with("--")
+            || line.starts_with("SET ")
+            || line.starts_with("SELECT pg_catalog.set_config")
+            || line.starts_with("\\restrict")
+            || line.starts_with("\\unrestrict");
+        if noise {
+            continue;
+        }
+        match &mut columns {
+            Some(list) if line.starts_with(')') => {
+                list.sort();
+                lines.append(list);
+                lines.push(line.to_owned());
+                columns = None;
+            }
+            Some(list) => list.push(line.trim_end_matches(',').to_owned()),
+            None => {
+                lines.push(line.to_owned());
+                if line.starts_with("CREATE TABLE ") && line.ends_with('(') {
+                    columns = Some(Vec::new());
+                }
+            }
+        }
+    }
+    lines.join("\n")
 }
 
 macro_rules! corpus {

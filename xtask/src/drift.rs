@@ -1,0 +1,109 @@
+//! Drift: a branch database whose schema was changed outside its migrations (a column added by
+//! hand in psql). When this tool migrates a database it keeps a fingerprint of its catalogs in
+//! the comment of the migration record table (owned by the role that migrates, carried by dumps,
+//! and outside what the schema comparison reads); `db-status` and `pre-commit` compare it with
+//! the catalogs' current one, which costs one query, and `schema --check --live` shows what
+//! differs and the SQL that would remove it.
+
+use anyhow::{Context, Result};
+use postgres::Client;
+
+use crate::conn::PgError;
+
+const RECORDS: &str = "public._sqlx_migrations";
+const PREFIX: &str = "xtask schema fingerprint: ";
+
+/// One line per schema fact of the user's namespaces, each by name (never by oid, which a dump
+/// and restore or a dropped and re-made object changes).
+const FACTS: &str = "
+WITH ns AS (SELECT oid, nspname FROM pg_namespace
+            WHERE nspname !~ '^pg_' AND nspname <> 'information_schema'),
+rel AS (SELECT c.* FROM pg_class c JOIN ns ON ns.oid = c.relnamespace
+        WHERE c.oid IS DISTINCT FROM to_regclass('public._sqlx_migrations'))
+SELECT format('namespace %s %s', nspname, (SELECT nspacl FROM pg_namespace n WHERE n.oid = ns.oid)) FROM ns
+UNION ALL SELECT format('extension %s %s', extname, extversion) FROM pg_extension
+UNION ALL SELECT format('relation %s %s %s %s %s %s %s %s %s', oid::regclass, relkind, relpersistence, relacl,
+                        reloptions, relrowsecurity, relforcerowsecurity, relreplident,
+                        pg_get_expr(relpartbound, oid)) FROM rel
+UNION ALL SELECT format('column %s %s %s %s %s %s %s %s %s', a.attrelid::regclass, a.attname,
+                        format_type(a.atttypid, a.atttypmod), a.attnotnull, a.attidentity, a.attgenerated,
+                        a.attacl, a.attislocal, a.attcollation::regcollation)
+          FROM pg_attribute a JOIN rel ON rel.oid = a.attrelid WHERE a.attnum > 0 AND NOT a.attisdropped
+UNION ALL SELECT format('default %s %s %s', d.adrelid::regclass, d.adnum, pg_get_expr(d.adbin, d.adrelid))
+          FROM pg_attrdef d JOIN rel ON rel.oid = d.adrelid
+UNION ALL SELECT format('constraint %s %s %s', co.conrelid::regclass, co.conname, pg_get_constraintdef(co.oid))
+          FROM pg_constraint co JOIN ns ON ns.oid = co.connamespace
+UNION ALL SELECT format('index %s', pg_get_indexdef(i.indexrelid)) FROM pg_index i JOIN rel ON rel.oid = i.indexrelid
+UNION ALL SELECT format('view %s %s', rel.oid::regclass, pg_get_viewdef(rel.oid)) FROM rel WHERE relkind IN ('v', 'm')
+UNION ALL SELECT format('inherits %s %s', inhrelid::regclass, inhparent::regclass)
+          FROM pg_inherits JOIN rel ON rel.oid = inhrelid
+UNION ALL SELECT format('trigger %s %s %s', t.tgrelid::regclass, pg_get_triggerdef(t.oid), t.tgenabled)
+          FROM pg_trigger t JOIN rel ON rel.oid = t.tgrelid WHERE NOT t.tgisinternal
+UNION ALL SELECT format('policy %s %s %s %s %s %s %s', p.polrelid::regclass, p.polname, p.polcmd, p.polpermissive,
+                        p.polroles::regrole[], pg_get_expr(p.polqual, p.polrelid),
+                        pg_get_expr(p.polwithcheck, p.polrelid))
+          FROM pg_policy p JOIN rel ON rel.oid = p.polrelid
+UNION ALL SELECT format('rule %s', pg_get_ruledef(w.oid)) FROM pg_rewrite w JOIN rel ON rel.oid = w.ev_class
+          WHERE w.rulename <> '_RETURN'
+UNION ALL SELECT format('function %s %s %s %s %s %s', p.oid::regprocedure, md5(p.prosrc), p.provolatile,
+                        p.prosecdef, p.proconfig, p.proacl)
+          FROM pg_proc p JOIN ns ON ns.oid = p.pronamespace
+UNION ALL SELECT format('type %s %s %s', t.oid::regtype, t.typtype, t.typacl)
+          FROM pg_type t JOIN ns ON ns.oid = t.typnamespace WHERE t.typtype IN ('e', 'd', 'r', 'c', 'm')
+UNION ALL SELECT format('label %s %s %s', e.enumtypid::regtype, e.enumsortorder, e.enumlabel) FROM pg_enum e
+UNION ALL SELECT format('collation %s %s', co.oid::regcollation, co.collprovider)
+          FROM pg_collation co JOIN ns ON ns.oid = co.collnamespace
+UNION ALL SELECT format('default acl %s %s %s %s', defaclrole::regrole,
+                        (SELECT nspname FROM pg_namespace WHERE oid = defaclnamespace), defaclobjtype, defaclacl)
+          FROM pg_default_acl
+UNION ALL SELECT format('comment %s %s', pg_describe_object(d.classoid, d.objoid, d.objsubid), d.description)
+          FROM pg_description d
+          WHERE d.objoid >= 16384 AND NOT (d.classoid = 'pg_class'::regclass
+                                         AND d.objoid = to_regclass('public._sqlx_migrations'))";
+
+/// The md5 of the schema facts of the database `client` is connected to.
+pub fn fingerprint(client: &mut Client) -> Result<String> {
+    let sql = format!(
+        "SELECT md5(coalesce(string_agg(fact, E'\\n' ORDER BY fact COLLATE \"C\"), '')) FROM ({FACTS}) AS facts (fact)"
+    );
+    let mut transaction = client.transaction().map_err(PgError::from)?;
+    // Names in the facts are written in full, whatever the session's search_path.
+    transaction.batch_execute("SET LOCAL search_path = ''").map_err(PgError::from)?;
+    let row = transaction.query_one(&sql, &[]).map_err(PgError::from).context("fingerprint the schema")?;
+    transaction.commit().map_err(PgError::from)?;
+    Ok(row.get(0))
+}
+
+/// Keeps the database's current fingerprint as what its migrations made. Not keeping it loses only
+/// the cheap drift notes, so a failure is told, not returned.
+pub fn keep(client: &mut Client) {
+    if let Err(error) = record(client) {
+        eprintln!("note: the schema fingerprint was not kept, so db-status cannot tell drift: {error:#}");
+    }
+}
+
+/// Nothing to keep it on before a first migration made the record table.
+fn record(client: &mut Client) -> Result<()> {
+    let exists = client.query_one("SELECT to_regclass('public._sqlx_migrations') IS NOT NULL", &[]);
+    if !exists.map_err(PgError::from)?.get::<_, bool>(0) {
+        return Ok(());
+    }
+    let fingerprint = fingerprint(client)?;
+    client
+        .batch_execute(&format!("COMMENT ON TABLE {RECORDS} IS '{PREFIX}{fingerprint}'"))
+        .map_err(PgError::from)
+        .context("record the schema fingerprint")
+}
+
+/// Whether the schema differs from what its migrations made when this tool last migrated it;
+/// `None` when no fingerprint was kept (migrated by another tool, or never).
+pub fn drifted(client: &mut Client) -> Result<Option<bool>> {
+    let row = client
+        .query_one("SELECT obj_description(to_regclass('public._sqlx_migrations'), 'pg_class')", &[])
+        .map_err(PgError::from)?;
+    let Some(kept) = row.get::<_, Option<String>>(0).and_then(|c| c.strip_prefix(PREFIX).map(str::to_owned))
+    else {
+        return Ok(None);
+    };
+    Ok(Some(fingerprint(client)? != kept))
+}
