@@ -309,8 +309,9 @@ collation, nullability, default, identity and its options, generated), primary k
 foreign key and exclusion constraints, indexes, partitioned tables and partitions (attached,
 detached, keys and indexes attached by name), inheritance, row-level security and policies, replica
 identity, grants and default privileges, views, materialized views, functions, procedures,
-triggers, comments. Other kinds are compared (domains, composite and range types and rules by
-definition; the rest by name) and stop prepare with their names when they differ.
+triggers, comments. Other kinds are compared by definition (domains, aggregates, operators, casts,
+statistics, text search, event triggers, publications, foreign tables...) and stop prepare with
+their names when they differ; a kind whose definition is not read is refused.
 
 --manual   write empty files to fill in by hand (also what happens without a schema.sql)"
         }

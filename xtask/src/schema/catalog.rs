@@ -314,6 +314,7 @@ pub fn introspect(client: &mut Client) -> Result<Snapshot> {
     types(client, &mut snapshot)?;
     policies(client, &mut snapshot)?;
     rules(client, &mut snapshot)?;
+    others(client, &mut snapshot)?;
     sequences(client, &mut snapshot)?;
     tables(client, &mut snapshot)?;
     columns(client, &mut snapshot)?;
@@ -474,6 +475,131 @@ fn rules(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
     );
     for row in query(client, "rules", &sql)? {
         snapshot.unsupported.insert(row.get(0), row.get(1));
+    }
+    Ok(())
+}
+
+/// The kinds this tool writes no SQL for but reads the definition of, so that a difference in them
+/// is seen: aggregates, operators, casts, statistics objects, operator classes and families, text
+/// search configurations and dictionaries, event triggers, publications, foreign servers and
+/// foreign tables. (Any other kind is known by name only, and refused.)
+fn others(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
+    let mine = |catalog: &str, oid: &str| {
+        format!(
+            "{oid} >= 16384 AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = '{catalog}'::regclass \
+             AND e.objid = {oid} AND e.deptype = 'e')"
+        )
+    };
+    let sources = [
+        (
+            "pg_proc",
+            "p.oid",
+            "concat_ws(' | ', pg_get_function_arguments(p.oid), pg_get_function_result(p.oid), a.aggkind, \
+                       a.aggnumdirectargs, a.aggtransfn::regprocedure, a.aggfinalfn::regprocedure, \
+                       a.aggcombinefn::regprocedure, a.aggserialfn::regprocedure, a.aggdeserialfn::regprocedure, \
+                       a.aggmtransfn::regprocedure, a.aggminvtransfn::regprocedure, a.aggmfinalfn::regprocedure, \
+                       a.aggfinalextra, a.aggmfinalextra, a.aggsortop::regoperator, format_type(a.aggtranstype, NULL), \
+                       a.aggtransspace, format_type(a.aggmtranstype, NULL), a.aggmtransspace, a.agginitval, \
+                       a.aggminitval, p.proparallel) \
+             FROM pg_aggregate a JOIN pg_proc p ON p.oid = a.aggfnoid",
+        ),
+        (
+            "pg_proc",
+            "p.oid",
+            "concat_ws(' | ', pg_get_function_arguments(p.oid), pg_get_function_result(p.oid), p.prosrc, p.probin) \
+             FROM pg_proc p WHERE p.prokind = 'w'",
+        ),
+        (
+            "pg_operator",
+            "o.oid",
+            "concat_ws(' | ', o.oprkind, format_type(o.oprleft, NULL), format_type(o.oprright, NULL), \
+                       format_type(o.oprresult, NULL), o.oprcode::regprocedure, o.oprcom::regoperator, \
+                       o.oprnegate::regoperator, o.oprrest::regprocedure, o.oprjoin::regprocedure, o.oprcanmerge, \
+                       o.oprcanhash) FROM pg_operator o",
+        ),
+        (
+            "pg_cast",
+            "c.oid",
+            "concat_ws(' | ', c.castfunc::regprocedure, c.castcontext, c.castmethod) FROM pg_cast c",
+        ),
+        (
+            "pg_statistic_ext",
+            "s.oid",
+            "concat_ws(' | ', pg_get_statisticsobjdef(s.oid), to_jsonb(s) ->> 'stxstattarget') FROM pg_statistic_ext s",
+        ),
+        (
+            "pg_opclass",
+            "c.oid",
+            "concat_ws(' | ', (SELECT amname FROM pg_am WHERE oid = c.opcmethod), format_type(c.opcintype, NULL), \
+                       c.opcdefault, format_type(c.opckeytype, NULL), \
+                       (SELECT o.identity FROM pg_identify_object('pg_opfamily'::regclass, c.opcfamily, 0) o)) \
+             FROM pg_opclass c",
+        ),
+        (
+            "pg_opfamily",
+            "f.oid",
+            "concat_ws(' | ', (SELECT amname FROM pg_am WHERE oid = f.opfmethod), \
+                       (SELECT string_agg(format('%s %s %s %s', amopstrategy, amopopr::regoperator, amoppurpose, \
+                                                 amopsortfamily), ', ' ORDER BY 1) FROM pg_amop WHERE amopfamily = f.oid), \
+                       (SELECT string_agg(format('%s %s %s %s', amprocnum, amproc::regprocedure, \
+                                                 format_type(amproclefttype, NULL), format_type(amprocrighttype, NULL)), \
+                                          ', ' ORDER BY 1) FROM pg_amproc WHERE amprocfamily = f.oid)) \
+             FROM pg_opfamily f",
+        ),
+        (
+            "pg_ts_config",
+            "c.oid",
+            "concat_ws(' | ', (SELECT prsname FROM pg_ts_parser WHERE oid = c.cfgparser), \
+                       (SELECT string_agg(format('%s %s %s', maptokentype, mapseqno, mapdict::regdictionary), ', ' \
+                                          ORDER BY maptokentype, mapseqno) FROM pg_ts_config_map WHERE mapcfg = c.oid)) \
+             FROM pg_ts_config c",
+        ),
+        (
+            "pg_ts_dict",
+            "d.oid",
+            "concat_ws(' | ', (SELECT tmplname FROM pg_ts_template WHERE oid = d.dicttemplate), d.dictinitoption) \
+             FROM pg_ts_dict d",
+        ),
+        (
+            "pg_event_trigger",
+            "t.oid",
+            "concat_ws(' | ', t.evtevent, t.evtfoid::regprocedure, t.evtenabled, t.evttags) FROM pg_event_trigger t",
+        ),
+        (
+            "pg_publication",
+            "p.oid",
+            "concat_ws(' | ', to_jsonb(p) - 'oid' - 'pubowner', \
+                       (SELECT string_agg(prrelid::regclass::text, ', ' ORDER BY 1) FROM pg_publication_rel \
+                        WHERE prpubid = p.oid)) FROM pg_publication p",
+        ),
+        (
+            "pg_foreign_server",
+            "s.oid",
+            "concat_ws(' | ', (SELECT fdwname FROM pg_foreign_data_wrapper WHERE oid = s.srvfdw), s.srvtype, \
+                       s.srvversion, s.srvoptions) FROM pg_foreign_server s",
+        ),
+        (
+            "pg_class",
+            "c.oid",
+            "concat_ws(' | ', (SELECT srvname FROM pg_foreign_server WHERE oid = f.ftserver), f.ftoptions, \
+                       (SELECT string_agg(format('%s %s %s', attname, format_type(atttypid, atttypmod), attfdwoptions), \
+                                          ', ' ORDER BY attnum) FROM pg_attribute WHERE attrelid = c.oid AND attnum > 0 \
+                                          AND NOT attisdropped)) \
+             FROM pg_class c JOIN pg_foreign_table f ON f.ftrelid = c.oid",
+        ),
+    ];
+    for (catalog, oid, rest) in sources {
+        // The definition, then the FROM clause (the last FROM: the definitions hold subqueries).
+        let (definition, from) = rest.rsplit_once(" FROM ").unwrap_or((rest, ""));
+        let joiner = if from.contains(" WHERE ") { " AND " } else { " WHERE " };
+        let sql = format!(
+            "SELECT {}, {definition} FROM {from}{joiner}{}",
+            key_of(catalog, oid, "0"),
+            mine(catalog, oid)
+        );
+        for row in query(client, "definitions of other kinds", &sql)? {
+            snapshot.unsupported.insert(row.get(0), row.get::<_, Option<String>>(1).unwrap_or_default());
+        }
     }
     Ok(())
 }
@@ -761,10 +887,8 @@ fn functions(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
     for row in query(client, "functions", &sql)? {
         let key: String = row.get(0);
         let kind: String = row.get(2);
-        let Some(definition) = row.get::<_, Option<String>>(3) else {
-            snapshot.unsupported.insert(key, String::new());
-            continue;
-        };
+        // Aggregates and window functions are read with the other kinds.
+        let Some(definition) = row.get::<_, Option<String>>(3) else { continue };
         let def = Def::Function {
             signature: row.get(1),
             procedure: kind == "p",

@@ -446,17 +446,46 @@ pub fn edit_prepare_migrate_check(engine: &str) {
 #[test]
 fn kinds_without_generated_sql_are_still_compared() {
     let p = Project::new("native");
-    let start = "CREATE DOMAIN positive AS int CHECK (VALUE > 0); CREATE TABLE t (n positive, owner text);
-                 CREATE TABLE log (n int); CREATE RULE keep AS ON DELETE TO t DO ALSO INSERT INTO log VALUES (1);";
+    let start = "CREATE DOMAIN positive AS int CHECK (VALUE > 0); CREATE TABLE t (n positive, owner text, a int, b int);
+                 CREATE TABLE log (n int); CREATE RULE keep AS ON DELETE TO t DO ALSO INSERT INTO log VALUES (1);
+                 CREATE AGGREGATE total(int) (sfunc = int4pl, stype = int, initcond = '0');
+                 CREATE STATISTICS t_ab (dependencies) ON a, b FROM t;
+                 CREATE FUNCTION plus(int, int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT $1 + $2';
+                 CREATE OPERATOR #+# (leftarg = int, rightarg = int, function = plus);
+                 CREATE TEXT SEARCH CONFIGURATION words (COPY = simple);";
     p.write(START, start);
     p.write(DECLARED, start);
     p.ok(&["schema", "--check"]);
-    for drifted in [start.replace("VALUE > 0", "VALUE > 10"), start.replace("VALUES (1)", "VALUES (2)")] {
+    let drifts = [
+        start.replace("VALUE > 0", "VALUE > 10"),
+        start.replace("VALUES (1)", "VALUES (2)"),
+        start.replace("initcond = '0'", "initcond = '1'"),
+        start.replace("(dependencies)", "(ndistinct)"),
+        start.replace("function = plus)", "function = plus, commutator = #+#)"),
+        start.replace("COPY = simple", "COPY = english"),
+    ];
+    for drifted in drifts {
         p.write(DECLARED, &drifted);
         let err = p.fails(&["schema", "--check"]);
         contains(&err, "(differs)");
         let err = p.fails(&["prepare", "drift"]);
         contains(&err, "prepare --manual");
+    }
+}
+
+#[test]
+fn kinds_known_by_name_only_are_refused_not_passed() {
+    let p = Project::new("native");
+    let both = "CREATE TABLE t (id int); CREATE CONVERSION latin_to_utf FOR 'LATIN1' TO 'UTF8' FROM iso8859_1_to_utf8;";
+    p.write(START, both);
+    p.write(DECLARED, both);
+    for command in [&["schema", "--check"][..], &["prepare", "same"], &["schema", "--check", "--live"]] {
+        if command.contains(&"--live") {
+            p.ok(&["setup"]);
+        }
+        let err = p.fails(command);
+        contains(&err, "by name only");
+        contains(&err, "conversion public.latin_to_utf");
     }
 }
 
