@@ -78,6 +78,12 @@ pub struct ColumnSpec {
     pub generated_virtual: bool,
     /// An identity column's sequence options.
     pub identity_options: Option<SequenceSpec>,
+    /// Where they differ from the type's: STORAGE (the type's is `type_storage`), COMPRESSION; and
+    /// a STATISTICS target.
+    pub storage: Option<String>,
+    pub type_storage: String,
+    pub compression: Option<String>,
+    pub statistics: Option<i32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,6 +139,8 @@ pub enum Def {
         force_row_security: bool,
         /// A partitioned table's key, as in `RANGE (created_at)`.
         partition_by: Option<String>,
+        /// Storage parameters (`fillfactor=70`), sorted.
+        options: Vec<String>,
     },
     /// A table attached as a partition: `bound` is `FOR VALUES ...` or `DEFAULT`.
     Partition {
@@ -673,7 +681,7 @@ fn tables(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
                 CASE WHEN rel.relispartition THEN (SELECT format('%I.%I', pn.nspname, pc.relname) {PARENT}) END, \
                 CASE WHEN rel.relispartition THEN ({parent_key}) END, \
                 pg_get_expr((SELECT relpartbound FROM pg_class WHERE oid = rel.oid), rel.oid), \
-                rel.relreplident::text, \
+                rel.relreplident::text, array(SELECT unnest(rel.reloptions) ORDER BY 1), \
                 (SELECT format('USING INDEX %I', ic.relname) FROM pg_index x JOIN pg_class ic ON ic.oid = x.indexrelid \
                  WHERE x.indrelid = rel.oid AND x.indisreplident), \
                 (SELECT coalesce((SELECT {} FROM pg_constraint co WHERE co.conindid = x.indexrelid \
@@ -709,12 +717,12 @@ fn tables(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
         let setting = match row.get::<_, String>(10).as_str() {
             "f" => Some("FULL".to_owned()),
             "n" => Some("NOTHING".to_owned()),
-            "i" => row.get(11),
+            "i" => row.get(12),
             _ => None,
         };
         if let Some(setting) = setting {
             let replica = format!("replica identity of {key}");
-            if let Some(index) = row.get::<_, Option<String>>(12) {
+            if let Some(index) = row.get::<_, Option<String>>(13) {
                 snapshot.deps.entry(replica.clone()).or_default().insert(index);
             }
             add(snapshot, replica, Some(key.clone()), Def::ReplicaIdentity { table: name.clone(), setting });
@@ -725,6 +733,7 @@ fn tables(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
             row_security: row.get(4),
             force_row_security: row.get(5),
             partition_by: row.get(6),
+            options: row.get(11),
         };
         add_copy(snapshot, key, None, parent_key, def);
     }
@@ -732,6 +741,12 @@ fn tables(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
 }
 
 fn columns(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
+    let storage = |column: &str| {
+        format!(
+            "CASE {column} WHEN 'p' THEN 'PLAIN' WHEN 'e' THEN 'EXTERNAL' WHEN 'm' THEN 'MAIN' ELSE 'EXTENDED' END"
+        )
+    };
+    let (storage_a, storage_t) = (storage("a.attstorage"), storage("t.typstorage"));
     let sql = format!(
         "{RELATIONS}SELECT {}, rel.key, rel.sql_name, format('%I', a.attname), a.attnum, \
                 format_type(a.atttypid, a.atttypmod), \
@@ -740,6 +755,9 @@ fn columns(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
                      JOIN pg_namespace cn ON cn.oid = co.collnamespace WHERE co.oid = a.attcollation) END, \
                 a.attnotnull, a.attidentity::text, a.attgenerated::text, \
                 pg_get_expr(ad.adbin, ad.adrelid), {}, \
+                CASE WHEN a.attstorage <> t.typstorage THEN {storage_a} END, \
+                CASE a.attcompression WHEN 'p' THEN 'pglz' WHEN 'l' THEN 'lz4' END, \
+                nullif(a.attstattarget, -1)::int, {storage_t}, \
                 CASE WHEN a.attinhcount > 0 AND NOT a.attislocal THEN \
                     (SELECT {} FROM pg_inherits i JOIN pg_attribute pa ON pa.attrelid = i.inhparent \
                      WHERE i.inhrelid = rel.oid AND pa.attname = a.attname ORDER BY i.inhseqno LIMIT 1) END \
@@ -765,13 +783,17 @@ fn columns(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
             generated: if generated.is_empty() { None } else { expression.clone() },
             generated_virtual: generated == "v",
             identity_options: None,
+            storage: row.get(12),
+            compression: row.get(13),
+            statistics: row.get(14),
+            type_storage: row.get(15),
         };
         if let (Some(expression), true) = (expression, generated.is_empty()) {
             let def = Def::Default { table: table.clone(), column: name.clone(), expression };
             add(snapshot, row.get(11), Some(key.clone()), def);
         }
         let def = Def::Column { table, name, position: row.get(4), spec };
-        add_copy(snapshot, key, Some(row.get(1)), row.get(12), def);
+        add_copy(snapshot, key, Some(row.get(1)), row.get(16), def);
     }
     Ok(())
 }

@@ -585,7 +585,7 @@ impl<'a> Planner<'a> {
     fn create(&self, key: &str) -> Statement {
         let def = &self.to.objects[key].def;
         match def {
-            Def::Table { name, unlogged, row_security, force_row_security, partition_by } => {
+            Def::Table { name, unlogged, row_security, force_row_security, partition_by, options } => {
                 let parents = self.new_parents(key);
                 // Columns a new child inherits come with INHERITS; a partition's are its own until
                 // it is attached.
@@ -603,16 +603,39 @@ impl<'a> Planner<'a> {
                     })
                     .collect();
                 columns.sort();
+                let settings: Vec<String> = self
+                    .parts_of(key)
+                    .filter(|k| {
+                        matches!(self.action(k), Some(Action::Create | Action::Recreate)) && !inherited(k)
+                    })
+                    .flat_map(|k| match &self.to.objects[k].def {
+                        Def::Column { table, name, spec, .. } => {
+                            sql::column_settings(table, name, None, spec)
+                        }
+                        _ => Vec::new(),
+                    })
+                    .collect();
                 let columns: Vec<String> = columns.into_iter().map(|(_, c)| c).collect();
-                let mut text =
-                    sql::create_child_table(name, *unlogged, &columns, partition_by.as_deref(), &parents);
+                let mut text = sql::create_child_table(
+                    name,
+                    *unlogged,
+                    &columns,
+                    partition_by.as_deref(),
+                    &parents,
+                    options,
+                );
+                for line in settings {
+                    text += &format!("\n{line}");
+                }
                 text += &sql::row_security(name, (false, false), (*row_security, *force_row_security));
                 plain(text)
             }
             Def::Column { table, name, spec, .. } => {
                 let default = self.new_default(key);
-                let mut statement =
-                    plain(format!("ALTER TABLE {table} ADD COLUMN {};", sql::column(name, spec, default)));
+                let mut lines =
+                    vec![format!("ALTER TABLE {table} ADD COLUMN {};", sql::column(name, spec, default))];
+                lines.extend(sql::column_settings(table, name, None, spec));
+                let mut statement = plain(lines.join("\n"));
                 if spec.not_null && default.is_none() && spec.identity.is_none() && spec.generated.is_none() {
                     statement.notes.push(Note::Review(format!(
                         "fails if {table} has rows: give {name} a DEFAULT, or add it nullable, fill it, \
@@ -936,6 +959,7 @@ fn alter_column(
         }
         _ => {}
     }
+    out.extend(sql::column_settings(table, name, Some(a), b).into_iter().map(plain));
     if let (Some(_), Some(_), Some(x), Some(y)) =
         (a.identity, b.identity, &a.identity_options, &b.identity_options)
     {
@@ -1029,6 +1053,7 @@ mod tests {
             row_security: false,
             force_row_security: false,
             partition_by: None,
+            options: Vec::new(),
         };
         snapshot
             .objects
@@ -1206,6 +1231,10 @@ mod tests {
                 generated: None,
                 generated_virtual: false,
                 identity_options: Some(options),
+                storage: None,
+                type_storage: "PLAIN".into(),
+                compression: None,
+                statistics: None,
             };
             let def = Def::Column { table: "public.t".into(), name: "id".into(), position: 1, spec };
             put(&mut snapshot, "table column public.t.id", Some("table public.t"), None, def);
@@ -1255,6 +1284,7 @@ mod tests {
             row_security: false,
             force_row_security: false,
             partition_by: Some("RANGE (at)".into()),
+            options: Vec::new(),
         };
         put(&mut snapshot, "table public.m", None, None, parent);
         table(&mut snapshot, "m_1");
@@ -1329,6 +1359,10 @@ mod tests {
                 generated: None,
                 generated_virtual: false,
                 identity_options: None,
+                storage: None,
+                type_storage: "PLAIN".into(),
+                compression: None,
+                statistics: None,
             },
         };
         let family = |parent_has_b: bool| {

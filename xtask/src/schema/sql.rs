@@ -33,8 +33,8 @@ pub fn create(def: &Def) -> String {
         }
         Def::Sequence { name, spec } => format!("CREATE SEQUENCE {name}{};", sequence_options(spec)),
         Def::SequenceOwner { sequence, column } => format!("ALTER SEQUENCE {sequence} OWNED BY {column};"),
-        Def::Table { name, unlogged, row_security, force_row_security, partition_by } => {
-            create_table(name, *unlogged, &[], partition_by.as_deref())
+        Def::Table { name, unlogged, row_security, force_row_security, partition_by, options } => {
+            create_child_table(name, *unlogged, &[], partition_by.as_deref(), &[], options)
                 + &self::row_security(name, (false, false), (*row_security, *force_row_security))
         }
         Def::Partition { table, parent, bound } => {
@@ -53,7 +53,9 @@ pub fn create(def: &Def) -> String {
             text + &policy_clauses(roles, using.as_deref(), check.as_deref()) + ";"
         }
         Def::Column { table, name, spec, .. } => {
-            format!("ALTER TABLE {table} ADD COLUMN {};", column(name, spec, None))
+            let mut lines = vec![format!("ALTER TABLE {table} ADD COLUMN {};", column(name, spec, None))];
+            lines.extend(column_settings(table, name, None, spec));
+            lines.join("\n")
         }
         Def::Default { table, column, expression } => {
             format!("ALTER TABLE {table} ALTER COLUMN {column} SET DEFAULT {expression};")
@@ -213,10 +215,22 @@ pub fn drop(def: &Def) -> Option<String> {
 pub fn alter(old: &Def, new: &Def) -> Vec<String> {
     match (old, new) {
         (
-            Def::Table { unlogged: was_unlogged, row_security: a1, force_row_security: a2, .. },
-            Def::Table { name, unlogged, row_security: b1, force_row_security: b2, .. },
+            Def::Table {
+                unlogged: was_unlogged, row_security: a1, force_row_security: a2, options: o1, ..
+            },
+            Def::Table { name, unlogged, row_security: b1, force_row_security: b2, options: o2, .. },
         ) => {
             let mut statements = Vec::new();
+            let key = |option: &String| option.split('=').next().unwrap_or_default().to_owned();
+            let set: Vec<&String> = o2.iter().filter(|o| !o1.contains(o)).collect();
+            let reset: Vec<String> =
+                o1.iter().map(key).filter(|k| !o2.iter().any(|o| key(o) == *k)).collect();
+            if !set.is_empty() {
+                statements.push(format!("ALTER TABLE {name} SET ({});", join(&set)));
+            }
+            if !reset.is_empty() {
+                statements.push(format!("ALTER TABLE {name} RESET ({});", reset.join(", ")));
+            }
             if was_unlogged != unlogged {
                 statements.push(format!(
                     "ALTER TABLE {name} SET {};",
@@ -305,17 +319,14 @@ fn policy_clauses(roles: &[String], using: Option<&str>, check: Option<&str>) ->
     text
 }
 
-pub fn create_table(name: &str, unlogged: bool, columns: &[String], partition_by: Option<&str>) -> String {
-    create_child_table(name, unlogged, columns, partition_by, &[])
-}
-
-/// CREATE TABLE, with `INHERITS (parents)` when it has any.
+/// CREATE TABLE, with `INHERITS (parents)` when it has any, and storage parameters `options`.
 pub fn create_child_table(
     name: &str,
     unlogged: bool,
     columns: &[String],
     partition_by: Option<&str>,
     parents: &[&str],
+    options: &[String],
 ) -> String {
     let unlogged = if unlogged { "UNLOGGED " } else { "" };
     let mut tail = String::new();
@@ -324,6 +335,9 @@ pub fn create_child_table(
     }
     if let Some(key) = partition_by {
         tail += &format!(" PARTITION BY {key}");
+    }
+    if !options.is_empty() {
+        tail += &format!(" WITH ({})", options.join(", "));
     }
     if columns.is_empty() {
         return format!("CREATE {unlogged}TABLE {name} (){tail};");
@@ -387,6 +401,23 @@ pub fn changed_sequence_options(a: &SequenceSpec, b: &SequenceSpec) -> Vec<Strin
         options.push(if b.cycle { "CYCLE" } else { "NO CYCLE" }.into());
     }
     options
+}
+
+/// ALTER COLUMN ... SET STORAGE, COMPRESSION and STATISTICS from one column's settings to another's
+/// (`None`: a column just made, at the defaults).
+pub fn column_settings(table: &str, name: &str, from: Option<&ColumnSpec>, to: &ColumnSpec) -> Vec<String> {
+    let prefix = format!("ALTER TABLE {table} ALTER COLUMN {name}");
+    let mut out = Vec::new();
+    if from.and_then(|f| f.storage.as_ref()) != to.storage.as_ref() {
+        out.push(format!("{prefix} SET STORAGE {};", to.storage.as_deref().unwrap_or(&to.type_storage)));
+    }
+    if from.and_then(|f| f.compression.as_ref()) != to.compression.as_ref() {
+        out.push(format!("{prefix} SET COMPRESSION {};", to.compression.as_deref().unwrap_or("DEFAULT")));
+    }
+    if from.and_then(|f| f.statistics) != to.statistics {
+        out.push(format!("{prefix} SET STATISTICS {};", to.statistics.unwrap_or(-1)));
+    }
+    out
 }
 
 /// Converts a column to its rebuilt enum type through text.

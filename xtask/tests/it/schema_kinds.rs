@@ -297,3 +297,21 @@ mod inheritance {
             "CREATE TABLE child (id int, x int);";
     }
 }
+
+mod storage {
+    cases! {
+        table_storage_parameters_set_changed_and_reset:
+            "CREATE TABLE t (id int) WITH (fillfactor = 70, autovacuum_enabled = false);" =>
+            "CREATE TABLE t (id int) WITH (fillfactor = 90, toast_tuple_target = 256);";
+        table_made_with_storage_parameters:
+            "CREATE TABLE a (id int);" => "CREATE TABLE a (id int); CREATE TABLE b (id int) WITH (fillfactor = 50);";
+        column_storage_compression_and_statistics:
+            "CREATE TABLE t (id int, body text, n int);" =>
+            "CREATE TABLE t (id int, body text, n int); ALTER TABLE t ALTER COLUMN body SET STORAGE EXTERNAL;
+             ALTER TABLE t ALTER COLUMN body SET COMPRESSION pglz; ALTER TABLE t ALTER COLUMN n SET STATISTICS 500;";
+        column_added_with_its_settings:
+            "CREATE TABLE t (id int);" =>
+            "CREATE TABLE t (id int, doc text); ALTER TABLE t ALTER COLUMN doc SET STORAGE MAIN;
+             ALTER TABLE t ALTER COLUMN doc SET STATISTICS 50;";
+    }
+}
