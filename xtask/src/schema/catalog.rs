@@ -82,6 +82,10 @@ pub struct ColumnSpec {
     /// a STATISTICS target.
     pub storage: Option<String>,
     pub type_storage: String,
+    /// PostgreSQL 18's NOT NULL constraint name (`None` before 18), and whether it is the one
+    /// PostgreSQL gives (`<table>_<column>_not_null`).
+    pub not_null_name: Option<String>,
+    pub not_null_name_is_default: bool,
     pub compression: Option<String>,
     pub statistics: Option<i32>,
 }
@@ -421,11 +425,13 @@ fn types(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
 
 /// Collations a user made; the version recorded with one is the library's, not the schema's.
 fn collations(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
-    // Through jsonb: the locale column is `colliculocale` in 15 and 16, `colllocale` from 17 on.
+    // Through jsonb: the locale column is `colliculocale` in 15 and 16, `colllocale` from 17 on;
+    // before 15 an ICU collation's locale is its `collcollate`.
     let sql = format!(
         "SELECT {}, format('%I.%I', n.nspname, co.collname), \
                 CASE co.collprovider WHEN 'i' THEN 'icu' WHEN 'b' THEN 'builtin' ELSE 'libc' END, \
-                coalesce(to_jsonb(co) ->> 'colllocale', to_jsonb(co) ->> 'colliculocale'), \
+                coalesce(to_jsonb(co) ->> 'colllocale', to_jsonb(co) ->> 'colliculocale', \
+                         CASE WHEN co.collprovider <> 'c' AND NOT to_jsonb(co) ? 'colliculocale' THEN co.collcollate END), \
                 co.collcollate, co.collctype, co.collisdeterministic, to_jsonb(co) ->> 'collicurules' \
          FROM pg_collation co JOIN pg_namespace n ON n.oid = co.collnamespace WHERE {}",
         key_of("pg_collation", "co.oid", "0"),
@@ -787,7 +793,15 @@ fn columns(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
             compression: row.get(13),
             statistics: row.get(14),
             type_storage: row.get(15),
+            not_null_name: None,
+            not_null_name_is_default: true,
         };
+        if !generated.is_empty() {
+            // The expression of a generated column is part of the column.
+            if let Some(attrdef) = row.get::<_, Option<String>>(11) {
+                snapshot.implied.insert(attrdef);
+            }
+        }
         if let (Some(expression), true) = (expression, generated.is_empty()) {
             let def = Def::Default { table: table.clone(), column: name.clone(), expression };
             add(snapshot, row.get(11), Some(key.clone()), def);
@@ -826,16 +840,18 @@ fn identity_options(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> 
     Ok(())
 }
 
-/// From PostgreSQL 18 on, each NOT NULL column has a constraint in pg_constraint too. One with the
-/// name PostgreSQL gives it, validated and inherited, says no more than the column's NOT NULL.
-const PLAIN_NOT_NULL: &str = "(co.contype = 'n' AND co.convalidated AND NOT co.connoinherit AND co.conname = \
-     (SELECT format('%s_%s_not_null', c.relname, a.attname) FROM pg_class c \
-      JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = co.conkey[1] WHERE c.oid = co.conrelid))";
+/// From PostgreSQL 18 on, each NOT NULL column has a constraint in pg_constraint too. One that is
+/// validated and inherited says no more than the column's NOT NULL and the constraint's name, which
+/// the column keeps (a partition's are named after its parent's).
+const PLAIN_NOT_NULL: &str = "(co.contype = 'n' AND co.convalidated AND NOT co.connoinherit)";
 
 fn constraints(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
     let sql = format!(
         "{RELATIONS}SELECT {}, rel.key, rel.sql_name, format('%I', co.conname), pg_get_constraintdef(co.oid), \
-                {PLAIN_NOT_NULL} OR (co.contype = 'n' AND co.coninhcount > 0 AND NOT co.conislocal), \
+                {PLAIN_NOT_NULL}, CASE WHEN co.contype = 'n' THEN {} END, \
+                co.conname = (SELECT format('%s_%s_not_null', c.relname, a.attname) FROM pg_class c \
+                              JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = co.conkey[1] \
+                              WHERE c.oid = co.conrelid), \
                 CASE WHEN co.coninhcount > 0 AND NOT co.conislocal THEN coalesce( \
                     (SELECT {} WHERE co.conparentid <> 0), \
                     (SELECT {} FROM pg_inherits i JOIN pg_constraint pco ON pco.conrelid = i.inhparent \
@@ -843,16 +859,22 @@ fn constraints(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
          FROM rel JOIN pg_constraint co ON co.conrelid = rel.oid \
          WHERE rel.relkind IN ('r', 'p') AND co.contype <> 't'",
         key_of("pg_constraint", "co.oid", "0"),
+        key_of("pg_class", "co.conrelid", "co.conkey[1]"),
         key_of("pg_constraint", "co.conparentid", "0"),
         key_of("pg_constraint", "pco.oid", "0")
     );
     for row in query(client, "constraints", &sql)? {
         if row.get::<_, bool>(5) {
             snapshot.implied.insert(row.get(0));
+            let column = row.get::<_, Option<String>>(6).and_then(|key| snapshot.objects.get_mut(&key));
+            if let Some(Object { def: Def::Column { spec, .. }, .. }) = column {
+                spec.not_null_name = Some(row.get(3));
+                spec.not_null_name_is_default = row.get(7);
+            }
             continue;
         }
         let def = Def::Constraint { table: row.get(2), name: row.get(3), definition: row.get(4) };
-        add_copy(snapshot, row.get(0), Some(row.get(1)), row.get(6), def);
+        add_copy(snapshot, row.get(0), Some(row.get(1)), row.get(8), def);
     }
     Ok(())
 }
@@ -923,11 +945,13 @@ fn functions(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
     Ok(())
 }
 
+/// Triggers a user made, and their copies on partitions (internal before PostgreSQL 15; the
+/// triggers behind foreign keys are not).
 fn triggers(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
     let sql = format!(
         "{RELATIONS}SELECT {}, rel.key, rel.sql_name, format('%I', t.tgname), pg_get_triggerdef(t.oid), \
                 t.tgenabled::text, CASE WHEN t.tgparentid <> 0 THEN {} END \
-         FROM rel JOIN pg_trigger t ON t.tgrelid = rel.oid WHERE NOT t.tgisinternal",
+         FROM rel JOIN pg_trigger t ON t.tgrelid = rel.oid WHERE NOT t.tgisinternal OR (t.tgparentid <> 0 AND t.tgconstraint = 0)",
         key_of("pg_trigger", "t.oid", "0"),
         key_of("pg_trigger", "t.tgparentid", "0")
     );

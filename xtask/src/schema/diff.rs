@@ -552,8 +552,9 @@ impl<'a> Planner<'a> {
         let attaching = self.attachment_changes(table);
         let action = self.action(key);
         if !matches!(action, Some(Action::Create | Action::Recreate)) {
-            // An original's ALTER reaches its copies (and a copy cannot be altered on its own).
-            return matches!(object.def, Def::Column { .. }).then(Vec::new);
+            // An original's ALTER reaches its copies, and a copy cannot be altered on its own; but
+            // a table about to be attached is still its own (its NOT NULL names are set then).
+            return (matches!(object.def, Def::Column { .. }) && !attaching).then(Vec::new);
         }
         let made_with_inherits = matches!(self.action(table), Some(Action::Create | Action::Recreate))
             && !self.new_parents(table).is_empty();
@@ -934,8 +935,18 @@ fn alter_column(
     if a.not_null && !b.not_null {
         out.push(plain(format!("{prefix} DROP NOT NULL;")));
     }
+    if let (true, true, Some(old), Some(new)) = (a.not_null, b.not_null, &a.not_null_name, &b.not_null_name)
+        && old != new
+    {
+        out.push(plain(format!("ALTER TABLE {table} RENAME CONSTRAINT {old} TO {new};")));
+    }
     if !a.not_null && b.not_null {
-        let mut statement = plain(format!("{prefix} SET NOT NULL;"));
+        let mut statement = match sql::named_not_null(b) {
+            Some(constraint) => {
+                plain(format!("ALTER TABLE {table} ADD CONSTRAINT {constraint} NOT NULL {name};"))
+            }
+            None => plain(format!("{prefix} SET NOT NULL;")),
+        };
         statement.notes.push(Note::Review(format!("fails while a row of {table} holds NULL in {name}")));
         out.push(statement);
     }
@@ -1235,6 +1246,8 @@ mod tests {
                 type_storage: "PLAIN".into(),
                 compression: None,
                 statistics: None,
+                not_null_name: None,
+                not_null_name_is_default: true,
             };
             let def = Def::Column { table: "public.t".into(), name: "id".into(), position: 1, spec };
             put(&mut snapshot, "table column public.t.id", Some("table public.t"), None, def);
@@ -1363,6 +1376,8 @@ mod tests {
                 type_storage: "PLAIN".into(),
                 compression: None,
                 statistics: None,
+                not_null_name: None,
+                not_null_name_is_default: true,
             },
         };
         let family = |parent_has_b: bool| {

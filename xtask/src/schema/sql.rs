@@ -361,10 +361,17 @@ pub fn column(name: &str, spec: &ColumnSpec, default: Option<&str>) -> String {
     if let Some(default) = default {
         text += &format!(" DEFAULT {default}");
     }
-    if spec.not_null {
-        text += " NOT NULL";
+    match (named_not_null(spec), spec.not_null) {
+        (Some(constraint), true) => text += &format!(" CONSTRAINT {constraint} NOT NULL"),
+        (None, true) => text += " NOT NULL",
+        _ => {}
     }
     text
+}
+
+/// The NOT NULL constraint's name where it is not the one PostgreSQL would give.
+pub fn named_not_null(spec: &ColumnSpec) -> Option<&str> {
+    spec.not_null_name.as_deref().filter(|_| !spec.not_null_name_is_default)
 }
 
 pub fn identity_kind(kind: char) -> &'static str {

@@ -327,7 +327,11 @@ pub fn shared_server() -> &'static Project {
         }
     }
     SHARED.get_or_init(|| {
-        let server = Project::new("native");
+        let mut server = Project::new("native");
+        // XTASK_TEST_POSTGRES=18 runs what uses this server (the prepare corpus) on that major.
+        if let Ok(major) = std::env::var("XTASK_TEST_POSTGRES") {
+            server.set("XTASK_POSTGRES", &major);
+        }
         server.ok(&["db-up"]);
         // SAFETY: registers a plain function, run once at the process's normal exit.
         unsafe { libc::atexit(tear_down_shared) };

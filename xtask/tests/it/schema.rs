@@ -65,7 +65,8 @@ pub fn schema_dump(url: &str) -> String {
         postgres::config::Host::Unix(path) => path.display().to_string(),
     };
     let password = String::from_utf8(config.get_password().unwrap_or_default().to_vec()).unwrap();
-    let out = Command::new("pg_dump")
+    // XTASK_TEST_PG_DUMP: a pg_dump as new as the server (with XTASK_TEST_POSTGRES).
+    let out = Command::new(std::env::var("XTASK_TEST_PG_DUMP").unwrap_or_else(|_| "pg_dump".into()))
         .args(["--schema-only", "--no-owner", "--exclude-table=public._sqlx_migrations", "--host", &host])
         .args(["--port", &config.get_ports()[0].to_string(), "--username", config.get_user().unwrap()])
         .args(["--dbname", config.get_dbname().unwrap()])
