@@ -19,8 +19,8 @@ pub struct Snapshot {
     pub objects: BTreeMap<String, Object>,
     /// Object key to the keys it depends on (only keys in `objects`).
     pub deps: BTreeMap<String, BTreeSet<String>>,
-    /// Objects this tool does not write SQL for (domains, rules, inheritance...), by key, each with
-    /// a fingerprint of its definition where one is read (empty: compared by name only).
+    /// Objects this tool does not write SQL for (domains, rules, aggregates...), by key, each with
+    /// a fingerprint of its definition where one is read (empty: known by name only, refused).
     pub unsupported: BTreeMap<String, String>,
     /// Objects that say no more than a part of another one (PostgreSQL 18's NOT NULL constraint
     /// of a column) and stand for it.
@@ -283,7 +283,8 @@ impl Def {
     }
 }
 
-/// The relations this tool looks at: user schemas only, not extension members, not sqlx's table.
+/// The relations this tool looks at: user schemas only, not extension members, not the records of
+/// migrations (sqlx's table) and seeds (this tool's).
 const RELATIONS: &str = "WITH rel AS (
     SELECT c.oid, c.relname, c.relkind, c.relpersistence, c.reloptions, n.nspname,
            c.relrowsecurity, c.relforcerowsecurity, c.relispartition, c.relreplident,
@@ -293,7 +294,7 @@ const RELATIONS: &str = "WITH rel AS (
     WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
       AND NOT EXISTS (SELECT 1 FROM pg_depend e
                       WHERE e.classid = 'pg_class'::regclass AND e.objid = c.oid AND e.deptype = 'e')
-      AND NOT (n.nspname = 'public' AND c.relname = '_sqlx_migrations'))
+      AND NOT (n.nspname = 'public' AND c.relname IN ('_sqlx_migrations', '_xtask_seeds')))
 ";
 
 /// A user namespace that is not an extension member, as a condition on `n` and an object `objid`
@@ -417,7 +418,8 @@ fn types(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
         if row.get::<_, String>(2) == "e" {
             add(snapshot, key, None, Def::Enum { name: row.get(1), labels: row.get(3) });
         } else {
-            snapshot.unsupported.insert(key, row.get(4));
+            // An empty composite type has no columns to list.
+            snapshot.unsupported.insert(key, row.get::<_, Option<String>>(4).unwrap_or_default());
         }
     }
     Ok(())
@@ -1076,15 +1078,28 @@ fn default_privileges(client: &mut Client, snapshot: &mut Snapshot) -> Result<()
                       ELSE d.defaclrole::regrole::text END, \
                       (SELECT format('%I', nspname) FROM pg_namespace WHERE oid = d.defaclnamespace), \
                       CASE d.defaclobjtype WHEN 'r' THEN 'TABLES' WHEN 'S' THEN 'SEQUENCES' WHEN 'f' THEN 'FUNCTIONS' \
-                                           WHEN 'T' THEN 'TYPES' ELSE 'SCHEMAS' END, \
+                                           WHEN 'T' THEN 'TYPES' WHEN 'n' THEN 'SCHEMAS' \
+                                           WHEN 'L' THEN 'LARGE OBJECTS' END, \
                       CASE e.grantee WHEN 0 THEN 'PUBLIC' ELSE e.grantee::regrole::text END, e.revoke, \
                       array_agg(e.privilege_type::text ORDER BY e.privilege_type), \
                       coalesce(array_agg(e.privilege_type::text ORDER BY e.privilege_type) FILTER (WHERE e.is_grantable), '{}') \
                FROM d JOIN entries e ON e.oid = d.oid WHERE e.grantee <> d.defaclrole \
                GROUP BY 1, 2, 3, 4, 5";
     for row in query(client, "default privileges", sql)? {
-        let (for_role, schema, on, grantee, revoke): (Option<String>, Option<String>, String, String, bool) =
-            (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+        let (for_role, schema, on, grantee, revoke): (
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            String,
+            bool,
+        ) = (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+        let Some(on) = on else {
+            // A kind of object newer than this tool: known by name only, so refused.
+            snapshot
+                .unsupported
+                .insert(format!("default privileges of a new kind for {grantee}"), String::new());
+            continue;
+        };
         let key = format!(
             "default privileges{} on {on}{} {} {grantee}",
             for_role.as_ref().map(|r| format!(" for {r}")).unwrap_or_default(),
@@ -1253,13 +1268,14 @@ fn link_partition_copies(snapshot: &mut Snapshot) {
     }
 }
 
-/// Objects of the server's own making, the migration record table with its parts, and default
-/// privileges (read under keys of their own, see `default_privileges`).
+/// Objects of the server's own making, the migration and seed records with their parts, and
+/// default privileges (read under keys of their own, see `default_privileges`).
 fn is_internal(key: &str) -> bool {
-    const RECORDS: &str = "public._sqlx_migrations";
+    const RECORDS: [&str; 2] = ["public._sqlx_migrations", "public._xtask_seeds"];
     key.starts_with("default acl ")
         || key.contains(" pg_toast.")
         || key.starts_with("toast table")
-        || key.ends_with(&format!(" {RECORDS}"))
-        || key.contains(&format!(" {RECORDS}."))
+        || RECORDS
+            .iter()
+            .any(|records| key.ends_with(&format!(" {records}")) || key.contains(&format!(" {records}.")))
 }

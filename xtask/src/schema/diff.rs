@@ -383,7 +383,10 @@ impl<'a> Planner<'a> {
         };
         let mut cyclic = BTreeSet::new();
         for (key, object) in &self.from.objects {
-            let Def::Constraint { definition, .. } = &object.def else { continue };
+            // A partition's copy goes with its original's drop, never on its own.
+            let (Def::Constraint { definition, .. }, None) = (&object.def, &object.inherited_from) else {
+                continue;
+            };
             let Some(own) = unit(key).filter(|u| u != key && definition.starts_with("FOREIGN KEY")) else {
                 continue;
             };
@@ -552,9 +555,8 @@ impl<'a> Planner<'a> {
         let attaching = self.attachment_changes(table);
         let action = self.action(key);
         if !matches!(action, Some(Action::Create | Action::Recreate)) {
-            // An original's ALTER reaches its copies, and a copy cannot be altered on its own; but
-            // a table about to be attached is still its own (its NOT NULL names are set then).
-            return (matches!(object.def, Def::Column { .. }) && !attaching).then(Vec::new);
+            // A table about to be attached is still its own (its NOT NULL names are set then).
+            return if attaching { None } else { self.copy_column_alter(key, original) };
         }
         let made_with_inherits = matches!(self.action(table), Some(Action::Create | Action::Recreate))
             && !self.new_parents(table).is_empty();
@@ -581,6 +583,28 @@ impl<'a> Planner<'a> {
         };
         let (index, parent) = index;
         Some(vec![self.create(key), plain(format!("ALTER INDEX {parent} ATTACH PARTITION {index};"))])
+    }
+
+    /// What a copied column needs beyond what its original's ALTER COLUMN brings it (PostgreSQL
+    /// passes each on to the copies): nothing, mostly; a setting of the copy's own otherwise.
+    fn copy_column_alter(&self, key: &str, original: &str) -> Option<Vec<Statement>> {
+        let (Some(Def::Column { spec: old, .. }), new @ Def::Column { table, name, position, .. }) =
+            (self.from.objects.get(key).map(|o| &o.def), &self.to.objects[key].def)
+        else {
+            return None;
+        };
+        let spec = match (
+            self.from.objects.get(original).map(|o| &o.def),
+            self.to.objects.get(original).map(|o| &o.def),
+        ) {
+            (Some(Def::Column { spec: before, .. }), Some(Def::Column { spec: after, .. })) => {
+                sql::passed_on(old, before, after)
+            }
+            _ => old.clone(),
+        };
+        let after_original =
+            Def::Column { table: table.clone(), name: name.clone(), position: *position, spec };
+        Some(alter(&after_original, new, &|_| false))
     }
 
     fn create(&self, key: &str) -> Statement {
@@ -962,7 +986,7 @@ fn alter_column(
                 "SELECT setval(pg_get_serial_sequence({}, {}), max({name})) FROM {table} \
                  HAVING max({name}) IS NOT NULL;",
                 quote_literal(table),
-                quote_literal(name)
+                quote_literal(&sql::unquote(name))
             )));
         }
         (Some(x), Some(y)) if x != y => {
@@ -982,7 +1006,7 @@ fn alter_column(
                  WHERE coalesce(pg_sequence_last_value(s::regclass), {}) < {};",
                 y.min,
                 quote_literal(table),
-                quote_literal(name),
+                quote_literal(&sql::unquote(name)),
                 i64::MIN,
                 y.min
             )));
@@ -1069,6 +1093,25 @@ mod tests {
         snapshot
             .objects
             .insert(format!("table public.{name}"), Object { owner: None, inherited_from: None, def });
+    }
+
+    /// A nullable integer column with every setting at its default.
+    fn integer() -> ColumnSpec {
+        ColumnSpec {
+            data_type: "integer".into(),
+            collation: None,
+            not_null: false,
+            identity: None,
+            generated: None,
+            generated_virtual: false,
+            identity_options: None,
+            storage: None,
+            type_storage: "PLAIN".into(),
+            compression: None,
+            statistics: None,
+            not_null_name: None,
+            not_null_name_is_default: true,
+        }
     }
 
     fn depends(snapshot: &mut Snapshot, key: &str, on: &str) {
@@ -1235,19 +1278,10 @@ mod tests {
                 cycle: false,
             };
             let spec = ColumnSpec {
-                data_type: "integer".into(),
-                collation: None,
                 not_null: true,
                 identity: Some('a'),
-                generated: None,
-                generated_virtual: false,
                 identity_options: Some(options),
-                storage: None,
-                type_storage: "PLAIN".into(),
-                compression: None,
-                statistics: None,
-                not_null_name: None,
-                not_null_name_is_default: true,
+                ..integer()
             };
             let def = Def::Column { table: "public.t".into(), name: "id".into(), position: 1, spec };
             put(&mut snapshot, "table column public.t.id", Some("table public.t"), None, def);
@@ -1286,6 +1320,62 @@ mod tests {
         let mut bare = Snapshot::default();
         table(&mut bare, "t");
         assert_eq!(sql_of(&grant(&["SELECT"], &[]), &bare), ["REVOKE SELECT ON TABLE public.t FROM app;"]);
+    }
+
+    #[test]
+    fn default_privileges_are_given_and_taken_back() {
+        let defaults = |schema: Option<&str>, on: &str, grantee: &str, privilege: &str, revoke: bool| {
+            let mut snapshot = Snapshot::default();
+            let def = Def::DefaultPrivileges {
+                for_role: None,
+                schema: schema.map(Into::into),
+                on: on.into(),
+                grantee: grantee.into(),
+                privileges: vec![privilege.into()],
+                grantable: Vec::new(),
+                revoke,
+            };
+            put(&mut snapshot, "default privileges", None, None, def);
+            snapshot
+        };
+        let none = Snapshot::default();
+        let given = defaults(Some("public"), "TABLES", "app", "SELECT", false);
+        assert_eq!(
+            sql_of(&none, &given),
+            ["ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO app;"]
+        );
+        assert_eq!(
+            sql_of(&given, &none),
+            ["ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE ALL ON TABLES FROM app;"]
+        );
+        // A default of PostgreSQL's taken away, and given back.
+        let taken = defaults(None, "FUNCTIONS", "PUBLIC", "EXECUTE", true);
+        assert_eq!(
+            sql_of(&none, &taken),
+            ["ALTER DEFAULT PRIVILEGES REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;"]
+        );
+        assert_eq!(sql_of(&taken, &none), ["ALTER DEFAULT PRIVILEGES GRANT EXECUTE ON FUNCTIONS TO PUBLIC;"]);
+    }
+
+    #[test]
+    fn storage_parameters_are_set_and_reset() {
+        let with = |options: &[&str]| {
+            let mut snapshot = Snapshot::default();
+            let def = Def::Table {
+                name: "public.t".into(),
+                unlogged: false,
+                row_security: false,
+                force_row_security: false,
+                partition_by: None,
+                options: options.iter().map(|o| o.to_string()).collect(),
+            };
+            put(&mut snapshot, "table public.t", None, None, def);
+            snapshot
+        };
+        assert_eq!(
+            sql_of(&with(&["autovacuum_enabled=false", "fillfactor=70"]), &with(&["fillfactor=90"])),
+            ["ALTER TABLE public.t SET (fillfactor=90);", "ALTER TABLE public.t RESET (autovacuum_enabled);"]
+        );
     }
 
     /// A partitioned `m` with partition `m_1`, and optionally an index on `m` with its copy on `m_1`.
@@ -1364,21 +1454,7 @@ mod tests {
             table: format!("public.{table}"),
             name: "b".into(),
             position: 1,
-            spec: ColumnSpec {
-                data_type: "integer".into(),
-                collation: None,
-                not_null: false,
-                identity: None,
-                generated: None,
-                generated_virtual: false,
-                identity_options: None,
-                storage: None,
-                type_storage: "PLAIN".into(),
-                compression: None,
-                statistics: None,
-                not_null_name: None,
-                not_null_name_is_default: true,
-            },
+            spec: integer(),
         };
         let family = |parent_has_b: bool| {
             let mut snapshot = Snapshot::default();

@@ -70,13 +70,39 @@ pub fn object_differences(from: &Snapshot, to: &Snapshot, from_name: &str, to_na
     lines
 }
 
-/// Leaves out the grants and default privileges given to `roles` (unquoted names; a grantee is
-/// written as PostgreSQL writes a role, quoted only where it must be).
-pub fn forget_grants_to(snapshot: &mut Snapshot, roles: &[String]) {
-    let named =
-        |grantee: &str| roles.iter().any(|r| grantee == r || grantee == crate::naming::quote_ident(r));
-    snapshot.objects.retain(|_, object| match &object.def {
-        Def::Grant { grantee, .. } | Def::DefaultPrivileges { grantee, .. } => !named(grantee),
-        _ => true,
+/// Takes out what setup grants a reader (`admin::grant_reads`): USAGE on schema public, SELECT on
+/// its tables, and SELECT on the tables its owner makes later. `readers` are unquoted names; a
+/// grantee is written as PostgreSQL writes a role, quoted only where it must be.
+pub fn forget_setup_reads(snapshot: &mut Snapshot, readers: &[String]) {
+    let reader =
+        |grantee: &str| readers.iter().any(|r| grantee == r || grantee == crate::naming::quote_ident(r));
+    let given_by_setup = |def: &Def| match def {
+        Def::Grant { target, column: None, grantee, .. } if reader(grantee) => match target.as_str() {
+            "SCHEMA public" => Some("USAGE"),
+            t if t.starts_with("TABLE public.") => Some("SELECT"),
+            _ => None,
+        },
+        Def::DefaultPrivileges { schema: Some(schema), on, grantee, revoke: false, .. }
+            if schema == "public" && on == "TABLES" && reader(grantee) =>
+        {
+            Some("SELECT")
+        }
+        _ => None,
+    };
+    snapshot.objects.retain(|_, object| {
+        let Some(privilege) = given_by_setup(&object.def) else { return true };
+        match &mut object.def {
+            Def::Grant { privileges, grantable, default, .. } => {
+                privileges.retain(|p| p != privilege);
+                grantable.retain(|p| p != privilege);
+                privileges != default || !grantable.is_empty()
+            }
+            Def::DefaultPrivileges { privileges, grantable, .. } => {
+                privileges.retain(|p| p != privilege);
+                grantable.retain(|p| p != privilege);
+                !privileges.is_empty()
+            }
+            _ => true,
+        }
     });
 }

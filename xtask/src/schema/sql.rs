@@ -427,6 +427,40 @@ pub fn column_settings(table: &str, name: &str, from: Option<&ColumnSpec>, to: &
     out
 }
 
+/// A copied column once its original went from `before` to `after`: ALTER COLUMN passes each
+/// change on to the copies.
+pub fn passed_on(copy: &ColumnSpec, before: &ColumnSpec, after: &ColumnSpec) -> ColumnSpec {
+    let mut spec = copy.clone();
+    if before.data_type != after.data_type {
+        spec.data_type = after.data_type.clone();
+        spec.type_storage = after.type_storage.clone();
+    }
+    if before.collation != after.collation {
+        spec.collation = after.collation.clone();
+    }
+    if before.not_null != after.not_null {
+        spec.not_null = after.not_null;
+    }
+    if (before.identity, &before.identity_options) != (after.identity, &after.identity_options) {
+        spec.identity = after.identity;
+        spec.identity_options = after.identity_options.clone();
+    }
+    if (&before.generated, before.generated_virtual) != (&after.generated, after.generated_virtual) {
+        spec.generated = after.generated.clone();
+        spec.generated_virtual = after.generated_virtual;
+    }
+    if before.storage != after.storage {
+        spec.storage = after.storage.clone();
+    }
+    if before.compression != after.compression {
+        spec.compression = after.compression.clone();
+    }
+    if before.statistics != after.statistics {
+        spec.statistics = after.statistics;
+    }
+    spec
+}
+
 /// Converts a column to its rebuilt enum type through text.
 pub fn retype_to_rebuilt_enum(column: &Def) -> String {
     let Def::Column { table, name, spec, .. } = column else { return String::new() };
@@ -461,7 +495,7 @@ fn split_qualified(qualified: &str) -> (&str, &str) {
     ("", qualified)
 }
 
-fn unquote(identifier: &str) -> String {
+pub fn unquote(identifier: &str) -> String {
     match identifier.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
         Some(inner) => inner.replace("\"\"", "\""),
         None => identifier.to_owned(),

@@ -142,18 +142,12 @@ fn ups_at(repo: &Path, rev: &str, dir: &str) -> Result<BTreeMap<i64, String>> {
     Ok(ups)
 }
 
-/// Against this branch's own database: no applied migration changed or removed (`elsewhere`:
-/// versions whose files exist though they are not among `files`, e.g. not staged yet).
 /// Whether this branch's database still has the schema its migrations made when this tool last
 /// migrated it (by the fingerprint kept then: one query, not a comparison).
 pub fn drift(endpoint: &Endpoint, database: &Database) -> Result<String> {
     let name = database.name.as_str();
-    let mut client = match runner::connect(endpoint, name) {
-        Ok(client) => client,
-        Err(error) if PgError::code_in(&error) == Some(&SqlState::INVALID_CATALOG_NAME) => {
-            return Ok(format!("{name} does not exist yet"));
-        }
-        Err(error) => return Err(error),
+    let Some(mut client) = connect_if_made(endpoint, name)? else {
+        return Ok(format!("{name} does not exist yet"));
     };
     match crate::drift::drifted(&mut client)? {
         Some(false) => Ok(format!("{name} has the schema its migrations made")),
@@ -168,6 +162,17 @@ pub fn drift(endpoint: &Endpoint, database: &Database) -> Result<String> {
     }
 }
 
+/// A connection to the database `name`; `None` when it does not exist.
+fn connect_if_made(endpoint: &Endpoint, name: &str) -> Result<Option<postgres::Client>> {
+    match runner::connect(endpoint, name) {
+        Ok(client) => Ok(Some(client)),
+        Err(error) if PgError::code_in(&error) == Some(&SqlState::INVALID_CATALOG_NAME) => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
+/// Against this branch's own database: no applied migration changed or removed (`elsewhere`:
+/// versions whose files exist though they are not among `files`, e.g. not staged yet).
 pub fn applied(
     endpoint: &Endpoint,
     database: &Database,
@@ -175,12 +180,8 @@ pub fn applied(
     elsewhere: &[i64],
 ) -> Result<String> {
     let name = database.name.as_str();
-    let mut client = match runner::connect(endpoint, name) {
-        Ok(client) => client,
-        Err(error) if PgError::code_in(&error) == Some(&SqlState::INVALID_CATALOG_NAME) => {
-            return Ok(format!("{name} does not exist yet (`cargo xtask setup` makes it)"));
-        }
-        Err(error) => return Err(error),
+    let Some(mut client) = connect_if_made(endpoint, name)? else {
+        return Ok(format!("{name} does not exist yet (`cargo xtask setup` makes it)"));
     };
     let applied = runner::applied(&mut client)?;
     let plan = migrations::plan(files, &applied, true);

@@ -129,12 +129,15 @@ pub fn setup(ctx: &Ctx, from: Option<&str>) -> Result<Vec<(String, String)>> {
             changed_databases.push(db.logical.as_str());
         }
     }
-    grant_declared_reads(&mut admin, endpoint, &databases, &changed_databases, &mut changes)?;
+    let granted = grant_declared_reads(&mut admin, endpoint, &databases, &changed_databases, &mut changes)?;
     // What setup made (a new database, migrations, reads granted on them) is the schema's record.
-    for (db, login) in
-        databases.iter().zip(&logins).filter(|(db, _)| changed_databases.contains(&db.logical.as_str()))
-    {
-        crate::drift::keep(&mut login.connect(db.name.as_str())?);
+    let made =
+        |db: &&Database| changed_databases.contains(&db.logical.as_str()) || granted.contains(&db.logical);
+    for (db, login) in databases.iter().zip(&logins).filter(|(db, _)| made(db)) {
+        match login.connect(db.name.as_str()) {
+            Ok(mut client) => crate::drift::keep(&mut client),
+            Err(error) => eprintln!("note: the schema fingerprint of {} was not kept: {error:#}", db.name),
+        }
     }
     let mut vars = vec![("DATABASE_URL".to_owned(), logins[0].url(databases[0].name.as_str()))];
     for (db, login) in databases.iter().zip(&logins).filter(|(db, _)| db.spec.role.is_some()) {
@@ -343,20 +346,25 @@ fn installed_extensions(login: &Endpoint, db: &Database) -> Result<Vec<String>> 
 
 /// `reads = [...]`: the reader may connect to the read database and SELECT its tables, granted on
 /// every setup (idempotent, so a grant interrupted half-way is completed by the next run).
+/// Returns the databases a reader was newly let into (their grants changed).
 fn grant_declared_reads(
     admin: &mut Admin,
     endpoint: &Endpoint,
     databases: &[Database],
     changed: &[&str],
     changes: &mut Vec<String>,
-) -> Result<()> {
+) -> Result<Vec<String>> {
+    let mut granted = Vec::new();
     for read in databases {
         let (readers, newly) = grant_reads_of(admin, endpoint, databases, read, read.name.as_str())?;
         if !readers.is_empty() && (newly || changed.contains(&read.logical.as_str())) {
             changes.push(format!("{} may read {}", readers.join(", "), read.name));
         }
+        if newly {
+            granted.push(read.logical.clone());
+        }
     }
-    Ok(())
+    Ok(granted)
 }
 
 /// Lets the roles declared to read `read` connect to `name` (its database, or a copy being made

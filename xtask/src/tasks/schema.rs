@@ -73,6 +73,7 @@ fn prepare_database(
     let (mut current, declared) = build_both(ctx, endpoint, database)?;
     refuse_unmodelled(&current.snapshot, &declared.snapshot, &declared_path)?;
     let up = schema::diff(&current.snapshot, &declared.snapshot);
+    refuse_unwritten(&current.snapshot, &declared.snapshot, &up, &declared_path)?;
     if up.is_empty() {
         eprintln!(
             "prepare: the migrations of {} already produce {}; nothing to write",
@@ -131,10 +132,13 @@ fn verify(current: &mut Built, up: &str, down: &str, declared: &Snapshot) -> Res
             .map_err(|e| format!("the {what} fails: {}", crate::conn::describe_pg_error(&e)))?;
         let after = schema::introspect(client).map_err(|e| format!("{e:#}"))?;
         let left = schema::diff(&after, expected);
-        if left.is_empty() {
-            Ok(())
-        } else {
+        let unwritten = schema::object_differences(&after, expected, "the result", "the expected schema");
+        if !left.is_empty() {
             Err(format!("after the {what}, this still differs:\n{}", schema::render(&[], &left)))
+        } else if !unwritten.is_empty() {
+            Err(format!("after the {what}, these still differ:\n  {}", unwritten.join("\n  ")))
+        } else {
+            Ok(())
         }
     };
     step("up", up, declared)?;
@@ -160,6 +164,7 @@ pub fn check_databases(ctx: &Ctx, endpoint: &Endpoint, databases: &[Database]) -
         let (current, declared) = build_both(ctx, endpoint, database)?;
         refuse_unmodelled(&current.snapshot, &declared.snapshot, &declared_path)?;
         let up = schema::diff(&current.snapshot, &declared.snapshot);
+        refuse_unwritten(&current.snapshot, &declared.snapshot, &up, &declared_path)?;
         if up.is_empty() {
             eprintln!(
                 "schema --check: the migrations of {} produce {} exactly ({} objects)",
@@ -169,7 +174,6 @@ pub fn check_databases(ctx: &Ctx, endpoint: &Endpoint, databases: &[Database]) -
             );
             continue;
         }
-
         differences.push(format!(
             "the migrations of {} do not produce {}; a migration would need:\n{}",
             database.logical,
@@ -228,17 +232,21 @@ fn live_drift(
     }
     let made = schema::introspect(&mut client)?;
     let mut now = schema::introspect(&mut live)?;
-    schema::forget_grants_to(&mut now, &setup_readers(database, all));
+    schema::forget_setup_reads(&mut now, &setup_readers(database, all));
     refuse_known_by_name_only(&[&now, &made])?;
     let unmodelled = schema::unmodelled_differences(&now, &made, name, "its migrations");
     let removing = schema::diff(&now, &made);
+    let mut unmodelled = unmodelled;
+    if removing.is_empty() {
+        unmodelled.extend(schema::object_differences(&now, &made, name, "its migrations"));
+    }
     if removing.is_empty() && unmodelled.is_empty() {
+        // The fingerprint is not kept anew: it also sees what this comparison leaves out.
         eprintln!(
             "schema --check --live: {name} is what its {} applied migration(s) make ({} objects)",
             applied.len(),
             made.objects.len()
         );
-        crate::drift::keep(&mut live);
         return Ok(None);
     }
     let mut listed = schema::object_differences(&now, &made, name, "its migrations");
@@ -434,6 +442,29 @@ fn refuse_unmodelled(current: &Snapshot, declared: &Snapshot, declared_path: &Pa
         );
     }
     refuse_known_by_name_only(&[current, declared])
+}
+
+/// Objects that differ where no statement was written (a setting PostgreSQL keeps on a copy of a
+/// parent's object and this tool does not change): refused, never taken as equal.
+fn refuse_unwritten(
+    current: &Snapshot,
+    declared: &Snapshot,
+    up: &[Statement],
+    declared_path: &Path,
+) -> Result<()> {
+    if !up.is_empty() {
+        return Ok(());
+    }
+    let differing =
+        schema::object_differences(current, declared, "the migrations", &declared_path.display().to_string());
+    if !differing.is_empty() {
+        bail!(
+            "these objects differ, and this tool writes no SQL for the difference:\n  {}\n\
+             Write this migration by hand: `cargo xtask prepare --manual \"...\"`",
+            differing.join("\n  ")
+        );
+    }
+    Ok(())
 }
 
 /// Objects whose definitions this tool does not read could differ unseen: refused, not passed.

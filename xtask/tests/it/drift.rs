@@ -15,6 +15,8 @@ fn project() -> Project {
         "CREATE TABLE items (id int PRIMARY KEY, owner text); ALTER TABLE items ENABLE ROW LEVEL SECURITY;",
     );
     p.write("migrations/audit/20260101000000_log.up.sql", "CREATE TABLE log (id int PRIMARY KEY);");
+    // Seeds make this tool's record table, which is not the schema's.
+    p.write("seeds/shop/01.sql", "INSERT INTO items VALUES (1, 'ann') ON CONFLICT DO NOTHING;");
     p.ok(&["setup"]);
     p
 }
@@ -86,4 +88,22 @@ fn pre_commit_fails_on_drift_and_migrate_keeps_the_new_fingerprint() {
     p.write("migrations/shop/20260102000000_by_hand.up.sql", "ALTER TABLE items ADD COLUMN by_hand int;");
     p.ok(&["migrate", "--db", "shop"]);
     assert_eq!(drift_in_status(&p), Some(false));
+}
+
+#[test]
+fn a_reader_declared_later_is_setup_s_not_drift_and_another_tool_s_migration_is_unknown() {
+    let p = project();
+    p.service("report", "name = \"report\"\nreads = [\"shop\"]");
+    p.ok(&["setup"]);
+    assert_eq!(drift_in_status(&p), Some(false), "the new reader's grants are setup's");
+    p.ok(&["schema", "--check", "--live"]);
+    // A migration applied by another runner (sqlx migrate run): the kept fingerprint says nothing.
+    let mut shop = p.service_client("shop");
+    shop.batch_execute(
+        "ALTER TABLE items ADD COLUMN added_by_sqlx int;
+         INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+         VALUES (20260105000000, 'by sqlx', true, '\\x00', 1)",
+    )
+    .unwrap();
+    assert_eq!(drift_in_status(&p), None);
 }
