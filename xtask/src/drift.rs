@@ -80,17 +80,24 @@ UNION ALL SELECT format('comment %s %s', pg_describe_object(d.classoid, d.objoid
           WHERE d.objoid >= 16384 AND NOT (d.classoid = 'pg_class'::regclass
                                          AND d.objoid IN (SELECT oid FROM records))";
 
-/// The md5 of the schema facts of the database `client` is connected to.
-pub fn fingerprint(client: &mut Client) -> Result<String> {
+/// The newest migration applied (as the record table holds it) and the md5 of the schema facts,
+/// in one round trip: one transaction whose search_path is empty, so that names are written in
+/// full. The record table must exist.
+fn applied_and_fingerprint(client: &mut Client) -> Result<(String, String)> {
     let sql = format!(
-        "SELECT md5(coalesce(string_agg(fact, E'\\n' ORDER BY fact COLLATE \"C\"), '')) FROM ({FACTS}) AS facts (fact)"
+        "BEGIN; SET LOCAL search_path = ''; \
+         SELECT ({APPLIED}), md5(coalesce(string_agg(fact, E'\\n' ORDER BY fact COLLATE \"C\"), '')) \
+         FROM ({FACTS}) AS facts (fact); COMMIT"
     );
-    let mut transaction = client.transaction().map_err(PgError::from)?;
-    // Names in the facts are written in full, whatever the session's search_path.
-    transaction.batch_execute("SET LOCAL search_path = ''").map_err(PgError::from)?;
-    let row = transaction.query_one(&sql, &[]).map_err(PgError::from).context("fingerprint the schema")?;
-    transaction.commit().map_err(PgError::from)?;
-    Ok(row.get(0))
+    let messages = client.simple_query(&sql).map_err(PgError::from).context("fingerprint the schema")?;
+    let row = messages.iter().find_map(|message| match message {
+        postgres::SimpleQueryMessage::Row(row) => Some(row),
+        _ => None,
+    });
+    let value = |i| {
+        row.and_then(|row| row.get(i)).map(str::to_owned).context("the fingerprint query returned nothing")
+    };
+    Ok((value(0)?, value(1)?))
 }
 
 /// Keeps the database's current fingerprint as what its migrations made. Not keeping it loses only
@@ -112,8 +119,7 @@ fn record(client: &mut Client) -> Result<()> {
     if !exists.map_err(PgError::from)?.get::<_, bool>(0) {
         return Ok(());
     }
-    let fingerprint = fingerprint(client)?;
-    let applied: String = client.query_one(APPLIED, &[]).map_err(PgError::from)?.get(0);
+    let (applied, fingerprint) = applied_and_fingerprint(client)?;
     client
         .batch_execute(&format!("COMMENT ON TABLE {RECORDS} IS '{PREFIX}{fingerprint} at {applied}'"))
         .map_err(PgError::from)
@@ -135,9 +141,9 @@ pub fn drifted(client: &mut Client) -> Result<Option<bool>> {
     else {
         return Ok(None);
     };
-    let applied: String = client.query_one(APPLIED, &[]).map_err(PgError::from)?.get(0);
+    let (applied, fingerprint) = applied_and_fingerprint(client)?;
     if applied != at {
         return Ok(None);
     }
-    Ok(Some(fingerprint(client)? != kept))
+    Ok(Some(fingerprint != kept))
 }
