@@ -659,19 +659,6 @@ fn sequences(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
     Ok(())
 }
 
-/// `schema.name rest` at the first space outside double quotes.
-fn split_sql_name(text: &str) -> (&str, &str) {
-    let mut quoted = false;
-    for (i, c) in text.char_indices() {
-        match c {
-            '"' => quoted = !quoted,
-            ' ' if !quoted => return (&text[..i], &text[i + 1..]),
-            _ => {}
-        }
-    }
-    (text, "")
-}
-
 /// The parent of a partition `rel`, as `pg_inherits` row `i` joined to its class `pc`.
 const PARENT: &str = "FROM pg_inherits i JOIN pg_class pc ON pc.oid = i.inhparent \
      JOIN pg_namespace pn ON pn.oid = pc.relnamespace WHERE i.inhrelid = rel.oid";
@@ -682,7 +669,7 @@ fn tables(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
     let parent_key = format!("SELECT {} {PARENT}", key_of("pg_class", "i.inhparent", "0"));
     let sql = format!(
         "{RELATIONS}SELECT rel.key, rel.sql_name, rel.relpersistence = 'u', \
-                array(SELECT format('%I.%I', pn.nspname, pc.relname) || ' ' || {} {PARENT} AND NOT rel.relispartition \
+                array(SELECT format('%I.%I', pn.nspname, pc.relname) {PARENT} AND NOT rel.relispartition \
                       ORDER BY i.inhseqno), \
                 rel.relrowsecurity, rel.relforcerowsecurity, \
                 CASE WHEN rel.relkind = 'p' THEN pg_get_partkeydef(rel.oid) END, \
@@ -694,22 +681,22 @@ fn tables(client: &mut Client, snapshot: &mut Snapshot) -> Result<()> {
                  WHERE x.indrelid = rel.oid AND x.indisreplident), \
                 (SELECT coalesce((SELECT {} FROM pg_constraint co WHERE co.conindid = x.indexrelid \
                                   AND co.conrelid = x.indrelid AND co.contype IN ('p', 'u', 'x')), {}) \
-                 FROM pg_index x WHERE x.indrelid = rel.oid AND x.indisreplident) \
+                 FROM pg_index x WHERE x.indrelid = rel.oid AND x.indisreplident), \
+                array(SELECT {} {PARENT} AND NOT rel.relispartition ORDER BY i.inhseqno) \
          FROM rel WHERE rel.relkind IN ('r', 'p')",
-        key_of("pg_class", "i.inhparent", "0"),
         key_of("pg_constraint", "co.oid", "0"),
-        key_of("pg_class", "x.indexrelid", "0")
+        key_of("pg_class", "x.indexrelid", "0"),
+        key_of("pg_class", "i.inhparent", "0")
     );
     for row in query(client, "tables", &sql)? {
         let key: String = row.get(0);
         let name: String = row.get(1);
-        // Each parent as `sql_name key` (a SQL name holds no unquoted space).
-        for parent in row.get::<_, Vec<String>>(3) {
-            let (parent, parent_key) = split_sql_name(&parent);
+        // The parents a table inherits from (not partitioning): names and keys, in the same order.
+        let parents: Vec<String> = row.get(3);
+        for (parent, parent_key) in parents.into_iter().zip(row.get::<_, Vec<String>>(14)) {
             let inherits = format!("inheritance of {key} from {parent_key}");
-            let def = Def::Inherits { table: name.clone(), parent: parent.to_owned() };
-            add(snapshot, inherits.clone(), Some(key.clone()), def);
-            snapshot.deps.entry(inherits).or_default().insert(parent_key.to_owned());
+            add(snapshot, inherits.clone(), Some(key.clone()), Def::Inherits { table: name.clone(), parent });
+            snapshot.deps.entry(inherits).or_default().insert(parent_key);
         }
         let parent_key: Option<String> = row.get(8);
         if let (Some(parent), Some(parent_key), Some(bound)) = (row.get(7), &parent_key, row.get(9)) {

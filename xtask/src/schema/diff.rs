@@ -671,7 +671,7 @@ impl<'a> Planner<'a> {
             }
             // A key made on a partitioned table ON ONLY it: each partition's is made and attached.
             Def::Constraint { table, name, definition }
-                if sql::makes_index(def) && self.is_partitioned(table) =>
+                if sql::makes_index(def) && self.owner_is_partitioned(key) =>
             {
                 plain(format!("ALTER TABLE ONLY {table} ADD CONSTRAINT {name} {definition};"))
             }
@@ -697,11 +697,10 @@ impl<'a> Planner<'a> {
         }
     }
 
-    fn is_partitioned(&self, table: &str) -> bool {
-        self.to
-            .objects
-            .values()
-            .any(|o| matches!(&o.def, Def::Table { name, partition_by: Some(_), .. } if name == table))
+    /// Whether the table owning `key` is partitioned.
+    fn owner_is_partitioned(&self, key: &str) -> bool {
+        let owner = self.to.objects[key].owner.as_ref().and_then(|owner| self.to.objects.get(owner));
+        matches!(owner.map(|o| &o.def), Some(Def::Table { partition_by: Some(_), .. }))
     }
 
     fn parts_of(&self, owner: &str) -> impl Iterator<Item = &String> {
