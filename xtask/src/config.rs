@@ -60,7 +60,35 @@ struct FileConfig {
     /// The logical database `DATABASE_URL` points at; the first one when absent.
     default_database: Option<Spanned<String>>,
     ci: Option<CiConfig>,
+    /// `redis = true`, or a table of its settings: one Redis server beside PostgreSQL.
+    redis: Option<Spanned<toml::Value>>,
 }
+
+/// `[workspace.metadata.xtask.redis]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RedisFile {
+    port: Option<u16>,
+    image: Option<String>,
+    url: Option<String>,
+}
+
+/// The project's Redis server, when the workspace or a service asks for one.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// Where the native and docker engines' server listens on 127.0.0.1.
+    pub port: u16,
+    pub image: String,
+    /// The external engine's server (`redis://` or `rediss://`), with a user allowed to manage ACLs.
+    pub url: Option<String>,
+    /// The redis-server binary (XTASK_REDIS_SERVER); `None`: found in PATH.
+    pub server: Option<PathBuf>,
+    /// The services with a Redis user on each branch; the implicit one when none says so.
+    pub services: Vec<crate::services::RedisService>,
+}
+
+pub const DEFAULT_REDIS_PORT: u16 = 6380;
+pub const DEFAULT_REDIS_IMAGE: &str = "redis:7";
 
 /// `[workspace.metadata.xtask.ci]`: what the workspace's own tests need besides the project's
 /// databases, which `cargo xtask ci` provides (CI=true or --provision) or names the command for.
@@ -140,6 +168,7 @@ pub struct Config {
     /// The project's logical databases, the default one (for `DATABASE_URL`) first.
     pub databases: Vec<DatabaseSpec>,
     pub ci: CiConfig,
+    pub redis: Option<RedisConfig>,
 }
 
 pub const DEFAULT_PORT: u16 = 5433;
@@ -190,19 +219,21 @@ impl Config {
             .with_context(|| format!("invalid [workspace.metadata.xtask] in {}", manifest_path.display()))?;
         let workspace_declarations = file.databases.take().unwrap_or_default();
         let default_database = file.default_database.take();
+        let redis_file = redis_settings(file.redis.take(), &text)?;
         refuse_non_utf8_settings(std::env::vars_os())?;
         let mut config = resolve(file, root, &|key| std::env::var(key).ok())?;
         let mut declared: Vec<Declared> = workspace_declarations
             .into_iter()
             .map(|declaration| Declared { file: "Cargo.toml".into(), text: &text, declaration })
             .collect();
-        let member_texts = member_declarations(root, &members)?;
-        declared.extend(member_texts.iter().map(|(file, text, declaration)| Declared {
-            file: file.clone(),
-            text,
-            declaration: declaration.clone(),
+        let members = member_declarations(root, &members, &config.project)?;
+        declared.extend(members.iter().filter_map(|(file, member)| {
+            Some(Declared { file: file.clone(), text: &member.text, declaration: member.database.clone()? })
         }));
         config.databases = services::resolve(&config.project, declared)?;
+        let redis_services: Vec<_> = members.iter().filter_map(|(_, m)| m.redis_service.clone()).collect();
+        config.redis =
+            redis_config(redis_file, redis_services, &config.project, &|key| std::env::var(key).ok())?;
         if let Some(default) = default_database {
             put_default_first(&mut config.databases, &default, &text)?;
         }
@@ -239,18 +270,74 @@ fn parse_manifest(text: &str) -> Result<(FileConfig, Members)> {
     Ok((file, members))
 }
 
-/// Each member crate's declaration with its file and text.
+/// Each member crate's declarations with its file.
 fn member_declarations(
     root: &Path,
     (members, exclude): &Members,
-) -> Result<Vec<(PathBuf, String, Declaration)>> {
+    project: &str,
+) -> Result<Vec<(PathBuf, services::Member)>> {
     let mut found = Vec::new();
     for manifest in services::member_manifests(root, members, exclude)? {
-        if let Some((text, declaration)) = services::read_member(root, &manifest)? {
-            found.push((manifest, text, declaration));
+        if let Some(member) = services::read_member(root, &manifest, project)? {
+            found.push((manifest, member));
         }
     }
     Ok(found)
+}
+
+/// `redis = true | false | { port, image, url }`: `None` when absent or false.
+fn redis_settings(value: Option<Spanned<toml::Value>>, text: &str) -> Result<Option<RedisFile>> {
+    let Some(value) = value else { return Ok(None) };
+    let (line, column) = line_column(text, value.span().start);
+    match value.into_inner() {
+        toml::Value::Boolean(on) => Ok(on.then(RedisFile::default)),
+        toml::Value::Table(table) => table
+            .try_into()
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("line {line}, column {column}: `redis`: {}", e.message())),
+        _ => bail!(
+            "line {line}, column {column}: `redis`: expected true, false or a table such as \
+             [workspace.metadata.xtask.redis] with port, image or url"
+        ),
+    }
+}
+
+/// Redis is on when the workspace asks for it or a service does (XTASK_REDIS=0 turns it off).
+fn redis_config(
+    file: Option<RedisFile>,
+    mut services: Vec<services::RedisService>,
+    project: &str,
+    raw_env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<RedisConfig>> {
+    let env = |key: &str| raw_env(key).filter(|v| !v.is_empty());
+    let wanted = match env("XTASK_REDIS").as_deref() {
+        None => file.is_some() || !services.is_empty(),
+        Some("1" | "true" | "on") => true,
+        Some("0" | "false" | "off") => false,
+        Some(other) => bail!("XTASK_REDIS={other:?}: expected 1 or 0 (true/false, on/off)"),
+    };
+    if !wanted {
+        return Ok(None);
+    }
+    let file = file.unwrap_or_default();
+    let port =
+        match raw_env("XTASK_REDIS_PORT") {
+            Some(text) => text.parse::<u16>().ok().filter(|p| *p != 0).with_context(|| {
+                format!("XTASK_REDIS_PORT={text:?}: expected a port number from 1 to 65535")
+            })?,
+            None => file.port.filter(|p| *p != 0).unwrap_or(DEFAULT_REDIS_PORT),
+        };
+    if services.is_empty() {
+        services.push(services::RedisService::implicit(project));
+    }
+    services::check_redis_services(&services)?;
+    Ok(Some(RedisConfig {
+        port,
+        image: env("XTASK_REDIS_IMAGE").or(file.image).unwrap_or_else(|| DEFAULT_REDIS_IMAGE.into()),
+        url: env("XTASK_REDIS_URL").or(file.url),
+        server: env("XTASK_REDIS_SERVER").map(PathBuf::from),
+        services,
+    }))
 }
 
 fn put_default_first(databases: &mut [DatabaseSpec], default: &Spanned<String>, text: &str) -> Result<()> {
@@ -446,6 +533,7 @@ fn resolve(file: FileConfig, root: &Path, raw_env: &dyn Fn(&str) -> Option<Strin
         },
         databases: Vec::new(),
         ci: file.ci.unwrap_or_default(),
+        redis: None,
     })
 }
 

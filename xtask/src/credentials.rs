@@ -25,6 +25,12 @@ struct File {
     admin: Option<AdminSecret>,
     #[serde(default)]
     roles: BTreeMap<String, String>,
+    /// The Redis server's admin password (native and docker engines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    redis_admin: Option<String>,
+    /// The services' Redis users' passwords, by user name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    redis_users: BTreeMap<String, String>,
 }
 
 /// The admin's generated password; `previous` is kept until the server is known to have
@@ -69,6 +75,58 @@ impl Credentials {
             file.roles.insert(role.to_owned(), recorded);
         })?;
         Ok(password)
+    }
+
+    pub fn redis_admin(&self) -> Option<&str> {
+        self.file.redis_admin.as_deref()
+    }
+
+    /// The Redis admin's password: the one on file, else a new one, recorded before any server has it.
+    pub fn redis_admin_or_new(&mut self) -> Result<String> {
+        if let Some(password) = &self.file.redis_admin {
+            return Ok(password.clone());
+        }
+        let password = generate_password()?;
+        let recorded = password.clone();
+        self.change(|file| {
+            file.redis_admin.get_or_insert(recorded);
+        })?;
+        // Another run may have recorded one first: that one wins.
+        Ok(self.file.redis_admin.clone().unwrap_or(password))
+    }
+
+    pub fn redis_password(&self, user: &str) -> Option<&str> {
+        self.file.redis_users.get(user).map(String::as_str)
+    }
+
+    /// The Redis user's password on file, else a new one, recorded before the server has it.
+    pub fn redis_password_or_new(&mut self, user: &str) -> Result<String> {
+        if let Some(password) = self.redis_password(user) {
+            return Ok(password.to_owned());
+        }
+        let password = generate_password()?;
+        self.change(|file| {
+            file.redis_users.entry(user.to_owned()).or_insert(password);
+        })?;
+        Ok(self.file.redis_users[user].clone())
+    }
+
+    pub fn forget_redis(&mut self, users: &[String]) -> Result<()> {
+        if users.iter().any(|u| self.file.redis_users.contains_key(u)) {
+            self.change(|file| file.redis_users.retain(|u, _| !users.contains(u)))?;
+        }
+        Ok(())
+    }
+
+    /// Teardown of the Redis server: its admin's and users' passwords go with it.
+    pub fn forget_redis_server(&mut self) -> Result<()> {
+        if self.file.redis_admin.is_some() || !self.file.redis_users.is_empty() {
+            self.change(|file| {
+                file.redis_admin = None;
+                file.redis_users.clear();
+            })?;
+        }
+        Ok(())
     }
 
     pub fn forget(&mut self, role: &str) -> Result<()> {

@@ -22,6 +22,7 @@ mod os;
 mod packages;
 mod procs;
 mod provision;
+mod redis;
 mod runner;
 mod schema;
 mod scratch;

@@ -232,6 +232,7 @@ struct PackageManifest {
 
 #[derive(Deserialize)]
 struct PackageTable {
+    name: Option<String>,
     metadata: Option<PackageMetadata>,
 }
 
@@ -244,6 +245,9 @@ struct PackageMetadata {
 #[serde(deny_unknown_fields)]
 struct PackageXtask {
     database: Option<Declaration>,
+    /// The service keeps data in Redis: it gets a Redis user of its own on each branch.
+    #[serde(default)]
+    redis: Option<Spanned<bool>>,
 }
 
 /// The member crates' Cargo.toml files, from `[workspace] members` (plain paths and `dir/*`
@@ -276,8 +280,42 @@ pub fn member_manifests(root: &Path, members: &[String], exclude: &[String]) -> 
     Ok(dirs.into_iter().map(|dir| dir.join("Cargo.toml")).collect())
 }
 
-/// The declaration in one member's Cargo.toml, if it has one.
-pub fn read_member(root: &Path, manifest: &Path) -> Result<Option<(String, Declaration)>> {
+/// What one member crate declares: its database, and whether it uses Redis.
+pub struct Member {
+    pub text: String,
+    pub database: Option<Declaration>,
+    /// `redis = true`: the service's name in Redis (its database's name, else its package's).
+    pub redis_service: Option<RedisService>,
+}
+
+/// A service that keeps data in Redis: on each branch it gets a user of its own, confined to the
+/// keys under its prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisService {
+    /// Names `<SERVICE>_REDIS_URL`.
+    pub name: String,
+    /// `<project>_<name>`: the user's name and key prefix on a default branch.
+    pub base: String,
+    pub declared_in: PathBuf,
+}
+
+impl RedisService {
+    /// The implicit service of a workspace that asks for Redis but has no service saying so.
+    pub fn implicit(project: &str) -> RedisService {
+        RedisService { name: project.to_owned(), base: project.to_owned(), declared_in: "Cargo.toml".into() }
+    }
+
+    pub fn url_var(&self) -> String {
+        format!("{}_REDIS_URL", self.name.to_ascii_uppercase())
+    }
+
+    pub fn prefix_var(&self) -> String {
+        format!("{}_REDIS_PREFIX", self.name.to_ascii_uppercase())
+    }
+}
+
+/// The declarations in one member's Cargo.toml, if it has any.
+pub fn read_member(root: &Path, manifest: &Path, project: &str) -> Result<Option<Member>> {
     let text = std::fs::read_to_string(root.join(manifest))
         .with_context(|| format!("read {}", manifest.display()))?;
     if !text.contains("xtask") {
@@ -286,8 +324,58 @@ pub fn read_member(root: &Path, manifest: &Path) -> Result<Option<(String, Decla
     let parsed: PackageManifest = toml::from_str(&text)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("invalid [package.metadata.xtask] in {}", manifest.display()))?;
-    let declaration = parsed.package.and_then(|p| p.metadata).and_then(|m| m.xtask).and_then(|x| x.database);
-    Ok(declaration.map(|d| (text, d)))
+    let Some(package) = parsed.package else { return Ok(None) };
+    let Some(xtask) = package.metadata.and_then(|m| m.xtask) else { return Ok(None) };
+    let redis_service = match &xtask.redis {
+        Some(flag) if *flag.get_ref() => {
+            let declared = xtask.database.as_ref().map(|d| d.name.get_ref().clone());
+            let name = declared.or_else(|| package.name.as_ref().map(|n| n.replace('-', "_")));
+            Some(redis_service(project, name.unwrap_or_default(), manifest, &text, flag.span())?)
+        }
+        _ => None,
+    };
+    Ok(Some(Member { database: xtask.database, redis_service, text }))
+}
+
+fn redis_service(
+    project: &str,
+    name: String,
+    manifest: &Path,
+    text: &str,
+    span: std::ops::Range<usize>,
+) -> Result<RedisService> {
+    let (line, column) = crate::config::line_column(text, span.start);
+    let at = format!("{}, line {line}, column {column}: `redis`", manifest.display());
+    if !is_valid_logical(&name) {
+        bail!(
+            "{at}: the service's Redis name `{}` (its database's name, else its package's) is not valid: \
+             use lower-case letters, digits and `_`, starting with a letter, at most {MAX_LOGICAL_BYTES} bytes",
+            naming::clip(&name)
+        );
+    }
+    let base = if name == project { name.clone() } else { format!("{project}_{name}") };
+    if base.len() > MAX_BASE_BYTES {
+        bail!("{at}: `{base}` (project and service name) is longer than {MAX_BASE_BYTES} bytes");
+    }
+    Ok(RedisService { name, base, declared_in: manifest.to_path_buf() })
+}
+
+/// Two services whose names could give the same Redis user on some branches are refused.
+pub fn check_redis_services(services: &[RedisService]) -> Result<()> {
+    for (i, a) in services.iter().enumerate() {
+        for b in &services[i + 1..] {
+            if a.base == b.base || names_can_collide(&a.base, &b.base) {
+                bail!(
+                    "the Redis services `{}` ({}) and `{}` ({}) could share keys on some branch: rename one",
+                    a.name,
+                    a.declared_in.display(),
+                    b.name,
+                    b.declared_in.display()
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -78,10 +78,7 @@ impl Ctx {
     /// The project's logical databases on this branch, the default one first. Per developer, the
     /// name is that of branch `<developer part>/<branch>`, so it always carries a hash.
     pub fn databases(&self) -> Vec<Database> {
-        let (key, is_default) = match self.developer_of_branch() {
-            Some(developer) => (format!("{}/{}", developer.part, self.branch.name), false),
-            None => (self.branch.name.clone(), self.branch.is_default),
-        };
+        let (key, is_default) = self.naming_key();
         self.config
             .databases
             .iter()
@@ -91,6 +88,15 @@ impl Ctx {
                 spec: spec.clone(),
             })
             .collect()
+    }
+
+    /// What this branch's names are made of: the branch (per developer, `<developer part>/<branch>`)
+    /// and whether it takes the bare base names of a default branch.
+    pub fn naming_key(&self) -> (String, bool) {
+        match self.developer_of_branch() {
+            Some(developer) => (format!("{}/{}", developer.part, self.branch.name), false),
+            None => (self.branch.name.clone(), self.branch.is_default),
+        }
     }
 
     /// The databases selected by `--db`, or all of them.

@@ -65,6 +65,8 @@ struct Report {
     /// Whether the workspace is inside a git repository (else `branch_exists` is `null`).
     git: bool,
     databases: Vec<Row>,
+    /// Each branch's Redis users, keys and memory; `None` when the project uses no Redis.
+    redis: Option<Vec<crate::redis::BranchUsage>>,
     #[serde(skip)]
     now: i64,
 }
@@ -196,6 +198,7 @@ fn survey(
         default_branches: ctx.config.default_branches.clone(),
         git: git.is_some(),
         databases: rows,
+        redis: None,
         now,
     })
 }
@@ -208,7 +211,10 @@ pub fn branches(ctx: &Ctx, json: bool, all_developers: bool) -> Result<()> {
     let git = git_branches(ctx)?;
     let engine = engine::select(ctx)?;
     let mut admin = connect_running(engine.as_ref(), "branches")?;
-    let report = survey(ctx, &mut admin, git.as_ref(), engine.as_ref(), all_developers)?;
+    let mut report = survey(ctx, &mut admin, git.as_ref(), engine.as_ref(), all_developers)?;
+    if let Some(redis) = crate::redis::of(ctx, engine.kind())? {
+        report.redis = Some(redis.branches()?);
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -218,6 +224,9 @@ pub fn branches(ctx: &Ctx, json: bool, all_developers: bool) -> Result<()> {
 }
 
 fn print_table(report: &Report) {
+    if let Some(redis) = &report.redis {
+        print_redis(redis, report);
+    }
     if report.databases.is_empty() {
         println!("no databases of project `{}` on the server", report.project);
         return;
@@ -293,6 +302,24 @@ fn print_table(report: &Report) {
     }
 }
 
+fn print_redis(usage: &[crate::redis::BranchUsage], report: &Report) {
+    println!("redis (keys and memory of each branch's users)");
+    if usage.is_empty() {
+        println!("  no Redis users of project `{}`", report.project);
+    }
+    for branch in usage {
+        let current = if branch.branch == report.current_branch { "  current" } else { "" };
+        println!(
+            "  {:<30} {:>7} key(s) {:>10}  {}{current}",
+            branch.branch,
+            branch.keys,
+            human_size(branch.memory_bytes as i64),
+            branch.users.join(", ")
+        );
+    }
+    println!();
+}
+
 /// Seconds as the table shows an age.
 fn age(seconds: i64) -> String {
     let seconds = seconds.max(0);
@@ -317,6 +344,14 @@ pub fn prune(ctx: &Ctx, dry_run: bool, force: bool, all_developers: bool) -> Res
         refuse_remote_without_force(engine.as_ref(), force, "prune")?;
     }
     let mut admin = connect_running(engine.as_ref(), "prune")?;
+    if let Some(redis) = crate::redis::of(ctx, engine.kind())? {
+        let gone = |branch: &str| {
+            !ctx.config.default_branches.iter().any(|b| b == branch) && git.found_in(branch).is_empty()
+        };
+        for said in redis.prune(&gone, dry_run)? {
+            eprintln!("prune: {said}");
+        }
+    }
     let report = survey(ctx, &mut admin, Some(&git), engine.as_ref(), all_developers)?;
     let (in_use, doomed): (Vec<&Row>, Vec<&Row>) =
         report.databases.iter().filter(|r| r.prunable).partition(|r| r.connections > 0);

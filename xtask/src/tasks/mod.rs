@@ -39,6 +39,10 @@ pub fn db_up(ctx: &Ctx) -> Result<()> {
         outcome.describe(),
         engine.endpoint().redacted_url(&engine.endpoint().admin_db)
     );
+    if let Some(redis) = crate::redis::of(ctx, engine.kind())? {
+        let outcome = redis.up()?;
+        eprintln!("Redis ({}) {}", redis.kind().name(), outcome.describe());
+    }
     Ok(())
 }
 
@@ -46,6 +50,11 @@ pub fn db_down(ctx: &Ctx) -> Result<()> {
     let engine = engine::select(ctx)?;
     if engine.down().context("stop the PostgreSQL server")? {
         eprintln!("PostgreSQL ({}) stopped; its data is kept", engine.kind().name());
+    }
+    if let Some(redis) = crate::redis::of(ctx, engine.kind())?
+        && redis.down()?
+    {
+        eprintln!("Redis ({}) stopped; its data is kept", redis.kind().name());
     }
     Ok(())
 }
@@ -146,6 +155,11 @@ pub fn setup(ctx: &Ctx, from: Option<&str>) -> Result<Vec<(String, String)>> {
     if !templates.is_empty() {
         vars.push(("XTASK_ADMIN_URL".to_owned(), endpoint.url(&endpoint.admin_db)));
         vars.extend(templates);
+    }
+    if let Some(redis) = crate::redis::of(ctx, engine.kind())? {
+        let made = redis.setup()?;
+        changes.extend(made.changes);
+        vars.extend(made.vars);
     }
     let env_path = &ctx.config.env_file;
     let pairs: Vec<(&str, String)> = vars.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
@@ -410,6 +424,14 @@ pub fn wipe(ctx: &Ctx, db: Option<&str>, force: bool, backup: bool) -> Result<()
             eprintln!("wipe: database {} does not exist", database.name);
         }
     }
+    // Redis is per service, not per database: `--db` leaves it.
+    if db.is_none()
+        && let Some(redis) = crate::redis::of(ctx, engine.kind())?
+    {
+        for said in redis.wipe_branch()? {
+            eprintln!("wipe: {said}");
+        }
+    }
     Ok(())
 }
 
@@ -418,6 +440,9 @@ pub fn teardown(ctx: &Ctx, force: bool, all_developers: bool) -> Result<()> {
     if engine.kind() != EngineKind::External {
         // The passwords go only once the server is gone (a failed removal must leave the admin
         // password of what is left), and with them the data directory when nothing else is in it.
+        if let Some(redis) = crate::redis::of(ctx, engine.kind())? {
+            eprintln!("teardown: {}", redis.teardown()?);
+        }
         engine.destroy().context("remove the server")?;
         crate::credentials::remove(&ctx.config.data_dir)?;
         let _ = std::fs::remove_dir(&ctx.config.data_dir);
@@ -458,6 +483,9 @@ pub fn teardown(ctx: &Ctx, force: bool, all_developers: bool) -> Result<()> {
         admin.drop_role(role)?;
         credentials.forget(role)?;
         eprintln!("teardown: dropped role {role}");
+    }
+    if let Some(redis) = crate::redis::of(ctx, engine.kind())? {
+        eprintln!("teardown: {}", redis.teardown()?);
     }
     eprintln!(
         "teardown: {} database(s) and {} role(s) of project `{}` dropped",
@@ -504,6 +532,8 @@ struct StatusReport {
     /// The env file names another database than this branch's (a branch switch since the last
     /// setup): what it names, and what to do. `None` when it is current or has no DATABASE_URL.
     stale_env_file: Option<String>,
+    /// The Redis server and this branch's users; `None` when the project uses no Redis.
+    redis: Option<crate::redis::Report>,
 }
 
 #[derive(Serialize)]
@@ -588,6 +618,10 @@ pub fn db_status(ctx: &Ctx, json: bool) -> Result<()> {
             .map(|db| database_report(ctx, db, on_server.as_deref(), endpoint))
             .collect::<Result<_>>()?,
         stale_env_file: stale_env_file(ctx),
+        redis: match crate::redis::of(ctx, engine.kind())? {
+            Some(redis) => Some(redis.status()?),
+            None => None,
+        },
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -733,6 +767,25 @@ fn print_status(report: &StatusReport) {
             state.push_str(&format!(", {error}"));
         }
         println!("  {:<12} {:<40} {state}", db.database, db.name);
+    }
+    if let Some(redis) = &report.redis {
+        print_redis_status(redis);
+    }
+}
+
+fn print_redis_status(redis: &crate::redis::Report) {
+    println!("redis      {} ({}, {})", state_name(redis.state), redis.engine, redis.detail);
+    if let Some(next) = &redis.next {
+        println!("next       {next}");
+    }
+    println!("endpoint   {}", redis.endpoint);
+    for user in &redis.users {
+        let state = match (user.exists, user.keys, user.memory_bytes) {
+            (Some(true), Some(keys), Some(bytes)) => format!("{keys} key(s), {}", human_size(bytes as i64)),
+            (Some(false), ..) => "missing (run `cargo xtask setup`)".into(),
+            _ => format!("unknown (server {})", state_name(redis.state)),
+        };
+        println!("  {:<12} {:<40} {state}", user.service, user.prefix);
     }
 }
 

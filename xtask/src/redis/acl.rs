@@ -1,0 +1,247 @@
+//! The services' Redis users: one per service and branch, confined to the keys (and pub/sub
+//! channels) under its own prefix, with no command that reaches past it.
+//!
+//! A key pattern binds only commands that name keys, so the commands that list or touch every key
+//! (KEYS, SCAN, RANDOMKEY, DBSIZE, FLUSHALL, FLUSHDB, SWAPDB, MOVE, SELECT, PUBSUB CHANNELS) are
+//! taken away, with every administrative and dangerous one (CONFIG, ACL, DEBUG, MONITOR, SORT's
+//! BY and GET patterns, MIGRATE, RESTORE, ...). Scripts are taken away too: functions and the
+//! script cache are server-wide.
+//!
+//! A user is made by one ACL SETUSER inside MULTI with its record, so a run killed at any point
+//! leaves the user whole or absent. The password reaches the server as its SHA-256 only.
+
+use anyhow::{Result, bail};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::resp::{Command, Connection, Reply, command};
+
+/// The admin of the servers this tool makes; the `default` user is off.
+pub const ADMIN_USER: &str = "xtask";
+pub const ACL_FILE: &str = "users.acl";
+
+const RULES: &str = "-@all +@read +@write +@keyspace +@string +@hash +@list +@set +@sortedset +@stream \
+                     +@bitmap +@hyperloglog +@geo +@transaction +@connection +@pubsub -@dangerous -@admin \
+                     -@scripting -keys -scan -randomkey -dbsize -select -move -swapdb -flushdb -flushall -pubsub";
+
+pub fn initial_acl_file(admin_password: &str) -> String {
+    format!(
+        "user default off resetkeys resetchannels -@all\nuser {ADMIN_USER} on #{} ~* &* +@all\n",
+        sha256_hex(admin_password)
+    )
+}
+
+fn sha256_hex(text: &str) -> String {
+    crate::naming::hex(&Sha256::digest(text.as_bytes()))
+}
+
+/// The hash of the project's user records: field = user, value = [`Record`] as JSON. Its name can
+/// be no user's key: prefixes are lower-case, this starts with upper case.
+pub fn registry(project: &str) -> String {
+    format!("XTASK:{project}:users")
+}
+
+/// What the registry says of a user: whose it is, and the rules it was made with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub branch: String,
+    pub service: String,
+    /// The hash of [`RULES`] it was made with: another version of this tool remakes it.
+    pub rules: String,
+    /// The server's reading of the rules, to tell a hand-edited user.
+    #[serde(default)]
+    pub commands: String,
+}
+
+fn rules_hash() -> String {
+    sha256_hex(RULES)[..12].to_owned()
+}
+
+/// One service's user on one branch.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub name: String,
+    /// `<name>:`: every key and channel of the user starts with it.
+    pub prefix: String,
+    pub branch: String,
+    pub service: String,
+}
+
+/// The commands that read what the server has of `users`, after a login: one round trip with it.
+pub fn survey_commands(project: &str, users: &[User]) -> Vec<Command> {
+    let registry = registry(project);
+    users
+        .iter()
+        .flat_map(|u| [command(&["ACL", "GETUSER", &u.name]), command(&["HGET", &registry, &u.name])])
+        .collect()
+}
+
+/// Whether the server's user (its GETUSER and registry replies) is exactly what `user` with
+/// `password` should be.
+pub fn is_current(user: &User, password: &str, getuser: &Reply, record: &Reply) -> bool {
+    let Some(record) = record.text().and_then(|t| serde_json::from_str::<Record>(&t).ok()) else {
+        return false;
+    };
+    let field = |name: &str| -> Option<&Reply> {
+        let items = getuser.items();
+        items.chunks(2).find(|pair| pair[0].text().as_deref() == Some(name)).map(|pair| &pair[1])
+    };
+    let texts = |reply: Option<&Reply>| -> Vec<String> {
+        reply.map(|r| r.items().iter().filter_map(Reply::text).collect()).unwrap_or_default()
+    };
+    let text = |reply: Option<&Reply>| reply.and_then(Reply::text).unwrap_or_default();
+    let pattern = format!("{}*", user.prefix);
+    texts(field("flags")).contains(&"on".to_owned())
+        && texts(field("passwords")) == [sha256_hex(password)]
+        && text(field("keys")) == format!("~{pattern}")
+        && text(field("channels")) == format!("&{pattern}")
+        && text(field("commands")) == record.commands
+        && record.rules == rules_hash()
+        && record.branch == user.branch
+        && !record.commands.is_empty()
+}
+
+/// Makes (or remakes) the user, atomically with its record.
+pub fn make(connection: &mut Connection, project: &str, user: &User, password: &str) -> Result<()> {
+    if !user.prefix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_:".contains(&b)) {
+        bail!("internal: the Redis prefix {:?} would need escaping in a pattern", user.prefix);
+    }
+    let pattern = format!("{}*", user.prefix);
+    let mut setuser: Vec<String> = ["ACL", "SETUSER", &user.name, "reset", "on"].map(String::from).to_vec();
+    setuser.push(format!("#{}", sha256_hex(password)));
+    setuser.push(format!("~{pattern}"));
+    setuser.push("resetchannels".into());
+    setuser.push(format!("&{pattern}"));
+    setuser.extend(RULES.split_whitespace().map(String::from));
+    let mut record = Record {
+        branch: user.branch.clone(),
+        service: user.service.clone(),
+        rules: rules_hash(),
+        commands: String::new(),
+    };
+    let registry = registry(project);
+    let replies = connection.pipeline(&[
+        command(&["MULTI"]),
+        setuser,
+        command(&["HSET", &registry, &user.name, &serde_json::to_string(&record)?]),
+        command(&["EXEC"]),
+        command(&["ACL", "GETUSER", &user.name]),
+    ])?;
+    for reply in &replies[..4] {
+        if let Reply::Error(message) = reply {
+            bail!("make the Redis user {}: {message}", user.name);
+        }
+    }
+    let getuser = &replies[4];
+    let commands = getuser.items().chunks(2).find(|p| p[0].text().as_deref() == Some("commands"));
+    record.commands = commands.and_then(|p| p[1].text()).unwrap_or_default();
+    connection.call(&["HSET", &registry, &user.name, &serde_json::to_string(&record)?])?;
+    Ok(())
+}
+
+/// Every user of the project the registry knows, with its record.
+pub fn recorded(connection: &mut Connection, project: &str) -> Result<Vec<(String, Record)>> {
+    let reply = connection.call(&["HGETALL", &registry(project)])?;
+    let items = reply.items();
+    Ok(items
+        .chunks(2)
+        .filter_map(|pair| {
+            let record = serde_json::from_str(&pair.get(1)?.text()?).ok()?;
+            Some((pair[0].text()?, record))
+        })
+        .collect())
+}
+
+/// Removes the users (their connections are closed), then their keys, then their records: a run
+/// killed half-way leaves records that the next wipe or prune finishes. Returns the keys deleted.
+pub fn remove(connection: &mut Connection, project: &str, users: &[String]) -> Result<u64> {
+    if users.is_empty() {
+        return Ok(0);
+    }
+    let mut deluser = command(&["ACL", "DELUSER"]);
+    deluser.extend(users.iter().cloned());
+    connection.call(&deluser)?;
+    let mut deleted = 0;
+    for user in users {
+        deleted += delete_keys(connection, &format!("{user}:"))?;
+    }
+    let mut hdel = command(&["HDEL", &registry(project)]);
+    hdel.extend(users.iter().cloned());
+    connection.call(&hdel)?;
+    Ok(deleted)
+}
+
+fn delete_keys(connection: &mut Connection, prefix: &str) -> Result<u64> {
+    let mut deleted = 0;
+    scan(connection, prefix, |connection, keys| {
+        let mut unlink = command(&["UNLINK"]);
+        unlink.extend(keys.iter().cloned());
+        deleted += connection.call(&unlink)?.int().unwrap_or(0) as u64;
+        Ok(())
+    })?;
+    Ok(deleted)
+}
+
+/// The keys under `prefix` and the memory they take (MEMORY USAGE, in bytes).
+pub fn usage(connection: &mut Connection, prefix: &str) -> Result<(u64, u64)> {
+    let (mut keys, mut bytes) = (0, 0);
+    scan(connection, prefix, |connection, batch| {
+        keys += batch.len() as u64;
+        let commands: Vec<Command> = batch.iter().map(|k| command(&["MEMORY", "USAGE", k])).collect();
+        for reply in connection.pipeline(&commands)? {
+            bytes += reply.int().unwrap_or(0).max(0) as u64;
+        }
+        Ok(())
+    })?;
+    Ok((keys, bytes))
+}
+
+/// Calls `each` with every batch of keys under `prefix` (as the admin: SCAN MATCH).
+fn scan(
+    connection: &mut Connection,
+    prefix: &str,
+    mut each: impl FnMut(&mut Connection, &[String]) -> Result<()>,
+) -> Result<()> {
+    let pattern = format!("{prefix}*");
+    let mut cursor = "0".to_owned();
+    loop {
+        let reply = connection.call(&["SCAN", &cursor, "MATCH", &pattern, "COUNT", "1000"])?;
+        let [next, keys] = reply.items() else { bail!("SCAN returned a malformed reply") };
+        let keys: Vec<String> = keys.items().iter().filter_map(Reply::text).collect();
+        if !keys.is_empty() {
+            each(connection, &keys)?;
+        }
+        cursor = next.text().unwrap_or_default();
+        if cursor == "0" {
+            return Ok(());
+        }
+    }
+}
+
+/// ACL SAVE where the server keeps an ACL file; a managed server without one keeps its users
+/// its own way (not an error).
+pub fn save(connection: &mut Connection) -> Result<()> {
+    match connection.pipeline(&[command(&["ACL", "SAVE"])])?.remove(0) {
+        Reply::Error(message) if message.contains("not configured to use an ACL file") => Ok(()),
+        Reply::Error(message) => bail!("save the Redis users (ACL SAVE): {message}"),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_take_away_every_command_that_reaches_past_a_prefix() {
+        for taken in
+            ["-@dangerous", "-@admin", "-@scripting", "-keys", "-scan", "-flushall", "-flushdb", "-select"]
+        {
+            assert!(RULES.split_whitespace().any(|r| r == taken), "{taken}");
+        }
+        assert!(RULES.starts_with("-@all "));
+        let file = initial_acl_file("secret");
+        assert!(!file.contains("secret") && file.contains(&sha256_hex("secret")));
+        assert!(file.starts_with("user default off"));
+    }
+}

@@ -1,0 +1,282 @@
+//! Redis beside PostgreSQL: one server per project on the engine PostgreSQL runs on, and on each
+//! branch one user per service, confined to its own key prefix (see [`acl`]).
+
+mod acl;
+mod resp;
+mod server;
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::config::{EngineKind, RedisConfig};
+use crate::credentials::Credentials;
+use crate::engine::{ServerState, UpOutcome};
+use crate::naming::DbName;
+use crate::services::RedisService;
+use crate::workspace::Ctx;
+
+use acl::User;
+use resp::Connection;
+use server::{Login, Server};
+
+pub struct Redis<'a> {
+    ctx: &'a Ctx,
+    config: &'a RedisConfig,
+    server: Server,
+}
+
+/// The project's Redis, when it uses one; `engine`: the one PostgreSQL runs on.
+pub fn of(ctx: &Ctx, engine: EngineKind) -> Result<Option<Redis<'_>>> {
+    let Some(config) = &ctx.config.redis else { return Ok(None) };
+    if ctx.provision
+        && engine == EngineKind::Native
+        && config.server.is_none()
+        && which::which("redis-server").is_err()
+    {
+        crate::packages::apt_install(&["redis-server"]).context("provide redis-server (--provision)")?;
+    }
+    Ok(Some(Redis { ctx, config, server: Server::new(&ctx.config, config, engine)? }))
+}
+
+/// A service's user on this branch, named like its database would be: `<project>_<service>` on a
+/// default branch, with the branch (and a hash where needed) elsewhere.
+fn user_of(ctx: &Ctx, service: &RedisService) -> User {
+    let (key, is_default) = ctx.naming_key();
+    let name = DbName::for_branch(&service.base, &key, is_default).to_string();
+    User { prefix: format!("{name}:"), name, branch: ctx.branch.name.clone(), service: service.name.clone() }
+}
+
+/// What `setup` wrote to `.env` about Redis, and the changes it made.
+pub struct Setup {
+    pub vars: Vec<(String, String)>,
+    pub changes: Vec<String>,
+}
+
+impl Redis<'_> {
+    fn users(&self) -> Vec<(&RedisService, User)> {
+        self.config.services.iter().map(|s| (s, user_of(self.ctx, s))).collect()
+    }
+
+    fn credentials(&self) -> Result<Credentials> {
+        Credentials::load(&self.ctx.config.data_dir)
+    }
+
+    /// The user's password: derived from the admin's login on an external server (every developer
+    /// gets the same without sharing a file), else generated and kept with the PostgreSQL ones.
+    fn password(&self, credentials: &mut Credentials, admin: &Login, user: &str) -> Result<String> {
+        if self.server.kind == EngineKind::External {
+            let input = format!(
+                "xtask redis password\0{}\0{}\0{}\0{}\0{user}",
+                admin.user, admin.password, admin.host, admin.port
+            );
+            return Ok(crate::naming::hex(&Sha256::digest(input.as_bytes())[..16]));
+        }
+        credentials.redis_password_or_new(user)
+    }
+
+    pub fn setup(&self) -> Result<Setup> {
+        let mut credentials = self.credentials()?;
+        let mut changes = Vec::new();
+        let (outcome, mut connection) = self.server.up(&mut credentials).context("start the Redis server")?;
+        if outcome != UpOutcome::AlreadyRunning {
+            changes.push(format!("Redis server ({}) {}", self.server.kind.name(), outcome.describe()));
+        }
+        let admin = self.server.admin(&credentials)?;
+        let users = self.users();
+        let mut passwords = Vec::new();
+        for (_, user) in &users {
+            passwords.push(self.password(&mut credentials, &admin, &user.name)?);
+        }
+        let just_users: Vec<User> = users.iter().map(|(_, u)| u.clone()).collect();
+        let replies = connection.pipeline(&acl::survey_commands(&self.ctx.config.project, &just_users))?;
+        let mut made = false;
+        for (((_, user), password), pair) in users.iter().zip(&passwords).zip(replies.chunks(2)) {
+            if acl::is_current(user, password, &pair[0], &pair[1]) {
+                continue;
+            }
+            acl::make(&mut connection, &self.ctx.config.project, user, password)?;
+            made = true;
+            changes.push(match pair[0].is_nil() {
+                true => format!("created Redis user {} (keys under {})", user.name, user.prefix),
+                false => format!("remade Redis user {} (its rules or password were not as made)", user.name),
+            });
+        }
+        if made {
+            acl::save(&mut connection)?;
+        }
+        let mut vars = Vec::new();
+        for (index, ((service, user), password)) in users.iter().zip(&passwords).enumerate() {
+            let url = admin.as_user(&user.name, password).url();
+            if index == 0 {
+                vars.push(("REDIS_URL".to_owned(), url.clone()));
+                vars.push(("REDIS_PREFIX".to_owned(), user.prefix.clone()));
+            }
+            if service.declared_in.as_os_str() != "Cargo.toml" || self.config.services.len() > 1 {
+                vars.push((service.url_var(), url));
+                vars.push((service.prefix_var(), user.prefix.clone()));
+            }
+        }
+        Ok(Setup { vars, changes })
+    }
+
+    /// `db-up`: the server started (made when absent).
+    pub fn up(&self) -> Result<UpOutcome> {
+        let mut credentials = self.credentials()?;
+        Ok(self.server.up(&mut credentials).context("start the Redis server")?.0)
+    }
+
+    pub fn down(&self) -> Result<bool> {
+        self.server.down().context("stop the Redis server")
+    }
+
+    pub fn kind(&self) -> EngineKind {
+        self.server.kind
+    }
+
+    /// The admin, logged in to a running server; `task` names what needs it.
+    fn connect(&self, task: &str) -> Result<Connection> {
+        let credentials = self.credentials()?;
+        let admin = self.server.admin(&credentials)?;
+        admin.open(Duration::from_secs(5)).with_context(|| {
+            let status = self.server.status(&credentials);
+            let next = status.next.unwrap_or_else(|| "check the server".into());
+            format!("{task} needs the Redis server, which is {:?} ({}): {next}", status.state, status.detail)
+        })
+    }
+
+    /// `wipe`: this branch's users and their keys. Returns what it said.
+    pub fn wipe_branch(&self) -> Result<Vec<String>> {
+        let mut connection = self.connect("wipe")?;
+        let names: Vec<String> = self.users().into_iter().map(|(_, u)| u.name).collect();
+        let deleted = acl::remove(&mut connection, &self.ctx.config.project, &names)?;
+        acl::save(&mut connection)?;
+        self.credentials()?.forget_redis(&names)?;
+        Ok(vec![format!("removed Redis user(s) {} and their {deleted} key(s)", names.join(", "))])
+    }
+
+    /// The users of branches `gone` says are gone (never the current one): removed unless `dry_run`.
+    pub fn prune(&self, gone: &dyn Fn(&str) -> bool, dry_run: bool) -> Result<Vec<String>> {
+        let mut connection = self.connect("prune")?;
+        let doomed: Vec<(String, acl::Record)> = acl::recorded(&mut connection, &self.ctx.config.project)?
+            .into_iter()
+            .filter(|(_, r)| r.branch != self.ctx.branch.name && gone(&r.branch))
+            .collect();
+        if doomed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let listed: Vec<String> = doomed.iter().map(|(u, r)| format!("{u} (branch {})", r.branch)).collect();
+        if dry_run {
+            return Ok(vec![format!("would remove Redis user(s) {}", listed.join(", "))]);
+        }
+        let names: Vec<String> = doomed.into_iter().map(|(u, _)| u).collect();
+        let deleted = acl::remove(&mut connection, &self.ctx.config.project, &names)?;
+        acl::save(&mut connection)?;
+        self.credentials()?.forget_redis(&names)?;
+        Ok(vec![format!("removed Redis user(s) {} and their {deleted} key(s)", listed.join(", "))])
+    }
+
+    /// `teardown`: the server this tool made, with its data; on an external server, every user
+    /// and key of the project.
+    pub fn teardown(&self) -> Result<String> {
+        if self.server.kind != EngineKind::External {
+            self.server.destroy().context("remove the Redis server")?;
+            self.credentials()?.forget_redis_server()?;
+            return Ok(format!("removed the {} Redis server and its data", self.server.kind.name()));
+        }
+        let mut connection = self.connect("teardown")?;
+        let names: Vec<String> =
+            acl::recorded(&mut connection, &self.ctx.config.project)?.into_iter().map(|(u, _)| u).collect();
+        let deleted = acl::remove(&mut connection, &self.ctx.config.project, &names)?;
+        acl::save(&mut connection)?;
+        Ok(format!("removed {} Redis user(s) of the project and their {deleted} key(s)", names.len()))
+    }
+
+    pub fn status(&self) -> Result<Report> {
+        let credentials = self.credentials()?;
+        let status = self.server.status(&credentials);
+        let admin = self.server.admin(&credentials)?;
+        let mut connection = match status.state {
+            ServerState::Running => admin.open(Duration::from_secs(5)).ok(),
+            _ => None,
+        };
+        let mut users = Vec::new();
+        for (service, user) in self.users() {
+            let (exists, usage) = match connection.as_mut() {
+                Some(connection) => {
+                    let exists = !connection.call(&["ACL", "GETUSER", &user.name])?.is_nil();
+                    (Some(exists), Some(acl::usage(connection, &user.prefix)?))
+                }
+                None => (None, None),
+            };
+            users.push(UserReport {
+                service: service.name.clone(),
+                url: admin.as_user(&user.name, "").redacted_url(),
+                user: user.name,
+                prefix: user.prefix,
+                exists,
+                keys: usage.map(|u| u.0),
+                memory_bytes: usage.map(|u| u.1),
+            });
+        }
+        Ok(Report {
+            engine: self.server.kind.name(),
+            state: status.state,
+            detail: status.detail,
+            next: status.next,
+            endpoint: admin.redacted_url(),
+            users,
+        })
+    }
+
+    /// Every branch's users, keys and memory (for `branches`).
+    pub fn branches(&self) -> Result<Vec<BranchUsage>> {
+        let mut connection = self.connect("branches")?;
+        let mut by_branch: std::collections::BTreeMap<String, BranchUsage> = Default::default();
+        for (user, record) in acl::recorded(&mut connection, &self.ctx.config.project)? {
+            let (keys, bytes) = acl::usage(&mut connection, &format!("{user}:"))?;
+            let entry = by_branch.entry(record.branch.clone()).or_insert_with(|| BranchUsage {
+                branch: record.branch.clone(),
+                users: Vec::new(),
+                keys: 0,
+                memory_bytes: 0,
+            });
+            entry.users.push(user);
+            entry.keys += keys;
+            entry.memory_bytes += bytes;
+        }
+        Ok(by_branch.into_values().collect())
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub engine: &'static str,
+    pub state: ServerState,
+    pub detail: String,
+    pub next: Option<String>,
+    pub endpoint: String,
+    pub users: Vec<UserReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UserReport {
+    pub service: String,
+    pub user: String,
+    pub prefix: String,
+    pub url: String,
+    /// `None` when the server cannot be asked.
+    pub exists: Option<bool>,
+    pub keys: Option<u64>,
+    pub memory_bytes: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BranchUsage {
+    pub branch: String,
+    pub users: Vec<String>,
+    pub keys: u64,
+    pub memory_bytes: u64,
+}

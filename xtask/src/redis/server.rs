@@ -1,0 +1,524 @@
+//! Where the Redis server comes from, by the engine PostgreSQL runs on: a private `redis-server`
+//! process (native), a container (docker), or a given URL (external).
+//!
+//! The admin's password reaches the server only as a SHA-256 in its ACL file, written before it
+//! starts (mode 0600, or copied into the container's volume): never on a command line.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use super::acl;
+use super::resp::Connection;
+use crate::config::{Config, EngineKind, RedisConfig};
+use crate::credentials::Credentials;
+use crate::engine::{ServerState, Status, UpOutcome};
+
+/// How the admin (or a service's user) logs in.
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+}
+
+impl Login {
+    /// Connects and logs in; a refused password says which login it was.
+    pub fn open(&self, timeout: Duration) -> Result<Connection> {
+        let mut connection = Connection::open(&self.host, self.port, timeout)?;
+        connection.call(&["AUTH", &self.user, &self.password]).map_err(|error| {
+            anyhow::anyhow!(
+                "the Redis server at {} refused the login of user {} ({error})",
+                self.redacted_url(),
+                self.user
+            )
+        })?;
+        Ok(connection)
+    }
+
+    pub fn url(&self) -> String {
+        let user = crate::conn::percent_encode(&self.user);
+        let password = crate::conn::percent_encode(&self.password);
+        format!("redis://{user}:{password}@{}:{}/0", self.host, self.port)
+    }
+
+    pub fn redacted_url(&self) -> String {
+        format!("redis://{}:***@{}:{}/0", crate::conn::percent_encode(&self.user), self.host, self.port)
+    }
+
+    pub fn as_user(&self, user: &str, password: &str) -> Login {
+        Login { user: user.to_owned(), password: password.to_owned(), ..self.clone() }
+    }
+}
+
+pub struct Server {
+    pub kind: EngineKind,
+    project: String,
+    port: u16,
+    image: String,
+    binary: Option<PathBuf>,
+    /// Native: the server's own folder (config, ACL file, data, log); docker: where the files
+    /// copied into the volume are made.
+    dir: PathBuf,
+    data_dir: PathBuf,
+    url: Option<String>,
+}
+
+const QUICK: Duration = Duration::from_millis(500);
+
+impl Server {
+    /// The server for `engine`, the one PostgreSQL runs on (same rules, same choice).
+    pub fn new(config: &Config, redis: &RedisConfig, engine: EngineKind) -> Result<Server> {
+        if engine == EngineKind::External && redis.url.is_none() {
+            bail!(
+                "the external engine has no Redis server to use: give its URL with XTASK_REDIS_URL=redis://user:password@host:port \
+                 (or `url` in [workspace.metadata.xtask.redis]); the user must be allowed to manage ACL users"
+            );
+        }
+        Ok(Server {
+            kind: engine,
+            project: config.project.clone(),
+            port: redis.port,
+            image: redis.image.clone(),
+            binary: redis.server.clone(),
+            dir: config.data_dir.join("redis"),
+            data_dir: config.data_dir.clone(),
+            url: redis.url.clone(),
+        })
+    }
+
+    /// The admin's login: the external URL's, else the generated admin of the server made here.
+    pub fn admin(&self, credentials: &Credentials) -> Result<Login> {
+        if let Some(url) = &self.url {
+            return parse_url(url);
+        }
+        let password = credentials.redis_admin().unwrap_or_default().to_owned();
+        Ok(Login { host: "127.0.0.1".into(), port: self.port, user: acl::ADMIN_USER.into(), password })
+    }
+
+    /// Logged in as the admin of a server that runs, or `None` (quick: the no-op setup's path).
+    pub fn connect_quickly(&self, credentials: &Credentials) -> Option<Connection> {
+        let admin = self.admin(credentials).ok()?;
+        (!admin.password.is_empty() || self.url.is_some()).then(|| admin.open(QUICK).ok()).flatten()
+    }
+
+    pub fn up(&self, credentials: &mut Credentials) -> Result<(UpOutcome, Connection)> {
+        if let Some(connection) = self.connect_quickly(credentials) {
+            return Ok((UpOutcome::AlreadyRunning, connection));
+        }
+        let outcome = match self.kind {
+            EngineKind::External => {
+                let admin = self.admin(credentials)?;
+                return Ok((UpOutcome::AlreadyRunning, admin.open(Duration::from_secs(5))?));
+            }
+            EngineKind::Docker => self.docker_up(credentials)?,
+            _ => self.native_up(credentials)?,
+        };
+        Ok((outcome, self.wait_ready(credentials)?))
+    }
+
+    pub fn down(&self) -> Result<bool> {
+        match self.kind {
+            EngineKind::External => Ok(false),
+            EngineKind::Docker => {
+                let running = self.container_state()? == Some(true);
+                if running {
+                    docker(&["stop", "--time", "30", &self.container()])?;
+                }
+                Ok(running)
+            }
+            _ => {
+                let Some(pid) = self.native_pid() else { return Ok(false) };
+                // SIGTERM: redis-server writes its data and exits.
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+                let start = Instant::now();
+                while crate::procs::alive(pid) {
+                    if start.elapsed() > Duration::from_secs(30) {
+                        bail!(
+                            "redis-server (pid {pid}) did not stop within 30 s; see {}",
+                            self.log().display()
+                        );
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    pub fn status(&self, credentials: &Credentials) -> Status {
+        let endpoint = self.admin(credentials).map(|a| a.redacted_url()).unwrap_or_default();
+        match self.kind {
+            EngineKind::External => {
+                match self.admin(credentials).and_then(|a| a.open(Duration::from_secs(3))) {
+                    Ok(_) => Status::new(ServerState::Running, endpoint, None),
+                    Err(error) => Status::new(ServerState::Unreachable, format!("{error:#}"), None),
+                }
+            }
+            EngineKind::Docker => match self.container_state() {
+                Ok(Some(true)) => {
+                    Status::new(ServerState::Running, format!("container {}", self.container()), None)
+                }
+                Ok(Some(false)) => Status::new(
+                    ServerState::Stopped,
+                    format!("container {} stopped", self.container()),
+                    Some(crate::engine::NEXT_UP),
+                ),
+                Ok(None) => Status::new(ServerState::Absent, "no container", Some(crate::engine::NEXT_SETUP)),
+                Err(error) => {
+                    Status::new(ServerState::Unreachable, format!("{error:#}"), Some(crate::engine::NEXT_UP))
+                }
+            },
+            _ => match self.native_pid() {
+                Some(pid) => Status::new(
+                    ServerState::Running,
+                    format!("redis-server pid {pid}, {}", self.dir.display()),
+                    None,
+                ),
+                None if self.dir.join(acl::ACL_FILE).exists() => Status::new(
+                    ServerState::Stopped,
+                    format!("{} kept", self.dir.display()),
+                    Some(crate::engine::NEXT_UP),
+                ),
+                None => {
+                    Status::new(ServerState::Absent, "no data directory", Some(crate::engine::NEXT_SETUP))
+                }
+            },
+        }
+    }
+
+    /// Removes the server and its data (native and docker).
+    pub fn destroy(&self) -> Result<()> {
+        match self.kind {
+            EngineKind::External => Ok(()),
+            EngineKind::Docker => {
+                if self.container_state()?.is_some() {
+                    docker(&["rm", "--force", &self.container()])?;
+                }
+                let volume = self.volume();
+                if docker(&["volume", "inspect", &volume]).is_ok() {
+                    docker(&["volume", "rm", &volume])?;
+                }
+                Ok(())
+            }
+            _ => {
+                self.down()?;
+                match std::fs::remove_dir_all(&self.dir) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        Err(e).with_context(|| format!("delete {}", self.dir.display()))
+                    }
+                    _ => Ok(()),
+                }
+            }
+        }
+    }
+
+    fn wait_ready(&self, credentials: &Credentials) -> Result<Connection> {
+        let admin = self.admin(credentials)?;
+        let start = Instant::now();
+        loop {
+            let attempt = admin.open(Duration::from_secs(1)).and_then(|mut c| c.call(&["PING"]).map(|_| c));
+            match attempt {
+                Ok(connection) => return Ok(connection),
+                Err(error) if start.elapsed() > Duration::from_secs(20) => {
+                    return Err(error.context(format!(
+                        "Redis did not accept connections within 20 s{}",
+                        self.log_tail()
+                    )));
+                }
+                Err(_) => {}
+            }
+            if self.kind != EngineKind::Docker
+                && self.native_pid().is_none()
+                && start.elapsed() > Duration::from_millis(300)
+            {
+                bail!("redis-server stopped while starting{}", self.log_tail());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let text = match self.kind {
+            EngineKind::Docker => duct::cmd("docker", ["logs", "--tail", "15", &self.container()])
+                .stderr_to_stdout()
+                .unchecked()
+                .read()
+                .unwrap_or_default(),
+            _ => std::fs::read_to_string(self.log()).unwrap_or_default(),
+        };
+        if text.trim().is_empty() {
+            String::new()
+        } else {
+            format!("; its log ends:\n{}", crate::engine::tail(&text, 15))
+        }
+    }
+
+    fn refuse_busy_port(&self) -> Result<()> {
+        if let Some(holder) = crate::os::port_holder(self.port) {
+            bail!(
+                "port {} on 127.0.0.1, where this project's Redis server would listen, is taken by {holder}: stop that \
+                 program, or choose a free port with `port` in [workspace.metadata.xtask.redis] or XTASK_REDIS_PORT",
+                self.port
+            );
+        }
+        Ok(())
+    }
+
+    // The native engine.
+
+    fn log(&self) -> PathBuf {
+        self.dir.join("redis.log")
+    }
+
+    fn native_pid(&self) -> Option<i32> {
+        let text = std::fs::read_to_string(self.dir.join("redis.pid")).ok()?;
+        let pid: i32 = text.trim().parse().ok()?;
+        let ours = crate::procs::alive(pid)
+            && crate::procs::name(pid).is_some_and(|n| n.starts_with("redis-server"));
+        ours.then_some(pid)
+    }
+
+    fn native_up(&self, credentials: &mut Credentials) -> Result<UpOutcome> {
+        if self.native_pid().is_some() {
+            bail!(
+                "the Redis server of this project runs (pid in {}) but refuses its admin password on file: \
+                 `cargo xtask teardown` removes it and its data, then `cargo xtask setup` makes it anew",
+                self.dir.join("redis.pid").display()
+            );
+        }
+        let binary = self.redis_server_binary()?;
+        self.refuse_busy_port()?;
+        crate::fsafe::private_dir(&self.data_dir, "the data directory")?;
+        crate::fsafe::private_dir(&self.dir, "the Redis data directory")?;
+        let outcome = self.write_files(&self.dir, &native_config(&self.dir, self.port), credentials)?;
+        duct::cmd(&binary, [self.dir.join("redis.conf")])
+            .stdin_null()
+            .stdout_null()
+            .stderr_capture()
+            .unchecked()
+            .run()
+            .with_context(|| format!("run {}", binary.display()))?;
+        Ok(outcome)
+    }
+
+    /// Writes the configuration, and the ACL file with the admin when there is none yet (a kept
+    /// one holds the users). Returns whether the server is new.
+    fn write_files(&self, dir: &Path, config: &str, credentials: &mut Credentials) -> Result<UpOutcome> {
+        let acl_file = dir.join(acl::ACL_FILE);
+        let new = !acl_file.exists();
+        if new {
+            let password = credentials.redis_admin_or_new()?;
+            crate::fsafe::write_atomically(&acl_file, acl::initial_acl_file(&password).as_bytes(), 0o600)?;
+        } else if credentials.redis_admin().is_none() {
+            bail!(
+                "{} holds a Redis server whose admin password is no longer on file: `cargo xtask teardown` \
+                 removes it and its data, then `cargo xtask setup` makes it anew",
+                dir.display()
+            );
+        }
+        crate::fsafe::write_atomically(&dir.join("redis.conf"), config.as_bytes(), 0o600)?;
+        Ok(if new { UpOutcome::Created } else { UpOutcome::Started })
+    }
+
+    fn redis_server_binary(&self) -> Result<PathBuf> {
+        let found = match &self.binary {
+            Some(path) if path.is_file() => Some(path.clone()),
+            Some(path) => bail!(
+                "XTASK_REDIS_SERVER={} names no file: point it at a redis-server binary, or unset it",
+                path.display()
+            ),
+            None => which::which("redis-server").ok(),
+        };
+        let Some(binary) = found else {
+            bail!(
+                "redis-server not found in PATH, and this project uses Redis: run again with --provision (as root \
+                 on Debian it installs the redis-server package), or install it:\n  Debian/Ubuntu: sudo apt-get \
+                 install redis-server\n  Fedora: sudo dnf install redis\n  macOS: brew install redis\n\
+                 or give its path with XTASK_REDIS_SERVER"
+            );
+        };
+        let version = duct::cmd(&binary, ["--version"]).stderr_null().unchecked().read().unwrap_or_default();
+        let major =
+            version.split("v=").nth(1).and_then(|v| v.split('.').next()).and_then(|m| m.parse::<u32>().ok());
+        match major {
+            Some(major) if major >= 6 => Ok(binary),
+            _ => bail!(
+                "{} is not Redis 6 or newer ({}), which per-service ACL users need: install a newer redis-server",
+                binary.display(),
+                version.trim()
+            ),
+        }
+    }
+
+    // The docker engine.
+
+    fn container(&self) -> String {
+        format!("{}-redis", self.project)
+    }
+
+    fn volume(&self) -> String {
+        format!("{}-redisdata", self.project)
+    }
+
+    /// `Some(running)`, or `None` when there is no container.
+    fn container_state(&self) -> Result<Option<bool>> {
+        let output = duct::cmd(
+            "docker",
+            ["container", "inspect", "--format", "{{.State.Running}}", &self.container()],
+        )
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .run()
+        .context("run docker (is the Docker CLI installed?)")?;
+        if output.status.success() {
+            return Ok(Some(String::from_utf8_lossy(&output.stdout).trim() == "true"));
+        }
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if stderr.contains("No such") {
+            Ok(None)
+        } else {
+            bail!("the Docker engine does not answer ({}): start it, then run again", stderr.trim())
+        }
+    }
+
+    fn docker_up(&self, credentials: &mut Credentials) -> Result<UpOutcome> {
+        match self.container_state()? {
+            Some(true) => bail!(
+                "the Redis container {} runs but refuses the admin password on file: `cargo xtask teardown` \
+                 removes it and its data, then `cargo xtask setup` makes it anew",
+                self.container()
+            ),
+            Some(false) => {
+                self.refuse_busy_port()?;
+                docker(&["start", &self.container()])?;
+                return Ok(UpOutcome::Started);
+            }
+            None => {}
+        }
+        self.refuse_busy_port()?;
+        let volume = self.volume();
+        let volume_is_new = docker(&["volume", "inspect", &volume]).is_err();
+        let labels = [
+            format!("xtask.project={}", self.project),
+            format!("xtask.data-dir={}", self.data_dir.display()),
+        ];
+        if volume_is_new {
+            docker(&["volume", "create", "--label", &labels[0], "--label", &labels[1], &volume])?;
+        } else if credentials.redis_admin().is_none() {
+            bail!(
+                "the volume {volume} holds a Redis server whose admin password is no longer on file: \
+                 `docker volume rm {volume}` (its data goes), then `cargo xtask setup`"
+            );
+        }
+        let publish = format!("127.0.0.1:{}:6379", self.port);
+        let mount = format!("{volume}:/data");
+        docker(&[
+            "create", "--name", &self.container(), "--label", &labels[0], "--label", &labels[1], "--publish", &publish,
+            "--volume", &mount, &self.image, "redis-server", "/data/redis.conf",
+        ])
+        .map_err(|error| {
+            error.context(format!(
+                "create the Redis container from image {} (set another with `image` in [workspace.metadata.xtask.redis] \
+                 or XTASK_REDIS_IMAGE)",
+                self.image
+            ))
+        })?;
+        let staging = crate::os::TempDir::new("redis-files")?;
+        if volume_is_new {
+            self.write_files(staging.path(), DOCKER_CONFIG, credentials)?;
+        } else {
+            crate::fsafe::write_atomically(
+                &staging.path().join("redis.conf"),
+                DOCKER_CONFIG.as_bytes(),
+                0o600,
+            )?;
+        }
+        let source = format!("{}/.", staging.path().display());
+        docker(&["cp", &source, &format!("{}:/data/", self.container())])?;
+        docker(&["start", &self.container()])?;
+        Ok(if volume_is_new { UpOutcome::Created } else { UpOutcome::Started })
+    }
+}
+
+fn docker(args: &[&str]) -> Result<String> {
+    let output = duct::cmd("docker", args)
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .run()
+        .context("run docker (is the Docker CLI installed?)")?;
+    if !output.status.success() {
+        bail!(
+            "docker {} failed: {}",
+            args.first().unwrap_or(&""),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+fn native_config(dir: &Path, port: u16) -> String {
+    let dir = dir.display();
+    format!(
+        "# Written by cargo xtask at every start: edits are lost.\n\
+         bind 127.0.0.1\nport {port}\nprotected-mode yes\ndaemonize yes\n\
+         pidfile {dir}/redis.pid\nlogfile {dir}/redis.log\ndir {dir}\n\
+         aclfile {dir}/{acl}\nappendonly yes\n",
+        acl = acl::ACL_FILE
+    )
+}
+
+/// Inside the container it listens on every interface; only 127.0.0.1 of the host is published.
+const DOCKER_CONFIG: &str = "# Written by cargo xtask.\nbind * -::*\nport 6379\nprotected-mode no\n\
+                             dir /data\naclfile /data/users.acl\nappendonly yes\n";
+
+/// `redis://[user[:password]@]host[:port][/0]`; a URL without a user logs in as `default`.
+pub fn parse_url(url: &str) -> Result<Login> {
+    let problem = |what: &str| anyhow::anyhow!("XTASK_REDIS_URL (the external Redis server): {what}");
+    let rest = match url.split_once("://") {
+        Some(("redis", rest)) => rest,
+        Some(("rediss", _)) => {
+            return Err(problem(
+                "rediss:// (TLS) is not supported yet: reach the server through a TLS tunnel (stunnel, an SSH \
+                 port forward) and give its redis:// URL",
+            ));
+        }
+        _ => return Err(problem("expected redis://user:password@host:port")),
+    };
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if !matches!(path, "" | "0") {
+        return Err(problem("a database other than 0 is not supported: the keys are kept apart by prefix"));
+    }
+    let (credentials, host_port) = authority.rsplit_once('@').unwrap_or(("", authority));
+    let (user, password) = credentials.split_once(':').unwrap_or((credentials, ""));
+    let (host, port) = match host_port.rsplit_once(':') {
+        Some((host, port)) => (host, port.parse::<u16>().map_err(|_| problem("the port is not a number"))?),
+        None => (host_port, 6379),
+    };
+    if host.is_empty() {
+        return Err(problem("no host"));
+    }
+    let user = if user.is_empty() { "default".to_owned() } else { crate::conn::percent_decode(user) };
+    Ok(Login { host: host.to_owned(), port, user, password: crate::conn::percent_decode(password) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn external_urls() {
+        let login = parse_url("redis://ad%40min:p%3Ass@cache.internal:7000/0").unwrap();
+        assert_eq!((login.user.as_str(), login.password.as_str()), ("ad@min", "p:ss"));
+        assert_eq!((login.host.as_str(), login.port), ("cache.internal", 7000));
+        assert_eq!(parse_url("redis://localhost").unwrap().user, "default");
+        assert!(login.redacted_url().contains("***") && !login.redacted_url().contains("p%3Ass"));
+        for bad in ["http://x", "redis://h:port", "redis://h/3", "redis://", "rediss://h"] {
+            assert!(parse_url(bad).is_err(), "{bad}");
+        }
+    }
+}
