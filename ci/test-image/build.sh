@@ -41,6 +41,11 @@ for arg in "$@"; do
 	esac
 done
 
+# The Redis test image has a script of its own.
+case "$IMAGE" in
+	xtask-redis-test:*) exec "$here/build-redis.sh" "$@" ;;
+esac
+
 MAJOR="${IMAGE##*:}"
 case "$MAJOR" in
 	1[4-8]) ;;

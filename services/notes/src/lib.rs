@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+pub mod views;
+
 use sqlx::PgPool;
 use sqlx::migrate::{MigrateError, Migrator};
 

@@ -198,6 +198,18 @@ pub fn database_url(database: &str) -> String {
     variable(&env_key(database))
 }
 
+/// The Redis URL and key prefix of `service` on this branch: `<SERVICE>_REDIS_URL` and
+/// `<SERVICE>_REDIS_PREFIX` from the environment or the workspace's `.env`, as `cargo xtask setup`
+/// writes them. The service's user may touch only keys starting with the prefix.
+///
+/// # Panics
+///
+/// When neither has them, saying to run `cargo xtask setup`.
+pub fn redis(service: &str) -> (String, String) {
+    let service = service.to_ascii_uppercase();
+    (variable(&format!("{service}_REDIS_URL")), variable(&format!("{service}_REDIS_PREFIX")))
+}
+
 /// `accounts` → `ACCOUNTS_DATABASE_URL`.
 fn env_key(database: &str) -> String {
     format!("{}_DATABASE_URL", database.to_ascii_uppercase())

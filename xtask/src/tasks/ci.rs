@@ -110,6 +110,7 @@ pub fn ci(ctx: &Ctx, json: bool, long: bool) -> Result<ExitCode> {
     let mut pipeline = Pipeline::default();
     let mut daemon: Option<DockerDaemon> = None;
     let mut started_server = false;
+    let mut started_redis = false;
     // The templates of the run's branch (its migrations beyond the default branch's): they go at
     // teardown. Shared templates stay, as after any setup: other runs may be copying them.
     let mut run_templates: Vec<String> = Vec::new();
@@ -125,6 +126,9 @@ pub fn ci(ctx: &Ctx, json: bool, long: bool) -> Result<ExitCode> {
         let outcome = engine.up().context("start the PostgreSQL server")?;
         started_server = outcome != UpOutcome::AlreadyRunning;
         engine_name = engine.kind().name();
+        if let Some(redis) = crate::redis::of(&run_ctx, engine.kind())? {
+            started_redis = redis.up()? != UpOutcome::AlreadyRunning;
+        }
         // From here Ctrl-C, SIGTERM and SIGHUP drop the run's databases (before they exist, too:
         // a signal during setup) and end the run; children are started with the signals unblocked.
         for database in run_ctx.databases() {
@@ -166,7 +170,8 @@ pub fn ci(ctx: &Ctx, json: bool, long: bool) -> Result<ExitCode> {
             pipeline.record("clippy", outcome, seconds);
         }
     });
-    pipeline.run("teardown", &[], || teardown(&run_ctx, &run_templates, started_server, daemon.take()));
+    let started = Started { server: started_server, redis: started_redis };
+    pipeline.run("teardown", &[], || teardown(&run_ctx, &run_templates, started, daemon.take()));
 
     let report = Report {
         run,
@@ -327,12 +332,19 @@ fn clippy(ctx: &Ctx) -> Result<String> {
     test_run::cargo_quietly(command, "cargo clippy --workspace --all-targets --locked -- -D warnings")
 }
 
-/// Drops the run's databases and its branch's templates; stops the server and the Docker engine
-/// when this run started them.
+/// What the run started, which its teardown stops.
+#[derive(Clone, Copy)]
+struct Started {
+    server: bool,
+    redis: bool,
+}
+
+/// Drops the run's databases and its branch's templates (and Redis users); stops the servers and
+/// the Docker engine when this run started them.
 fn teardown(
     ctx: &Ctx,
     templates: &[String],
-    started_server: bool,
+    started: Started,
     daemon: Option<DockerDaemon>,
 ) -> Result<String> {
     let mut done = Vec::new();
@@ -354,9 +366,15 @@ fn teardown(
             done.push(format!("dropped the run's {} template(s)", templates.len()));
         }
     }
-    if started_server && running {
+    if started.server && running {
         engine.down().context("stop the server this run started")?;
         done.push("stopped the server it started".into());
+    }
+    if started.redis
+        && let Some(redis) = crate::redis::of(ctx, engine.kind())?
+        && redis.down()?
+    {
+        done.push("stopped the Redis server it started".into());
     }
     if let Some(daemon) = daemon {
         let pid = daemon.pid();
