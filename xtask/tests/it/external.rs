@@ -205,7 +205,9 @@ fn non_superuser_admin_on_postgres_18() {
 /// XTASK_ADMIN_URL) with a managed-style admin.
 #[test]
 fn non_superuser_admin_serves_the_example_services_and_their_per_test_databases() {
-    let (_server, p) = managed_admin_project(None);
+    let (_server, mut p) = managed_admin_project(None);
+    let redis = crate::redis::ExternalRedis::start();
+    p.set("XTASK_REDIS_URL", &redis.admin_url());
     crate::services::example_services_in(p, "external, admin without superuser");
 }
 

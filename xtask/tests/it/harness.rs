@@ -33,6 +33,16 @@ pub fn test_image_of(major: u32) -> String {
     image
 }
 
+/// The Redis image the docker tests run: the one of XTASK_TEST_IMAGES named xtask-redis-test, else
+/// xtask-redis-test:7 (built from Debian's redis-server by ci/test-image/build-redis.sh).
+pub fn redis_test_image() -> String {
+    std::env::var("XTASK_TEST_IMAGES")
+        .unwrap_or_default()
+        .split_whitespace()
+        .find(|image| image.starts_with("xtask-redis-test:"))
+        .map_or_else(|| "xtask-redis-test:7".into(), str::to_owned)
+}
+
 pub struct Project {
     pub dir: tempfile::TempDir,
     pub name: String,
@@ -70,6 +80,9 @@ impl Project {
                 ("XTASK_ENGINE".into(), engine.into()),
                 ("XTASK_PORT".into(), port.to_string()),
                 ("XTASK_IMAGE".into(), test_image()),
+                // Used only by the projects that ask for Redis (the example services do).
+                ("XTASK_REDIS_PORT".into(), free_port().to_string()),
+                ("XTASK_REDIS_IMAGE".into(), redis_test_image()),
                 // A strong admin password of its own (a weak one is warned about); the tests of
                 // the generated default unset it.
                 ("XTASK_PASSWORD".into(), random_password()),
@@ -309,8 +322,12 @@ impl Drop for Project {
         if self.engine == "docker" {
             let container = format!("{}-postgres", self.name);
             let volume = format!("{}-pgdata", self.name);
-            let _ = Command::new("docker").args(["rm", "-f", &container]).output();
-            let _ = Command::new("docker").args(["volume", "rm", &volume]).output();
+            let _ = Command::new("docker")
+                .args(["rm", "-f", &container, &format!("{}-redis", self.name)])
+                .output();
+            let _ = Command::new("docker")
+                .args(["volume", "rm", &volume, &format!("{}-redisdata", self.name)])
+                .output();
         }
     }
 }

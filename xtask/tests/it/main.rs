@@ -20,6 +20,7 @@ mod lifecycle;
 mod load;
 mod migrate;
 mod native;
+mod redis;
 mod schema;
 mod schema_kinds;
 mod secrets;
@@ -90,4 +91,7 @@ on_both_engines! {
     sqlx_session_settings => crate::sqlx_compat::session_settings_are_sqlx_s,
     sqlx_failures_located_once => crate::sqlx_compat::failures_are_located_without_a_second_run,
     sqlx_rollback_part_way => crate::sqlx_compat::rollback_that_stops_part_way_says_what_stayed,
+    redis_isolation_and_life_cycle => crate::redis::isolation_and_life_cycle,
+    redis_kill_during_setup => crate::redis::kill_during_setup,
+    redis_busy_port => crate::redis::busy_port,
 }

@@ -348,7 +348,11 @@ pub fn example_services_in(mut p: Project, engine: &str) {
             "NOTES_DATABASE_URL",
             "XTASK_ADMIN_URL",
             "ACCOUNTS_TEMPLATE_DATABASE",
-            "NOTES_TEMPLATE_DATABASE"
+            "NOTES_TEMPLATE_DATABASE",
+            "REDIS_URL",
+            "REDIS_PREFIX",
+            "NOTES_REDIS_URL",
+            "NOTES_REDIS_PREFIX"
         ]
     );
 

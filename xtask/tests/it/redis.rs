@@ -1,0 +1,386 @@
+//! Redis beside PostgreSQL: real redis-server processes and a real Redis container, reached with the
+//! `redis` crate services use. Two services (`alpha` with a database, `beta` with Redis only) on
+//! two branches: whose keys each user reaches, what it may run, and the life cycle around them.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::{Project, alive, contains, free_port, random_password};
+
+/// A project whose two services use Redis.
+fn redis_project(engine: &str) -> Project {
+    let p = Project::new(engine);
+    p.service("alpha", "name = \"alpha\"\n\n[package.metadata.xtask]\nredis = true");
+    p.write(
+        "services/beta/Cargo.toml",
+        "[package]\nname = \"beta\"\nversion = \"0.1.0\"\n\n[package.metadata.xtask]\nredis = true\n",
+    );
+    p.git(&["add", "-A"]);
+    p.git(&["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "services"]);
+    p
+}
+
+fn env_value(p: &Project, key: &str) -> String {
+    let vars = dotenvy::from_path_iter(p.path().join(".env")).unwrap();
+    let found = vars.map(Result::unwrap).find(|(k, _)| k == key);
+    found.unwrap_or_else(|| panic!("{key} is not in .env")).1
+}
+
+/// The URL and prefix setup wrote for `service`.
+fn service_login(p: &Project, service: &str) -> (String, String) {
+    let upper = service.to_ascii_uppercase();
+    (env_value(p, &format!("{upper}_REDIS_URL")), env_value(p, &format!("{upper}_REDIS_PREFIX")))
+}
+
+fn connect(url: &str) -> redis::Connection {
+    redis::Client::open(url).unwrap().get_connection().unwrap_or_else(|e| panic!("log in to Redis: {e}"))
+}
+
+fn run(connection: &mut redis::Connection, words: &[&str]) -> redis::RedisResult<redis::Value> {
+    redis::cmd(words[0]).arg(&words[1..]).query(connection)
+}
+
+fn refused(connection: &mut redis::Connection, words: &[&str]) {
+    match run(connection, words) {
+        Err(error) => assert_eq!(error.code(), Some("NOPERM"), "{words:?}: {error}"),
+        Ok(value) => panic!("{words:?} was allowed: {value:?}"),
+    }
+}
+
+fn get(connection: &mut redis::Connection, key: &str) -> Option<String> {
+    redis::cmd("GET").arg(key).query(connection).unwrap()
+}
+
+/// The Redis admin of a server this tool made, from the credentials file.
+fn admin_url(p: &Project) -> String {
+    let text = std::fs::read_to_string(p.data_dir().join(".xtask-credentials.toml")).unwrap();
+    let file: toml::Value = toml::from_str(&text).unwrap();
+    let password = file["redis_admin"].as_str().expect("a Redis admin password on file");
+    let port = &p.env.iter().find(|(k, _)| k == "XTASK_REDIS_PORT").unwrap().1;
+    format!("redis://xtask:{password}@127.0.0.1:{port}/0")
+}
+
+fn login_fails(url: &str) -> String {
+    let client = redis::Client::open(url).unwrap();
+    match client.get_connection() {
+        Err(error) => error.to_string(),
+        Ok(_) => panic!("the login {url} still works"),
+    }
+}
+
+pub fn isolation_and_life_cycle(engine: &str) {
+    let p = redis_project(engine);
+    let (_, err) = p.ok_err(&["setup"]);
+    contains(&err, "created and started");
+    contains(&err, &format!("created Redis user {}_alpha (keys under {}_alpha:)", p.name, p.name));
+    let (main_alpha, main_alpha_prefix) = service_login(&p, "alpha");
+    assert_eq!(env_value(&p, "REDIS_URL"), main_alpha, "REDIS_URL is the first service's");
+    let mut alpha = connect(&main_alpha);
+    let main_key = format!("{main_alpha_prefix}k");
+    run(&mut alpha, &["SET", &main_key, "main"]).unwrap();
+    let (_, err) = p.ok_err(&["setup"]);
+    contains(&err, "nothing to do");
+
+    // Another branch: other users, other prefixes; neither sees the other's keys.
+    p.git(&["checkout", "-q", "-b", "feature/x"]);
+    p.ok(&["setup"]);
+    let (feature_alpha, feature_prefix) = service_login(&p, "alpha");
+    assert_ne!(feature_alpha, main_alpha);
+    assert!(feature_prefix.starts_with(&format!("{}_alpha_feature_x__", p.name)), "{feature_prefix}");
+    let mut feature = connect(&feature_alpha);
+    refused(&mut feature, &["GET", &main_key]);
+    assert_eq!(get(&mut feature, &format!("{feature_prefix}k")), None);
+    run(&mut feature, &["SET", &format!("{feature_prefix}k"), "feature"]).unwrap();
+
+    // Another service cannot read, write or delete alpha's keys, nor run what reaches past its prefix.
+    let (beta_url, beta_prefix) = service_login(&p, "beta");
+    let mut beta = connect(&beta_url);
+    let alpha_key = format!("{feature_prefix}k");
+    refused(&mut beta, &["GET", &alpha_key]);
+    refused(&mut beta, &["SET", &alpha_key, "x"]);
+    refused(&mut beta, &["DEL", &alpha_key]);
+    run(&mut beta, &["SET", &format!("{beta_prefix}own"), "1"]).unwrap();
+    refused(&mut beta, &["RENAME", &format!("{beta_prefix}own"), &format!("{feature_prefix}stolen")]);
+    refused(&mut beta, &["PUBLISH", &format!("{feature_prefix}chan"), "x"]);
+    for words in [
+        &["FLUSHALL"][..],
+        &["FLUSHDB"],
+        &["CONFIG", "GET", "*"],
+        &["CONFIG", "SET", "appendonly", "no"],
+        &["KEYS", "*"],
+        &["KEYS", &format!("{beta_prefix}*")],
+        &["SCAN", "0"],
+        &["RANDOMKEY"],
+        &["DBSIZE"],
+        &["ACL", "LIST"],
+        &["ACL", "SETUSER", "evil", "on", ">x", "~*", "+@all"],
+        &["EVAL", "return redis.call('GET', KEYS[1])", "1", &alpha_key],
+        &["SELECT", "1"],
+        &["SHUTDOWN"],
+        &["MONITOR"],
+        &["CLIENT", "LIST"],
+        &["CLIENT", "KILL", "USER", "xtask"],
+        &["SWAPDB", "0", "1"],
+        &["MIGRATE", "127.0.0.1", "1", &alpha_key, "0", "1"],
+        &["SORT", &format!("{beta_prefix}own"), "BY", &format!("{feature_prefix}*")],
+    ] {
+        refused(&mut beta, words);
+    }
+    assert_eq!(get(&mut feature, &alpha_key).as_deref(), Some("feature"));
+
+    // db-status and branches show each branch's keys.
+    let status = p.status_current();
+    let users = status["redis"]["users"].as_array().unwrap();
+    assert_eq!(status["redis"]["state"], "running");
+    assert_eq!((users[0]["service"].as_str(), users[0]["keys"].as_u64()), (Some("alpha"), Some(1)));
+    assert_eq!((users[1]["service"].as_str(), users[1]["keys"].as_u64()), (Some("beta"), Some(1)));
+    assert!(users[0]["memory_bytes"].as_u64().unwrap() > 0);
+    let branches: serde_json::Value = serde_json::from_str(&p.ok(&["branches", "--json"])).unwrap();
+    let by_branch = |name: &str| {
+        let all = branches["redis"].as_array().unwrap();
+        all.iter().find(|b| b["branch"] == name).unwrap_or_else(|| panic!("{name} in {all:?}"))["keys"]
+            .as_u64()
+    };
+    assert_eq!((by_branch("main"), by_branch("feature/x")), (Some(1), Some(2)));
+
+    // Wipe of this branch: its users and keys go, the other branch's stay.
+    let (_, err) = p.ok_err(&["wipe"]);
+    contains(&err, "and their 2 key(s)");
+    login_fails(&feature_alpha);
+    assert_eq!(get(&mut alpha, &main_key).as_deref(), Some("main"));
+    p.ok(&["setup"]);
+    let mut feature = connect(&service_login(&p, "alpha").0);
+    assert_eq!(get(&mut feature, &alpha_key), None, "a wiped branch starts with no keys");
+
+    // The data outlives db-down and db-up.
+    p.ok(&["db-down"]);
+    assert_eq!(p.status_current()["redis"]["state"], "stopped");
+    p.ok(&["db-up"]);
+    let mut alpha = connect(&main_alpha);
+    assert_eq!(get(&mut alpha, &main_key).as_deref(), Some("main"));
+
+    // Back on main, .env names main's users again; prune removes the users of a deleted branch.
+    let feature_alpha = service_login(&p, "alpha").0;
+    p.git(&["checkout", "-q", "main"]);
+    p.ok(&["setup"]);
+    assert_eq!(service_login(&p, "alpha"), (main_alpha.clone(), main_alpha_prefix.clone()));
+    p.git(&["branch", "-q", "-D", "feature/x"]);
+    let (_, err) = p.ok_err(&["prune"]);
+    contains(&err, "removed Redis user(s)");
+    login_fails(&feature_alpha);
+    assert_eq!(get(&mut alpha, &main_key).as_deref(), Some("main"));
+
+    p.ok(&["teardown"]);
+    login_fails(&main_alpha);
+    match engine {
+        "docker" => {
+            let out =
+                Command::new("docker").args(["container", "inspect", &format!("{}-redis", p.name)]).output();
+            assert!(!out.unwrap().status.success(), "teardown removed the container");
+        }
+        _ => assert!(!p.data_dir().join("redis").exists(), "teardown removed the data"),
+    }
+}
+
+/// SIGKILL while setup makes a branch's users: the server runs the user's making as one transaction
+/// with its record, so a user is whole or absent, and the next setup finishes the branch.
+pub fn kill_during_setup(engine: &str) {
+    let p = redis_project(engine);
+    p.ok(&["setup"]);
+    let mut admin = connect(&admin_url(&p));
+    // Writes wait (EXEC with the user's record among them); reads, AUTH and ACL GETUSER do not.
+    run(&mut admin, &["CLIENT", "PAUSE", "60000", "WRITE"]).unwrap();
+    let mut child = p.command(&["setup", "--branch", "two"]).stderr(Stdio::piped()).spawn().unwrap();
+    let start = Instant::now();
+    loop {
+        let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut admin).unwrap();
+        let waiting = list.lines().any(|line| {
+            let flags = line.split(' ').find_map(|f| f.strip_prefix("flags=")).unwrap_or_default();
+            line.contains(" user=xtask ") && flags.contains('x') && flags.contains('b')
+        });
+        if waiting {
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "setup ended before it made the users");
+        assert!(start.elapsed() < Duration::from_secs(60), "setup never reached the users:\n{list}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let user = format!("{}_alpha_two", p.name);
+    let before: redis::Value = redis::cmd("ACL").arg("GETUSER").arg(&user).query(&mut admin).unwrap();
+    assert_eq!(before, redis::Value::Nil, "nothing of the user before its transaction runs");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    run(&mut admin, &["CLIENT", "UNPAUSE"]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+
+    // Every user of the project is whole: its password is the one on file, its keys its prefix.
+    let credentials: toml::Value =
+        toml::from_str(&std::fs::read_to_string(p.data_dir().join(".xtask-credentials.toml")).unwrap())
+            .unwrap();
+    let users: Vec<String> = redis::cmd("ACL").arg("USERS").query(&mut admin).unwrap();
+    for user in users.iter().filter(|u| u.starts_with(&p.name)) {
+        let rules: String = redis::cmd("ACL")
+            .arg("LIST")
+            .query::<Vec<String>>(&mut admin)
+            .unwrap()
+            .into_iter()
+            .find(|line| line.starts_with(&format!("user {user} ")))
+            .unwrap();
+        let password = credentials["redis_users"][user.as_str()]
+            .as_str()
+            .unwrap_or_else(|| panic!("{user}'s password on file"));
+        let hash = sha256_hex(password);
+        assert!(rules.contains(&format!("#{hash}")), "{rules}");
+        assert!(
+            rules.contains(&format!("~{user}:* ")) && rules.contains("-@all") && rules.contains("-flushall"),
+            "{rules}"
+        );
+    }
+    p.ok(&["setup", "--branch", "two"]);
+    let (url, prefix) = service_login(&p, "alpha");
+    let mut two = connect(&url);
+    run(&mut two, &["SET", &format!("{prefix}k"), "1"]).unwrap();
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn busy_port(engine: &str) {
+    let mut p = redis_project(engine);
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    p.set("XTASK_REDIS_PORT", &port.to_string());
+    let err = p.fails(&["setup"]);
+    contains(
+        &err,
+        &format!("port {port} on 127.0.0.1, where this project's Redis server would listen, is taken by"),
+    );
+    contains(&err, "XTASK_REDIS_PORT");
+    drop(listener);
+    p.ok(&["setup"]);
+}
+
+#[test]
+fn missing_redis_server_is_named_with_the_way_to_get_it() {
+    let mut p = redis_project("native");
+    p.set("XTASK_REDIS_SERVER", "/nonexistent/redis-server");
+    contains(&p.fails(&["setup"]), "XTASK_REDIS_SERVER=/nonexistent/redis-server names no file");
+    p.unset("XTASK_REDIS_SERVER");
+    // No redis-server in PATH: the PostgreSQL part still finds its own binaries.
+    let bin = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(which("git"), bin.path().join("git")).unwrap();
+    p.set("PATH", bin.path().to_str().unwrap());
+    let err = p.fails(&["setup"]);
+    contains(&err, "redis-server not found in PATH");
+    contains(&err, "--provision");
+    contains(&err, "apt-get install redis-server");
+}
+
+fn which(program: &str) -> std::path::PathBuf {
+    let out = Command::new("sh").args(["-c", &format!("command -v {program}")]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().into()
+}
+
+/// A Redis server as a team would run one (an admin user that may manage ACLs), for the external
+/// engine; stopped on drop.
+pub struct ExternalRedis {
+    _dir: tempfile::TempDir,
+    child: Child,
+    pub port: u16,
+    pub password: String,
+}
+
+impl ExternalRedis {
+    pub fn start() -> ExternalRedis {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let password = random_password();
+        let d = dir.path().display();
+        std::fs::write(
+            dir.path().join("users.acl"),
+            format!("user default off\nuser admin on >{password} ~* &* +@all\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("redis.conf"),
+            format!("bind 127.0.0.1\nport {port}\ndir {d}\naclfile {d}/users.acl\nlogfile {d}/log\n"),
+        )
+        .unwrap();
+        let child = Command::new("redis-server")
+            .arg(dir.path().join("redis.conf"))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("the external-engine tests need redis-server (`apt-get install redis-server`)");
+        let server = ExternalRedis { _dir: dir, child, port, password };
+        let start = Instant::now();
+        while redis::Client::open(server.admin_url()).unwrap().get_connection().is_err() {
+            assert!(start.elapsed() < Duration::from_secs(10), "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        server
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("redis://admin:{}@127.0.0.1:{}", self.password, self.port)
+    }
+}
+
+impl Drop for ExternalRedis {
+    fn drop(&mut self) {
+        let pid = self.child.id() as i32;
+        if alive(pid) {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn external_server_gets_the_same_users_and_keeps_what_is_not_ours() {
+    let redis = ExternalRedis::start();
+    let mut p = crate::harness::project_on(crate::harness::shared_server());
+    for (path, text) in [
+        (
+            "services/alpha/Cargo.toml",
+            "[package]\nname = \"alpha\"\nversion = \"0.1.0\"\n\n[package.metadata.xtask]\nredis = true\n",
+        ),
+        (
+            "services/beta/Cargo.toml",
+            "[package]\nname = \"beta\"\nversion = \"0.1.0\"\n\n[package.metadata.xtask]\nredis = true\n",
+        ),
+    ] {
+        p.write(path, text);
+    }
+    let root = std::fs::read_to_string(p.path().join("Cargo.toml")).unwrap();
+    p.write("Cargo.toml", &root.replace("members = []", "members = [\"services/*\"]"));
+    let err = p.fails(&["setup"]);
+    contains(&err, "XTASK_REDIS_URL");
+    p.set("XTASK_REDIS_URL", &format!("redis://admin:wrong@127.0.0.1:{}", redis.port));
+    let err = p.fails(&["setup"]);
+    contains(
+        &err,
+        &format!(
+            "the Redis server at redis://admin:***@127.0.0.1:{}/0 refused the login of user admin",
+            redis.port
+        ),
+    );
+    assert!(!err.contains("wrong"), "the password is not shown: {err}");
+    p.set("XTASK_REDIS_URL", &redis.admin_url());
+    let mut admin = connect(&redis.admin_url());
+    run(&mut admin, &["SET", "someone:else", "kept"]).unwrap();
+    p.ok(&["setup"]);
+    let (alpha_url, alpha_prefix) = service_login(&p, "alpha");
+    let mut alpha = connect(&alpha_url);
+    run(&mut alpha, &["SET", &format!("{alpha_prefix}k"), "1"]).unwrap();
+    refused(&mut alpha, &["GET", "someone:else"]);
+    let mut beta = connect(&service_login(&p, "beta").0);
+    refused(&mut beta, &["GET", &format!("{alpha_prefix}k")]);
+    contains(&p.ok_err(&["setup"]).1, "nothing to do");
+    p.ok(&["teardown"]);
+    login_fails(&alpha_url);
+    assert_eq!(get(&mut admin, "someone:else").as_deref(), Some("kept"));
+    let left: Vec<String> = redis::cmd("ACL").arg("USERS").query(&mut admin).unwrap();
+    assert_eq!(left, ["admin", "default"], "only the project's users went");
+}
