@@ -71,6 +71,8 @@ struct RedisFile {
     port: Option<u16>,
     image: Option<String>,
     url: Option<String>,
+    /// The CA certificates (PEM) that verify a `rediss://` server, instead of the system's roots.
+    ca: Option<PathBuf>,
 }
 
 /// The project's Redis server, when the workspace or a service asks for one.
@@ -83,6 +85,8 @@ pub struct RedisConfig {
     pub url: Option<String>,
     /// The redis-server binary (XTASK_REDIS_SERVER); `None`: found in PATH.
     pub server: Option<PathBuf>,
+    /// The CA file for `rediss://` (XTASK_REDIS_CA, `ca`); `None`: the system's roots.
+    pub ca: Option<PathBuf>,
     /// The services with a Redis user on each branch; the implicit one when none says so.
     pub services: Vec<crate::services::RedisService>,
 }
@@ -234,6 +238,9 @@ impl Config {
         let redis_services: Vec<_> = members.iter().filter_map(|(_, m)| m.redis_service.clone()).collect();
         config.redis =
             redis_config(redis_file, redis_services, &config.project, &|key| std::env::var(key).ok())?;
+        if let Some(redis) = &mut config.redis {
+            redis.ca = redis.ca.take().map(|ca| root.join(ca));
+        }
         if let Some(default) = default_database {
             put_default_first(&mut config.databases, &default, &text)?;
         }
@@ -336,6 +343,7 @@ fn redis_config(
         image: env("XTASK_REDIS_IMAGE").or(file.image).unwrap_or_else(|| DEFAULT_REDIS_IMAGE.into()),
         url: env("XTASK_REDIS_URL").or(file.url),
         server: env("XTASK_REDIS_SERVER").map(PathBuf::from),
+        ca: env("XTASK_REDIS_CA").map(PathBuf::from).or(file.ca),
         services,
     }))
 }

@@ -214,6 +214,24 @@ impl Tls {
     }
 }
 
+/// For `rediss://`: the server's certificate checked against `ca` (a PEM file), else against the
+/// system's roots, and its name against the host's (verify-full: Redis clients' default).
+pub fn verified_client(ca: Option<&Path>) -> Result<Arc<ClientConfig>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier: Arc<dyn ServerCertVerifier> = match ca {
+        Some(file) => {
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots(file)?), provider.clone()).build()?
+        }
+        None => Arc::new(rustls_platform_verifier::Verifier::new(provider.clone())?),
+    };
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 fn roots(file: &Path) -> Result<RootCertStore> {
     let certs = certificates(file, "the CA certificates in", "sslrootcert")?;
     let mut store = RootCertStore::empty();

@@ -72,25 +72,27 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Connects within `timeout`, which also bounds every later read (a silent peer fails).
-    pub fn open(host: &str, port: u16, timeout: Duration) -> Result<Connection> {
-        let addresses: Vec<_> =
-            (host, port).to_socket_addrs().with_context(|| format!("resolve {host}:{port}"))?.collect();
-        let mut last = None;
-        for address in addresses {
-            match TcpStream::connect_timeout(&address, timeout) {
-                Ok(tcp) => {
-                    tcp.set_read_timeout(Some(timeout.max(Duration::from_secs(5))))?;
-                    tcp.set_nodelay(true)?;
-                    return Ok(Connection { stream: BufReader::new(Box::new(tcp)) });
-                }
-                Err(error) => last = Some(error),
-            }
+    /// Connects within `timeout`, which also bounds every later read (a silent peer fails); with
+    /// `tls`, through a TLS session verified by that configuration.
+    pub fn open(
+        host: &str,
+        port: u16,
+        timeout: Duration,
+        tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    ) -> Result<Connection> {
+        let tcp = connect_tcp(host, port, timeout)?;
+        let Some(config) = tls else { return Ok(Connection { stream: BufReader::new(Box::new(tcp)) }) };
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+            .with_context(|| format!("{host} is not a name TLS can verify"))?;
+        let session = rustls::ClientConnection::new(config, name).context("start TLS")?;
+        let mut stream = rustls::StreamOwned::new(session, tcp);
+        while stream.conn.is_handshaking() {
+            stream
+                .conn
+                .complete_io(&mut stream.sock)
+                .with_context(|| format!("TLS with Redis at {host}:{port}"))?;
         }
-        match last {
-            Some(error) => Err(error).with_context(|| format!("connect to Redis at {host}:{port}")),
-            None => bail!("{host} has no address"),
-        }
+        Ok(Connection { stream: BufReader::new(Box::new(stream)) })
     }
 
     /// Sends every command at once and reads one reply per command.
@@ -112,6 +114,27 @@ impl Connection {
     /// One command; a server error is an error.
     pub fn call<S: AsRef<str>>(&mut self, words: &[S]) -> Result<Reply> {
         self.pipeline(&[command(words)])?.remove(0).ok()
+    }
+}
+
+fn connect_tcp(host: &str, port: u16, timeout: Duration) -> Result<TcpStream> {
+    let addresses: Vec<_> =
+        (host, port).to_socket_addrs().with_context(|| format!("resolve {host}:{port}"))?.collect();
+    let mut last = None;
+    for address in addresses {
+        match TcpStream::connect_timeout(&address, timeout) {
+            Ok(tcp) => {
+                tcp.set_read_timeout(Some(timeout.max(Duration::from_secs(5))))?;
+                tcp.set_write_timeout(Some(timeout.max(Duration::from_secs(5))))?;
+                tcp.set_nodelay(true)?;
+                return Ok(tcp);
+            }
+            Err(error) => last = Some(error),
+        }
+    }
+    match last {
+        Some(error) => Err(error).with_context(|| format!("connect to Redis at {host}:{port}")),
+        None => bail!("{host} has no address"),
     }
 }
 

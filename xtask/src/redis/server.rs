@@ -22,12 +22,14 @@ pub struct Login {
     pub port: u16,
     pub user: String,
     pub password: String,
+    /// `rediss://`: the TLS configuration that verifies the server.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Login {
     /// Connects and logs in; a refused password says which login it was.
     pub fn open(&self, timeout: Duration) -> Result<Connection> {
-        let mut connection = Connection::open(&self.host, self.port, timeout)?;
+        let mut connection = Connection::open(&self.host, self.port, timeout, self.tls.clone())?;
         connection.call(&["AUTH", &self.user, &self.password]).map_err(|error| {
             anyhow::anyhow!(
                 "the Redis server at {} refused the login of user {} ({error})",
@@ -41,11 +43,16 @@ impl Login {
     pub fn url(&self) -> String {
         let user = crate::conn::percent_encode(&self.user);
         let password = crate::conn::percent_encode(&self.password);
-        format!("redis://{user}:{password}@{}:{}/0", self.host, self.port)
+        format!("{}://{user}:{password}@{}:{}/0", self.scheme(), self.host, self.port)
     }
 
     pub fn redacted_url(&self) -> String {
-        format!("redis://{}:***@{}:{}/0", crate::conn::percent_encode(&self.user), self.host, self.port)
+        let user = crate::conn::percent_encode(&self.user);
+        format!("{}://{user}:***@{}:{}/0", self.scheme(), self.host, self.port)
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "rediss" } else { "redis" }
     }
 
     pub fn as_user(&self, user: &str, password: &str) -> Login {
@@ -64,6 +71,7 @@ pub struct Server {
     dir: PathBuf,
     data_dir: PathBuf,
     url: Option<String>,
+    ca: Option<PathBuf>,
 }
 
 const QUICK: Duration = Duration::from_millis(500);
@@ -86,16 +94,23 @@ impl Server {
             dir: config.data_dir.join("redis"),
             data_dir: config.data_dir.clone(),
             url: redis.url.clone(),
+            ca: redis.ca.clone(),
         })
     }
 
     /// The admin's login: the external URL's, else the generated admin of the server made here.
     pub fn admin(&self, credentials: &Credentials) -> Result<Login> {
         if let Some(url) = &self.url {
-            return parse_url(url);
+            return parse_url(url, self.ca.as_deref());
         }
         let password = credentials.redis_admin().unwrap_or_default().to_owned();
-        Ok(Login { host: "127.0.0.1".into(), port: self.port, user: acl::ADMIN_USER.into(), password })
+        Ok(Login {
+            host: "127.0.0.1".into(),
+            port: self.port,
+            user: acl::ADMIN_USER.into(),
+            password,
+            tls: None,
+        })
     }
 
     /// Logged in as the admin of a server that runs, or `None` (quick: the no-op setup's path).
@@ -476,18 +491,14 @@ fn native_config(dir: &Path, port: u16) -> String {
 const DOCKER_CONFIG: &str = "# Written by cargo xtask.\nbind * -::*\nport 6379\nprotected-mode no\n\
                              dir /data\naclfile /data/users.acl\nappendonly yes\n";
 
-/// `redis://[user[:password]@]host[:port][/0]`; a URL without a user logs in as `default`.
-pub fn parse_url(url: &str) -> Result<Login> {
+/// `redis[s]://[user[:password]@]host[:port][/0]`; a URL without a user logs in as `default`.
+/// `rediss://` verifies the server's certificate against `ca`, else the system's roots.
+pub fn parse_url(url: &str, ca: Option<&Path>) -> Result<Login> {
     let problem = |what: &str| anyhow::anyhow!("XTASK_REDIS_URL (the external Redis server): {what}");
-    let rest = match url.split_once("://") {
-        Some(("redis", rest)) => rest,
-        Some(("rediss", _)) => {
-            return Err(problem(
-                "rediss:// (TLS) is not supported yet: reach the server through a TLS tunnel (stunnel, an SSH \
-                 port forward) and give its redis:// URL",
-            ));
-        }
-        _ => return Err(problem("expected redis://user:password@host:port")),
+    let (rest, tls) = match url.split_once("://") {
+        Some(("redis", rest)) => (rest, None),
+        Some(("rediss", rest)) => (rest, Some(crate::tls::verified_client(ca).context("TLS for rediss://")?)),
+        _ => return Err(problem("expected redis://user:password@host:port (or rediss:// for TLS)")),
     };
     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
     if !matches!(path, "" | "0") {
@@ -503,7 +514,7 @@ pub fn parse_url(url: &str) -> Result<Login> {
         return Err(problem("no host"));
     }
     let user = if user.is_empty() { "default".to_owned() } else { crate::conn::percent_decode(user) };
-    Ok(Login { host: host.to_owned(), port, user, password: crate::conn::percent_decode(password) })
+    Ok(Login { host: host.to_owned(), port, user, password: crate::conn::percent_decode(password), tls })
 }
 
 #[cfg(test)]
@@ -512,13 +523,14 @@ mod tests {
 
     #[test]
     fn external_urls() {
-        let login = parse_url("redis://ad%40min:p%3Ass@cache.internal:7000/0").unwrap();
+        let login = parse_url("redis://ad%40min:p%3Ass@cache.internal:7000/0", None).unwrap();
         assert_eq!((login.user.as_str(), login.password.as_str()), ("ad@min", "p:ss"));
         assert_eq!((login.host.as_str(), login.port), ("cache.internal", 7000));
-        assert_eq!(parse_url("redis://localhost").unwrap().user, "default");
+        assert_eq!(parse_url("redis://localhost", None).unwrap().user, "default");
         assert!(login.redacted_url().contains("***") && !login.redacted_url().contains("p%3Ass"));
-        for bad in ["http://x", "redis://h:port", "redis://h/3", "redis://", "rediss://h"] {
-            assert!(parse_url(bad).is_err(), "{bad}");
+        assert!(parse_url("rediss://h", None).unwrap().url().starts_with("rediss://default:@h:6379"));
+        for bad in ["http://x", "redis://h:port", "redis://h/3", "redis://"] {
+            assert!(parse_url(bad, None).is_err(), "{bad}");
         }
     }
 }

@@ -294,6 +294,12 @@ pub struct ExternalRedis {
 
 impl ExternalRedis {
     pub fn start() -> ExternalRedis {
+        ExternalRedis::start_with(false)
+    }
+
+    /// `tls`: TLS only (no plain port), with a certificate for localhost signed by the `ca.pem`
+    /// of [`ExternalRedis::file`].
+    pub fn start_with(tls: bool) -> ExternalRedis {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let password = random_password();
@@ -303,11 +309,20 @@ impl ExternalRedis {
             format!("user default off\nuser admin on >{password} ~* &* +@all\n"),
         )
         .unwrap();
-        std::fs::write(
-            dir.path().join("redis.conf"),
-            format!("bind 127.0.0.1\nport {port}\ndir {d}\naclfile {d}/users.acl\nlogfile {d}/log\n"),
-        )
-        .unwrap();
+        let mut config = format!("bind 127.0.0.1\ndir {d}\naclfile {d}/users.acl\nlogfile {d}/log\n");
+        if tls {
+            crate::tls::authority(dir.path(), "ca");
+            crate::tls::authority(dir.path(), "other-ca");
+            let names = "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n";
+            crate::tls::signed(dir.path(), "server", "/CN=localhost", "ca", names);
+            config += &format!(
+                "port 0\ntls-port {port}\ntls-cert-file {d}/server.pem\ntls-key-file {d}/server.key\n\
+                 tls-ca-cert-file {d}/ca.pem\ntls-auth-clients no\n"
+            );
+        } else {
+            config += &format!("port {port}\n");
+        }
+        std::fs::write(dir.path().join("redis.conf"), config).unwrap();
         let child = Command::new("redis-server")
             .arg(dir.path().join("redis.conf"))
             .stdout(Stdio::null())
@@ -315,11 +330,37 @@ impl ExternalRedis {
             .expect("the external-engine tests need redis-server (`apt-get install redis-server`)");
         let server = ExternalRedis { _dir: dir, child, port, password };
         let start = Instant::now();
-        while redis::Client::open(server.admin_url()).unwrap().get_connection().is_err() {
+        while !server.answers() {
             assert!(start.elapsed() < Duration::from_secs(10), "redis-server did not start");
             std::thread::sleep(Duration::from_millis(10));
         }
         server
+    }
+
+    fn answers(&self) -> bool {
+        match self.file("server.pem").exists() {
+            false => redis::Client::open(self.admin_url()).unwrap().get_connection().is_ok(),
+            true => self.cli(&self.admin_url().replace("redis://", "rediss://"), &["PING"]).contains("PONG"),
+        }
+    }
+
+    pub fn file(&self, name: &str) -> std::path::PathBuf {
+        self._dir.path().join(name)
+    }
+
+    /// redis-cli over TLS (the tests' `redis` crate is built without it), the password in its
+    /// environment; returns what it printed.
+    fn cli(&self, url: &str, words: &[&str]) -> String {
+        let (user, password) =
+            url.split_once("://").unwrap().1.split_once('@').unwrap().0.split_once(':').unwrap();
+        let out = Command::new("redis-cli")
+            .args(["--tls", "--cacert", self.file("ca.pem").to_str().unwrap(), "-h", "localhost"])
+            .args(["-p", &self.port.to_string(), "--user", user])
+            .args(words)
+            .env("REDISCLI_AUTH", password)
+            .output()
+            .unwrap();
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
     }
 
     pub fn admin_url(&self) -> String {
@@ -383,4 +424,38 @@ fn external_server_gets_the_same_users_and_keeps_what_is_not_ours() {
     assert_eq!(get(&mut admin, "someone:else").as_deref(), Some("kept"));
     let left: Vec<String> = redis::cmd("ACL").arg("USERS").query(&mut admin).unwrap();
     assert_eq!(left, ["admin", "default"], "only the project's users went");
+}
+
+#[test]
+fn external_server_over_tls_is_verified() {
+    let redis = ExternalRedis::start_with(true);
+    let mut p = crate::harness::project_on(crate::harness::shared_server());
+    p.write(
+        "services/alpha/Cargo.toml",
+        "[package]\nname = \"alpha\"\nversion = \"0.1.0\"\n\n[package.metadata.xtask]\nredis = true\n",
+    );
+    let root = std::fs::read_to_string(p.path().join("Cargo.toml")).unwrap();
+    p.write("Cargo.toml", &root.replace("members = []", "members = [\"services/*\"]"));
+    let url = format!("rediss://admin:{}@localhost:{}", redis.password, redis.port);
+    p.set("XTASK_REDIS_URL", &url);
+    // A CA that did not sign the server's certificate: refused before the password is sent.
+    p.set("XTASK_REDIS_CA", redis.file("other-ca.pem").to_str().unwrap());
+    let err = p.fails(&["setup"]);
+    contains(&err, &format!("TLS with Redis at localhost:{}", redis.port));
+    contains(&err, "certificate");
+    // Plain text to a TLS port is not answered as Redis.
+    p.set("XTASK_REDIS_URL", &url.replace("rediss://", "redis://"));
+    p.unset("XTASK_REDIS_CA");
+    assert!(!p.run(&["setup"]).status.success());
+    p.set("XTASK_REDIS_URL", &url);
+    p.set("XTASK_REDIS_CA", redis.file("ca.pem").to_str().unwrap());
+    p.ok(&["setup"]);
+    let (alpha_url, prefix) = service_login(&p, "alpha");
+    assert!(alpha_url.starts_with("rediss://"), "{alpha_url}");
+    assert_eq!(env_value(&p, "REDIS_URL"), alpha_url);
+    contains(&redis.cli(&alpha_url, &["SET", &format!("{prefix}k"), "1"]), "OK");
+    contains(&redis.cli(&alpha_url, &["SET", "elsewhere", "1"]), "NOPERM");
+    contains(&p.ok_err(&["setup"]).1, "nothing to do");
+    p.ok(&["teardown"]);
+    contains(&redis.cli(&alpha_url, &["PING"]), "WRONGPASS");
 }

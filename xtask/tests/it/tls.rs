@@ -29,7 +29,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 }
 
 /// A key and a certificate `name`.pem signed by `ca`, with `extensions` (an openssl extfile).
-fn signed(dir: &Path, name: &str, subject: &str, ca: &str, extensions: &str) {
+pub fn signed(dir: &Path, name: &str, subject: &str, ca: &str, extensions: &str) {
     let ext = format!("{name}.ext");
     std::fs::write(dir.join(&ext), extensions).unwrap();
     let (key, csr, pem) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"));
@@ -52,7 +52,7 @@ fn signed(dir: &Path, name: &str, subject: &str, ca: &str, extensions: &str) {
     );
 }
 
-fn authority(dir: &Path, name: &str) {
+pub fn authority(dir: &Path, name: &str) {
     let (key, pem) = (format!("{name}.key"), format!("{name}.pem"));
     let subject = format!("/CN=xtask test {name}");
     openssl(
