@@ -714,6 +714,46 @@ role = "legacy_app"
     }
 
     #[test]
+    fn redis_is_on_when_the_workspace_or_a_service_asks() {
+        let settings = |text: &str| redis_settings(toml::from_str::<RedisHolder>(text).unwrap().redis, text);
+        #[derive(Deserialize)]
+        struct RedisHolder {
+            redis: Option<Spanned<toml::Value>>,
+        }
+        assert!(settings("redis = false").unwrap().is_none());
+        assert!(settings("redis = true").unwrap().is_some());
+        let table = settings("[redis]\nport = 7000\nurl = \"redis://h\"").unwrap().unwrap();
+        assert_eq!((table.port, table.url.as_deref()), (Some(7000), Some("redis://h")));
+        let err = format!("{:#}", settings("[redis]\nprot = 1").err().unwrap());
+        assert!(err.contains("line 1") && err.contains("prot"), "{err}");
+        assert!(settings("redis = 3").is_err());
+
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |key: &str| pairs.iter().find(|(k, _)| *k == key).map(|(_, v)| v.to_string())
+        };
+        let service = |name: &str| services::RedisService {
+            name: name.into(),
+            base: format!("p_{name}"),
+            declared_in: format!("services/{name}/Cargo.toml").into(),
+        };
+        assert!(redis_config(None, vec![], "p", &env(&[])).unwrap().is_none());
+        let on = redis_config(None, vec![service("web")], "p", &env(&[])).unwrap().unwrap();
+        assert_eq!(
+            (on.port, on.image.as_str(), on.services.len()),
+            (DEFAULT_REDIS_PORT, DEFAULT_REDIS_IMAGE, 1)
+        );
+        let implicit = redis_config(Some(RedisFile::default()), vec![], "p", &env(&[])).unwrap().unwrap();
+        assert_eq!(implicit.services, [services::RedisService::implicit("p")]);
+        let off = redis_config(None, vec![service("web")], "p", &env(&[("XTASK_REDIS", "0")])).unwrap();
+        assert!(off.is_none());
+        let port = redis_config(None, vec![service("web")], "p", &env(&[("XTASK_REDIS_PORT", "7001")]));
+        assert_eq!(port.unwrap().unwrap().port, 7001);
+        assert!(redis_config(None, vec![service("web")], "p", &env(&[("XTASK_REDIS_PORT", "")])).is_err());
+        let colliding = redis_config(None, vec![service("a"), service("a_b")], "p", &env(&[]));
+        assert!(format!("{:#}", colliding.err().unwrap()).contains("could share keys"));
+    }
+
+    #[test]
     fn broken_values_are_errors() {
         for (toml, needle) in [
             ("[workspace.metadata.xtask]\nport = \"x\"\n", "line 2"),

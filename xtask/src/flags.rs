@@ -109,20 +109,20 @@ pub enum Command {
 pub use crate::tasks::migrate::MigrateOptions;
 
 pub const HELP: &str = "\
-cargo xtask: this workspace's local PostgreSQL, one set of databases per git branch
+cargo xtask: this workspace's local PostgreSQL (and Redis), one set of databases per git branch
 
 USAGE:
     cargo xtask <COMMAND> [OPTIONS]
 
 COMMANDS:
-    setup         server up; each service's role, database, extensions, migrations, seeds; .env
-    wipe          drop this branch's databases (the server keeps running)
-    teardown      remove the server and every database and role of the project, all branches
+    setup         servers up; each service's role, database, extensions, migrations, seeds, Redis user; .env
+    wipe          drop this branch's databases and Redis users with their keys (the servers keep running)
+    teardown      remove the servers and every database, role and Redis user of the project, all branches
     backup        pg_dump this branch's databases into backups/ (--db NAME)
     restore       restore a backup FILE into this branch's database, backing up what is there first
-    db-up         start the project's server (create it if absent); idempotent
-    db-down       stop the server; its data is kept
-    db-status     engine, server state, endpoint, branch and this branch's databases
+    db-up         start the project's server and Redis (create them if absent); idempotent
+    db-down       stop the servers; their data is kept
+    db-status     engine, server state, endpoint, branch, this branch's databases and Redis users
     db-endpoint   print the URL of this branch's database (one line, for scripts; --db NAME)
     connect       psql on this branch's database as its service's role (--db NAME)
     migrate       apply pending migrations (--check: fail if any are pending; --dry-run)
@@ -135,7 +135,7 @@ COMMANDS:
     hooks         install / uninstall: the git pre-commit hook, for every worktree
     ci            the whole pipeline on databases of its own: setup, downs, schema, fmt, tests, clippy
     branches      every database of the project: branch, size, age, last write, branch still in git?
-    prune         drop the databases of branches gone from git (--dry-run: only list them)
+    prune         drop the databases and Redis users of branches gone from git (--dry-run: only list)
     binaries      download a PostgreSQL major's server and client tools (no root) and print their folders
     help          this text, or `cargo xtask help <COMMAND>`
 
@@ -167,20 +167,27 @@ Tests copy theirs from the branch's template (services/testdb), named in .env as
 <SERVICE>_TEMPLATE_DATABASE with XTASK_ADMIN_URL. `templates = false` (or XTASK_TEMPLATES=0) turns
 templates off: databases are then migrated from empty.
 
+With Redis (`redis = true` in a service's [package.metadata.xtask], or in the workspace's), also
+starts the project's Redis server on the same engine and gives each service on this branch an ACL
+user confined to its key prefix; writes REDIS_URL, REDIS_PREFIX, <SERVICE>_REDIS_URL and
+<SERVICE>_REDIS_PREFIX (see the README's Redis section).
+
 --from BRANCH: copy BRANCH's databases, data included, instead of starting from the template. Refused
 while anyone is connected to them (the sessions are named), and when this branch has its databases
 already (wipe them first; `wipe --backup` keeps a copy).
 
 --provision: when no Docker engine answers and no PostgreSQL server binaries are found, install them
-(apt-get install postgresql, as root on Debian/Ubuntu) instead of stopping with what to install."
+(apt-get install postgresql, as root on Debian/Ubuntu) instead of stopping with what to install; the
+same for redis-server when a service uses Redis on the native engine."
         }
         "wipe" => {
             "\
 cargo xtask wipe [--db NAME] [--backup] [--force] [--branch NAME]
 
 Drops this branch's databases (or only --db NAME), ending their open connections first. Only databases
-carrying this project's label are dropped; the server keeps running. On an external server that is not
-on this machine, --force is required.
+carrying this project's label are dropped; the server keeps running. Without --db, this branch's Redis
+users go too, their connections closed, then their keys. On an external server that is not on this
+machine, --force is required.
 
 --backup   first back up each database that exists, as `cargo xtask backup` does; when a backup
            fails, nothing is dropped"
@@ -193,7 +200,8 @@ Removes the server and every database of the project, on all branches: docker re
 its volume; native stops the cluster and deletes its data directory; external drops the caller's
 databases labelled with this project, and its roles once no other developer's remain (--force is
 required when the host is not this machine; --all-developers drops every developer's and the shared
-branches' too). The roles' saved passwords are deleted with the roles."
+branches' too). The roles' saved passwords are deleted with the roles. The Redis server goes with its
+data (external: the project's Redis users and their keys, nothing else)."
         }
         "backup" => {
             "\
