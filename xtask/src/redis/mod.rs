@@ -147,6 +147,11 @@ impl Redis<'_> {
         })
     }
 
+    /// Fails, before a task changes anything, when the Redis server cannot be logged in to.
+    pub fn check_reachable(&self, task: &str) -> Result<()> {
+        self.connect(task).map(drop)
+    }
+
     /// `wipe`: this branch's users and their keys. Returns what it said.
     pub fn wipe_branch(&self) -> Result<Vec<String>> {
         let mut connection = self.connect("wipe")?;

@@ -297,11 +297,13 @@ impl Server {
     }
 
     fn native_up(&self, credentials: &mut Credentials) -> Result<UpOutcome> {
-        if self.native_pid().is_some() {
+        if let Some(pid) = self.native_pid() {
             bail!(
-                "the Redis server of this project runs (pid in {}) but refuses its admin password on file: \
-                 `cargo xtask teardown` removes it and its data, then `cargo xtask setup` makes it anew",
-                self.dir.join("redis.pid").display()
+                "the Redis server of this project runs (pid {pid}) but does not let its admin in on port {}: if \
+                 the port changed, `cargo xtask db-down` stops it and `cargo xtask setup` starts it on the new \
+                 one; else `cargo xtask teardown` removes it and its data (see {})",
+                self.port,
+                self.log().display()
             );
         }
         let binary = self.redis_server_binary()?;
@@ -309,13 +311,25 @@ impl Server {
         crate::fsafe::private_dir(&self.data_dir, "the data directory")?;
         crate::fsafe::private_dir(&self.dir, "the Redis data directory")?;
         let outcome = self.write_files(&self.dir, &native_config(&self.dir, self.port), credentials)?;
-        duct::cmd(&binary, [self.dir.join("redis.conf")])
+        // It forks into the background (daemonize) once its configuration is read.
+        let started = duct::cmd(&binary, [self.dir.join("redis.conf")])
             .stdin_null()
-            .stdout_null()
+            .stdout_capture()
             .stderr_capture()
             .unchecked()
             .run()
             .with_context(|| format!("run {}", binary.display()))?;
+        if !started.status.success() {
+            let said = String::from_utf8_lossy(&started.stderr).to_string()
+                + &String::from_utf8_lossy(&started.stdout);
+            bail!(
+                "{} did not start ({}): {}{}",
+                binary.display(),
+                started.status,
+                said.trim(),
+                self.log_tail()
+            );
+        }
         Ok(outcome)
     }
 

@@ -213,7 +213,10 @@ pub fn branches(ctx: &Ctx, json: bool, all_developers: bool) -> Result<()> {
     let mut admin = connect_running(engine.as_ref(), "branches")?;
     let mut report = survey(ctx, &mut admin, git.as_ref(), engine.as_ref(), all_developers)?;
     if let Some(redis) = crate::redis::of(ctx, engine.kind())? {
-        report.redis = Some(redis.branches()?);
+        match redis.branches() {
+            Ok(usage) => report.redis = Some(usage),
+            Err(error) => eprintln!("note: Redis not shown: {error:#}"),
+        }
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -413,6 +413,15 @@ pub fn wipe(ctx: &Ctx, db: Option<&str>, force: bool, backup: bool) -> Result<()
     refuse_remote_without_force(engine.as_ref(), force, "wipe")?;
     let mut admin = connect_running(engine.as_ref(), "wipe")?;
     let databases = ctx.select_databases(db)?;
+    // Redis is per service, not per database: `--db` leaves it. A Redis that cannot be reached
+    // fails the wipe before anything is dropped.
+    let redis = match db {
+        None => crate::redis::of(ctx, engine.kind())?,
+        Some(_) => None,
+    };
+    if let Some(redis) = &redis {
+        redis.check_reachable("wipe")?;
+    }
     if backup {
         backup::back_up_existing(ctx, engine.as_ref(), &mut admin, &databases, "wipe")?;
     }
@@ -424,10 +433,7 @@ pub fn wipe(ctx: &Ctx, db: Option<&str>, force: bool, backup: bool) -> Result<()
             eprintln!("wipe: database {} does not exist", database.name);
         }
     }
-    // Redis is per service, not per database: `--db` leaves it.
-    if db.is_none()
-        && let Some(redis) = crate::redis::of(ctx, engine.kind())?
-    {
+    if let Some(redis) = &redis {
         for said in redis.wipe_branch()? {
             eprintln!("wipe: {said}");
         }
