@@ -20,9 +20,17 @@ use super::resp::{Command, Connection, Reply, command};
 pub const ADMIN_USER: &str = "xtask";
 pub const ACL_FILE: &str = "users.acl";
 
+/// COPY goes too (its DB option writes into databases no prefix guards, where wipe never looks),
+/// and client-side caching (CLIENT TRACKING's broadcast mode reports every key changed on the
+/// server, whoever's).
 const RULES: &str = "-@all +@read +@write +@keyspace +@string +@hash +@list +@set +@sortedset +@stream \
                      +@bitmap +@hyperloglog +@geo +@transaction +@connection +@pubsub -@dangerous -@admin \
-                     -@scripting -keys -scan -randomkey -dbsize -select -move -swapdb -flushdb -flushall -pubsub";
+                     -@scripting -keys -scan -randomkey -dbsize -select -move -copy -swapdb -flushdb -flushall \
+                     -pubsub -client|tracking -client|caching -client|getredir";
+
+/// The oldest Redis whose ACLs these rules and the users' reading back need (channel patterns,
+/// subcommand rules, GETUSER's shape).
+pub const MIN_MAJOR: u32 = 7;
 
 pub fn initial_acl_file(admin_password: &str) -> String {
     format!(
@@ -46,6 +54,10 @@ pub fn registry(project: &str) -> String {
 pub struct Record {
     pub branch: String,
     pub service: String,
+    /// On the external engine, the developer whose branch it is (`None`: a shared branch, or
+    /// another engine); prune judges only the caller's own by the caller's git.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub developer: Option<String>,
     /// The hash of [`RULES`] it was made with: another version of this tool remakes it.
     pub rules: String,
     /// The server's reading of the rules, to tell a hand-edited user.
@@ -65,6 +77,7 @@ pub struct User {
     pub prefix: String,
     pub branch: String,
     pub service: String,
+    pub developer: Option<String>,
 }
 
 /// The commands that read what the server has of `users`, after a login: one round trip with it.
@@ -82,10 +95,7 @@ pub fn is_current(user: &User, password: &str, getuser: &Reply, record: &Reply) 
     let Some(record) = record.text().and_then(|t| serde_json::from_str::<Record>(&t).ok()) else {
         return false;
     };
-    let field = |name: &str| -> Option<&Reply> {
-        let items = getuser.items();
-        items.chunks(2).find(|pair| pair[0].text().as_deref() == Some(name)).map(|pair| &pair[1])
-    };
+    let field = |name: &str| field(getuser, name);
     let texts = |reply: Option<&Reply>| -> Vec<String> {
         reply.map(|r| r.items().iter().filter_map(Reply::text).collect()).unwrap_or_default()
     };
@@ -99,6 +109,26 @@ pub fn is_current(user: &User, password: &str, getuser: &Reply, record: &Reply) 
         && record.rules == rules_hash()
         && record.branch == user.branch
         && !record.commands.is_empty()
+}
+
+/// A field of ACL GETUSER's reply (name, value, name, value, ...).
+fn field<'a>(getuser: &'a Reply, name: &str) -> Option<&'a Reply> {
+    getuser.items().chunks_exact(2).find(|pair| pair[0].text().as_deref() == Some(name)).map(|pair| &pair[1])
+}
+
+/// Refuses a server older than [`MIN_MAJOR`] (asked once users must be made).
+pub fn require_version(connection: &mut Connection) -> Result<()> {
+    let info = connection.call(&["INFO", "server"])?.text().unwrap_or_default();
+    let version =
+        info.lines().find_map(|l| l.strip_prefix("redis_version:")).unwrap_or("?").trim().to_owned();
+    let major = version.split('.').next().and_then(|m| m.parse::<u32>().ok());
+    if major.is_none_or(|m| m < MIN_MAJOR) {
+        bail!(
+            "the Redis server is version {version}; per-service users confined to their keys need Redis {MIN_MAJOR} \
+             or newer: upgrade it"
+        );
+    }
+    Ok(())
 }
 
 /// The server lists a user's single commands in its command table's order, which another start of
@@ -127,6 +157,7 @@ pub fn make(connection: &mut Connection, project: &str, user: &User, password: &
     let mut record = Record {
         branch: user.branch.clone(),
         service: user.service.clone(),
+        developer: user.developer.clone(),
         rules: rules_hash(),
         commands: String::new(),
     };
@@ -138,14 +169,19 @@ pub fn make(connection: &mut Connection, project: &str, user: &User, password: &
         command(&["EXEC"]),
         command(&["ACL", "GETUSER", &user.name]),
     ])?;
-    for reply in &replies[..4] {
-        if let Reply::Error(message) = reply {
-            bail!("make the Redis user {}: {message}", user.name);
-        }
+    // Inside MULTI a rule the server refuses shows only in EXEC's reply, and the record is written
+    // all the same (no rollback): it goes again.
+    let refused = replies[..4].iter().chain(replies[3].items()).find_map(|r| match r {
+        Reply::Error(message) => Some(message.clone()),
+        _ => None,
+    });
+    if let Some(message) =
+        refused.or_else(|| replies[3].is_nil().then(|| "the transaction was aborted".into()))
+    {
+        let _ = connection.call(&["HDEL", &registry, &user.name]);
+        bail!("make the Redis user {}: {message}", user.name);
     }
-    let getuser = &replies[4];
-    let commands = getuser.items().chunks(2).find(|p| p[0].text().as_deref() == Some("commands"));
-    record.commands = commands.and_then(|p| p[1].text()).unwrap_or_default();
+    record.commands = field(&replies[4], "commands").and_then(Reply::text).unwrap_or_default();
     connection.call(&["HSET", &registry, &user.name, &serde_json::to_string(&record)?])?;
     Ok(())
 }
@@ -155,7 +191,7 @@ pub fn recorded(connection: &mut Connection, project: &str) -> Result<Vec<(Strin
     let reply = connection.call(&["HGETALL", &registry(project)])?;
     let items = reply.items();
     Ok(items
-        .chunks(2)
+        .chunks_exact(2)
         .filter_map(|pair| {
             let record = serde_json::from_str(&pair.get(1)?.text()?).ok()?;
             Some((pair[0].text()?, record))
@@ -163,15 +199,17 @@ pub fn recorded(connection: &mut Connection, project: &str) -> Result<Vec<(Strin
         .collect())
 }
 
-/// Removes the users (their connections are closed), then their keys, then their records: a run
-/// killed half-way leaves records that the next wipe or prune finishes. Returns the keys deleted.
-pub fn remove(connection: &mut Connection, project: &str, users: &[String]) -> Result<u64> {
+/// Removes the users (their connections are closed) and saves that, then their keys, then their
+/// records: a run killed half-way leaves records that the next wipe or prune finishes, never a
+/// user without one. Returns the users that existed and the keys deleted.
+pub fn remove(connection: &mut Connection, project: &str, users: &[String]) -> Result<(u64, u64)> {
     if users.is_empty() {
-        return Ok(0);
+        return Ok((0, 0));
     }
     let mut deluser = command(&["ACL", "DELUSER"]);
     deluser.extend(users.iter().cloned());
-    connection.call(&deluser)?;
+    let removed = connection.call(&deluser)?.int().unwrap_or(0) as u64;
+    save(connection)?;
     let mut deleted = 0;
     for user in users {
         deleted += delete_keys(connection, &format!("{user}:"))?;
@@ -179,7 +217,7 @@ pub fn remove(connection: &mut Connection, project: &str, users: &[String]) -> R
     let mut hdel = command(&["HDEL", &registry(project)]);
     hdel.extend(users.iter().cloned());
     connection.call(&hdel)?;
-    Ok(deleted)
+    Ok((removed, deleted))
 }
 
 fn delete_keys(connection: &mut Connection, prefix: &str) -> Result<u64> {

@@ -7,7 +7,7 @@ mod server;
 
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -31,22 +31,41 @@ pub struct Redis<'a> {
 /// The project's Redis, when it uses one; `engine`: the one PostgreSQL runs on.
 pub fn of(ctx: &Ctx, engine: EngineKind) -> Result<Option<Redis<'_>>> {
     let Some(config) = &ctx.config.redis else { return Ok(None) };
-    if ctx.provision
-        && engine == EngineKind::Native
-        && config.server.is_none()
-        && which::which("redis-server").is_err()
-    {
-        crate::packages::apt_install(&["redis-server"]).context("provide redis-server (--provision)")?;
-    }
     Ok(Some(Redis { ctx, config, server: Server::new(&ctx.config, config, engine)? }))
 }
+
+/// What db-status shows of Redis; a Redis that cannot be asked (or configured) is reported, not
+/// fatal: status must always tell the truth.
+pub fn report(ctx: &Ctx, engine: EngineKind) -> Option<Report> {
+    let result = of(ctx, engine).and_then(|redis| redis.map(|r| r.status()).transpose());
+    match result {
+        Ok(report) => report,
+        Err(error) => Some(Report {
+            engine: engine.name(),
+            state: ServerState::Unreachable,
+            detail: format!("{error:#}"),
+            next: None,
+            endpoint: String::new(),
+            users: Vec::new(),
+        }),
+    }
+}
+
+/// Names a server this tool makes, or an external one's admin, already has: never a service's.
+const RESERVED_USERS: [&str; 2] = [acl::ADMIN_USER, "default"];
 
 /// A service's user on this branch, named like its database would be: `<project>_<service>` on a
 /// default branch, with the branch (and a hash where needed) elsewhere.
 fn user_of(ctx: &Ctx, service: &RedisService) -> User {
     let (key, is_default) = ctx.naming_key();
     let name = DbName::for_branch(&service.base, &key, is_default).to_string();
-    User { prefix: format!("{name}:"), name, branch: ctx.branch.name.clone(), service: service.name.clone() }
+    User {
+        prefix: format!("{name}:"),
+        name,
+        branch: ctx.branch.name.clone(),
+        service: service.name.clone(),
+        developer: ctx.developer_of_branch().map(|d| d.id.clone()),
+    }
 }
 
 /// What `setup` wrote to `.env` about Redis, and the changes it made.
@@ -64,13 +83,22 @@ impl Redis<'_> {
         Credentials::load(&self.ctx.config.data_dir)
     }
 
+    /// `--provision` on the native engine: redis-server installed (apt-get, as root) when missing.
+    fn provide(&self) -> Result<()> {
+        let missing = self.config.server.is_none() && which::which("redis-server").is_err();
+        if self.ctx.provision && self.server.kind == EngineKind::Native && missing {
+            crate::packages::apt_install(&["redis-server"]).context("provide redis-server (--provision)")?;
+        }
+        Ok(())
+    }
+
     /// The user's password: derived from the admin's login on an external server (every developer
     /// gets the same without sharing a file), else generated and kept with the PostgreSQL ones.
     fn password(&self, credentials: &mut Credentials, admin: &Login, user: &str) -> Result<String> {
         if self.server.kind == EngineKind::External {
             let input = format!(
-                "xtask redis password\0{}\0{}\0{}\0{}\0{user}",
-                admin.user, admin.password, admin.host, admin.port
+                "xtask redis password\0{}\0{}\0{}\0{}\0{}\0{user}",
+                admin.user, admin.password, admin.host, admin.port, self.ctx.config.project
             );
             return Ok(crate::naming::hex(&Sha256::digest(input.as_bytes())[..16]));
         }
@@ -78,14 +106,26 @@ impl Redis<'_> {
     }
 
     pub fn setup(&self) -> Result<Setup> {
+        self.provide()?;
         let mut credentials = self.credentials()?;
+        let users = self.users();
+        let admin_user = self.server.admin(&credentials)?.user;
+        if let Some((_, user)) =
+            users.iter().find(|(_, u)| RESERVED_USERS.contains(&u.name.as_str()) || u.name == admin_user)
+        {
+            bail!(
+                "the Redis user of service `{}` would be named {}, which is the server's admin: choose another \
+                 `project` name (or declare the service in a crate of its own)",
+                user.service,
+                user.name
+            );
+        }
         let mut changes = Vec::new();
         let (outcome, mut connection) = self.server.up(&mut credentials).context("start the Redis server")?;
         if outcome != UpOutcome::AlreadyRunning {
             changes.push(format!("Redis server ({}) {}", self.server.kind.name(), outcome.describe()));
         }
         let admin = self.server.admin(&credentials)?;
-        let users = self.users();
         let mut passwords = Vec::new();
         for (_, user) in &users {
             passwords.push(self.password(&mut credentials, &admin, &user.name)?);
@@ -93,9 +133,21 @@ impl Redis<'_> {
         let just_users: Vec<User> = users.iter().map(|(_, u)| u.clone()).collect();
         let replies = connection.pipeline(&acl::survey_commands(&self.ctx.config.project, &just_users))?;
         let mut made = false;
-        for (((_, user), password), pair) in users.iter().zip(&passwords).zip(replies.chunks(2)) {
+        for (((_, user), password), pair) in users.iter().zip(&passwords).zip(replies.chunks_exact(2)) {
             if acl::is_current(user, password, &pair[0], &pair[1]) {
                 continue;
+            }
+            // A user this project has no record of was made by someone else (another project on
+            // a shared server, an operator): it is not taken over. (Ours are made with their record.)
+            if !pair[0].is_nil() && pair[1].is_nil() {
+                bail!(
+                    "the Redis server has a user {} that this project did not make (another project's, or made \
+                     by hand); it is left alone: rename this project or the service, or remove that user",
+                    user.name
+                );
+            }
+            if !made {
+                acl::require_version(&mut connection)?;
             }
             acl::make(&mut connection, &self.ctx.config.project, user, password)?;
             made = true;
@@ -124,6 +176,7 @@ impl Redis<'_> {
 
     /// `db-up`: the server started (made when absent).
     pub fn up(&self) -> Result<UpOutcome> {
+        self.provide()?;
         let mut credentials = self.credentials()?;
         Ok(self.server.up(&mut credentials).context("start the Redis server")?.0)
     }
@@ -152,21 +205,43 @@ impl Redis<'_> {
         self.connect(task).map(drop)
     }
 
-    /// `wipe`: this branch's users and their keys. Returns what it said.
+    /// `wipe`: this branch's users and their keys (only those this project made). Returns what it
+    /// said.
     pub fn wipe_branch(&self) -> Result<Vec<String>> {
         let mut connection = self.connect("wipe")?;
-        let names: Vec<String> = self.users().into_iter().map(|(_, u)| u.name).collect();
-        let deleted = acl::remove(&mut connection, &self.ctx.config.project, &names)?;
-        acl::save(&mut connection)?;
-        self.credentials()?.forget_redis(&names)?;
-        Ok(vec![format!("removed Redis user(s) {} and their {deleted} key(s)", names.join(", "))])
+        let recorded = acl::recorded(&mut connection, &self.ctx.config.project)?;
+        let names: Vec<String> = self
+            .users()
+            .into_iter()
+            .map(|(_, u)| u.name)
+            .filter(|name| recorded.iter().any(|(user, _)| user == name))
+            .collect();
+        if names.is_empty() {
+            return Ok(vec![format!("branch `{}` has no Redis users", self.ctx.branch.name)]);
+        }
+        Ok(vec![self.remove_users(&mut connection, &names, &names.join(", "))?])
+    }
+
+    /// Removes users this project made, their keys and their passwords on file; says what went.
+    fn remove_users(&self, connection: &mut Connection, names: &[String], listed: &str) -> Result<String> {
+        let (users, keys) = acl::remove(connection, &self.ctx.config.project, names)?;
+        self.credentials()?.forget_redis(names)?;
+        Ok(format!("removed {users} Redis user(s) ({listed}) and their {keys} key(s)"))
     }
 
     /// The users of branches `gone` says are gone (never the current one): removed unless `dry_run`.
-    pub fn prune(&self, gone: &dyn Fn(&str) -> bool, dry_run: bool) -> Result<Vec<String>> {
+    /// Another developer's are judged by their own git, not the caller's (unless `all_developers`).
+    pub fn prune(
+        &self,
+        gone: &dyn Fn(&str) -> bool,
+        dry_run: bool,
+        all_developers: bool,
+    ) -> Result<Vec<String>> {
         let mut connection = self.connect("prune")?;
+        let me = self.ctx.developer.as_ref().map(|d| d.id.as_str());
         let doomed: Vec<(String, acl::Record)> = acl::recorded(&mut connection, &self.ctx.config.project)?
             .into_iter()
+            .filter(|(_, r)| all_developers || r.developer.as_deref() == me)
             .filter(|(_, r)| r.branch != self.ctx.branch.name && gone(&r.branch))
             .collect();
         if doomed.is_empty() {
@@ -177,10 +252,7 @@ impl Redis<'_> {
             return Ok(vec![format!("would remove Redis user(s) {}", listed.join(", "))]);
         }
         let names: Vec<String> = doomed.into_iter().map(|(u, _)| u).collect();
-        let deleted = acl::remove(&mut connection, &self.ctx.config.project, &names)?;
-        acl::save(&mut connection)?;
-        self.credentials()?.forget_redis(&names)?;
-        Ok(vec![format!("removed Redis user(s) {} and their {deleted} key(s)", listed.join(", "))])
+        Ok(vec![self.remove_users(&mut connection, &names, &listed.join(", "))?])
     }
 
     /// `teardown`: the server this tool made, with its data; on an external server, every user
@@ -194,9 +266,9 @@ impl Redis<'_> {
         let mut connection = self.connect("teardown")?;
         let names: Vec<String> =
             acl::recorded(&mut connection, &self.ctx.config.project)?.into_iter().map(|(u, _)| u).collect();
-        let deleted = acl::remove(&mut connection, &self.ctx.config.project, &names)?;
-        acl::save(&mut connection)?;
-        Ok(format!("removed {} Redis user(s) of the project and their {deleted} key(s)", names.len()))
+        let said = self.remove_users(&mut connection, &names, "every one of the project")?;
+        connection.call(&["DEL", &acl::registry(&self.ctx.config.project)])?;
+        Ok(said)
     }
 
     pub fn status(&self) -> Result<Report> {

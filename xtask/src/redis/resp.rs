@@ -69,7 +69,14 @@ impl<T: Read + Write + Send> Stream for T {}
 
 pub struct Connection {
     stream: BufReader<Box<dyn Stream>>,
+    /// The socket under the stream, to change its timeouts.
+    socket: TcpStream,
 }
+
+/// Redis's own limit on a bulk string; a longer one is not Redis talking.
+const MAX_BULK: i64 = 512 * 1024 * 1024;
+const MAX_LINE: u64 = 64 * 1024;
+const MAX_DEPTH: usize = 16;
 
 impl Connection {
     /// Connects within `timeout`, which also bounds every later read (a silent peer fails); with
@@ -81,7 +88,10 @@ impl Connection {
         tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     ) -> Result<Connection> {
         let tcp = connect_tcp(host, port, timeout)?;
-        let Some(config) = tls else { return Ok(Connection { stream: BufReader::new(Box::new(tcp)) }) };
+        let socket = tcp.try_clone().context("connect to Redis")?;
+        let Some(config) = tls else {
+            return Ok(Connection { stream: BufReader::new(Box::new(tcp)), socket });
+        };
         let name = rustls::pki_types::ServerName::try_from(host.to_owned())
             .with_context(|| format!("{host} is not a name TLS can verify"))?;
         let session = rustls::ClientConnection::new(config, name).context("start TLS")?;
@@ -92,7 +102,13 @@ impl Connection {
                 .complete_io(&mut stream.sock)
                 .with_context(|| format!("TLS with Redis at {host}:{port}"))?;
         }
-        Ok(Connection { stream: BufReader::new(Box::new(stream)) })
+        Ok(Connection { stream: BufReader::new(Box::new(stream)), socket })
+    }
+
+    /// How long a reply may take from now on (a quick probe's connection, kept for real work).
+    pub fn set_timeout(&mut self, timeout: Duration) -> Result<()> {
+        self.socket.set_read_timeout(Some(timeout))?;
+        Ok(self.socket.set_write_timeout(Some(timeout))?)
     }
 
     /// Sends every command at once and reads one reply per command.
@@ -108,7 +124,7 @@ impl Connection {
         }
         let stream = self.stream.get_mut();
         stream.write_all(&out).and_then(|()| stream.flush()).context("send to Redis")?;
-        commands.iter().map(|_| read_reply(&mut self.stream)).collect()
+        commands.iter().map(|_| read_reply(&mut self.stream, 0)).collect()
     }
 
     /// One command; a server error is an error.
@@ -124,8 +140,8 @@ fn connect_tcp(host: &str, port: u16, timeout: Duration) -> Result<TcpStream> {
     for address in addresses {
         match TcpStream::connect_timeout(&address, timeout) {
             Ok(tcp) => {
-                tcp.set_read_timeout(Some(timeout.max(Duration::from_secs(5))))?;
-                tcp.set_write_timeout(Some(timeout.max(Duration::from_secs(5))))?;
+                tcp.set_read_timeout(Some(timeout))?;
+                tcp.set_write_timeout(Some(timeout))?;
                 tcp.set_nodelay(true)?;
                 return Ok(tcp);
             }
@@ -138,14 +154,16 @@ fn connect_tcp(host: &str, port: u16, timeout: Duration) -> Result<TcpStream> {
     }
 }
 
-fn read_reply(reader: &mut impl BufRead) -> Result<Reply> {
+/// One reply; what is not a Redis reply (another program on the port) is an error, never a panic
+/// or an unbounded read.
+fn read_reply(reader: &mut impl BufRead, depth: usize) -> Result<Reply> {
     let mut line = Vec::new();
-    reader.read_until(b'\n', &mut line).context("read from Redis")?;
+    reader.take(MAX_LINE).read_until(b'\n', &mut line).context("read from Redis")?;
     if line.is_empty() {
         bail!("Redis closed the connection");
     }
-    if !line.ends_with(b"\r\n") {
-        bail!("Redis sent a malformed reply");
+    if line.len() < 3 || !line.ends_with(b"\r\n") || depth > MAX_DEPTH {
+        bail!("the server did not answer as Redis does (a malformed reply)");
     }
     let head = String::from_utf8_lossy(&line[1..line.len() - 2]).into_owned();
     let number = || head.parse::<i64>().with_context(|| format!("Redis sent a malformed length {head:?}"));
@@ -155,6 +173,7 @@ fn read_reply(reader: &mut impl BufRead) -> Result<Reply> {
         b':' => Reply::Int(number()?),
         b'$' => match number()? {
             n if n < 0 => Reply::Bulk(None),
+            n if n > MAX_BULK => bail!("the server did not answer as Redis does (a bulk of {n} bytes)"),
             n => {
                 let mut data = vec![0; n as usize + 2];
                 reader.read_exact(&mut data).context("read from Redis")?;
@@ -164,7 +183,8 @@ fn read_reply(reader: &mut impl BufRead) -> Result<Reply> {
         },
         b'*' => match number()? {
             n if n < 0 => Reply::Array(None),
-            n => Reply::Array(Some((0..n).map(|_| read_reply(reader)).collect::<Result<_>>()?)),
+            n if n > MAX_BULK => bail!("the server did not answer as Redis does (an array of {n} items)"),
+            n => Reply::Array(Some((0..n).map(|_| read_reply(reader, depth + 1)).collect::<Result<_>>()?)),
         },
         other => bail!("Redis sent a reply of unknown type {:?}", other as char),
     })
@@ -178,15 +198,27 @@ mod tests {
     fn replies_of_every_kind_are_read() {
         let text = b"+OK\r\n-ERR no\r\n:42\r\n$3\r\na\r\n\r\n$-1\r\n*2\r\n$1\r\nx\r\n*-1\r\n";
         let mut reader = &text[..];
-        assert_eq!(read_reply(&mut reader).unwrap(), Reply::Status("OK".into()));
-        assert_eq!(read_reply(&mut reader).unwrap(), Reply::Error("ERR no".into()));
-        assert_eq!(read_reply(&mut reader).unwrap().int(), Some(42));
-        assert_eq!(read_reply(&mut reader).unwrap().text().as_deref(), Some("a\r\n"));
-        assert!(read_reply(&mut reader).unwrap().is_nil());
-        let array = read_reply(&mut reader).unwrap();
+        let mut read = || read_reply(&mut reader, 0);
+        assert_eq!(read().unwrap(), Reply::Status("OK".into()));
+        assert_eq!(read().unwrap(), Reply::Error("ERR no".into()));
+        assert_eq!(read().unwrap().int(), Some(42));
+        assert_eq!(read().unwrap().text().as_deref(), Some("a\r\n"));
+        assert!(read().unwrap().is_nil());
+        let array = read().unwrap();
         assert_eq!(array.items()[0].text().as_deref(), Some("x"));
         assert!(array.items()[1].is_nil());
-        assert!(read_reply(&mut &b""[..]).is_err());
-        assert!(read_reply(&mut &b"$5\r\nab\r\n"[..]).is_err());
+        // Not Redis: errors, never a panic or a huge allocation.
+        let deep = "*1\r\n".repeat(40) + ":1\r\n";
+        for bad in [
+            &b""[..],
+            b"$5\r\nab\r\n",
+            b"\r\n",
+            b"$99999999999\r\n",
+            b"*99999999999\r\n",
+            b"SSH-2.0\r\n",
+            deep.as_bytes(),
+        ] {
+            assert!(read_reply(&mut &bad[..], 0).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
     }
 }

@@ -16,7 +16,7 @@ use crate::credentials::Credentials;
 use crate::engine::{ServerState, Status, UpOutcome};
 
 /// How the admin (or a service's user) logs in.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Login {
     pub host: String,
     pub port: u16,
@@ -24,6 +24,13 @@ pub struct Login {
     pub password: String,
     /// `rediss://`: the TLS configuration that verifies the server.
     pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+}
+
+/// Without the password, which must never reach a log.
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted_url())
+    }
 }
 
 impl Login {
@@ -74,7 +81,10 @@ pub struct Server {
     ca: Option<PathBuf>,
 }
 
+/// How long the probe of a running server may take (a silent program on the port fails fast).
 const QUICK: Duration = Duration::from_millis(500);
+/// How long a reply may take once logged in.
+const WORK: Duration = Duration::from_secs(10);
 
 impl Server {
     /// The server for `engine`, the one PostgreSQL runs on (same rules, same choice).
@@ -93,7 +103,9 @@ impl Server {
             binary: redis.server.clone(),
             dir: config.data_dir.join("redis"),
             data_dir: config.data_dir.clone(),
-            url: redis.url.clone(),
+            // Like `database-url`, only the external engine's: a URL in Cargo.toml does not send a
+            // developer on the docker or native engine to the team's server.
+            url: redis.url.clone().filter(|_| engine == EngineKind::External),
             ca: redis.ca.clone(),
         })
     }
@@ -116,7 +128,10 @@ impl Server {
     /// Logged in as the admin of a server that runs, or `None` (quick: the no-op setup's path).
     pub fn connect_quickly(&self, credentials: &Credentials) -> Option<Connection> {
         let admin = self.admin(credentials).ok()?;
-        (!admin.password.is_empty() || self.url.is_some()).then(|| admin.open(QUICK).ok()).flatten()
+        let mut connection =
+            (!admin.password.is_empty() || self.url.is_some()).then(|| admin.open(QUICK).ok())??;
+        connection.set_timeout(WORK).ok()?;
+        Some(connection)
     }
 
     pub fn up(&self, credentials: &mut Credentials) -> Result<(UpOutcome, Connection)> {
@@ -140,7 +155,7 @@ impl Server {
             EngineKind::Docker => {
                 let running = self.container_state()? == Some(true);
                 if running {
-                    docker(&["stop", "--time", "30", &self.container()])?;
+                    docker(&["stop", "--time", "30", &self.container_name()])?;
                 }
                 Ok(running)
             }
@@ -174,11 +189,11 @@ impl Server {
             }
             EngineKind::Docker => match self.container_state() {
                 Ok(Some(true)) => {
-                    Status::new(ServerState::Running, format!("container {}", self.container()), None)
+                    Status::new(ServerState::Running, format!("container {}", self.container_name()), None)
                 }
                 Ok(Some(false)) => Status::new(
                     ServerState::Stopped,
-                    format!("container {} stopped", self.container()),
+                    format!("container {} stopped", self.container_name()),
                     Some(crate::engine::NEXT_UP),
                 ),
                 Ok(None) => Status::new(ServerState::Absent, "no container", Some(crate::engine::NEXT_SETUP)),
@@ -210,11 +225,10 @@ impl Server {
             EngineKind::External => Ok(()),
             EngineKind::Docker => {
                 if self.container_state()?.is_some() {
-                    docker(&["rm", "--force", &self.container()])?;
+                    docker(&["rm", "--force", &self.container_name()])?;
                 }
-                let volume = self.volume();
-                if docker(&["volume", "inspect", &volume]).is_ok() {
-                    docker(&["volume", "rm", &volume])?;
+                if self.volume_exists()? {
+                    docker(&["volume", "rm", &self.volume()])?;
                 }
                 Ok(())
             }
@@ -236,7 +250,10 @@ impl Server {
         loop {
             let attempt = admin.open(Duration::from_secs(1)).and_then(|mut c| c.call(&["PING"]).map(|_| c));
             match attempt {
-                Ok(connection) => return Ok(connection),
+                Ok(mut connection) => {
+                    connection.set_timeout(WORK)?;
+                    return Ok(connection);
+                }
                 Err(error) if start.elapsed() > Duration::from_secs(20) => {
                     return Err(error.context(format!(
                         "Redis did not accept connections within 20 s{}",
@@ -245,10 +262,13 @@ impl Server {
                 }
                 Err(_) => {}
             }
-            if self.kind != EngineKind::Docker
-                && self.native_pid().is_none()
-                && start.elapsed() > Duration::from_millis(300)
-            {
+            let stopped = match self.kind {
+                EngineKind::Docker => {
+                    start.elapsed() > Duration::from_secs(1) && self.container_state()? != Some(true)
+                }
+                _ => start.elapsed() > Duration::from_millis(300) && self.native_pid().is_none(),
+            };
+            if stopped {
                 bail!("redis-server stopped while starting{}", self.log_tail());
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -257,7 +277,7 @@ impl Server {
 
     fn log_tail(&self) -> String {
         let text = match self.kind {
-            EngineKind::Docker => duct::cmd("docker", ["logs", "--tail", "15", &self.container()])
+            EngineKind::Docker => duct::cmd("docker", ["logs", "--tail", "15", &self.container_name()])
                 .stderr_to_stdout()
                 .unchecked()
                 .read()
@@ -310,7 +330,9 @@ impl Server {
         self.refuse_busy_port()?;
         crate::fsafe::private_dir(&self.data_dir, "the data directory")?;
         crate::fsafe::private_dir(&self.dir, "the Redis data directory")?;
-        let outcome = self.write_files(&self.dir, &native_config(&self.dir, self.port), credentials)?;
+        let holder = self.dir.display().to_string();
+        let outcome =
+            self.write_files(&self.dir, &native_config(&self.dir, self.port), &holder, credentials)?;
         // It forks into the background (daemonize) once its configuration is read.
         let started = duct::cmd(&binary, [self.dir.join("redis.conf")])
             .stdin_null()
@@ -335,7 +357,14 @@ impl Server {
 
     /// Writes the configuration, and the ACL file with the admin when there is none yet (a kept
     /// one holds the users). Returns whether the server is new.
-    fn write_files(&self, dir: &Path, config: &str, credentials: &mut Credentials) -> Result<UpOutcome> {
+    /// `holder`: where the server's data is, for the message when its admin's password is lost.
+    fn write_files(
+        &self,
+        dir: &Path,
+        config: &str,
+        holder: &str,
+        credentials: &mut Credentials,
+    ) -> Result<UpOutcome> {
         let acl_file = dir.join(acl::ACL_FILE);
         let new = !acl_file.exists();
         if new {
@@ -343,9 +372,8 @@ impl Server {
             crate::fsafe::write_atomically(&acl_file, acl::initial_acl_file(&password).as_bytes(), 0o600)?;
         } else if credentials.redis_admin().is_none() {
             bail!(
-                "{} holds a Redis server whose admin password is no longer on file: `cargo xtask teardown` \
-                 removes it and its data, then `cargo xtask setup` makes it anew",
-                dir.display()
+                "{holder} holds a Redis server whose admin password is no longer on file: `cargo xtask teardown` \
+                 removes it and its data, then `cargo xtask setup` makes it anew"
             );
         }
         crate::fsafe::write_atomically(&dir.join("redis.conf"), config.as_bytes(), 0o600)?;
@@ -384,7 +412,7 @@ impl Server {
 
     // The docker engine.
 
-    fn container(&self) -> String {
+    fn container_name(&self) -> String {
         format!("{}-redis", self.project)
     }
 
@@ -392,85 +420,145 @@ impl Server {
         format!("{}-redisdata", self.project)
     }
 
-    /// `Some(running)`, or `None` when there is no container.
+    /// `Some(running)`, or `None` when there is no container. One of another data directory (its
+    /// label) is refused: nothing of it is touched.
     fn container_state(&self) -> Result<Option<bool>> {
-        let output = duct::cmd(
-            "docker",
-            ["container", "inspect", "--format", "{{.State.Running}}", &self.container()],
-        )
-        .stdout_capture()
-        .stderr_capture()
-        .unchecked()
-        .run()
-        .context("run docker (is the Docker CLI installed?)")?;
-        if output.status.success() {
-            return Ok(Some(String::from_utf8_lossy(&output.stdout).trim() == "true"));
+        Ok(self.container()?.map(|c| c.running))
+    }
+
+    fn container(&self) -> Result<Option<Container>> {
+        let format = "{{.State.Running}}\t{{index .Config.Labels \"xtask.data-dir\"}}\t\
+                      {{range .HostConfig.PortBindings}}{{range .}}{{.HostPort}}{{end}}{{end}}";
+        let output =
+            duct::cmd("docker", ["container", "inspect", "--format", format, &self.container_name()])
+                .stdout_capture()
+                .stderr_capture()
+                .unchecked()
+                .run()
+                .context("run docker (is the Docker CLI installed?)")?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            if stderr.contains("No such") {
+                return Ok(None);
+            }
+            bail!("the Docker engine does not answer ({}): start it, then run again", stderr.trim());
         }
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        if stderr.contains("No such") {
-            Ok(None)
-        } else {
-            bail!("the Docker engine does not answer ({}): start it, then run again", stderr.trim())
+        let text = String::from_utf8_lossy(&output.stdout);
+        let mut fields = text.trim_end_matches('\n').split('\t');
+        let (running, data_dir, port) = (fields.next(), fields.next(), fields.next());
+        if data_dir != Some(self.data_dir.to_string_lossy().as_ref()) {
+            bail!(
+                "a container named {} exists that is not this project's Redis (it was not made for {}): it is left \
+                 alone; remove it, or give this project another `project` name",
+                self.container_name(),
+                self.data_dir.display()
+            );
         }
+        Ok(Some(Container { running: running == Some("true"), port: port.and_then(|p| p.parse().ok()) }))
     }
 
     fn docker_up(&self, credentials: &mut Credentials) -> Result<UpOutcome> {
         match self.container_state()? {
             Some(true) => bail!(
-                "the Redis container {} runs but refuses the admin password on file: `cargo xtask teardown` \
-                 removes it and its data, then `cargo xtask setup` makes it anew",
-                self.container()
+                "the Redis container {} runs but does not let its admin in on port {}: if the port changed, \
+                 `cargo xtask db-down` stops it and `cargo xtask setup` starts it on the new one; else \
+                 `cargo xtask teardown` removes it and its data",
+                self.container_name(),
+                self.port
             ),
-            Some(false) => {
+            // Published on another port (it changed since): made again, on the kept volume.
+            Some(false) if self.container()?.and_then(|c| c.port) != Some(self.port) => {
+                docker(&["rm", &self.container_name()])?;
                 self.refuse_busy_port()?;
-                docker(&["start", &self.container()])?;
-                return Ok(UpOutcome::Started);
+                self.docker_create()?;
             }
-            None => {}
+            Some(false) => self.refuse_busy_port()?,
+            None => {
+                self.refuse_busy_port()?;
+                self.docker_create()?;
+            }
         }
-        self.refuse_busy_port()?;
+        let outcome = self.docker_supply_files(credentials)?;
+        docker(&["start", &self.container_name()])?;
+        Ok(outcome)
+    }
+
+    fn docker_create(&self) -> Result<()> {
         let volume = self.volume();
-        let volume_is_new = docker(&["volume", "inspect", &volume]).is_err();
         let labels = [
             format!("xtask.project={}", self.project),
             format!("xtask.data-dir={}", self.data_dir.display()),
         ];
-        if volume_is_new {
+        if !self.volume_exists()? {
             docker(&["volume", "create", "--label", &labels[0], "--label", &labels[1], &volume])?;
-        } else if credentials.redis_admin().is_none() {
-            bail!(
-                "the volume {volume} holds a Redis server whose admin password is no longer on file: \
-                 `docker volume rm {volume}` (its data goes), then `cargo xtask setup`"
-            );
         }
         let publish = format!("127.0.0.1:{}:6379", self.port);
         let mount = format!("{volume}:/data");
-        docker(&[
-            "create", "--name", &self.container(), "--label", &labels[0], "--label", &labels[1], "--publish", &publish,
-            "--volume", &mount, &self.image, "redis-server", "/data/redis.conf",
-        ])
-        .map_err(|error| {
+        let container = self.container_name();
+        let args = [
+            "create",
+            "--name",
+            &container,
+            "--label",
+            &labels[0],
+            "--label",
+            &labels[1],
+            "--publish",
+            &publish,
+            "--volume",
+            &mount,
+            &self.image,
+            "redis-server",
+            "/data/redis.conf",
+        ];
+        docker(&args).map(drop).map_err(|error| {
             error.context(format!(
-                "create the Redis container from image {} (set another with `image` in [workspace.metadata.xtask.redis] \
-                 or XTASK_REDIS_IMAGE)",
+                "create the Redis container from image {} (set another with `image` in \
+                 [workspace.metadata.xtask.redis] or XTASK_REDIS_IMAGE)",
                 self.image
             ))
-        })?;
-        let staging = crate::os::TempDir::new("redis-files")?;
-        if volume_is_new {
-            self.write_files(staging.path(), DOCKER_CONFIG, credentials)?;
-        } else {
-            crate::fsafe::write_atomically(
-                &staging.path().join("redis.conf"),
-                DOCKER_CONFIG.as_bytes(),
-                0o600,
-            )?;
-        }
-        let source = format!("{}/.", staging.path().display());
-        docker(&["cp", &source, &format!("{}:/data/", self.container())])?;
-        docker(&["start", &self.container()])?;
-        Ok(if volume_is_new { UpOutcome::Created } else { UpOutcome::Started })
+        })
     }
+
+    /// Before every start (a run killed after `docker create` left the volume without them): the
+    /// configuration, and the ACL file with the admin when the volume has none (a new server).
+    fn docker_supply_files(&self, credentials: &mut Credentials) -> Result<UpOutcome> {
+        let staging = crate::os::TempDir::new("redis-files")?;
+        let container = self.container_name();
+        let kept = staging.path().join(acl::ACL_FILE);
+        // Copied out and back unchanged when the volume has one: the users it holds are kept.
+        let _ = docker(&["cp", &format!("{container}:/data/{}", acl::ACL_FILE), &kept.display().to_string()]);
+        let holder = format!("the volume {}", self.volume());
+        let outcome = self.write_files(staging.path(), DOCKER_CONFIG, &holder, credentials)?;
+        docker(&["cp", &format!("{}/.", staging.path().display()), &format!("{container}:/data/")])?;
+        Ok(outcome)
+    }
+}
+
+impl Server {
+    /// Whether the volume exists; one made for another data directory (its label) is refused.
+    fn volume_exists(&self) -> Result<bool> {
+        let format = "{{index .Labels \"xtask.data-dir\"}}";
+        let Ok(label) = docker(&["volume", "inspect", "--format", format, &self.volume()]) else {
+            return Ok(false);
+        };
+        if label.trim() != self.data_dir.to_string_lossy() {
+            bail!(
+                "a Docker volume named {} exists that is not this project's Redis data (it was not made for {}): \
+                 it is left alone; remove it, or give this project another `project` name",
+                self.volume(),
+                self.data_dir.display()
+            );
+        }
+        Ok(true)
+    }
+}
+
+/// What `docker container inspect` says of the Redis container.
+struct Container {
+    running: bool,
+    /// The host port it is published on.
+    port: Option<u16>,
 }
 
 fn docker(args: &[&str]) -> Result<String> {
@@ -491,19 +579,25 @@ fn docker(args: &[&str]) -> Result<String> {
 }
 
 fn native_config(dir: &Path, port: u16) -> String {
-    let dir = dir.display();
+    // Quoted: a data directory may hold spaces.
+    let path = |name: &str| {
+        let path = if name.is_empty() { dir.to_path_buf() } else { dir.join(name) };
+        format!("\"{}\"", path.display().to_string().replace('\\', "\\\\").replace('"', "\\\""))
+    };
     format!(
         "# Written by cargo xtask at every start: edits are lost.\n\
-         bind 127.0.0.1\nport {port}\nprotected-mode yes\ndaemonize yes\n\
-         pidfile {dir}/redis.pid\nlogfile {dir}/redis.log\ndir {dir}\n\
-         aclfile {dir}/{acl}\nappendonly yes\n",
-        acl = acl::ACL_FILE
+         bind 127.0.0.1\nport {port}\nprotected-mode yes\ndaemonize yes\ndatabases 1\n\
+         pidfile {}\nlogfile {}\ndir {}\naclfile {}\nappendonly yes\n",
+        path("redis.pid"),
+        path("redis.log"),
+        path(""),
+        path(acl::ACL_FILE),
     )
 }
 
 /// Inside the container it listens on every interface; only 127.0.0.1 of the host is published.
 const DOCKER_CONFIG: &str = "# Written by cargo xtask.\nbind * -::*\nport 6379\nprotected-mode no\n\
-                             dir /data\naclfile /data/users.acl\nappendonly yes\n";
+                             databases 1\ndir /data\naclfile /data/users.acl\nappendonly yes\n";
 
 /// `redis[s]://[user[:password]@]host[:port][/0]`; a URL without a user logs in as `default`.
 /// `rediss://` verifies the server's certificate against `ca`, else the system's roots.

@@ -351,7 +351,7 @@ pub fn prune(ctx: &Ctx, dry_run: bool, force: bool, all_developers: bool) -> Res
         let gone = |branch: &str| {
             !ctx.config.default_branches.iter().any(|b| b == branch) && git.found_in(branch).is_empty()
         };
-        for said in redis.prune(&gone, dry_run)? {
+        for said in redis.prune(&gone, dry_run, all_developers)? {
             eprintln!("prune: {said}");
         }
     }

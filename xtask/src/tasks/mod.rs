@@ -460,6 +460,8 @@ pub fn teardown(ctx: &Ctx, force: bool, all_developers: bool) -> Result<()> {
         return Ok(());
     }
     refuse_remote_without_force(engine.as_ref(), force, "teardown")?;
+    // Before anything is dropped: a Redis that cannot be configured stops the teardown here.
+    let redis = crate::redis::of(ctx, engine.kind())?;
     let mut admin = connect_running(engine.as_ref(), "teardown")?;
     let me = ctx.developer.as_ref().map(|d| d.id.as_str());
     let (ours, others): (Vec<_>, Vec<_>) = admin
@@ -490,7 +492,7 @@ pub fn teardown(ctx: &Ctx, force: bool, all_developers: bool) -> Result<()> {
         credentials.forget(role)?;
         eprintln!("teardown: dropped role {role}");
     }
-    if let Some(redis) = crate::redis::of(ctx, engine.kind())? {
+    if let Some(redis) = redis {
         eprintln!("teardown: {}", redis.teardown()?);
     }
     eprintln!(
@@ -624,10 +626,7 @@ pub fn db_status(ctx: &Ctx, json: bool) -> Result<()> {
             .map(|db| database_report(ctx, db, on_server.as_deref(), endpoint))
             .collect::<Result<_>>()?,
         stale_env_file: stale_env_file(ctx),
-        redis: match crate::redis::of(ctx, engine.kind())? {
-            Some(redis) => Some(redis.status()?),
-            None => None,
-        },
+        redis: crate::redis::report(ctx, engine.kind()),
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);

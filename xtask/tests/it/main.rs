@@ -93,5 +93,6 @@ on_both_engines! {
     sqlx_rollback_part_way => crate::sqlx_compat::rollback_that_stops_part_way_says_what_stayed,
     redis_isolation_and_life_cycle => crate::redis::isolation_and_life_cycle,
     redis_kill_during_setup => crate::redis::kill_during_setup,
+    redis_kill_at_any_moment => crate::redis::kill_at_any_moment,
     redis_busy_port => crate::redis::busy_port,
 }

@@ -122,9 +122,17 @@ pub fn isolation_and_life_cycle(engine: &str) {
         &["CLIENT", "KILL", "USER", "xtask"],
         &["SWAPDB", "0", "1"],
         &["MIGRATE", "127.0.0.1", "1", &alpha_key, "0", "1"],
+        // SORT is refused whole: its BY and GET patterns read keys it does not name.
         &["SORT", &format!("{beta_prefix}own"), "BY", &format!("{feature_prefix}*")],
+        // Another database, where no prefix guards and wipe never looks.
+        &["COPY", &format!("{beta_prefix}own"), &format!("{beta_prefix}copy"), "DB", "1"],
+        // Client-side caching's broadcast mode would report every key changed on the server.
+        &["CLIENT", "TRACKING", "ON", "BCAST"],
     ] {
         refused(&mut beta, words);
+    }
+    for words in [&["PSUBSCRIBE", "*"][..], &["SUBSCRIBE", "__keyspace@0__:*"], &["SSUBSCRIBE", &alpha_key]] {
+        refused(&mut connect(&beta_url), words);
     }
     assert_eq!(get(&mut feature, &alpha_key).as_deref(), Some("feature"));
 
@@ -169,12 +177,21 @@ pub fn isolation_and_life_cycle(engine: &str) {
     assert_eq!(service_login(&p, "alpha"), (main_alpha.clone(), main_alpha_prefix.clone()));
     p.git(&["branch", "-q", "-D", "feature/x"]);
     let (_, err) = p.ok_err(&["prune"]);
-    contains(&err, "removed Redis user(s)");
+    contains(&err, "removed 2 Redis user(s)");
     login_fails(&feature_alpha);
     assert_eq!(get(&mut alpha, &main_key).as_deref(), Some("main"));
 
+    // Another port after db-down: the same server and data there.
+    p.ok(&["db-down"]);
+    let mut p = p;
+    p.set("XTASK_REDIS_PORT", &free_port().to_string());
+    p.ok(&["setup"]);
+    let moved = service_login(&p, "alpha").0;
+    assert_ne!(moved, main_alpha);
+    assert_eq!(get(&mut connect(&moved), &main_key).as_deref(), Some("main"));
+
     p.ok(&["teardown"]);
-    login_fails(&main_alpha);
+    login_fails(&moved);
     match engine {
         "docker" => {
             let out =
@@ -250,6 +267,61 @@ fn sha256_hex(text: &str) -> String {
     sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// SIGKILL at staggered moments of setup's Redis part (twelve services' users being made), each on
+/// a branch whose databases exist already: whatever the moment, no user is without its record or
+/// its password on file, none has rules other than a service's, and the next setup completes it.
+pub fn kill_at_any_moment(engine: &str) {
+    let p = Project::new(engine);
+    let root = std::fs::read_to_string(p.path().join("Cargo.toml")).unwrap();
+    p.write("Cargo.toml", &root.replace("members = []", "members = [\"services/*\"]"));
+    for n in 0..12 {
+        p.write(
+            &format!("services/s{n}/Cargo.toml"),
+            &format!(
+                "[package]\nname = \"s{n}\"\nversion = \"0.1.0\"\n\n[package.metadata.xtask]\nredis = true\n"
+            ),
+        );
+    }
+    p.ok(&["setup"]);
+    let mut admin = connect(&admin_url(&p));
+    // How long the Redis part takes, to spread the kills over it.
+    let branch = |n: usize| format!("k{n}");
+    let mut without = p.command(&["setup", "--branch", &branch(0)]);
+    assert!(without.env("XTASK_REDIS", "0").status().unwrap().success());
+    let start = Instant::now();
+    p.ok(&["setup", "--branch", &branch(0)]);
+    let whole = start.elapsed();
+    for n in 1..=16 {
+        let mut without = p.command(&["setup", "--branch", &branch(n)]);
+        assert!(without.env("XTASK_REDIS", "0").status().unwrap().success());
+        let mut child = p.command(&["setup", "--branch", &branch(n)]).stderr(Stdio::null()).spawn().unwrap();
+        std::thread::sleep(whole * n as u32 / 16);
+        let _ = child.kill();
+        child.wait().unwrap();
+        assert_every_user_whole(&p, &mut admin);
+        p.ok(&["setup", "--branch", &branch(n)]);
+    }
+    assert_every_user_whole(&p, &mut admin);
+}
+
+fn assert_every_user_whole(p: &Project, admin: &mut redis::Connection) {
+    let credentials: toml::Value =
+        toml::from_str(&std::fs::read_to_string(p.data_dir().join(".xtask-credentials.toml")).unwrap())
+            .unwrap();
+    let registry: std::collections::HashMap<String, String> =
+        redis::cmd("HGETALL").arg(format!("XTASK:{}:users", p.name)).query(admin).unwrap();
+    let lines: Vec<String> = redis::cmd("ACL").arg("LIST").query(admin).unwrap();
+    for line in lines.iter().filter(|l| l.starts_with(&format!("user {}", p.name))) {
+        let user = line.split(' ').nth(1).unwrap();
+        assert!(registry.contains_key(user), "{user} has no record: {line}");
+        let password = credentials["redis_users"].get(user).and_then(|v| v.as_str());
+        let password = password.unwrap_or_else(|| panic!("{user}'s password is not on file"));
+        assert!(line.contains(&format!("#{}", sha256_hex(password))), "{line}");
+        assert!(line.contains(&format!(" ~{user}:* ")) && line.contains(&format!(" &{user}:* ")), "{line}");
+        assert!(line.contains(" -@all ") && line.contains("-flushall") && line.contains("-keys"), "{line}");
+    }
+}
+
 pub fn busy_port(engine: &str) {
     let mut p = redis_project(engine);
     let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
@@ -263,6 +335,16 @@ pub fn busy_port(engine: &str) {
     contains(&err, "XTASK_REDIS_PORT");
     drop(listener);
     p.ok(&["setup"]);
+}
+
+/// A project called `xtask` asking for Redis without services would name its user after the
+/// server's admin: refused before anything is made.
+#[test]
+fn a_user_named_like_the_admin_is_refused() {
+    let mut p = Project::new("native");
+    p.set("XTASK_PROJECT", "xtask");
+    p.set("XTASK_REDIS", "1");
+    contains(&p.fails(&["setup"]), "would be named xtask, which is the server's admin");
 }
 
 #[test]
@@ -414,6 +496,15 @@ fn external_server_gets_the_same_users_and_keeps_what_is_not_ours() {
     p.set("XTASK_REDIS_URL", &redis.admin_url());
     let mut admin = connect(&redis.admin_url());
     run(&mut admin, &["SET", "someone:else", "kept"]).unwrap();
+    // A user of the same name that this project did not make is neither taken over nor wiped.
+    let taken = format!("{}_alpha", p.name);
+    run(&mut admin, &["ACL", "SETUSER", &taken, "on", ">theirs", "~theirs:*", "+get"]).unwrap();
+    let err = p.fails(&["setup"]);
+    contains(&err, &format!("has a user {taken} that this project did not make"));
+    contains(&p.ok_err(&["wipe"]).1, "has no Redis users");
+    let theirs = format!("redis://{taken}:theirs@127.0.0.1:{}", redis.port);
+    run(&mut connect(&theirs), &["GET", "theirs:x"]).unwrap();
+    run(&mut admin, &["ACL", "DELUSER", &taken]).unwrap();
     p.ok(&["setup"]);
     let (alpha_url, alpha_prefix) = service_login(&p, "alpha");
     let mut alpha = connect(&alpha_url);
