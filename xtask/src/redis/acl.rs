@@ -245,6 +245,26 @@ pub fn usage(connection: &mut Connection, prefix: &str) -> Result<(u64, u64)> {
     Ok((keys, bytes))
 }
 
+/// The keys and memory of every user of the project, by user (a key's user is what comes before
+/// its first `:`), in one pass.
+pub fn usage_by_user(
+    connection: &mut Connection,
+    project: &str,
+) -> Result<std::collections::HashMap<String, (u64, u64)>> {
+    let mut by_user: std::collections::HashMap<String, (u64, u64)> = Default::default();
+    scan(connection, project, |connection, batch| {
+        let commands: Vec<Command> = batch.iter().map(|k| command(&["MEMORY", "USAGE", k])).collect();
+        for (key, reply) in batch.iter().zip(connection.pipeline(&commands)?) {
+            let Some((user, _)) = key.split_once(':') else { continue };
+            let entry = by_user.entry(user.to_owned()).or_default();
+            entry.0 += 1;
+            entry.1 += reply.int().unwrap_or(0).max(0) as u64;
+        }
+        Ok(())
+    })?;
+    Ok(by_user)
+}
+
 /// Calls `each` with every batch of keys under `prefix` (as the admin: SCAN MATCH).
 fn scan(
     connection: &mut Connection,

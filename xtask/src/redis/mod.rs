@@ -312,8 +312,10 @@ impl Redis<'_> {
     pub fn branches(&self) -> Result<Vec<BranchUsage>> {
         let mut connection = self.connect("branches")?;
         let mut by_branch: std::collections::BTreeMap<String, BranchUsage> = Default::default();
+        // One pass over the project's keys (every prefix starts with its name), not one per user.
+        let usage = acl::usage_by_user(&mut connection, &self.ctx.config.project)?;
         for (user, record) in acl::recorded(&mut connection, &self.ctx.config.project)? {
-            let (keys, bytes) = acl::usage(&mut connection, &format!("{user}:"))?;
+            let (keys, bytes) = usage.get(&user).copied().unwrap_or_default();
             let entry = by_branch.entry(record.branch.clone()).or_insert_with(|| BranchUsage {
                 branch: record.branch.clone(),
                 users: Vec::new(),

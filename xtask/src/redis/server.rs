@@ -401,10 +401,12 @@ impl Server {
         let major =
             version.split("v=").nth(1).and_then(|v| v.split('.').next()).and_then(|m| m.parse::<u32>().ok());
         match major {
-            Some(major) if major >= 6 => Ok(binary),
+            Some(major) if major >= acl::MIN_MAJOR => Ok(binary),
             _ => bail!(
-                "{} is not Redis 6 or newer ({}), which per-service ACL users need: install a newer redis-server",
+                "{} is not Redis {} or newer ({}), which per-service users confined to their keys need: install \
+                 a newer redis-server",
                 binary.display(),
+                acl::MIN_MAJOR,
                 version.trim()
             ),
         }
