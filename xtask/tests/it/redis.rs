@@ -337,6 +337,50 @@ pub fn busy_port(engine: &str) {
     p.ok(&["setup"]);
 }
 
+/// Another local user reads nothing of the native server's files and gets nothing from the server
+/// without a password; no password is on the server's command line.
+#[test]
+fn another_local_user_gets_nothing_of_the_native_server() {
+    let attacker = crate::security_local::LocalUser::new();
+    let p = redis_project("native");
+    p.ok(&["setup"]);
+    let dir = p.data_dir().join("redis");
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.push(dir.join("appendonlydir"));
+    for file in &files {
+        let read = attacker.command("/bin/ls").arg("-l").arg(file).output().unwrap();
+        assert!(!read.status.success(), "another user could look at {}", file.display());
+    }
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&dir).unwrap().permissions());
+    assert_eq!(mode & 0o077, 0, "{} is open to others", dir.display());
+    let port = &p.env.iter().find(|(k, _)| k == "XTASK_REDIS_PORT").unwrap().1;
+    for words in [&["PING"][..], &["AUTH", "default", ""], &["AUTH", "xtask", "xtask"]] {
+        let out = attacker.command("/usr/bin/redis-cli").args(["-p", port]).args(words).output().unwrap();
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(!said.contains("PONG") && !said.contains("OK"), "{words:?} let another user in: {said}");
+    }
+    let pid: i32 = std::fs::read_to_string(dir.join("redis.pid")).unwrap().trim().parse().unwrap();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let credentials = std::fs::read_to_string(p.data_dir().join(".xtask-credentials.toml")).unwrap();
+    let file: toml::Value = toml::from_str(&credentials).unwrap();
+    let mut secrets = vec![file["redis_admin"].as_str().unwrap().to_owned()];
+    secrets.extend(file["redis_users"].as_table().unwrap().values().map(|v| v.as_str().unwrap().to_owned()));
+    for secret in &secrets {
+        assert!(
+            !String::from_utf8_lossy(&cmdline).contains(secret.as_str()),
+            "a password on redis-server's command line"
+        );
+        for file in files.iter().filter(|f| f.is_file()) {
+            let text = String::from_utf8_lossy(&std::fs::read(file).unwrap()).into_owned();
+            assert!(
+                !text.contains(secret.as_str()),
+                "a password in {} (only its hash belongs there)",
+                file.display()
+            );
+        }
+    }
+}
+
 /// A project called `xtask` asking for Redis without services would name its user after the
 /// server's admin: refused before anything is made.
 #[test]
@@ -552,4 +596,43 @@ fn external_server_over_tls_is_verified() {
     contains(&p.ok_err(&["setup"]).1, "nothing to do");
     p.ok(&["teardown"]);
     contains(&redis.cli(&alpha_url, &["PING"]), "WRONGPASS");
+}
+
+/// SIGKILL of wipe after it removed the user, while it deletes its keys: the record is left, so
+/// the next wipe finds the branch again and finishes (no key left behind, no record without user).
+#[test]
+fn wipe_killed_while_deleting_keys_is_finished_by_the_next() {
+    let p = redis_project("native");
+    p.ok(&["setup"]);
+    let (url, prefix) = service_login(&p, "alpha");
+    let mut alpha = connect(&url);
+    let mut fill = redis::pipe();
+    for n in 0..200_000 {
+        fill.cmd("SET").arg(format!("{prefix}k{n}")).arg(n).ignore();
+    }
+    let () = fill.query(&mut alpha).unwrap();
+    let mut admin = connect(&admin_url(&p));
+    let user = format!("{}_alpha", p.name);
+    let registry = format!("XTASK:{}:users", p.name);
+    let mut child = p.command(&["wipe"]).stderr(Stdio::null()).spawn().unwrap();
+    let start = Instant::now();
+    loop {
+        let gone: redis::Value = redis::cmd("ACL").arg("GETUSER").arg(&user).query(&mut admin).unwrap();
+        if gone == redis::Value::Nil {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "wipe never removed the user");
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let left = redis::cmd("KEYS").arg(format!("{prefix}*")).query::<Vec<String>>(&mut admin).unwrap().len();
+    let recorded: bool = redis::cmd("HEXISTS").arg(&registry).arg(&user).query(&mut admin).unwrap();
+    assert!(recorded, "the record outlives a wipe killed before the end ({left} keys left)");
+    let (_, err) = p.ok_err(&["wipe"]);
+    contains(&err, &format!("removed 0 Redis user(s) ({user}, {}_beta)", p.name));
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query(&mut admin).unwrap();
+    assert!(keys.is_empty(), "{} keys left", keys.len());
+    let recorded: bool = redis::cmd("HEXISTS").arg(&registry).arg(&user).query(&mut admin).unwrap();
+    assert!(!recorded);
+    assert!(left > 0, "the kill came after every key was gone: the test did not test the interruption");
 }

@@ -21,7 +21,7 @@ fn require_root() {
 
 /// A local user made for one test (`useradd`), removed with its home when dropped, even when the
 /// test fails.
-struct LocalUser {
+pub struct LocalUser {
     name: String,
     uid: u32,
     gid: u32,
@@ -30,7 +30,7 @@ struct LocalUser {
 static USERS: AtomicU32 = AtomicU32::new(0);
 
 impl LocalUser {
-    fn new() -> LocalUser {
+    pub fn new() -> LocalUser {
         require_root();
         let name = format!("xtatk{}x{}", std::process::id(), USERS.fetch_add(1, Ordering::SeqCst));
         let out =
@@ -40,7 +40,7 @@ impl LocalUser {
     }
 
     /// A command run as this user, from `/`.
-    fn command(&self, program: &str) -> Command {
+    pub fn command(&self, program: &str) -> Command {
         as_user(program, self.uid, self.gid)
     }
 }
