@@ -431,13 +431,7 @@ impl Server {
     fn container(&self) -> Result<Option<Container>> {
         let format = "{{.State.Running}}\t{{index .Config.Labels \"xtask.data-dir\"}}\t\
                       {{range .HostConfig.PortBindings}}{{range .}}{{.HostPort}}{{end}}{{end}}";
-        let output =
-            duct::cmd("docker", ["container", "inspect", "--format", format, &self.container_name()])
-                .stdout_capture()
-                .stderr_capture()
-                .unchecked()
-                .run()
-                .context("run docker (is the Docker CLI installed?)")?;
+        let output = docker_output(&["container", "inspect", "--format", format, &self.container_name()])?;
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
             if stderr.contains("No such") {
@@ -563,13 +557,14 @@ struct Container {
     port: Option<u16>,
 }
 
+fn docker_output(args: &[&str]) -> Result<std::process::Output> {
+    let command = duct::cmd("docker", args).stdout_capture().stderr_capture().unchecked();
+    command.run().context("run docker (is the Docker CLI installed?)")
+}
+
+/// Its stdout; a failure is an error with docker's own words.
 fn docker(args: &[&str]) -> Result<String> {
-    let output = duct::cmd("docker", args)
-        .stdout_capture()
-        .stderr_capture()
-        .unchecked()
-        .run()
-        .context("run docker (is the Docker CLI installed?)")?;
+    let output = docker_output(args)?;
     if !output.status.success() {
         bail!(
             "docker {} failed: {}",
