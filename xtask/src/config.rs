@@ -7,7 +7,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::naming;
-use crate::services::{self, DatabaseSpec, Declaration, Declared};
+use crate::services::{self, DatabaseSpec, Declaration, Declared, line_column};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -379,13 +379,6 @@ fn validate_file(file: &FileConfig, text: &str) -> Result<()> {
         }
     }
     Ok(())
-}
-
-pub(crate) fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
 }
 
 fn check_project(name: &str) -> Result<(), String> {

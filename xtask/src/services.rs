@@ -220,8 +220,16 @@ fn check_role(role: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The line and column (from 1) of a byte offset in a manifest, for messages.
+pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
 fn at(item: &Declared<'_>, span: std::ops::Range<usize>, key: &str) -> String {
-    let (line, column) = crate::config::line_column(item.text, span.start);
+    let (line, column) = line_column(item.text, span.start);
     format!("{}, line {line}, column {column}: `{key}`", item.file.display())
 }
 
@@ -344,7 +352,7 @@ fn redis_service(
     text: &str,
     span: std::ops::Range<usize>,
 ) -> Result<RedisService> {
-    let (line, column) = crate::config::line_column(text, span.start);
+    let (line, column) = line_column(text, span.start);
     let at = format!("{}, line {line}, column {column}: `redis`", manifest.display());
     if !is_valid_logical(&name) {
         bail!(

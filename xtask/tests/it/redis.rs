@@ -181,6 +181,22 @@ pub fn isolation_and_life_cycle(engine: &str) {
     login_fails(&feature_alpha);
     assert_eq!(get(&mut alpha, &main_key).as_deref(), Some("main"));
 
+    if engine == "docker" {
+        // No password in what docker keeps of the container (its command, environment, labels).
+        let inspect =
+            Command::new("docker").args(["inspect", &format!("{}-redis", p.name)]).output().unwrap();
+        let inspect = String::from_utf8_lossy(&inspect.stdout).into_owned();
+        let credentials = std::fs::read_to_string(p.data_dir().join(".xtask-credentials.toml")).unwrap();
+        let file: toml::Value = toml::from_str(&credentials).unwrap();
+        let mut secrets = vec![file["redis_admin"].as_str().unwrap().to_owned()];
+        secrets
+            .extend(file["redis_users"].as_table().unwrap().values().map(|v| v.as_str().unwrap().to_owned()));
+        for secret in secrets {
+            assert!(!inspect.contains(&secret), "a password in `docker inspect`");
+        }
+        contains(&inspect, "\"/data/redis.conf\"");
+    }
+
     // Another port after db-down: the same server and data there.
     p.ok(&["db-down"]);
     let mut p = p;
