@@ -5,6 +5,7 @@ mod acl;
 mod resp;
 mod server;
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -24,14 +25,32 @@ use server::{Login, Server};
 
 pub struct Redis<'a> {
     ctx: &'a Ctx,
-    config: &'a RedisConfig,
+    config: Cow<'a, RedisConfig>,
     server: Server,
 }
 
 /// The project's Redis, when it uses one; `engine`: the one PostgreSQL runs on.
 pub fn of(ctx: &Ctx, engine: EngineKind) -> Result<Option<Redis<'_>>> {
     let Some(config) = &ctx.config.redis else { return Ok(None) };
-    Ok(Some(Redis { ctx, config, server: Server::new(&ctx.config, config, engine)? }))
+    Ok(Some(Redis { ctx, config: Cow::Borrowed(config), server: Server::new(&ctx.config, config, engine)? }))
+}
+
+/// For teardown: the project's Redis, or one this tool made for it before Cargo.toml stopped
+/// asking for it (its server would outlive the data directory otherwise).
+pub fn of_or_left_over(ctx: &Ctx, engine: EngineKind) -> Result<Option<Redis<'_>>> {
+    if ctx.config.redis.is_some() || engine == EngineKind::External {
+        return of(ctx, engine);
+    }
+    let config = RedisConfig {
+        port: crate::config::DEFAULT_REDIS_PORT,
+        image: crate::config::DEFAULT_REDIS_IMAGE.into(),
+        url: None,
+        server: None,
+        ca: None,
+        services: Vec::new(),
+    };
+    let server = Server::new(&ctx.config, &config, engine)?;
+    Ok(server.exists()?.then_some(Redis { ctx, config: Cow::Owned(config), server }))
 }
 
 /// What db-status shows of Redis; a Redis that cannot be asked (or configured) is reported, not

@@ -219,6 +219,15 @@ impl Server {
         }
     }
 
+    /// Whether this tool made a server here (native: its folder; docker: its container or volume).
+    pub fn exists(&self) -> Result<bool> {
+        match self.kind {
+            EngineKind::External => Ok(false),
+            EngineKind::Docker => Ok(self.container_state()?.is_some() || self.volume_exists()?),
+            _ => Ok(self.dir.exists()),
+        }
+    }
+
     /// Removes the server and its data (native and docker).
     pub fn destroy(&self) -> Result<()> {
         match self.kind {

@@ -446,7 +446,7 @@ pub fn teardown(ctx: &Ctx, force: bool, all_developers: bool) -> Result<()> {
     if engine.kind() != EngineKind::External {
         // The passwords go only once the server is gone (a failed removal must leave the admin
         // password of what is left), and with them the data directory when nothing else is in it.
-        if let Some(redis) = crate::redis::of(ctx, engine.kind())? {
+        if let Some(redis) = crate::redis::of_or_left_over(ctx, engine.kind())? {
             eprintln!("teardown: {}", redis.teardown()?);
         }
         engine.destroy().context("remove the server")?;
@@ -805,7 +805,12 @@ fn state_name(state: ServerState) -> &'static str {
 
 fn human_size(bytes: i64) -> String {
     let mb = bytes as f64 / (1024.0 * 1024.0);
-    if mb >= 1.0 { format!("{mb:.1} MiB") } else { format!("{:.0} KiB", bytes as f64 / 1024.0) }
+    match bytes {
+        _ if mb >= 1.0 => format!("{mb:.1} MiB"),
+        // A few Redis keys: "0 KiB" would read as nothing.
+        ..1024 => format!("{bytes} B"),
+        _ => format!("{:.0} KiB", bytes as f64 / 1024.0),
+    }
 }
 
 fn refuse_remote_without_force(engine: &dyn Engine, force: bool, task: &str) -> Result<()> {

@@ -652,3 +652,18 @@ fn wipe_killed_while_deleting_keys_is_finished_by_the_next() {
     assert!(!recorded);
     assert!(left > 0, "the kill came after every key was gone: the test did not test the interruption");
 }
+
+/// A Redis server this tool made goes with teardown even once Cargo.toml stopped asking for it:
+/// it would otherwise outlive its data directory.
+#[test]
+fn teardown_removes_a_redis_server_no_longer_configured() {
+    let mut p = redis_project("native");
+    p.ok(&["setup"]);
+    let dir = p.data_dir().join("redis");
+    let pid: i32 = std::fs::read_to_string(dir.join("redis.pid")).unwrap().trim().parse().unwrap();
+    p.set("XTASK_REDIS", "0");
+    let (_, err) = p.ok_err(&["teardown"]);
+    contains(&err, "removed the native Redis server and its data");
+    assert!(!alive(pid), "redis-server {pid} outlived teardown");
+    assert!(!dir.exists());
+}
