@@ -106,6 +106,8 @@ pub fn is_current(user: &User, password: &str, getuser: &Reply, record: &Reply) 
         && text(field("keys")) == format!("~{pattern}")
         && text(field("channels")) == format!("&{pattern}")
         && same_rules(&text(field("commands")), &record.commands)
+        // A selector added by hand (`(~* +@all)`) widens a user without touching the rest.
+        && field("selectors").is_some_and(|s| s.items().is_empty())
         && record.rules == rules_hash()
         && record.branch == user.branch
         && !record.commands.is_empty()
@@ -142,8 +144,14 @@ fn same_rules(a: &str, b: &str) -> bool {
     words(a) == words(b)
 }
 
-/// Makes (or remakes) the user, atomically with its record.
-pub fn make(connection: &mut Connection, project: &str, user: &User, password: &str) -> Result<()> {
+/// Makes (or remakes, `existed`) the user, atomically with its record.
+pub fn make(
+    connection: &mut Connection,
+    project: &str,
+    user: &User,
+    password: &str,
+    existed: bool,
+) -> Result<()> {
     if !user.prefix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_:".contains(&b)) {
         bail!("internal: the Redis prefix {:?} would need escaping in a pattern", user.prefix);
     }
@@ -178,7 +186,11 @@ pub fn make(connection: &mut Connection, project: &str, user: &User, password: &
     if let Some(message) =
         refused.or_else(|| replies[3].is_nil().then(|| "the transaction was aborted".into()))
     {
-        let _ = connection.call(&["HDEL", &registry, &user.name]);
+        // A user that stays as it was keeps its record (marked not current: its `commands` are
+        // empty), so the next setup remakes it and wipe still finds it; a new one has none.
+        if !existed {
+            let _ = connection.call(&["HDEL", &registry, &user.name]);
+        }
         bail!("make the Redis user {}: {message}", user.name);
     }
     record.commands = field(&replies[4], "commands").and_then(Reply::text).unwrap_or_default();

@@ -20,7 +20,7 @@ use crate::services::RedisService;
 use crate::workspace::Ctx;
 
 use acl::User;
-use resp::Connection;
+use resp::{Connection, Reply};
 use server::{Login, Server};
 
 pub struct Redis<'a> {
@@ -124,14 +124,13 @@ impl Redis<'_> {
         credentials.redis_password_or_new(user)
     }
 
-    pub fn setup(&self) -> Result<Setup> {
-        self.provide()?;
-        let mut credentials = self.credentials()?;
+    /// Refuses, before anything is made, a service user that would be named like the admin.
+    pub fn check_names(&self) -> Result<()> {
+        let admin_user = self.server.admin(&self.credentials()?)?.user;
         let users = self.users();
-        let admin_user = self.server.admin(&credentials)?.user;
-        if let Some((_, user)) =
-            users.iter().find(|(_, u)| RESERVED_USERS.contains(&u.name.as_str()) || u.name == admin_user)
-        {
+        let clash =
+            users.iter().find(|(_, u)| RESERVED_USERS.contains(&u.name.as_str()) || u.name == admin_user);
+        if let Some((_, user)) = clash {
             bail!(
                 "the Redis user of service `{}` would be named {}, which is the server's admin: choose another \
                  `project` name (or declare the service in a crate of its own)",
@@ -139,6 +138,14 @@ impl Redis<'_> {
                 user.name
             );
         }
+        Ok(())
+    }
+
+    pub fn setup(&self) -> Result<Setup> {
+        self.provide()?;
+        self.check_names()?;
+        let mut credentials = self.credentials()?;
+        let users = self.users();
         let mut changes = Vec::new();
         let (outcome, mut connection) = self.server.up(&mut credentials).context("start the Redis server")?;
         if outcome != UpOutcome::AlreadyRunning {
@@ -153,6 +160,9 @@ impl Redis<'_> {
         let replies = connection.pipeline(&acl::survey_commands(&self.ctx.config.project, &just_users))?;
         let mut made = false;
         for (((_, user), password), pair) in users.iter().zip(&passwords).zip(replies.chunks_exact(2)) {
+            if let Some(Reply::Error(message)) = pair.iter().find(|r| matches!(r, Reply::Error(_))) {
+                bail!("read the Redis user {} as {}: {message}", user.name, admin.user);
+            }
             if acl::is_current(user, password, &pair[0], &pair[1]) {
                 continue;
             }
@@ -168,7 +178,7 @@ impl Redis<'_> {
             if !made {
                 acl::require_version(&mut connection)?;
             }
-            acl::make(&mut connection, &self.ctx.config.project, user, password)?;
+            acl::make(&mut connection, &self.ctx.config.project, user, password, !pair[0].is_nil())?;
             made = true;
             changes.push(match pair[0].is_nil() {
                 true => format!("created Redis user {} (keys under {})", user.name, user.prefix),
@@ -201,7 +211,7 @@ impl Redis<'_> {
     }
 
     pub fn down(&self) -> Result<bool> {
-        self.server.down().context("stop the Redis server")
+        self.server.down(&self.credentials()?).context("stop the Redis server")
     }
 
     pub fn kind(&self) -> EngineKind {
@@ -288,6 +298,19 @@ impl Redis<'_> {
         let said = self.remove_users(&mut connection, &names, "every one of the project")?;
         connection.call(&["DEL", &acl::registry(&self.ctx.config.project)])?;
         Ok(said)
+    }
+
+    /// External teardown while other developers' databases remain: the caller's own Redis users
+    /// and keys (named for the caller as developer), no one else's.
+    pub fn teardown_mine(&self) -> Result<String> {
+        let mut connection = self.connect("teardown")?;
+        let me = self.ctx.developer.as_ref().map(|d| d.id.as_str());
+        let names: Vec<String> = acl::recorded(&mut connection, &self.ctx.config.project)?
+            .into_iter()
+            .filter(|(_, r)| r.developer.is_some() && r.developer.as_deref() == me)
+            .map(|(u, _)| u)
+            .collect();
+        self.remove_users(&mut connection, &names, "the caller's")
     }
 
     pub fn status(&self) -> Result<Report> {

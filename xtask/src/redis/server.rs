@@ -138,6 +138,14 @@ impl Server {
         if let Some(connection) = self.connect_quickly(credentials) {
             return Ok((UpOutcome::AlreadyRunning, connection));
         }
+        // Running, but slow to answer the quick probe (a stalled disk under its AOF): asked again
+        // with time to answer before it is taken for a server that refuses its admin.
+        if self.runs_here()? {
+            let admin = self.admin(credentials)?;
+            if let Ok(connection) = admin.open(WORK) {
+                return Ok((UpOutcome::AlreadyRunning, connection));
+            }
+        }
         let outcome = match self.kind {
             EngineKind::External => {
                 let admin = self.admin(credentials)?;
@@ -149,7 +157,25 @@ impl Server {
         Ok((outcome, self.wait_ready(credentials)?))
     }
 
-    pub fn down(&self) -> Result<bool> {
+    /// The native process or the container runs (whether it answers or not).
+    fn runs_here(&self) -> Result<bool> {
+        Ok(match self.kind {
+            EngineKind::External => false,
+            EngineKind::Docker => self.container_state()? == Some(true),
+            _ => self.native_pid().is_some(),
+        })
+    }
+
+    /// Stops the server, its data kept. The users are saved to the ACL file first: a setup killed
+    /// between making a user and saving it must not lose it at the restart.
+    pub fn down(&self, credentials: &Credentials) -> Result<bool> {
+        if let Some(mut connection) = self.connect_quickly(credentials) {
+            acl::save(&mut connection)?;
+        }
+        self.stop()
+    }
+
+    fn stop(&self) -> Result<bool> {
         match self.kind {
             EngineKind::External => Ok(false),
             EngineKind::Docker => {
@@ -242,7 +268,7 @@ impl Server {
                 Ok(())
             }
             _ => {
-                self.down()?;
+                self.stop()?;
                 match std::fs::remove_dir_all(&self.dir) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                         Err(e).with_context(|| format!("delete {}", self.dir.display()))
@@ -531,8 +557,15 @@ impl Server {
         let staging = crate::os::TempDir::new("redis-files")?;
         let container = self.container_name();
         let kept = staging.path().join(acl::ACL_FILE);
-        // Copied out and back unchanged when the volume has one: the users it holds are kept.
-        let _ = docker(&["cp", &format!("{container}:/data/{}", acl::ACL_FILE), &kept.display().to_string()]);
+        // Copied out and back unchanged when the volume has one: the users it holds are kept. Only
+        // its absence makes the server new; any other failure stops here.
+        let copied =
+            docker(&["cp", &format!("{container}:/data/{}", acl::ACL_FILE), &kept.display().to_string()]);
+        if let Err(error) = copied
+            && !format!("{error:#}").contains("Could not find the file")
+        {
+            return Err(error.context("read the Redis users kept in the volume"));
+        }
         let holder = format!("the volume {}", self.volume());
         let outcome = self.write_files(staging.path(), DOCKER_CONFIG, &holder, credentials)?;
         docker(&["cp", &format!("{}/.", staging.path().display()), &format!("{container}:/data/")])?;

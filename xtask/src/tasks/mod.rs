@@ -99,6 +99,10 @@ fn role_spec<'a>(ctx: &'a Ctx, endpoint: &Endpoint, database: &'a Database, role
 /// branch's databases instead of the templates.
 pub fn setup(ctx: &Ctx, from: Option<&str>) -> Result<Vec<(String, String)>> {
     let mut engine = engine::select(ctx)?;
+    let redis = crate::redis::of(ctx, engine.kind())?;
+    if let Some(redis) = &redis {
+        redis.check_names()?;
+    }
     let outcome = engine.up().context("start the PostgreSQL server")?;
     let mut changes = Vec::new();
     if outcome != engine::UpOutcome::AlreadyRunning {
@@ -156,7 +160,7 @@ pub fn setup(ctx: &Ctx, from: Option<&str>) -> Result<Vec<(String, String)>> {
         vars.push(("XTASK_ADMIN_URL".to_owned(), endpoint.url(&endpoint.admin_db)));
         vars.extend(templates);
     }
-    if let Some(redis) = crate::redis::of(ctx, engine.kind())? {
+    if let Some(redis) = &redis {
         let made = redis.setup()?;
         changes.extend(made.changes);
         vars.extend(made.vars);
@@ -460,8 +464,11 @@ pub fn teardown(ctx: &Ctx, force: bool, all_developers: bool) -> Result<()> {
         return Ok(());
     }
     refuse_remote_without_force(engine.as_ref(), force, "teardown")?;
-    // Before anything is dropped: a Redis that cannot be configured stops the teardown here.
+    // Before anything is dropped: a Redis that cannot be configured or reached stops it here.
     let redis = crate::redis::of(ctx, engine.kind())?;
+    if let Some(redis) = &redis {
+        redis.check_reachable("teardown")?;
+    }
     let mut admin = connect_running(engine.as_ref(), "teardown")?;
     let me = ctx.developer.as_ref().map(|d| d.id.as_str());
     let (ours, others): (Vec<_>, Vec<_>) = admin
@@ -474,7 +481,11 @@ pub fn teardown(ctx: &Ctx, force: bool, all_developers: bool) -> Result<()> {
         admin.drop_labelled(name, &ctx.config.project, None)?;
         eprintln!("teardown: dropped database {name}");
     }
-    // The roles serve every developer's databases: they go with the last of them.
+    // The roles serve every developer's databases: they go with the last of them. The caller's
+    // Redis users are the caller's alone.
+    if let Some(redis) = redis.as_ref().filter(|_| !others.is_empty()) {
+        eprintln!("teardown: {}", redis.teardown_mine()?);
+    }
     if !others.is_empty() {
         eprintln!(
             "teardown: {} database(s) of project `{}` dropped; its roles and {} database(s) of other developers \
