@@ -9,6 +9,9 @@
 #   2. `docker import` it as xtask-postgres-base:<major>;
 #   3. `docker build` ./Dockerfile (FROM xtask-postgres-base:<major>) on top,
 #      with the data directory the official image of that major uses.
+# xtask-redis-test:<tag> is a rootfs with Debian's redis-server, imported as it
+# is (the tests give it to xtask as XTASK_REDIS_IMAGE; xtask runs it as
+# `redis-server /data/redis.conf` with its volume on /data).
 #
 # Usage: ci/test-image/build.sh [--force] [IMAGE]
 #   Builds only when the image is absent; --force rebuilds it.
@@ -33,7 +36,7 @@ for arg in "$@"; do
 	case "$arg" in
 		--force) force=1 ;;
 		-h | --help)
-			sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+			sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 			exit 0
 			;;
 		-*) die "unknown option: $arg (usage: $0 [--force] [IMAGE])" ;;
@@ -41,20 +44,18 @@ for arg in "$@"; do
 	esac
 done
 
-# The Redis test image has a script of its own.
-case "$IMAGE" in
-	xtask-redis-test:*) exec "$here/build-redis.sh" "$@" ;;
-esac
-
 MAJOR="${IMAGE##*:}"
-case "$MAJOR" in
-	1[4-8]) ;;
+case "$IMAGE:$MAJOR" in
+	xtask-redis-test:*) MAJOR=redis ;;
+	*:1[4-8]) ;;
 	*) die "the tag of $IMAGE must be the PostgreSQL major it runs, 14 to 18 (xtask-postgres-test:18)" ;;
 esac
 BASE_IMAGE="xtask-postgres-base:$MAJOR"
 # The official image keeps the data in /var/lib/postgresql/data up to 17, and from 18 on in
 # /var/lib/postgresql/<major>/docker with the volume on /var/lib/postgresql.
-if [ "$MAJOR" -ge 18 ]; then
+if [ "$MAJOR" = redis ]; then
+	:
+elif [ "$MAJOR" -ge 18 ]; then
 	DATA_VOLUME=/var/lib/postgresql
 	PGDATA="/var/lib/postgresql/$MAJOR/docker"
 else
@@ -100,7 +101,13 @@ fi
 # The hooks are run by mmdebstrap with "$1" = the chroot directory.
 # shellcheck disable=SC2016
 hooks=()
-if [ "$MAJOR" = "$DEBIAN_MAJOR" ]; then
+if [ "$MAJOR" = redis ]; then
+	PACKAGES=redis-server
+	hooks+=(
+		--customize-hook='mkdir -p "$1"/data'
+		--customize-hook='rm -rf "$1"/var/log/redis/*'
+	)
+elif [ "$MAJOR" = "$DEBIAN_MAJOR" ]; then
 	PACKAGES="postgresql-$MAJOR,postgresql-contrib,util-linux,bash"
 	# - /usr/share/postgresql/15/man must be installed because postgresql-client's
 	#   postinst registers them with update-alternatives, so it is deleted afterwards.
@@ -153,19 +160,23 @@ if ! mmdebstrap \
 fi
 log "rootfs done in $((SECONDS - start)) s ($(du -h "$tmp/rootfs.tar" | cut -f1))"
 
-log "importing rootfs as $BASE_IMAGE"
 # An imported image has no config at all: give it the usual PATH so that the
 # Dockerfile's ENV PATH=...:$PATH and RUN steps work.
-docker import \
-	--change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-	--change 'CMD ["bash"]' \
-	--message "mmdebstrap $SUITE rootfs with $PACKAGES" \
-	"$tmp/rootfs.tar" "$BASE_IMAGE" >/dev/null
+path_env='ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+if [ "$MAJOR" = redis ]; then
+	log "importing rootfs as $IMAGE"
+	docker import --change "$path_env" --change 'WORKDIR /data' --change 'VOLUME /data' \
+		--change 'EXPOSE 6379' --change 'CMD ["redis-server", "--bind", "*", "--protected-mode", "no"]' \
+		--message "mmdebstrap $SUITE rootfs with $PACKAGES" "$tmp/rootfs.tar" "$IMAGE" >/dev/null
+else
+	log "importing rootfs as $BASE_IMAGE"
+	docker import --change "$path_env" --change 'CMD ["bash"]' \
+		--message "mmdebstrap $SUITE rootfs with $PACKAGES" "$tmp/rootfs.tar" "$BASE_IMAGE" >/dev/null
+	log "building $IMAGE from $here/Dockerfile"
+	docker build --tag "$IMAGE" --build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg "PG_MAJOR=$MAJOR" \
+		--build-arg "PGDATA=$PGDATA" --build-arg "DATA_VOLUME=$DATA_VOLUME" "$here"
+fi
 rm -f "$tmp/rootfs.tar"
-
-log "building $IMAGE from $here/Dockerfile"
-docker build --tag "$IMAGE" --build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg "PG_MAJOR=$MAJOR" \
-	--build-arg "PGDATA=$PGDATA" --build-arg "DATA_VOLUME=$DATA_VOLUME" "$here"
 
 # With --force the previous images are now untagged; remove them if unused.
 for id in "$old_image_id" "$old_base_id"; do

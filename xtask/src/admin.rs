@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::conn::{Endpoint, PgError};
 use crate::credentials::Credentials;
-use crate::naming::{hex, quote_ident, quote_literal};
+use crate::naming::{quote_ident, quote_literal};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Label {
@@ -697,12 +697,15 @@ fn check_role_label(comment: Option<String>, superuser: bool, role: &RoleSpec<'_
 /// 128 bits of SHA-256 over the admin login, the server and the role: the same on every machine
 /// that holds the admin URL (which can set any password anyway), unknowable without it.
 pub fn derive_password(admin: &Endpoint, role: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let input = format!(
-        "xtask role password\0{}\0{}\0{}\0{}\0{role}",
-        admin.user, admin.password, admin.host, admin.port
-    );
-    hex(&Sha256::digest(input.as_bytes())[..16])
+    let port = admin.port.to_string();
+    crate::credentials::derived_password(&[
+        "xtask role password",
+        &admin.user,
+        &admin.password,
+        &admin.host,
+        &port,
+        role,
+    ])
 }
 
 #[derive(Deserialize)]

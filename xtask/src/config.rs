@@ -91,6 +91,20 @@ pub struct RedisConfig {
     pub services: Vec<crate::services::RedisService>,
 }
 
+impl Default for RedisConfig {
+    /// What a workspace that says only `redis = true` gets (without its services).
+    fn default() -> RedisConfig {
+        RedisConfig {
+            port: DEFAULT_REDIS_PORT,
+            image: DEFAULT_REDIS_IMAGE.into(),
+            url: None,
+            server: None,
+            ca: None,
+            services: Vec::new(),
+        }
+    }
+}
+
 pub const DEFAULT_REDIS_PORT: u16 = 6380;
 pub const DEFAULT_REDIS_IMAGE: &str = "redis:7";
 

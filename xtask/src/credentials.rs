@@ -182,6 +182,13 @@ pub fn remove(data_dir: &Path) -> Result<()> {
     }
 }
 
+/// A password every developer on a shared server computes alike, without sharing a file: 128 bits of
+/// the SHA-256 of `parts` (what it is for, then the admin's login and whose it is), NUL-separated.
+pub fn derived_password(parts: &[&str]) -> String {
+    use sha2::{Digest, Sha256};
+    crate::naming::hex(&Sha256::digest(parts.join("\0").as_bytes())[..16])
+}
+
 /// 128 random bits as 32 hex digits: safe in URLs, shells and `.env` files without quoting.
 pub fn generate_password() -> Result<String> {
     random_hex(16)

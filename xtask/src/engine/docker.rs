@@ -179,15 +179,7 @@ impl Docker {
     }
 
     fn docker(&self, args: &[&str]) -> Result<String> {
-        let output = cmd!(self.sh, "docker {args...}")
-            .quiet()
-            .ignore_status()
-            .output()
-            .with_context(|| format!("run docker {}", args.join(" ")))?;
-        if !output.status.success() {
-            bail!("docker {} failed: {}", args.join(" "), String::from_utf8_lossy(&output.stderr).trim_end());
-        }
-        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        run(args)
     }
 
     /// The image's PostgreSQL major version: its `PG_MAJOR`, else its tag.
@@ -723,6 +715,21 @@ fn cli_answers() -> bool {
 
 /// Removes the containers (with their anonymous volumes) and the volumes that projects whose data
 /// directory lies in `root` made; returns how many. Nothing when no Docker engine answers.
+/// The docker CLI run to its end, whatever its status: for callers that read its stderr.
+pub fn output(args: &[&str]) -> Result<std::process::Output> {
+    let command = duct::cmd("docker", args).stdin_null().stdout_capture().stderr_capture().unchecked();
+    command.run().with_context(|| format!("run docker {} (is the Docker CLI installed?)", args.join(" ")))
+}
+
+/// The docker CLI's stdout (trimmed); a failure is an error in docker's own words.
+pub fn run(args: &[&str]) -> Result<String> {
+    let output = output(args)?;
+    if !output.status.success() {
+        bail!("docker {} failed: {}", args.join(" "), String::from_utf8_lossy(&output.stderr).trim_end());
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
 pub fn remove_under(root: &Path) -> usize {
     let under = |labelled: &str| Path::new(labelled).starts_with(root);
     let listed = |args: &[&str]| -> Vec<String> {

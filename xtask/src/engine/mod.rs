@@ -18,7 +18,7 @@ use crate::config::EngineKind;
 use crate::conn::Endpoint;
 use crate::workspace::Ctx;
 
-pub use docker::remove_under as remove_containers_under;
+pub use docker::{output as docker_output, remove_under as remove_containers_under, run as docker};
 pub use server_binaries::find_client;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -81,10 +81,10 @@ pub struct User {
 }
 
 /// The commands that read what the server has of `users`, after a login: one round trip with it.
-pub fn survey_commands(project: &str, users: &[User]) -> Vec<Command> {
+pub fn survey_commands<'a>(project: &str, users: impl IntoIterator<Item = &'a User>) -> Vec<Command> {
     let registry = registry(project);
     users
-        .iter()
+        .into_iter()
         .flat_map(|u| [command(&["ACL", "GETUSER", &u.name]), command(&["HGET", &registry, &u.name])])
         .collect()
 }
@@ -241,20 +241,6 @@ fn delete_keys(connection: &mut Connection, prefix: &str) -> Result<u64> {
         Ok(())
     })?;
     Ok(deleted)
-}
-
-/// The keys under `prefix` and the memory they take (MEMORY USAGE, in bytes).
-pub fn usage(connection: &mut Connection, prefix: &str) -> Result<(u64, u64)> {
-    let (mut keys, mut bytes) = (0, 0);
-    scan(connection, prefix, |connection, batch| {
-        keys += batch.len() as u64;
-        let commands: Vec<Command> = batch.iter().map(|k| command(&["MEMORY", "USAGE", k])).collect();
-        for reply in connection.pipeline(&commands)? {
-            bytes += reply.int().unwrap_or(0).max(0) as u64;
-        }
-        Ok(())
-    })?;
-    Ok((keys, bytes))
 }
 
 /// The keys and memory of every user of the project, by user (a key's user is what comes before

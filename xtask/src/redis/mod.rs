@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::config::{EngineKind, RedisConfig};
 use crate::credentials::Credentials;
@@ -41,14 +40,7 @@ pub fn of_or_left_over(ctx: &Ctx, engine: EngineKind) -> Result<Option<Redis<'_>
     if ctx.config.redis.is_some() || engine == EngineKind::External {
         return of(ctx, engine);
     }
-    let config = RedisConfig {
-        port: crate::config::DEFAULT_REDIS_PORT,
-        image: crate::config::DEFAULT_REDIS_IMAGE.into(),
-        url: None,
-        server: None,
-        ca: None,
-        services: Vec::new(),
-    };
+    let config = RedisConfig::default();
     let server = Server::new(&ctx.config, &config, engine)?;
     Ok(server.exists()?.then_some(Redis { ctx, config: Cow::Owned(config), server }))
 }
@@ -115,18 +107,18 @@ impl Redis<'_> {
     /// gets the same without sharing a file), else generated and kept with the PostgreSQL ones.
     fn password(&self, credentials: &mut Credentials, admin: &Login, user: &str) -> Result<String> {
         if self.server.kind == EngineKind::External {
-            let input = format!(
-                "xtask redis password\0{}\0{}\0{}\0{}\0{}\0{user}",
-                admin.user, admin.password, admin.host, admin.port, self.ctx.config.project
-            );
-            return Ok(crate::naming::hex(&Sha256::digest(input.as_bytes())[..16]));
+            let port = admin.port.to_string();
+            let project = &self.ctx.config.project;
+            let parts =
+                ["xtask redis password", &admin.user, &admin.password, &admin.host, &port, project, user];
+            return Ok(crate::credentials::derived_password(&parts));
         }
         credentials.redis_password_or_new(user)
     }
 
     /// Refuses, before anything is made, a service user that would be named like the admin.
     pub fn check_names(&self) -> Result<()> {
-        let admin_user = self.server.admin(&self.credentials()?)?.user;
+        let admin_user = self.server.admin_user()?;
         let users = self.users();
         let clash =
             users.iter().find(|(_, u)| RESERVED_USERS.contains(&u.name.as_str()) || u.name == admin_user);
@@ -141,9 +133,9 @@ impl Redis<'_> {
         Ok(())
     }
 
+    /// Makes what this branch needs (the caller has checked the names: [`Redis::check_names`]).
     pub fn setup(&self) -> Result<Setup> {
         self.provide()?;
-        self.check_names()?;
         let mut credentials = self.credentials()?;
         let users = self.users();
         let mut changes = Vec::new();
@@ -156,8 +148,8 @@ impl Redis<'_> {
         for (_, user) in &users {
             passwords.push(self.password(&mut credentials, &admin, &user.name)?);
         }
-        let just_users: Vec<User> = users.iter().map(|(_, u)| u.clone()).collect();
-        let replies = connection.pipeline(&acl::survey_commands(&self.ctx.config.project, &just_users))?;
+        let replies = connection
+            .pipeline(&acl::survey_commands(&self.ctx.config.project, users.iter().map(|(_, u)| u)))?;
         let mut made = false;
         for (((_, user), password), pair) in users.iter().zip(&passwords).zip(replies.chunks_exact(2)) {
             if let Some(Reply::Error(message)) = pair.iter().find(|r| matches!(r, Reply::Error(_))) {
@@ -235,8 +227,8 @@ impl Redis<'_> {
     }
 
     /// `wipe`: this branch's users and their keys (only those this project made). Returns what it
-    /// said.
-    pub fn wipe_branch(&self) -> Result<Vec<String>> {
+    /// did.
+    pub fn wipe_branch(&self) -> Result<String> {
         let mut connection = self.connect("wipe")?;
         let recorded = acl::recorded(&mut connection, &self.ctx.config.project)?;
         let names: Vec<String> = self
@@ -246,9 +238,9 @@ impl Redis<'_> {
             .filter(|name| recorded.iter().any(|(user, _)| user == name))
             .collect();
         if names.is_empty() {
-            return Ok(vec![format!("branch `{}` has no Redis users", self.ctx.branch.name)]);
+            return Ok(format!("branch `{}` has no Redis users", self.ctx.branch.name));
         }
-        Ok(vec![self.remove_users(&mut connection, &names, &names.join(", "))?])
+        self.remove_users(&mut connection, &names, &names.join(", "))
     }
 
     /// Removes users this project made, their keys and their passwords on file; says what went.
@@ -258,30 +250,30 @@ impl Redis<'_> {
         Ok(format!("removed {users} Redis user(s) ({listed}) and their {keys} key(s)"))
     }
 
-    /// The users of branches `gone` says are gone (never the current one): removed unless `dry_run`.
+    /// The users of branches `gone` says are gone: removed unless `dry_run`.
     /// Another developer's are judged by their own git, not the caller's (unless `all_developers`).
     pub fn prune(
         &self,
         gone: &dyn Fn(&str) -> bool,
         dry_run: bool,
         all_developers: bool,
-    ) -> Result<Vec<String>> {
+    ) -> Result<Option<String>> {
         let mut connection = self.connect("prune")?;
         let me = self.ctx.developer.as_ref().map(|d| d.id.as_str());
         let doomed: Vec<(String, acl::Record)> = acl::recorded(&mut connection, &self.ctx.config.project)?
             .into_iter()
             .filter(|(_, r)| all_developers || r.developer.as_deref() == me)
-            .filter(|(_, r)| r.branch != self.ctx.branch.name && gone(&r.branch))
+            .filter(|(_, r)| gone(&r.branch))
             .collect();
         if doomed.is_empty() {
-            return Ok(Vec::new());
+            return Ok(None);
         }
         let listed: Vec<String> = doomed.iter().map(|(u, r)| format!("{u} (branch {})", r.branch)).collect();
         if dry_run {
-            return Ok(vec![format!("would remove Redis user(s) {}", listed.join(", "))]);
+            return Ok(Some(format!("would remove Redis user(s) {}", listed.join(", "))));
         }
         let names: Vec<String> = doomed.into_iter().map(|(u, _)| u).collect();
-        Ok(vec![self.remove_users(&mut connection, &names, &listed.join(", "))?])
+        self.remove_users(&mut connection, &names, &listed.join(", ")).map(Some)
     }
 
     /// `teardown`: the server this tool made, with its data; on an external server, every user
@@ -321,23 +313,31 @@ impl Redis<'_> {
             ServerState::Running => admin.open(Duration::from_secs(5)).ok(),
             _ => None,
         };
+        // The server's users and the project's keys, each read once for every user.
+        let (on_server, usage) = match connection.as_mut() {
+            Some(connection) => {
+                let names =
+                    connection.call(&["ACL", "USERS"])?.items().iter().filter_map(Reply::text).collect();
+                (Some::<Vec<String>>(names), Some(acl::usage_by_user(connection, &self.ctx.config.project)?))
+            }
+            None => (None, None),
+        };
         let mut users = Vec::new();
         for (service, user) in self.users() {
-            let (exists, usage) = match connection.as_mut() {
-                Some(connection) => {
-                    let exists = !connection.call(&["ACL", "GETUSER", &user.name])?.is_nil();
-                    (Some(exists), Some(acl::usage(connection, &user.prefix)?))
+            let (keys, bytes) = match &usage {
+                Some(usage) => {
+                    usage.get(&user.name).copied().map_or((Some(0), Some(0)), |(k, b)| (Some(k), Some(b)))
                 }
                 None => (None, None),
             };
             users.push(UserReport {
                 service: service.name.clone(),
                 url: admin.as_user(&user.name, "").redacted_url(),
+                exists: on_server.as_ref().map(|names| names.contains(&user.name)),
                 user: user.name,
                 prefix: user.prefix,
-                exists,
-                keys: usage.map(|u| u.0),
-                memory_bytes: usage.map(|u| u.1),
+                keys,
+                memory_bytes: bytes,
             });
         }
         Ok(Report {

@@ -13,7 +13,7 @@ use super::acl;
 use super::resp::Connection;
 use crate::config::{Config, EngineKind, RedisConfig};
 use crate::credentials::Credentials;
-use crate::engine::{ServerState, Status, UpOutcome};
+use crate::engine::{ServerState, Status, UpOutcome, docker, docker_output};
 
 /// How the admin (or a service's user) logs in.
 #[derive(Clone)]
@@ -123,6 +123,14 @@ impl Server {
             password,
             tls: None,
         })
+    }
+
+    /// The admin's name, without its password (nothing is read).
+    pub fn admin_user(&self) -> Result<String> {
+        match &self.url {
+            Some(url) => Ok(url_parts(url)?.1.user),
+            None => Ok(acl::ADMIN_USER.into()),
+        }
     }
 
     /// Logged in as the admin of a server that runs, or `None` (quick: the no-op setup's path).
@@ -366,8 +374,8 @@ impl Server {
         crate::fsafe::private_dir(&self.data_dir, "the data directory")?;
         crate::fsafe::private_dir(&self.dir, "the Redis data directory")?;
         let holder = self.dir.display().to_string();
-        let outcome =
-            self.write_files(&self.dir, &native_config(&self.dir, self.port), &holder, credentials)?;
+        let config = config(&self.dir, self.port, self.kind);
+        let outcome = self.write_files(&self.dir, &config, &holder, credentials)?;
         // It forks into the background (daemonize) once its configuration is read.
         let started = duct::cmd(&binary, [self.dir.join("redis.conf")])
             .stdin_null()
@@ -567,7 +575,8 @@ impl Server {
             return Err(error.context("read the Redis users kept in the volume"));
         }
         let holder = format!("the volume {}", self.volume());
-        let outcome = self.write_files(staging.path(), DOCKER_CONFIG, &holder, credentials)?;
+        let config = config(Path::new("/data"), 6379, self.kind);
+        let outcome = self.write_files(staging.path(), &config, &holder, credentials)?;
         docker(&["cp", &format!("{}/.", staging.path().display()), &format!("{container}:/data/")])?;
         Ok(outcome)
     }
@@ -599,52 +608,47 @@ struct Container {
     port: Option<u16>,
 }
 
-fn docker_output(args: &[&str]) -> Result<std::process::Output> {
-    let command = duct::cmd("docker", args).stdout_capture().stderr_capture().unchecked();
-    command.run().context("run docker (is the Docker CLI installed?)")
-}
-
-/// Its stdout; a failure is an error with docker's own words.
-fn docker(args: &[&str]) -> Result<String> {
-    let output = docker_output(args)?;
-    if !output.status.success() {
-        bail!(
-            "docker {} failed: {}",
-            args.first().unwrap_or(&""),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-}
-
-fn native_config(dir: &Path, port: u16) -> String {
+/// The server's configuration, written at every start (edits are lost): its data and users in
+/// `dir`, one database, the append-only file on.
+fn config(dir: &Path, port: u16, engine: EngineKind) -> String {
     // Quoted: a data directory may hold spaces.
     let path = |name: &str| {
         let path = if name.is_empty() { dir.to_path_buf() } else { dir.join(name) };
         format!("\"{}\"", path.display().to_string().replace('\\', "\\\\").replace('"', "\\\""))
     };
+    let listen = match engine {
+        // Inside the container on every interface; only 127.0.0.1 of the host is published.
+        EngineKind::Docker => "bind * -::*\nprotected-mode no\n".to_owned(),
+        _ => format!(
+            "bind 127.0.0.1\nprotected-mode yes\ndaemonize yes\npidfile {}\nlogfile {}\n",
+            path("redis.pid"),
+            path("redis.log")
+        ),
+    };
     format!(
-        "# Written by cargo xtask at every start: edits are lost.\n\
-         bind 127.0.0.1\nport {port}\nprotected-mode yes\ndaemonize yes\ndatabases 1\n\
-         pidfile {}\nlogfile {}\ndir {}\naclfile {}\nappendonly yes\n",
-        path("redis.pid"),
-        path("redis.log"),
+        "# Written by cargo xtask at every start: edits are lost.\n{listen}port {port}\ndatabases 1\n\
+         dir {}\naclfile {}\nappendonly yes\n",
         path(""),
-        path(acl::ACL_FILE),
+        path(acl::ACL_FILE)
     )
 }
-
-/// Inside the container it listens on every interface; only 127.0.0.1 of the host is published.
-const DOCKER_CONFIG: &str = "# Written by cargo xtask.\nbind * -::*\nport 6379\nprotected-mode no\n\
-                             databases 1\ndir /data\naclfile /data/users.acl\nappendonly yes\n";
 
 /// `redis[s]://[user[:password]@]host[:port][/0]`; a URL without a user logs in as `default`.
 /// `rediss://` verifies the server's certificate against `ca`, else the system's roots.
 pub fn parse_url(url: &str, ca: Option<&Path>) -> Result<Login> {
+    let (tls, mut login) = url_parts(url)?;
+    if tls {
+        login.tls = Some(crate::tls::verified_client(ca).context("TLS for rediss://")?);
+    }
+    Ok(login)
+}
+
+/// Whether the URL asks for TLS, and its login without the TLS configuration.
+fn url_parts(url: &str) -> Result<(bool, Login)> {
     let problem = |what: &str| anyhow::anyhow!("XTASK_REDIS_URL (the external Redis server): {what}");
     let (rest, tls) = match url.split_once("://") {
-        Some(("redis", rest)) => (rest, None),
-        Some(("rediss", rest)) => (rest, Some(crate::tls::verified_client(ca).context("TLS for rediss://")?)),
+        Some(("redis", rest)) => (rest, false),
+        Some(("rediss", rest)) => (rest, true),
         _ => return Err(problem("expected redis://user:password@host:port (or rediss:// for TLS)")),
     };
     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
@@ -661,7 +665,8 @@ pub fn parse_url(url: &str, ca: Option<&Path>) -> Result<Login> {
         return Err(problem("no host"));
     }
     let user = if user.is_empty() { "default".to_owned() } else { crate::conn::percent_decode(user) };
-    Ok(Login { host: host.to_owned(), port, user, password: crate::conn::percent_decode(password), tls })
+    let password = crate::conn::percent_decode(password);
+    Ok((tls, Login { host: host.to_owned(), port, user, password, tls: None }))
 }
 
 #[cfg(test)]

@@ -137,6 +137,11 @@ fn names_commit(branch: &str, commit: &str) -> bool {
         && commit.starts_with(branch)
 }
 
+/// A branch prune takes away: not the current one, not a default branch, and found nowhere in git.
+fn is_gone(ctx: &Ctx, git: &GitBranches, branch: &str, current: bool) -> bool {
+    !current && !ctx.config.default_branches.iter().any(|b| b == branch) && git.found_in(branch).is_empty()
+}
+
 fn row(ctx: &Ctx, git: Option<&GitBranches>, db: LabelledDatabase, all_developers: bool) -> Row {
     let label = db.label;
     // Only the caller's own are judged by the caller's git (another developer's branches are
@@ -147,7 +152,7 @@ fn row(ctx: &Ctx, git: Option<&GitBranches>, db: LabelledDatabase, all_developer
     let found_in = git.map(|g| g.found_in(&label.branch)).unwrap_or_default();
     let branch_exists = git.map(|_| current || !found_in.is_empty());
     Row {
-        prunable: mine && ((branch_exists == Some(false) && !default) || label.test),
+        prunable: mine && (git.is_some_and(|g| is_gone(ctx, g, &label.branch, current)) || label.test),
         developer: label.developer,
         test: label.test,
         created_epoch: parse_utc(&label.created),
@@ -348,10 +353,8 @@ pub fn prune(ctx: &Ctx, dry_run: bool, force: bool, all_developers: bool) -> Res
     }
     let mut admin = connect_running(engine.as_ref(), "prune")?;
     if let Some(redis) = crate::redis::of(ctx, engine.kind())? {
-        let gone = |branch: &str| {
-            !ctx.config.default_branches.iter().any(|b| b == branch) && git.found_in(branch).is_empty()
-        };
-        for said in redis.prune(&gone, dry_run, all_developers)? {
+        let gone = |branch: &str| is_gone(ctx, &git, branch, branch == ctx.branch.name);
+        if let Some(said) = redis.prune(&gone, dry_run, all_developers)? {
             eprintln!("prune: {said}");
         }
     }

@@ -438,9 +438,7 @@ pub fn wipe(ctx: &Ctx, db: Option<&str>, force: bool, backup: bool) -> Result<()
         }
     }
     if let Some(redis) = &redis {
-        for said in redis.wipe_branch()? {
-            eprintln!("wipe: {said}");
-        }
+        eprintln!("wipe: {}", redis.wipe_branch()?);
     }
     Ok(())
 }
@@ -794,7 +792,9 @@ fn print_redis_status(redis: &crate::redis::Report) {
     if let Some(next) = &redis.next {
         println!("next       {next}");
     }
-    println!("endpoint   {}", redis.endpoint);
+    if !redis.endpoint.is_empty() {
+        println!("endpoint   {}", redis.endpoint);
+    }
     for user in &redis.users {
         let state = match (user.exists, user.keys, user.memory_bytes) {
             (Some(true), Some(keys), Some(bytes)) => format!("{keys} key(s), {}", human_size(bytes as i64)),

@@ -34,7 +34,7 @@ pub fn test_image_of(major: u32) -> String {
 }
 
 /// The Redis image the docker tests run: the one of XTASK_TEST_IMAGES named xtask-redis-test, else
-/// xtask-redis-test:7 (built from Debian's redis-server by ci/test-image/build-redis.sh).
+/// xtask-redis-test:7 (built from Debian's redis-server by ci/test-image/build.sh).
 pub fn redis_test_image() -> String {
     std::env::var("XTASK_TEST_IMAGES")
         .unwrap_or_default()
